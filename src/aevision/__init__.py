@@ -1,0 +1,27 @@
+"""aevision: learn image representations with autoencoders and put them to work."""
+
+__version__ = "0.1.0"
+
+from aevision.api import (
+    FeatureExtractor,
+    PretrainResult,
+    encode,
+    load,
+    pretrain,
+    reconstruct,
+)
+from aevision.config import PretrainConfig, build_config
+from aevision.errors import AevisionError
+
+__all__ = [
+    "AevisionError",
+    "FeatureExtractor",
+    "PretrainConfig",
+    "PretrainResult",
+    "__version__",
+    "build_config",
+    "encode",
+    "load",
+    "pretrain",
+    "reconstruct",
+]

@@ -1,0 +1,72 @@
+"""The ``aevision`` command: a thin shell over the Python API.
+
+Each subcommand lives in its own module with an ``add_parser(subparsers)`` function. Errors the
+user can fix print one line and exit with status 2; nothing prints a traceback unless
+``AEVISION_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from aevision.cli.common import Parser, UsageError
+
+# subcommand modules, in the order ``aevision --help`` lists them
+COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "listing")
+
+
+def build_parser() -> Parser:
+    from aevision import __version__
+
+    parser = Parser(prog="aevision", description="Learn image representations with autoencoders "
+                    "and put them to work.")
+    parser.add_argument("--version", action="version", version=f"aevision {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"aevision.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+    debug = os.environ.get("AEVISION_DEBUG") == "1"
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "run", None):
+            parser.print_help()
+            return 2
+        result = args.run(args)
+        return int(result or 0)
+    except UsageError as e:
+        print(f"{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aevision: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from aevision.errors import AevisionError
+
+        if debug:
+            raise
+        if isinstance(e, AevisionError):
+            print(f"aevision: error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+            print("aevision: error: out of memory; lower train.batch_size (or data.limit)",
+                  file=sys.stderr)
+            return 2
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"aevision: internal error: {type(e).__name__}: {first} "
+              f"(rerun with AEVISION_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+

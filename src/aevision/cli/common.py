@@ -1,0 +1,93 @@
+"""Argument helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NoReturn
+
+from aevision.errors import AevisionError
+
+
+class UsageError(Exception):
+    """A command-line mistake; the message is already the one line to print."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and exit status 2 via ``main``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+def add_data_arguments(p: argparse.ArgumentParser, inputs: bool = True) -> None:
+    """Where images come from: files/folders, or a registered dataset and split."""
+    if inputs:
+        p.add_argument("inputs", nargs="*", metavar="IMAGES",
+                       help="image files or folders (read in sorted order)")
+    p.add_argument("--dataset", metavar="NAME", help="a registered dataset instead of files "
+                   "(see 'aevision datasets')")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="which split of --dataset (default: test)")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="where datasets live (default: $AEVISION_DATA or ~/.cache/aevision)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
+    p.add_argument("--batch-size", type=int, default=512, help="images per forward pass")
+
+
+def positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise AevisionError(f"{name}: got {value}, expected a positive integer")
+
+
+def load_inputs(args: argparse.Namespace, model: Any) -> Any:
+    """The ImageSet named by the command line, conformed to ``model``'s input shape."""
+    from aevision.config import DataConfig
+    from aevision.data import load_dataset
+    from aevision.data.folder import load_folder
+    from aevision.data.images import BadImage, load_image
+    from aevision.data.imageset import ImageSet
+
+    positive("--limit", args.limit)
+    positive("--batch-size", args.batch_size)
+    c, h, w = model.input_shape
+    if args.dataset and args.inputs:
+        raise AevisionError("give either IMAGES or --dataset, not both")
+    if args.dataset:
+        splits = load_dataset(DataConfig(name=args.dataset, root=args.data_root, channels=c,
+                                         image_size=[h, w]), args.seed)
+        data = getattr(splits, args.split)
+        if data is None:
+            raise AevisionError(f"--split {args.split}: dataset {args.dataset!r} has no {args.split} split")
+    elif args.inputs:
+        parts: list[ImageSet] = []
+        for item in args.inputs:
+            path = Path(item)
+            if path.is_dir():
+                parts.append(load_folder(path, channels=c, image_size=(h, w)))
+            elif path.is_file():
+                try:
+                    img = load_image(path, c, (h, w))
+                except BadImage as e:
+                    raise AevisionError(f"{path}: {e}") from None
+                parts.append(ImageSet(img.unsqueeze(0), files=[str(path)]))
+            else:
+                raise AevisionError(f"{path}: no such file or folder")
+        import torch
+
+        files = [f for s in parts for f in (s.files or [])]
+        data = ImageSet(torch.cat([s.images for s in parts]), files=files,
+                        skipped=[k for s in parts for k in s.skipped])
+    else:
+        raise AevisionError("no input: give image files/folders or --dataset NAME")
+    if args.limit is not None and args.limit < len(data):
+        data = data.subset(range(args.limit))
+    return data
+
+
+def output_path(value: str, suffixes: tuple[str, ...], option: str = "-o") -> Path:
+    path = Path(value)
+    if path.suffix.lower() not in suffixes:
+        raise AevisionError(f"{option} {value}: expected a file ending in {' or '.join(suffixes)}")
+    return path

@@ -1,0 +1,44 @@
+"""``aevision reconstruct``: a PNG grid of inputs and their reconstructions."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path
+
+
+def add_parser(sub: Any) -> None:
+    p: Parser = sub.add_parser(
+        "reconstruct", help="write a grid of images and their reconstructions",
+        description="Top row: input images; bottom row: what the autoencoder makes of them.")
+    p.add_argument("model", help="model folder (from 'aevision pretrain') or model.safetensors")
+    add_data_arguments(p)
+    p.add_argument("-n", "--num", type=int, default=16, help="how many images (default 16)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE.png")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aevision.api import load, reconstruct
+    from aevision.cli.common import positive
+    from aevision.report.plots import reconstruction_grid
+
+    positive("--num", args.num)
+    out = output_path(args.out, (".png",))
+    model = load(args.model, args.device)
+    if args.limit is None:
+        args.limit = args.num
+    data = load_inputs(args, model)
+    shown = data.subset(range(min(args.num, len(data))))
+    recon = reconstruct(model, shown, args.batch_size, args.device)
+    if recon.shape[1:] != shown.images.shape[1:]:  # models that reconstruct a different target
+        import torch.nn.functional as F
+
+        recon = F.interpolate(recon, size=shown.images.shape[2:], mode="nearest")
+        if recon.shape[1] != shown.images.shape[1]:
+            recon = recon.expand(-1, shown.images.shape[1], -1, -1)
+    reconstruction_grid(out, shown.floats(), recon)
+    print(f"wrote {out} ({len(shown)} images)")
+    return 0

@@ -1,0 +1,321 @@
+"""Run configuration: plain dataclasses, loaded from YAML plus ``key=value`` overrides.
+
+A config file mirrors these classes. Model, regularizer and dataset sections hold a ``name`` plus
+that builder's own options side by side (``model: {name: conv, channels: [32, 64]}``); the options
+are checked against the builder's signature when the run starts, so an unknown key is an error.
+Every metric aevision writes is stored next to the ``to_dict()`` of the config that produced it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from aevision.errors import AevisionError, ConfigError
+from aevision.validation import check, coerce
+
+Precision = Literal[
+    "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine"
+]
+
+
+@dataclass
+class DataConfig:
+    """Which images to train on and how to read them."""
+
+    name: str = "digits"
+    root: str | None = None  # where datasets live; default $AEVISION_DATA or ~/.cache/aevision
+    image_size: list[int] | None = None  # [H, W] to resize folder images to
+    channels: int | None = None  # 1 or 3; folder images are converted to this
+    val_fraction: float = 0.1  # carved from the training split, seeded
+    limit: int | None = None  # use at most this many training images (quick runs)
+    download: bool = True  # torchvision datasets: download when missing and online
+    strict: bool = False  # stop at the first unreadable image instead of skipping it
+    options: dict[str, Any] = field(default_factory=dict)  # the dataset builder's own options
+
+    def validate(self, prefix: str = "data") -> None:
+        check(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", self.val_fraction,
+              "a fraction in [0, 1)")
+        if self.image_size is not None:
+            check(len(self.image_size) == 2 and min(self.image_size) >= 1,
+                  f"{prefix}.image_size", self.image_size, "[height, width] of positive integers")
+        if self.channels is not None:
+            check(self.channels in (1, 3), f"{prefix}.channels", self.channels, "1 or 3")
+        if self.limit is not None:
+            check(self.limit >= 1, f"{prefix}.limit", self.limit, "a positive integer or null")
+
+
+@dataclass
+class ModelConfig:
+    """An architecture from the model registry and its options."""
+
+    name: str = "conv"
+    reconstruction: Literal["mse", "bce", "l1"] = "mse"  # the reconstruction loss
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RegularizerConfig:
+    """A regularizer from the registry, its weight in the loss, and its options."""
+
+    name: str
+    weight: float | None = None  # None: the regularizer's own default weight
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, prefix: str) -> None:
+        if self.weight is not None:
+            check(self.weight >= 0.0, f"{prefix}.weight", self.weight, "a number >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """How to optimise: the loop, the hardware, the checkpoints."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: Literal["none", "cosine"] = "none"
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps", "tpu"] = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: Precision = "32-true"
+    deterministic: bool = False
+    compile: bool = False  # torch.compile the model (pays off on GPUs and long runs)
+    channels_last: bool = False  # NHWC memory layout for conv models
+    early_stopping_patience: int | None = None  # epochs without val improvement before stopping
+    checkpoint_every_n_steps: int | None = None  # also checkpoint inside epochs
+    log_every_n_steps: int = 50
+    progress: bool = True
+    skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
+    max_bad_batches: int = 10  # with skip_nonfinite: stop after this many skipped batches
+
+    def validate(self, prefix: str = "train") -> None:
+        check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
+        check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
+        check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
+        check(self.num_nodes >= 1, f"{prefix}.num_nodes", self.num_nodes, "an integer >= 1")
+        check(self.log_every_n_steps >= 1, f"{prefix}.log_every_n_steps",
+              self.log_every_n_steps, "an integer >= 1")
+        check((isinstance(self.devices, int) and self.devices >= 1) or self.devices == "auto"
+              or (isinstance(self.devices, str) and self.devices.replace(",", "").isdigit()),
+              f"{prefix}.devices", self.devices,
+              "a positive integer, 'auto', or a comma-separated list of device ids")
+        if self.early_stopping_patience is not None:
+            check(self.early_stopping_patience >= 1, f"{prefix}.early_stopping_patience",
+                  self.early_stopping_patience, "an integer >= 1 or null")
+        if self.checkpoint_every_n_steps is not None:
+            check(self.checkpoint_every_n_steps >= 1, f"{prefix}.checkpoint_every_n_steps",
+                  self.checkpoint_every_n_steps, "an integer >= 1 or null")
+        check(self.max_bad_batches >= 0, f"{prefix}.max_bad_batches", self.max_bad_batches,
+              "an integer >= 0")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything ``aevision pretrain`` needs; ``to_dict()`` is written beside every result."""
+
+    seed: int = 0
+    output_dir: str = "runs/pretrain"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    regularizers: list[RegularizerConfig] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        self.data.validate()
+        self.train.validate()
+        for i, reg in enumerate(self.regularizers):
+            reg.validate(f"regularizers[{i}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        cfg = from_dict(cls, data, "")
+        cfg.validate()
+        return cfg
+
+
+# --- generic dataclass <-> dict ----------------------------------------------------------------
+
+# Classes whose extra keys are builder options, gathered into their ``options`` field.
+_OPEN_SECTIONS = (DataConfig, ModelConfig, RegularizerConfig)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict, with builder options flattened beside ``name``."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name == "options" and isinstance(obj, _OPEN_SECTIONS):
+                out.update(copy.deepcopy(value))
+            else:
+                out[f.name] = to_dict(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, checking every key and value."""
+    where = prefix or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(where, data, "a mapping of options")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if key in fields and not (key == "options" and cls in _OPEN_SECTIONS):
+            kwargs[key] = _field_value(name, value, hints[key])
+        elif cls in _OPEN_SECTIONS:
+            options[key] = value  # checked against the builder's signature later
+        else:
+            raise ConfigError(name, value, "a known option: " + ", ".join(fields))
+    if cls in _OPEN_SECTIONS:
+        kwargs["options"] = options
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{prefix}.{missing[0]}" if prefix else missing[0], None, "a value")
+    return cls(**kwargs)
+
+
+def _field_value(name: str, value: Any, annotation: Any) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, name)
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, list):
+            raise ConfigError(name, value, "a list of mappings")
+        return [from_dict(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return coerce(name, value, annotation)
+
+
+# --- files and overrides -------------------------------------------------------------------------
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AevisionError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AevisionError(f"{path}: cannot read config file ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise AevisionError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise AevisionError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """Read an override value the way YAML would (``3`` -> int, ``[1, 2]`` -> list)."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` to nested dict ``data``; list items are addressed by index."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise AevisionError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(node, last, key)] = parse_value(raw)
+    elif isinstance(node, dict):
+        node[last] = parse_value(raw)
+    else:
+        raise AevisionError(f"override {assignment!r}: {'.'.join(parts[:-1])} is not a section")
+
+
+def _child(node: Any, part: str, path: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise AevisionError(f"override key {path!r}: parent is not a section")
+    if part not in node or node[part] is None:
+        if not create:
+            raise AevisionError(f"override key {path!r}: no such section")
+        node[part] = {}
+    return node[part]
+
+
+def _index(node: list[Any], part: str, path: str) -> int:
+    try:
+        i = int(part)
+    except ValueError:
+        raise AevisionError(f"override key {path!r}: {part!r} is not a list index") from None
+    if not -len(node) <= i < len(node):
+        raise AevisionError(f"override key {path!r}: index {i} out of range (list has {len(node)})")
+    return i
+
+
+def parse_regularizer(spec: str) -> dict[str, Any]:
+    """``NAME[:key=value,key=value]`` (the CLI's ``--reg``) -> a regularizer config mapping."""
+    name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise AevisionError(f"--reg {spec!r}: expected NAME[:key=value,...], e.g. l1:weight=1e-3")
+    out: dict[str, Any] = {"name": name.strip()}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise AevisionError(f"--reg {spec!r}: {item!r} is not key=value")
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
+def build_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> PretrainConfig:
+    """Defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
+    data: dict[str, Any] = copy.deepcopy(base) if base else {}
+    if path is not None:
+        _deep_update(data, load_yaml(path))
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return PretrainConfig.from_dict(data)
+
+
+def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)

@@ -1,0 +1,76 @@
+"""Mini-batches straight from in-memory tensors: no per-sample indexing, no worker processes.
+
+For data already in memory a ``DataLoader`` costs more than the model on small autoencoders: it
+indexes one sample at a time and collates. Here a batch is one gather on a uint8 tensor and one
+conversion to float. The order is a function of (seed, epoch) alone, so a resumed run sees the
+same batches, and under data parallelism each rank takes a disjoint, equal-sized shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from aevision.data.imageset import to_float
+from aevision.data.splits import permutation
+
+
+class TensorBatches:
+    """Batches of ``data`` ((N, ...) uint8 images or clips) as float32 in [0, 1]."""
+
+    def __init__(
+        self,
+        data: Tensor,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        channels_last: bool = False,
+    ):
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last and len(data) > batch_size
+        self.transform = transform
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return self.num_batches()
+
+    def to(self, device: torch.device | str) -> TensorBatches:
+        """Move the whole uint8 tensor to ``device`` once (GPU training: no host transfers)."""
+        self.data = self.data.to(device)
+        return self
+
+    def shard_size(self, world_size: int = 1) -> int:
+        return len(self.data) // world_size if world_size > 1 else len(self.data)
+
+    def num_batches(self, world_size: int = 1) -> int:
+        n = self.shard_size(world_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
+        """This rank's sample order for ``epoch``."""
+        n = len(self.data)
+        order = permutation(n, self.seed, 1000 + epoch) if self.shuffle else torch.arange(n)
+        if world_size > 1:
+            per = self.shard_size(world_size)
+            order = order[rank * per:(rank + 1) * per]
+        return order
+
+    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0) -> Iterator[Tensor]:
+        """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming)."""
+        order = self.indices(epoch, rank, world_size).to(self.data.device)
+        for b in range(start, self.num_batches(world_size)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = to_float(self.data[idx])
+            if self.transform is not None:
+                batch = self.transform(batch)
+            if self.channels_last and batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            yield batch

@@ -1,0 +1,132 @@
+"""Reading image files into tensors, whatever their mode, orientation or defects.
+
+User folders are messy: 16-bit greyscale scans, palette PNGs with transparency, phone JPEGs
+rotated by an EXIF tag, truncated downloads, stray text files, decompression bombs. Each file
+either becomes a clean (C, H, W) uint8 tensor or a :class:`BadImage` with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+# Pillow's default bomb limit (~89 Mpx) is far beyond any image a training set needs.
+MAX_PIXELS = 64_000_000
+
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; ``str()`` is the reason."""
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode ``path``, EXIF orientation applied; raise :class:`BadImage`."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    img = ImageOps.exif_transpose(img) or img
+                    img.load()
+                    return img
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"larger than {MAX_PIXELS:,} pixels (decompression-bomb limit)") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image file Pillow can read") from None
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise BadImage(f"corrupt or truncated image ({e})") from None
+
+
+def is_grey(img: Image.Image) -> bool:
+    return img.mode in _GREY_MODES
+
+
+def to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """Convert any Pillow mode to an (H, W, channels) uint8 array."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16/32-bit data: scale the 16-bit range down instead of clipping at 255
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode != "F" or arr.max() > 1.0 else 1.0
+        grey = np.clip(np.round(arr / scale * 255.0), 0, 255).astype(np.uint8)
+        img = Image.fromarray(grey, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if channels == 1:
+        img = img.convert("L")
+    elif channels == 3:
+        img = img.convert("RGB")
+    else:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def load_image(
+    path: str | os.PathLike[str], channels: int, size: Sequence[int] | None = None
+) -> Tensor:
+    """One file -> (channels, H, W) uint8, resized to ``size`` = (H, W) when given."""
+    img = open_image(path)
+    arr = to_array(img, channels)
+    if size is not None and (arr.shape[0], arr.shape[1]) != (size[0], size[1]):
+        mode = "L" if channels == 1 else "RGB"
+        pil = Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode=mode)
+        pil = pil.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        arr = np.asarray(pil, dtype=np.uint8)
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def peek_is_grey(path: Path) -> bool | None:
+    """Whether a file is greyscale, reading only its header (None if unreadable)."""
+    try:
+        with Image.open(path) as img:
+            return is_grey(img)
+    except Exception:
+        return None
+
+
+def decode_many(
+    paths: Iterable[Path], channels: int, size: Sequence[int] | None, workers: int | None = None
+) -> list[Tensor | BadImage]:
+    """Decode files in parallel threads (Pillow releases the GIL while decoding)."""
+    paths = list(paths)
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def one(p: Path) -> Tensor | BadImage:
+        try:
+            return load_image(p, channels, size)
+        except BadImage as e:
+            return e
+
+    if workers <= 1 or len(paths) < 16:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, paths, chunksize=16))

@@ -1,0 +1,79 @@
+"""Deterministic splits and labelled subsets: the same seed always selects the same images."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from aevision.data.imageset import ImageSet
+from aevision.errors import AevisionError
+
+
+def generator(seed: int, *stream: int) -> torch.Generator:
+    """A CPU generator for ``seed`` and an optional stream id (epoch, budget, ...).
+
+    Mixing the stream into the seed keeps draws independent of how many draws came before, so a
+    resumed run shuffles epoch 7 exactly as an uninterrupted one does.
+    """
+    g = torch.Generator()
+    value = int(seed)
+    for s in stream:
+        value = (value * 1_000_003 + int(s) + 1) % (2**63 - 1)
+    g.manual_seed(value)
+    return g
+
+
+def permutation(n: int, seed: int, *stream: int) -> Tensor:
+    return torch.randperm(n, generator=generator(seed, *stream))
+
+
+def train_val_split(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """Hold out ``fraction`` of ``data`` (stratified by label when there are labels)."""
+    if fraction <= 0 or len(data) < 2:
+        return data, None
+    if data.labels is None:
+        perm = permutation(len(data), seed, 17)
+        n_val = max(1, round(fraction * len(data)))
+        return data.subset(perm[n_val:]), data.subset(perm[:n_val])
+    val_idx: list[Tensor] = []
+    train_idx: list[Tensor] = []
+    for c in torch.unique(data.labels).tolist():
+        idx = torch.nonzero(data.labels == c).flatten()
+        idx = idx[permutation(len(idx), seed, 17, c)]
+        n_val = round(fraction * len(idx)) if len(idx) > 1 else 0
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    val = torch.cat(val_idx).sort().values
+    if len(val) == 0:
+        return data, None
+    return data.subset(torch.cat(train_idx).sort().values), data.subset(val)
+
+
+def labelled_subset(labels: Tensor, per_class: int | None, seed: int, total: int | None = None) -> Tensor:
+    """Indices of a class-balanced labelled subset.
+
+    ``per_class`` images of every class, or ``total`` images spread as evenly as the classes
+    allow; ``None`` for both means every index. Raises when a class has too few images.
+    """
+    classes = torch.unique(labels).tolist()
+    if per_class is None and total is None:
+        return torch.arange(len(labels))
+    if total is not None:
+        if total < len(classes):
+            raise AevisionError(
+                f"label budget {total} is smaller than the number of classes ({len(classes)})"
+            )
+        base, extra = divmod(total, len(classes))
+        extra_classes = set(permutation(len(classes), seed, 29)[:extra].tolist())
+        counts = {c: base + (1 if i in extra_classes else 0) for i, c in enumerate(classes)}
+    else:
+        counts = {c: int(per_class) for c in classes}  # type: ignore[arg-type]
+    chosen: list[Tensor] = []
+    for c in classes:
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < counts[c]:
+            raise AevisionError(
+                f"class {c} has {len(idx)} labelled images, fewer than the {counts[c]} asked for"
+            )
+        chosen.append(idx[permutation(len(idx), seed, 31, c)[: counts[c]]])
+    return torch.cat(chosen).sort().values

@@ -1,0 +1,172 @@
+"""The autoencoder every architecture and regularizer plugs into.
+
+An :class:`Autoencoder` is an encoder and a decoder (the architecture, see ``models/``) plus a
+list of regularizers (``regularizers/``). ``forward`` is the training objective, split as in the
+papers: corrupt the input (denoising), encode, decode, reconstruction loss, then each
+regularizer's penalty. It returns the named terms and their weighted sum ``loss``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aevision.errors import AevisionError
+
+if TYPE_CHECKING:
+    from aevision.regularizers.base import Regularizer
+
+Reconstruction = Literal["mse", "bce", "l1"]
+
+# torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which
+# warns about the deprecation of jit on every run: torch's own business, not the user's.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
+@dataclass
+class Parts:
+    """What an architecture builder returns.
+
+    ``encoder``: (N, C, H, W) -> (N, D); ``decoder``: (N, D) -> reconstruction.
+    ``target`` maps the input to what the decoder must reproduce (identity when None; the deep
+    spatial autoencoder reconstructs a downsampled grey image). ``code_range`` is the interval the
+    code lives in ((0, 1) for sigmoid codes), which some regularizers require.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    code_dim: int
+    target: nn.Module | None = None
+    code_range: tuple[float, float] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossContext:
+    """Everything a regularizer may need to compute its penalty for one batch.
+
+    ``x``: (N, C, H, W) clean input; ``x_in``: the input after corruption; ``z``: (N, D) code;
+    ``x_hat``: reconstruction; ``frames``: T when the batch was N/T clips of T ordered frames;
+    ``tangent``/``jvp``: an input direction u and J(x_in) u, when a regularizer asked for one.
+    """
+
+    model: Autoencoder
+    x: Tensor
+    x_in: Tensor
+    z: Tensor
+    x_hat: Tensor
+    target: Tensor
+    frames: int | None = None
+    tangent: Tensor | None = None
+    jvp: Tensor | None = None
+
+
+class Autoencoder(nn.Module):
+    """encoder + decoder + composable regularizers; ``encode(x)`` gives the features."""
+
+    def __init__(
+        self,
+        parts: Parts,
+        input_shape: Sequence[int],
+        regularizers: Sequence[Regularizer] = (),
+        reconstruction: Reconstruction = "mse",
+        spec: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.encoder = parts.encoder
+        self.decoder = parts.decoder
+        self.target = parts.target
+        self.code_dim = parts.code_dim
+        self.code_range = parts.code_range
+        self.notes = parts.notes  # architecture facts regularizers may rely on
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.regularizers = nn.ModuleList(regularizers)
+        self.reconstruction = reconstruction
+        self.spec = spec or {}  # how to rebuild this model: written to config.json
+
+    # --- the features API ----------------------------------------------------------------------
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, D) code, after code transforms such as top-k."""
+        z = self.encoder(x)
+        for reg in self.regularizers:
+            z = reg.transform_code(z)
+        return z
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(N, D) -> reconstruction (the input's shape, or the target's)."""
+        return self.decoder(z)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def check_input(self, x: Tensor) -> None:
+        """One-line error when ``x`` is not a batch of images this model was built for."""
+        shape = tuple(x.shape[-3:])
+        if x.dim() not in (4, 5) or shape != self.input_shape:
+            exp = "x".join(map(str, self.input_shape))
+            got = "x".join(map(str, shape)) if x.dim() >= 3 else str(tuple(x.shape))
+            raise AevisionError(
+                f"model expects images of shape {exp} (channels x height x width), got {got}"
+            )
+
+    # --- the training objective ----------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Loss terms for a batch: ``x`` (N, C, H, W), or (B, T, C, H, W) clips of T frames.
+
+        Returns ``{"loss": weighted sum, "recon": ..., <one entry per penalty>}`` (unweighted
+        terms; the weights are in the config).
+        """
+        frames = None
+        if x.dim() == 5:
+            frames = int(x.shape[1])
+            x = x.flatten(0, 1)
+        target = x if self.target is None else self.target(x)
+        x_in = x
+        if self.training:
+            for reg in self.regularizers:
+                x_in = reg.corrupt(x_in)
+        tangent = None
+        for reg in self.regularizers:
+            tangent = reg.input_tangent(x_in)
+            if tangent is not None:
+                break
+        if tangent is None:
+            z = self.encode(x_in)
+            jvp = None
+        else:
+            # one pass gives the code and J(x_in) @ tangent (forward-mode AD), so a Jacobian
+            # penalty costs a tangent propagation instead of a second encoder pass
+            with fwAD.dual_level():
+                z, jvp = fwAD.unpack_dual(self.encode(fwAD.make_dual(x_in, tangent)))
+        x_hat = self.decode(z)
+        recon = self.reconstruction_loss(x_hat, target)
+        terms: dict[str, Tensor] = {"loss": recon, "recon": recon}
+        ctx = LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp)
+        loss = recon
+        for reg in self.regularizers:
+            penalty = reg.penalty(ctx)
+            if penalty is not None:
+                terms[reg.term] = penalty
+                loss = loss + reg.weight * penalty
+        terms["loss"] = loss
+        return terms
+
+    def reconstruction_loss(self, x_hat: Tensor, target: Tensor) -> Tensor:
+        if self.reconstruction == "mse":
+            return F.mse_loss(x_hat, target)
+        if self.reconstruction == "bce":
+            with torch.autocast(device_type=x_hat.device.type, enabled=False):
+                return F.binary_cross_entropy(x_hat.float().clamp(0, 1), target.float())
+        return F.l1_loss(x_hat, target)
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, code_dim={self.code_dim}, loss={self.reconstruction}"

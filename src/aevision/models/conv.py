@@ -1,0 +1,160 @@
+"""``conv``: a convolutional autoencoder for any image size.
+
+Each encoder stage halves the resolution, rounding up (strided conv, or conv + ceil-mode max-pool).
+The decoder knows the exact size of every stage from build time and upsamples back to those sizes
+(transposed convs with the matching ``output_padding``, or resize + conv), so the reconstruction
+always has exactly the input's shape, odd sizes included. The stages are exposed
+(:meth:`ConvEncoder.forward_features`) so segmentation can reuse them with skip connections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aevision.models.base import Parts
+from aevision.models.layers import Activation, make_activation, output_range
+from aevision.models.registry import MODELS
+from aevision.validation import check
+
+
+class ConvEncoder(nn.Module):
+    """``stages[i]``: (N, c_{i-1}, s_{i-1}) -> (N, c_i, s_i); ``head``: last map -> (N, D)."""
+
+    def __init__(self, stages: nn.ModuleList, head: nn.Module):
+        super().__init__()
+        self.stages = stages
+        self.head = head
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The output of every stage, finest first: the skip connections of a U-Net."""
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x: Tensor) -> Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x)
+
+
+class Resize(nn.Module):
+    """Upsample to a fixed (H, W)."""
+
+    def __init__(self, size: tuple[int, int], mode: str = "nearest"):
+        super().__init__()
+        self.size, self.mode = size, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, size=self.size, mode=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, mode={self.mode!r}"
+
+
+def conv_block(c_in: int, c_out: int, k: int, stride: int, bn: bool, act: str) -> list[nn.Module]:
+    """conv (k x k, 'same' padding) [+ batch norm] [+ activation]."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(c_out))
+    if act != "linear":
+        layers.append(make_activation(act))
+    return layers
+
+
+def up_block(c_in: int, c_out: int, k: int, source: tuple[int, int], target: tuple[int, int],
+             mode: str, bn: bool, act: str) -> list[nn.Module]:
+    """Upsample (c_in, source) -> (c_out, target) exactly."""
+    if mode == "resize":
+        return [Resize(target), *conv_block(c_in, c_out, k, 1, bn, act)]
+    # ConvTranspose2d(k, stride 2, padding k//2) gives 2s - 1 + output_padding for odd k
+    pad = (target[0] - (2 * source[0] - 1), target[1] - (2 * source[1] - 1))
+    layers: list[nn.Module] = [
+        nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2, output_padding=pad, bias=not bn)
+    ]
+    if bn:
+        layers.append(nn.BatchNorm2d(c_out))
+    if act != "linear":
+        layers.append(make_activation(act))
+    return layers
+
+
+def stage_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]:
+    """[(H, W), ceil(H/2) x ceil(W/2), ...]: the map size after each stage."""
+    sizes = [(height, width)]
+    for _ in range(stages):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+@MODELS.register("conv", "convolutional encoder/decoder for any image size (exact-shape reconstruction)")
+def conv(
+    input_shape: tuple[int, int, int],
+    *,
+    channels: list[int] | None = None,
+    kernel_size: int = 3,
+    blocks_per_stage: int = 1,
+    downsample: Literal["stride", "pool"] = "stride",
+    upsample: Literal["transpose", "resize"] = "transpose",
+    batch_norm: bool = False,
+    code_dim: int | None = 128,
+    activation: Activation = "relu",
+    code_activation: Activation = "relu",
+    output_activation: Activation = "sigmoid",
+) -> Parts:
+    """``code_dim=None`` keeps the last feature map as the code (flattened: C_L * h * w units)."""
+    channels = list(channels) if channels is not None else [32, 64]
+    check(len(channels) >= 1 and all(c >= 1 for c in channels), "model.channels", channels,
+          "a non-empty list of positive integers")
+    check(kernel_size >= 1 and kernel_size % 2 == 1, "model.kernel_size", kernel_size,
+          "an odd integer >= 1")
+    check(blocks_per_stage >= 1, "model.blocks_per_stage", blocks_per_stage, "an integer >= 1")
+    if code_dim is not None:
+        check(code_dim >= 1, "model.code_dim", code_dim, "an integer >= 1 or null")
+    c_in, height, width = input_shape
+    k, bn, n = kernel_size, batch_norm, len(channels)
+    sizes = stage_sizes(height, width, n)
+
+    stages = nn.ModuleList()
+    prev = c_in
+    for i, c in enumerate(channels):
+        # with a spatial code, the last stage's activation is the code's
+        acts = [activation] * blocks_per_stage
+        if i == n - 1 and code_dim is None:
+            acts[-1] = code_activation
+        first_stride = 2 if downsample == "stride" else 1
+        layers = conv_block(prev, c, k, first_stride, bn, acts[0])
+        for act in acts[1:]:
+            layers += conv_block(c, c, k, 1, bn, act)
+        if downsample == "pool":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        stages.append(nn.Sequential(*layers))
+        prev = c
+
+    last_shape = (channels[-1], *sizes[-1])
+    flat = last_shape[0] * last_shape[1] * last_shape[2]
+    if code_dim is None:
+        head: nn.Module = nn.Flatten()
+        ups: list[nn.Module] = [nn.Unflatten(1, last_shape)]
+        dim = flat
+    else:
+        head = nn.Sequential(nn.Flatten(), nn.Linear(flat, code_dim), make_activation(code_activation))
+        ups = [nn.Linear(code_dim, flat), make_activation(activation), nn.Unflatten(1, last_shape)]
+        dim = code_dim
+
+    # decoder stage j undoes encoder stage n-1-j
+    outs = [*reversed(channels[:-1]), c_in]
+    for j, (ci, co) in enumerate(zip(reversed(channels), outs, strict=True)):
+        last = j == n - 1
+        for _ in range(blocks_per_stage - 1):
+            ups += conv_block(ci, ci, k, 1, bn, activation)
+        ups += up_block(ci, co, k, sizes[n - j], sizes[n - 1 - j], upsample, bn and not last,
+                        output_activation if last else activation)
+    return Parts(ConvEncoder(stages, head), nn.Sequential(*ups), dim,
+                 code_range=output_range(code_activation),
+                 notes={"stage_sizes": sizes, "channels": channels})

@@ -1,0 +1,79 @@
+"""Saving and loading trained models: ``model.safetensors`` + ``config.json``, never pickle.
+
+The JSON holds what is needed to rebuild the architecture (registry name, options, regularizers,
+input shape) plus provenance (the full run config, aevision's version); the safetensors file holds
+the weights. Loading rebuilds the model from the registry and loads the weights strictly, so a
+file that does not match its config is an error, not a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from aevision.errors import AevisionError
+from aevision.io import read_json, read_safetensors, write_json, write_safetensors
+from aevision.models.base import Autoencoder
+from aevision.models.registry import build_model
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT = 1
+
+
+def save_model(model: Autoencoder, folder: str | os.PathLike[str],
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically)."""
+    from aevision import __version__
+
+    folder = Path(folder)
+    config = {"format": FORMAT, "aevision_version": __version__, "model": model.spec, **(extra or {})}
+    state = {k: v for k, v in model.state_dict().items()}
+    write_safetensors(folder / WEIGHTS, state, metadata={"format": "aevision", "version": str(FORMAT)})
+    write_json(folder / CONFIG, config)
+    return folder
+
+
+def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:
+    """Rebuild a saved model, in eval mode, ready to ``encode``.
+
+    ``path`` is the run folder (holding ``model.safetensors`` and ``config.json``) or the
+    ``.safetensors`` file itself.
+    """
+    path = Path(path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    weights = path if path.suffix == ".safetensors" else folder / WEIGHTS
+    if not folder.exists():
+        raise AevisionError(f"{folder}: no such model folder")
+    config = read_json(folder / CONFIG, "model config")
+    spec = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(spec, dict) or "name" not in spec or "input_shape" not in spec:
+        raise AevisionError(f"{folder / CONFIG}: not an aevision model config (no 'model' section)")
+    if config.get("format", FORMAT) > FORMAT:
+        raise AevisionError(
+            f"{folder / CONFIG}: made by a newer aevision (format {config['format']}); upgrade aevision"
+        )
+    model = build_model(
+        spec["name"], spec["input_shape"], spec.get("options", {}),
+        spec.get("regularizers", []), spec.get("reconstruction", "mse"),
+    )
+    state = read_safetensors(weights, "model weights")
+    missing, unexpected = _diff(model.state_dict(), state)
+    if missing or unexpected:
+        raise AevisionError(
+            f"{weights}: weights do not match {folder / CONFIG} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for key, value in model.state_dict().items():
+        if state[key].shape != value.shape:
+            raise AevisionError(
+                f"{weights}: tensor {key} has shape {tuple(state[key].shape)}, "
+                f"config says {tuple(value.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _diff(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))

@@ -1,0 +1,124 @@
+"""Contractive autoencoder (Rifai et al. 2011; 收缩自编码器): penalise ||dz/dx||_F^2.
+
+The Frobenius norm of the encoder's Jacobian, per sample, averaged over the batch. Methods:
+
+- ``closed_form``: exact and cheap for a one-layer sigmoid encoder h = s(Wx + b):
+  ||J||_F^2 = sum_j (h_j (1 - h_j))^2 * sum_i W_ji^2.
+- ``jvp``: unbiased estimate E_u ||J u||^2 with u Rademacher or Gaussian (E[u u^T] = I), one
+  forward-mode tangent per projection; the first rides along the training forward pass.
+- ``vjp``: the same estimate from the other side, E_v ||J^T v||^2, via double backward.
+- ``exact``: the whole Jacobian, one batched backward per code unit (for checks and small codes).
+- ``auto``: ``closed_form`` when the model allows it, else ``jvp``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor, nn
+
+from aevision.errors import ConfigError
+from aevision.models.base import Autoencoder, LossContext
+from aevision.regularizers.base import Regularizer
+from aevision.regularizers.registry import REGULARIZERS
+from aevision.validation import check
+
+Method = Literal["auto", "closed_form", "jvp", "vjp", "exact"]
+
+
+def random_direction(like: Tensor, distribution: str) -> Tensor:
+    if distribution == "gaussian":
+        return torch.randn_like(like)
+    return torch.empty_like(like).bernoulli_(0.5).mul_(2).sub_(1)
+
+
+def one_layer_sigmoid(model: Autoencoder) -> nn.Linear | None:
+    """The encoder's only Linear layer, if the encoder is exactly s(Wx + b) with no code transform."""
+    linears = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
+    others = [m for m in model.encoder.modules()
+              if len(list(m.children())) == 0 and not isinstance(m, (nn.Linear, nn.Flatten, nn.Sigmoid))]
+    transforms = [r for r in model.regularizers
+                  if type(r).transform_code is not Regularizer.transform_code]
+    if len(linears) == 1 and not others and not transforms \
+            and model.notes.get("code_activation") == "sigmoid":
+        return linears[0]
+    return None
+
+
+def frobenius_closed_form(h: Tensor, weight: Tensor) -> Tensor:
+    """Per-sample ||J||_F^2 of h = sigmoid(W x + b): (N, D) codes, (D, n_in) weight -> (N,)."""
+    return (h * (1 - h)).pow(2) @ weight.pow(2).sum(dim=1)
+
+
+def frobenius_exact(model: Autoencoder, x: Tensor, create_graph: bool) -> Tensor:
+    """Per-sample ||J||_F^2 from the full Jacobian: one batched backward per code unit. (N,)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        z = model.encode(x)
+        n, d = z.shape
+        eye = torch.eye(d, device=z.device, dtype=z.dtype).unsqueeze(1).expand(d, n, d)
+        (grads,) = torch.autograd.grad(z, x, eye, create_graph=create_graph, is_grads_batched=True)
+    return grads.pow(2).sum(dim=(0, *range(2, grads.dim())))
+
+
+@REGULARIZERS.register("contractive", "contractive: weight * ||dz/dx||_F^2 (closed form or stochastic JVP)")
+class Contractive(Regularizer):
+    term = "contractive"
+    default_weight = 1e-3
+
+    def __init__(self, *, method: Method = "auto", projections: int = 1,
+                 distribution: Literal["rademacher", "gaussian"] = "rademacher"):
+        super().__init__()
+        check(projections >= 1, "projections", projections, "an integer >= 1")
+        self.method = method
+        self.projections = projections
+        self.distribution = distribution
+        self._linear: list[nn.Linear] = []  # not a submodule: it belongs to the encoder
+
+    def check(self, model: Autoencoder, field: str) -> None:
+        linear = one_layer_sigmoid(model)
+        if self.method == "closed_form" and linear is None:
+            raise ConfigError(f"{field}.method", "closed_form",
+                              "'jvp', 'vjp', 'exact' or 'auto' (the closed form needs a dense model "
+                              "with no hidden layers, code_activation=sigmoid and no top-k)")
+        if self.method == "auto":
+            self.method = "closed_form" if linear is not None else "jvp"
+        self._linear = [linear] if linear is not None else []
+
+    def input_tangent(self, x_in: Tensor) -> Tensor | None:
+        return random_direction(x_in, self.distribution) if self.method == "jvp" else None
+
+    def penalty(self, ctx: LossContext) -> Tensor:
+        return self.per_sample(ctx).mean()
+
+    def per_sample(self, ctx: LossContext) -> Tensor:
+        """Estimated ||J||_F^2 for each sample of the batch: (N,)."""
+        if self.method == "closed_form":
+            return frobenius_closed_form(ctx.z, self._linear[0].weight)
+        if self.method == "exact":
+            return frobenius_exact(ctx.model, ctx.x_in, create_graph=self.training)
+        if self.method == "jvp":
+            assert ctx.jvp is not None, "the forward pass did not compute the requested JVP"
+            total = ctx.jvp.pow(2).sum(dim=1)
+            for _ in range(self.projections - 1):
+                u = random_direction(ctx.x_in, self.distribution)
+                with fwAD.dual_level():
+                    _, jvp = fwAD.unpack_dual(ctx.model.encode(fwAD.make_dual(ctx.x_in, u)))
+                total = total + jvp.pow(2).sum(dim=1)
+            return total / self.projections
+        # vjp: E_v ||J^T v||^2 with v in code space
+        with torch.enable_grad():
+            x = ctx.x_in.detach().requires_grad_(True)
+            z = ctx.model.encode(x)
+            total = x.new_zeros(x.shape[0])
+            for p in range(self.projections):
+                v = random_direction(z, self.distribution)
+                (g,) = torch.autograd.grad(z, x, v, create_graph=self.training,
+                                           retain_graph=p < self.projections - 1 or self.training)
+                total = total + g.pow(2).flatten(1).sum(dim=1)
+        return total / self.projections
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight:g}, method={self.method!r}, projections={self.projections}"

@@ -1,0 +1,1 @@
+"""Reports: the plots and tables a person reads."""

@@ -1,0 +1,1 @@
+"""Tasks that put a learned encoder to work; each accepts any encoder (or baseline features)."""

@@ -1,0 +1,36 @@
+"""Shared fixtures: small generated data only; nothing here downloads or reads ../shared."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("AEVISION_DATA", os.path.join(os.path.dirname(__file__), "_no_data_here"))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+def tiny_config(out_dir, **overrides):
+    """A digits run small enough for a unit test (a few hundred images, a few epochs)."""
+    cfg = {
+        "seed": 0,
+        "output_dir": str(out_dir),
+        "data": {"name": "digits", "limit": 300},
+        "model": {"name": "dense", "code_dim": 16},
+        "train": {"epochs": 2, "batch_size": 32, "progress": False},
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg.setdefault(section, {})[field] = value
+        else:
+            cfg[section] = value
+    return cfg

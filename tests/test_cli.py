@@ -1,0 +1,123 @@
+"""The command line end to end on a small digits subset, and every error path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import load_file
+
+from aevision.cli import main
+
+PRETRAIN = ["pretrain", "--dataset", "digits", "--limit", "200", "--epochs", "2",
+            "--batch-size", "32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main([*PRETRAIN, "--model", "conv", "-o", str(out), "model.channels=[8,16]",
+                 "model.code_dim=12", "--reg", "l1:weight=1e-4"]) == 0
+    return out
+
+
+def test_pretrain_writes_model_config_and_summary(trained):
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["model"]["name"] == "conv" and cfg["model"]["options"]["code_dim"] == 12
+    assert cfg["config"]["regularizers"] == [{"name": "l1", "weight": 1e-4}]
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["config"]["train"]["epochs"] == 2
+    assert len(summary["fit"]["history"]) == 2
+
+
+def test_pretrain_from_yaml_and_resume(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: {name: dense, code_dim: 8}\ndata: {name: digits, limit: 150}\n"
+                   "train: {epochs: 1, batch_size: 32, progress: false}\n")
+    out = tmp_path / "out"
+    assert main(["pretrain", "-c", str(cfg), "-o", str(out)]) == 0
+    assert main(["pretrain", "-c", str(cfg), "-o", str(out), "--resume", "train.epochs=2"]) == 0
+    assert "2 epochs" in capsys.readouterr().out
+
+
+def test_encode_to_npy_and_safetensors(trained, tmp_path):
+    npy = tmp_path / "f.npy"
+    assert main(["encode", str(trained), "--dataset", "digits", "--split", "test", "-o", str(npy)]) == 0
+    feats = np.load(npy, allow_pickle=False)
+    assert feats.shape == (449, 12)
+    st = tmp_path / "f.safetensors"
+    assert main(["encode", str(trained), "--dataset", "digits", "--limit", "10", "-o", str(st)]) == 0
+    loaded = load_file(st)
+    assert loaded["features"].shape == (10, 12) and loaded["labels"].shape == (10,)
+    np.testing.assert_allclose(loaded["features"], feats[:10], rtol=1e-5, atol=1e-7)
+
+
+def test_encode_and_reconstruct_image_files(trained, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 16, 3), i * 60, dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "f.npy"
+    assert main(["encode", str(trained), str(folder), str(folder / "0.png"), "-o", str(out)]) == 0
+    assert np.load(out).shape == (4, 12)
+    grid = tmp_path / "grid.png"
+    assert main(["reconstruct", str(trained), "--dataset", "digits", "-n", "6", "-o", str(grid)]) == 0
+    assert Image.open(grid).size[0] > 100
+
+
+def test_listing_commands(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dense", "conv", "l1", "kl", "topk", "contractive", "denoising"):
+        assert f"  {name} " in out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "folder", "shapes"):
+        assert f"  {name} " in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["pretrain", "--model", "resnet"], "model.name: got 'resnet', expected one of"),
+    (["pretrain", "--dataset", "imagenet"], "data.name: got 'imagenet'"),
+    (["pretrain", "--epochs", "many"], "argument --epochs: invalid int value"),
+    (["pretrain", "train.epochz=1"], "train.epochz"),
+    (["pretrain", "--reg", "l2"], "regularizers[0].name: got 'l2'"),
+    (["pretrain", "-c", "missing.yaml"], "missing.yaml: config file not found"),
+    (["pretrain", "--dataset", "mnist", "data.download=false"], "mnist: dataset files not found under"),
+    (["encode", "no-such-model", "--dataset", "digits", "-o", "f.npy"], "no such model folder"),
+    (["encode", "{model}", "--dataset", "digits", "-o", "f.txt"], "expected a file ending in .npy"),
+    (["encode", "{model}", "nothing.png", "-o", "f.npy"], "nothing.png: no such file or folder"),
+    (["encode", "{model}", "-o", "f.npy"], "no input"),
+    (["reconstruct", "{model}", "--dataset", "digits", "-n", "0", "-o", "g.png"], "--num: got 0"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_errors_are_one_line_with_exit_code_2(argv, message, trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{model}", str(trained)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_image_size_the_model_cannot_take_is_reported(tmp_path, capsys):
+    from aevision.models import build_model, save_model
+
+    save_model(build_model("dense", (1, 8, 8), {"code_dim": 4}), tmp_path / "m")
+    import aevision.api as api
+
+    model = api.load(tmp_path / "m")
+    with pytest.raises(Exception, match="expects images of shape 1x8x8"):
+        api.encode(model, np.zeros((2, 3, 8, 8), dtype=np.uint8))
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "aevision.cli", "pretrain", "--model", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("aevision: error: model.name: got 'nope', "
+                                   "expected one of conv, dense")

@@ -1,0 +1,75 @@
+"""Config loading: YAML + overrides, every bad value named by field."""
+
+from __future__ import annotations
+
+import pytest
+
+from aevision.config import apply_override, build_config, parse_regularizer
+from aevision.errors import AevisionError, ConfigError
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "seed: 3\nmodel:\n  name: conv\n  channels: [8, 16]\n"
+        "regularizers:\n  - {name: l1, weight: 0.01}\ntrain:\n  epochs: 4\n"
+    )
+    cfg = build_config(path, ["train.epochs=7", "model.code_dim=12", "regularizers.0.weight=0.5"])
+    assert cfg.seed == 3 and cfg.train.epochs == 7
+    assert cfg.model.options == {"channels": [8, 16], "code_dim": 12}
+    assert cfg.regularizers[0].weight == 0.5
+    round_trip = build_config(base=cfg.to_dict())
+    assert round_trip == cfg
+
+
+@pytest.mark.parametrize("override,field", [
+    ("train.epochs=zero", "train.epochs"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.lr=-1", "train.lr"),
+    ("train.precision=8-bit", "train.precision"),
+    ("train.epochz=3", "train.epochz"),
+    ("trian.epochs=3", "trian"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("data.image_size=[3]", "data.image_size"),
+    ("train.deterministic=maybe", "train.deterministic"),
+    ("seed=-1", "seed"),
+])
+def test_bad_values_name_field_value_and_allowed(override, field):
+    with pytest.raises(ConfigError) as e:
+        build_config(overrides=[override])
+    assert e.value.field == field
+    assert str(e.value).startswith(f"{field}: got ")
+    assert "expected" in str(e.value)
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        build_config(overrides=["train.epochs=true"])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(AevisionError, match=r"bad.yaml: not valid YAML at line"):
+        build_config(bad)
+    with pytest.raises(AevisionError, match="config file not found"):
+        build_config(tmp_path / "nope.yaml")
+    top = tmp_path / "list.yaml"
+    top.write_text("- a\n- b\n")
+    with pytest.raises(AevisionError, match="mapping"):
+        build_config(top)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(AevisionError, match="expected KEY=VALUE"):
+        apply_override({}, "train.epochs")
+    with pytest.raises(AevisionError, match="index 3 out of range"):
+        apply_override({"regularizers": [{}]}, "regularizers.3.weight=1")
+
+
+def test_reg_flag_parsing():
+    assert parse_regularizer("denoising:noise=masking,p=0.4") == {
+        "name": "denoising", "noise": "masking", "p": 0.4}
+    assert parse_regularizer("l1") == {"name": "l1"}
+    with pytest.raises(AevisionError):
+        parse_regularizer(":weight=1")

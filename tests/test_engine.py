@@ -1,0 +1,143 @@
+"""The training engine: it learns, resumes exactly, and stops cleanly on a diverging loss."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import aevision
+from aevision.api import model_from_config
+from aevision.config import TrainConfig
+from aevision.data.batches import TensorBatches
+from aevision.engine import Trainer
+from aevision.engine.checkpoint import load_checkpoint
+from aevision.errors import AevisionError, DivergenceError
+from aevision.io import read_safetensors
+from conftest import tiny_config
+
+
+def test_training_lowers_the_loss_on_generated_data(tmp_path):
+    cfg = tiny_config(tmp_path, data={"name": "shapes", "n_train": 256, "n_test": 0, "size": 16},
+                      model={"name": "conv", "channels": [8, 16], "code_dim": 16},
+                      train={"epochs": 20, "batch_size": 16, "lr": 3e-3, "progress": False})
+    result = aevision.pretrain(cfg)
+    untrained = model_from_config(result.config, result.data.train.image_shape).eval()
+    with torch.no_grad():
+        before = untrained(result.data.val.floats())["loss"].item()
+    after = result.history[-1]["val_loss"]
+    assert after < 0.6 * before
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "summary.json").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "history.csv").read_text().count("\n") == 21
+    metrics = list((tmp_path / "logs").rglob("metrics.csv"))
+    assert metrics, "Fabric's CSV logger wrote nothing"
+
+
+def _weights(folder):
+    return read_safetensors(folder / "model.safetensors")
+
+
+def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(tmp_path):
+    regs = [{"name": "denoising", "sigma": 0.2}, {"name": "contractive", "method": "jvp"}]
+    full = tiny_config(tmp_path / "full", regularizers=regs,
+                       train={"epochs": 4, "batch_size": 32, "progress": False, "deterministic": True})
+    aevision.pretrain(full)
+    part = tiny_config(tmp_path / "part", regularizers=regs,
+                       train={"epochs": 2, "batch_size": 32, "progress": False, "deterministic": True})
+    first = aevision.pretrain(part)
+    part["train"]["epochs"] = 4
+    second = aevision.pretrain(part, resume=True)
+    assert second.fit.resumed_from.endswith("last.ckpt")
+    assert [h["epoch"] for h in second.history] == [1, 2, 3, 4]
+    assert second.history[2]["step"] == first.history[-1]["step"] * 3 // 2
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mid_epoch_checkpoints_resume_exactly(tmp_path):
+    cfg = tiny_config(tmp_path / "a", train={"epochs": 2, "batch_size": 16, "progress": False,
+                                             "deterministic": True})
+    aevision.pretrain(cfg)
+    cfg_b = tiny_config(tmp_path / "b", train={"epochs": 2, "batch_size": 16, "progress": False,
+                                               "deterministic": True, "checkpoint_every_n_steps": 5})
+    aevision.pretrain(cfg_b)
+    ckpt = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert ckpt["loop"].epoch == 2
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "progress": False})
+    aevision.pretrain(cfg)
+    cfg["model"]["code_dim"] = 8
+    with pytest.raises(AevisionError, match=r"cannot resume, the config changed \(model.code_dim"):
+        aevision.pretrain(cfg, resume=True)
+
+
+class Exploding(nn.Module):
+    """Returns a finite loss until call ``at``, then NaN in the 'recon' term."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.calls, self.at = 0, at
+
+    def forward(self, x):
+        self.calls += 1
+        recon = (self.lin(x.flatten(1)) - x.flatten(1)).pow(2).mean()
+        if self.training and self.calls >= self.at:
+            recon = recon * float("nan")
+        return {"loss": recon, "recon": recon}
+
+
+def _batches():
+    return TensorBatches(torch.randint(0, 255, (64, 1, 2, 2), dtype=torch.uint8), 8, seed=0)
+
+
+def test_nonfinite_loss_stops_with_step_and_term(tmp_path):
+    trainer = Trainer(TrainConfig(epochs=3, progress=False, accelerator="cpu"), tmp_path)
+    with pytest.raises(DivergenceError) as e:
+        trainer.fit(Exploding(at=11), _batches(), None)
+    msg = str(e.value)
+    assert "step 11 (epoch 2, batch 3)" in msg and "recon=nan" in msg
+    assert "last good checkpoint" in msg
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["loop"].epoch == 1  # the epoch-1 checkpoint survives, untouched
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_skip_nonfinite_skips_a_bounded_number_of_batches(tmp_path):
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", skip_nonfinite=True, max_bad_batches=3)
+    with pytest.raises(DivergenceError, match="step 5"):
+        Trainer(cfg, tmp_path / "a").fit(Exploding(at=5), _batches(), None)
+
+    class Glitch(Exploding):
+        def forward(self, x):
+            out = super().forward(x)
+            if self.calls == 4:
+                return out
+            return {k: v.nan_to_num(0.1) for k, v in out.items()}
+
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", skip_nonfinite=True)
+    result = Trainer(cfg, tmp_path / "b").fit(Glitch(at=4), _batches(), None)
+    assert result.bad_batches == 1 and result.steps == 7
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_checkpoint_with_a_malicious_pickle_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "last.ckpt"
+    torch.save({"format": 1, "model": {}, "payload": Evil()}, path)
+    with pytest.raises(AevisionError, match="refused to load checkpoint"):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()

@@ -1,0 +1,98 @@
+"""Every architecture x regularizer: shapes, gradients, exact reconstruction sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aevision.errors import AevisionError, ConfigError
+from aevision.models import MODELS, build_model
+
+REGULARIZERS = [
+    [],
+    [{"name": "l1"}],
+    [{"name": "topk", "k": 4}],
+    [{"name": "contractive", "method": "jvp"}],
+    [{"name": "contractive", "method": "vjp"}],
+    [{"name": "denoising", "noise": "gaussian"}],
+    [{"name": "denoising", "noise": "salt_pepper"}],
+    [{"name": "denoising", "noise": "masking"}, {"name": "l1"}, {"name": "contractive"}],
+]
+SHAPES = [(1, 28, 28), (3, 32, 32), (1, 13, 17), (3, 9, 8)]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("regs", REGULARIZERS, ids=lambda r: "+".join(x["name"] for x in r) or "none")
+def test_forward_backward_every_combination(name, regs):
+    model = build_model(name, (1, 13, 17), {"code_dim": 8}, regs)
+    x = torch.rand(5, 1, 13, 17)
+    terms = model(x)
+    assert set(terms) >= {"loss", "recon"}
+    expected_loss = terms["recon"] + sum(
+        r.weight * terms[r.term] for r in model.regularizers if r.term)
+    assert torch.allclose(terms["loss"], expected_loss)
+    terms["loss"].backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert model.encode(x).shape == (5, 8)
+    assert model.decode(model.encode(x)).shape == x.shape
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("down,up", [("stride", "transpose"), ("pool", "resize"),
+                                     ("stride", "resize"), ("pool", "transpose")])
+@pytest.mark.parametrize("channels", [[8], [8, 16, 16]])
+def test_conv_reconstruction_has_exactly_the_input_shape(shape, down, up, channels):
+    model = build_model("conv", shape, {"channels": channels, "downsample": down, "upsample": up,
+                                        "batch_norm": True, "code_dim": 10})
+    x = torch.rand(2, *shape)
+    assert model.reconstruct(x).shape == x.shape
+
+
+def test_conv_spatial_code_keeps_the_feature_map():
+    model = build_model("conv", (1, 28, 28), {"channels": [8, 16], "code_dim": None})
+    z = model.encode(torch.rand(3, 1, 28, 28))
+    assert z.shape == (3, 16 * 7 * 7)
+    assert len(model.encoder.forward_features(torch.rand(3, 1, 28, 28))) == 2
+
+
+def test_dense_default_is_the_classic_recipe():
+    model = build_model("dense", (1, 28, 28))
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 256), (256, 784)]
+    z = model.encode(torch.rand(4, 1, 28, 28))
+    assert (z >= 0).all()  # ReLU code
+    out = model.reconstruct(torch.rand(4, 1, 28, 28))
+    assert ((out > 0) & (out < 1)).all()  # sigmoid output
+
+
+def test_dense_hidden_layers_are_mirrored():
+    model = build_model("dense", (1, 8, 8), {"hidden": [32, 24], "code_dim": 5})
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [(64, 32), (32, 24), (24, 5), (5, 24), (24, 32), (32, 64)]
+
+
+def test_wrong_image_size_is_a_one_line_error():
+    model = build_model("dense", (1, 8, 8), {"code_dim": 4})
+    with pytest.raises(AevisionError, match=r"expects images of shape 1x8x8.*got 3x8x8"):
+        model.check_input(torch.rand(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("options,field", [
+    ({"code_dim": 0}, "model.code_dim"),
+    ({"channels": []}, "model.channels"),
+    ({"kernel_size": 4}, "model.kernel_size"),
+    ({"downsample": "avg"}, "model.downsample"),
+    ({"colour": "red"}, "model.colour"),
+])
+def test_bad_model_options_name_the_field(options, field):
+    with pytest.raises(ConfigError) as e:
+        build_model("conv", (1, 8, 8), options)
+    assert e.value.field == field
+
+
+def test_clips_are_flattened_for_the_loss():
+    model = build_model("dense", (1, 8, 8), {"code_dim": 4})
+    terms = model(torch.rand(2, 3, 1, 8, 8))  # 2 clips of 3 frames
+    assert terms["loss"].dim() == 0

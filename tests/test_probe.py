@@ -1,0 +1,69 @@
+"""The linear probe: correct, and blind to test data while choosing its regularisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from aevision.tasks.probe import LinearProbe, Standardizer, fit_logistic
+
+
+def _blobs(n, d=5, k=3, seed=0, noise=1.0):
+    """Gaussian blobs around k fixed centres; ``seed`` draws the samples."""
+    centres = torch.randn(k, d, generator=torch.Generator().manual_seed(1234)) * 2
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    return centres[y] + noise * torch.randn(n, d, generator=g), y
+
+
+def test_logistic_matches_sklearn_objective():
+    x, y = _blobs(300)
+    xs = Standardizer.fit(x)(x)
+    w, b = fit_logistic(xs, y, 3, c=0.5, max_iter=500)
+    ref = LogisticRegression(C=0.5, max_iter=2000, tol=1e-10).fit(xs.numpy(), y.numpy())
+    np.testing.assert_allclose((xs @ w + b).softmax(1).numpy(), ref.predict_proba(xs.numpy()),
+                               atol=2e-3)
+
+
+def test_c_is_chosen_on_validation_only():
+    """Same train and validation data, wildly different test sets: the choice must not move."""
+    x, y = _blobs(120, seed=1, noise=2.0)
+    xv, yv = _blobs(60, seed=2, noise=2.0)
+    choices = set()
+    for seed in range(3):
+        probe = LinearProbe().fit(x, y, xv, yv)
+        xt, yt = _blobs(50, seed=10 + seed, noise=5.0)
+        probe.score(xt, yt)  # scoring on test must not touch the fitted state
+        choices.add(probe.c_)
+    assert len(choices) == 1
+    assert set(LinearProbe().fit(x, y, xv, yv).selection_) == set(LinearProbe().c_grid)
+
+
+def test_validation_labels_pick_the_best_c():
+    x, y = _blobs(200, seed=3, noise=1.5)
+    xv, yv = _blobs(200, seed=4, noise=1.5)
+    probe = LinearProbe(c_grid=(1e-4, 1.0)).fit(x, y, xv, yv)
+    assert probe.c_ == 1.0  # 1e-4 shrinks everything to chance
+    assert probe.selection_[1.0] > probe.selection_[1e-4]
+
+
+def test_cross_validation_when_no_validation_split():
+    x, y = _blobs(60, seed=5)
+    probe = LinearProbe().fit(x, y)
+    assert len(probe.selection_) == len(probe.c_grid)
+    assert probe.score(*_blobs(300, seed=5)) > 0.8
+
+
+def test_one_label_per_class_falls_back_to_default_c():
+    x, y = _blobs(3, seed=6)
+    probe = LinearProbe().fit(x, y)
+    assert probe.c_ == 1.0
+
+
+@pytest.mark.parametrize("constant_column", [True])
+def test_constant_features_do_not_break_standardisation(constant_column):
+    x, y = _blobs(90)
+    x[:, 0] = 3.0
+    assert torch.isfinite(LinearProbe().fit(x, y).decision_function(x)).all()
