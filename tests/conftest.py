@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("AEVISION_DATA", os.path.join(os.path.dirname(__file__), "_no_data_here"))
+# Tests never read real datasets (CI exports AEVISION_DATA for benchmarks): point the default data
+# root at a folder that does not exist, so a test that would need downloads fails loudly instead.
+os.environ["AEVISION_DATA"] = os.path.join(os.path.dirname(__file__), "_no_data_here")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -87,7 +87,8 @@ def test_listing_commands(capsys):
     (["pretrain", "train.epochz=1"], "train.epochz"),
     (["pretrain", "--reg", "l2"], "regularizers[0].name: got 'l2'"),
     (["pretrain", "-c", "missing.yaml"], "missing.yaml: config file not found"),
-    (["pretrain", "--dataset", "mnist", "data.download=false"], "mnist: dataset files not found under"),
+    (["pretrain", "--dataset", "mnist", "--data-root", "{tmp}", "data.download=false"],
+     "mnist: dataset files not found under"),
     (["encode", "no-such-model", "--dataset", "digits", "-o", "f.npy"], "no such model folder"),
     (["encode", "{model}", "--dataset", "digits", "-o", "f.txt"], "expected a file ending in .npy"),
     (["encode", "{model}", "nothing.png", "-o", "f.npy"], "nothing.png: no such file or folder"),
@@ -97,7 +98,7 @@ def test_listing_commands(capsys):
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, message, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    argv = [a.replace("{model}", str(trained)) for a in argv]
+    argv = [a.replace("{model}", str(trained)).replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err
