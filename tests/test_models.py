@@ -73,6 +73,12 @@ def test_dense_hidden_layers_are_mirrored():
     assert linears == [(64, 32), (32, 24), (24, 5), (5, 24), (24, 32), (32, 64)]
 
 
+def test_dense_decoder_can_differ_from_the_mirror():
+    model = build_model("dense", (1, 28, 28), {"hidden": [784], "code_dim": 128, "decoder_hidden": [128]})
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [(784, 784), (784, 128), (128, 128), (128, 784)]
+
+
 def test_wrong_image_size_is_a_one_line_error():
     model = build_model("dense", (1, 8, 8), {"code_dim": 4})
     with pytest.raises(AevisionError, match=r"expects images of shape 1x8x8.*got 3x8x8"):

@@ -24,6 +24,7 @@ from aevision.config import PretrainConfig, build_config, to_dict
 from aevision.data import ImageSet, Splits, load_dataset, to_float
 from aevision.data.batches import TensorBatches
 from aevision.engine import FitResult, Trainer, seed_everything
+from aevision.engine.resources import limit_memory
 from aevision.errors import AevisionError
 from aevision.io import write_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
@@ -36,6 +37,7 @@ class PretrainResult:
     fit: FitResult
     config: PretrainConfig
     data: Splits
+    global_rank: int = 0  # under DDP every process returns; only rank 0 wrote the files
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -73,6 +75,9 @@ def pretrain(
     seed_everything(cfg.seed, cfg.train.deterministic)
     splits = data if data is not None else load_dataset(cfg.data, cfg.seed)
     model = model_from_config(cfg, splits.train.image_shape)
+    if cfg.train.max_memory_gb is not None and cfg.train.accelerator in ("cpu", "auto") \
+            and not torch.cuda.is_available():
+        limit_memory(cfg.train.max_memory_gb)  # after imports and data: guards the training
     out_dir = Path(cfg.output_dir)
     bs = cfg.train.batch_size
     train = TensorBatches(splits.train.images, bs, seed=cfg.seed, shuffle=True, drop_last=True)
@@ -91,7 +96,7 @@ def pretrain(
             "wall_seconds": round(time.time() - started, 3),
             "machine": machine_info(),
         })
-    return PretrainResult(model, out_dir, fit, cfg, splits)
+    return PretrainResult(model, out_dir, fit, cfg, splits, trainer.fabric.global_rank)
 
 
 def load(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:

@@ -97,6 +97,8 @@ class TrainConfig:
     log_every_n_steps: int = 50
     progress: bool = True
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
+    auto_batch_size: bool = False  # halve batch_size until a step fits in memory
+    max_memory_gb: float | None = None  # CPU runs: fail cleanly instead of being OOM-killed
     max_bad_batches: int = 10  # with skip_nonfinite: stop after this many skipped batches
 
     def validate(self, prefix: str = "train") -> None:
@@ -119,6 +121,9 @@ class TrainConfig:
                   self.checkpoint_every_n_steps, "an integer >= 1 or null")
         check(self.max_bad_batches >= 0, f"{prefix}.max_bad_batches", self.max_bad_batches,
               "an integer >= 0")
+        if self.max_memory_gb is not None:
+            check(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb,
+                  "a number of GiB > 0 or null")
 
 
 @dataclass

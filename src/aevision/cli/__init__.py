@@ -60,9 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, AevisionError):
             print(f"aevision: error: {e}", file=sys.stderr)
             return 2
-        if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-            print("aevision: error: out of memory; lower train.batch_size (or data.limit)",
-                  file=sys.stderr)
+        from aevision.engine.resources import is_out_of_memory
+
+        if is_out_of_memory(e):
+            print("aevision: error: out of memory (the model or data does not fit): lower "
+                  "train.batch_size, the model size, or data.limit", file=sys.stderr)
             return 2
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"aevision: internal error: {type(e).__name__}: {first} "

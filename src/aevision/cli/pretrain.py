@@ -13,6 +13,7 @@ FLAGS = {
     "batch_size": "train.batch_size", "lr": "train.lr", "seed": "seed", "out": "output_dir",
     "devices": "train.devices", "accelerator": "train.accelerator", "strategy": "train.strategy",
     "precision": "train.precision", "num_nodes": "train.num_nodes", "limit": "data.limit",
+    "max_memory": "train.max_memory_gb",
 }
 
 
@@ -40,6 +41,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels")
+    p.add_argument("--max-memory", type=float, metavar="GiB",
+                   help="CPU runs: fail with a message instead of exhausting memory")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         base["regularizers"] = list(base.get("regularizers") or []) + [parse_regularizer(s) for s in args.reg]
     cfg = build_config(base=base, overrides=overrides)
     result = pretrain(cfg, resume=args.resume)
+    if result.global_rank != 0:
+        return 0
     fit = result.fit
     if result.fit and fit.history:
         last = fit.history[-1]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aevision.data.archives import extract_cached, is_archive, unwrap_single_folder
 from aevision.data.folder import load_folder
 from aevision.data.imageset import ImageSet
 from aevision.data.registry import DATASETS, Source, Splits, fixed_test_split, takes_argument
@@ -114,13 +115,17 @@ def shapes(
                   test=data.subset(range(n_train, n_train + n_test)) if n_test else None)
 
 
-@DATASETS.register("folder", "folder:PATH: images in class subfolders (labelled) or flat (unlabelled)")
+@DATASETS.register("folder", "folder:PATH: images in class subfolders (labelled) or flat (unlabelled); "
+                   "PATH may be a .zip/.tar archive")
 @takes_argument
 def folder(source: Source, *, test_fraction: float = 0.0) -> Splits:
     check(0 <= test_fraction < 1, "data.test_fraction", test_fraction, "a fraction in [0, 1)")
     assert source.argument is not None
-    data = load_folder(Path(source.argument).expanduser(), channels=source.channels,
-                       image_size=source.image_size, strict=source.strict)
+    path = Path(source.argument).expanduser()
+    if is_archive(path):  # folder:images.zip -> unpacked once, safely, under the data root
+        path = unwrap_single_folder(extract_cached(path, source.root))
+    data = load_folder(path, channels=source.channels, image_size=source.image_size,
+                       strict=source.strict)
     if test_fraction == 0:
         return Splits(train=data, test=None)
     splits = fixed_test_split(data, test_fraction)

@@ -31,6 +31,7 @@ from aevision.engine.checkpoint import (
 )
 from aevision.engine.determinism import rng_state, set_rng_state
 from aevision.engine.progress import Reporter, format_terms
+from aevision.engine.resources import is_out_of_memory
 from aevision.errors import AevisionError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
 
@@ -135,6 +136,11 @@ class Trainer:
         loop = LoopState()
         resumed_from = None
         last_path = self.ckpt_dir / LAST
+        if fabric.is_global_zero:
+            remove_stale_temp_files(self.ckpt_dir)
+        if cfg.auto_batch_size:
+            self._fit_batch_size(wrapped, train)
+            batches = train.num_batches(world)
         if resume:
             if last_path.is_file():
                 loop = self._restore(last_path, raw, optimizer, scheduler, run_config)
@@ -223,15 +229,20 @@ class Trainer:
             wait += time.perf_counter() - t0
             if xb is None:
                 break
-            terms = wrapped(xb)
-            loss = terms["loss"]
-            if not bool(torch.isfinite(loss)):
-                self._nonfinite(terms, epoch, batch_no, loop)
-                batch_no += 1
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            optimizer.step()
+            try:
+                terms = wrapped(xb)
+                loss = terms["loss"]
+                if not bool(torch.isfinite(loss)):
+                    self._nonfinite(terms, epoch, batch_no, loop)
+                    batch_no += 1
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                optimizer.step()
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                raise out_of_memory_error(e, loop.step + 1, xb.shape[0], fabric.device) from None
             if scheduler is not None:
                 scheduler.step()
             loop.step += 1
@@ -292,6 +303,32 @@ class Trainer:
             count += n
         return {k: v / max(1, count) for k, v in sums.items()}
 
+    def _fit_batch_size(self, wrapped: nn.Module, train: TensorBatches) -> None:
+        """Halve the batch size until one training step fits in memory (``train.auto_batch_size``)."""
+        size = asked = train.batch_size
+        while True:
+            batch = next(train.epoch(0), None)
+            if batch is None:
+                return
+            try:
+                wrapped.train()
+                loss = wrapped(batch)["loss"]
+                self.fabric.backward(loss)
+                wrapped.zero_grad(set_to_none=True)
+                if size != asked:
+                    log.warning("train.batch_size %d does not fit in memory; using %d instead",
+                                asked, size)
+                return
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                if not is_out_of_memory(e) or size == 1:
+                    raise
+                del batch
+                wrapped.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                size = max(1, size // 2)
+                train.batch_size = size
+
     # --- checkpoints -------------------------------------------------------------------------
 
     def _save(self, path: Path, raw: nn.Module, optimizer: Any, scheduler: Any, loop: LoopState,
@@ -328,6 +365,19 @@ class Trainer:
             return None
         state = read_safetensors(path, "best weights")
         return {k: v for k, v in state.items()} if set(state) == set(raw.state_dict()) else None
+
+
+def out_of_memory_error(e: BaseException, step: int, batch: int, device: torch.device) -> AevisionError:
+    return AevisionError(
+        f"out of memory at step {step} (batch of {batch} on {device}): lower train.batch_size, "
+        f"set train.auto_batch_size=true, or use train.precision=bf16-mixed")
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Temp files left by a process killed mid-write (the real files were never replaced)."""
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

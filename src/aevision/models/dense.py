@@ -1,7 +1,8 @@
 """``dense``: the multilayer-perceptron autoencoder of the classic recipes.
 
 Defaults reproduce the canonical example: 784 -> 256 -> 784, ReLU code, sigmoid output, MSE,
-Adam. ``hidden`` adds layers between input and code; the decoder mirrors them.
+Adam. ``hidden`` adds layers between input and code; the decoder mirrors them unless
+``decoder_hidden`` says otherwise (e.g. 784-784-128 / 128-128-784, a common sparse recipe).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def dense(
     *,
     hidden: list[int] | None = None,
     code_dim: int = 256,
+    decoder_hidden: list[int] | None = None,
     activation: Activation = "relu",
     code_activation: Activation = "relu",
     output_activation: Activation = "sigmoid",
@@ -47,15 +49,18 @@ def dense(
     dropout: float = 0.0,
 ) -> Parts:
     hidden = list(hidden or [])
+    dec_hidden = list(reversed(hidden)) if decoder_hidden is None else list(decoder_hidden)
     check(code_dim >= 1, "model.code_dim", code_dim, "an integer >= 1")
     check(all(h >= 1 for h in hidden), "model.hidden", hidden, "a list of positive integers")
+    check(all(h >= 1 for h in dec_hidden), "model.decoder_hidden", decoder_hidden,
+          "a list of positive integers")
     check(0.0 <= dropout < 1.0, "model.dropout", dropout, "a fraction in [0, 1)")
     n_in = math.prod(input_shape)
     encoder = nn.Sequential(
         nn.Flatten(), *mlp([n_in, *hidden, code_dim], activation, code_activation, batch_norm, dropout)
     )
     decoder = nn.Sequential(
-        *mlp([code_dim, *reversed(hidden), n_in], activation, output_activation, batch_norm, dropout),
+        *mlp([code_dim, *dec_hidden, n_in], activation, output_activation, batch_norm, dropout),
         nn.Unflatten(1, tuple(input_shape)),
     )
     return Parts(encoder, decoder, code_dim, code_range=output_range(code_activation),

@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Training throughput of aevision's engine vs a plain PyTorch loop, same model, same run.
+
+For each model (the peer documents' M1, M2, M3, the default ``conv`` and ``conv`` + contractive),
+a fresh child process (so peak RSS is per model) alternates a plain PyTorch loop and aevision's
+Trainer (Fabric, TensorBatches, checkpoints, NaN guard, logging) on the same random data, and
+reports images/s (median of timed epochs; epoch 1 is warm-up), their ratio, peak RSS and the
+fraction of step time spent waiting for data. Also: ``encode`` of 60k MNIST-sized images with the
+default conv encoder, and the contractive penalty's cost (stochastic JVP vs exact Jacobian).
+
+    python bench/throughput.py                 # everything, writes bench/results/throughput.json
+    python bench/throughput.py --model M1      # one model, JSON on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = 2
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(var, str(THREADS))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from aevision.api import machine_info  # noqa: E402
+from aevision.config import TrainConfig  # noqa: E402
+from aevision.data.batches import TensorBatches  # noqa: E402
+from aevision.engine import Trainer  # noqa: E402
+from aevision.io import write_json  # noqa: E402
+from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
+
+# peers' sizes: (n, batch, epochs); epoch 1 is warm-up
+CONFIG = {
+    "M1": (20480, 256, 8), "M2": (20480, 256, 8), "M3": (2560, 128, 5),
+    "conv": (20480, 256, 6), "conv+contractive": (10240, 256, 6),
+}
+# training FLOPs per image of the peer models (peers' convention: 3 x 2 x MACs)
+TRAIN_MFLOP = {"M1": 2.4, "M2": 5.0, "M3": 551.0}
+KERAS = {"M1": 30.5e3, "M2": 19.3e3, "M3": 223.0}  # best Keras figures from the performance issue
+
+
+def m3_parts() -> Parts:
+    """The documents' CIFAR conv autoencoder, decoder fixed to output 32x32 (as the peers run it)."""
+    encoder = nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(16 * 16 * 64, 8 * 8 * 64), nn.ReLU())
+    decoder = nn.Sequential(
+        nn.Unflatten(1, (64, 8, 8)),
+        nn.ConvTranspose2d(64, 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2),
+        nn.ConvTranspose2d(64, 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2),
+        nn.ConvTranspose2d(64, 3, 3, padding=1))
+    return Parts(encoder, decoder, 8 * 8 * 64)
+
+
+def build(name: str) -> Autoencoder:
+    if name == "M1":
+        return build_model("dense", (1, 28, 28))
+    if name == "M2":  # 784-784-128 / 128-128-784, L1 0.01 * mean|z| (= 0.01/128 * mean ||z||_1)
+        return build_model("dense", (1, 28, 28), {"hidden": [784], "code_dim": 128,
+                                                  "decoder_hidden": [128]},
+                           [{"name": "l1", "weight": 0.01 / 128}])
+    if name == "M3":
+        return Autoencoder(m3_parts(), (3, 32, 32))
+    if name == "conv":
+        return build_model("conv", (3, 32, 32))
+    if name == "conv+contractive":
+        return build_model("conv", (3, 32, 32), {}, [{"name": "contractive", "method": "jvp"}])
+    raise ValueError(name)
+
+
+def shape_of(name: str) -> tuple[int, int, int]:
+    return (1, 28, 28) if name in ("M1", "M2") else (3, 32, 32)
+
+
+def plain_loop(model: nn.Module, x: torch.Tensor, batch: int, epochs: int) -> list[float]:
+    """The peers' loop: float data in memory, randperm gather, Adam, loss, backward, step."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = []
+    n = len(x)
+    for _ in range(epochs):
+        t = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(0, n, batch):
+            xb = x[perm[i:i + batch]]
+            loss = model(xb)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        loss.item()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def aevision_loop(model: nn.Module, x_u8: torch.Tensor, batch: int, epochs: int,
+                  out: Path) -> tuple[list[float], list[float]]:
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, accelerator="cpu", progress=False)
+    trainer = Trainer(cfg, out)
+    result = trainer.fit(model, TensorBatches(x_u8, batch, seed=0), None)
+    return ([h["train_seconds"] for h in result.history],
+            [h["data_wait_fraction"] for h in result.history])
+
+
+def run_model(name: str) -> dict:
+    torch.set_num_threads(THREADS)
+    n, batch, epochs = CONFIG[name]
+    torch.manual_seed(0)
+    x_u8 = torch.randint(0, 256, (n, *shape_of(name)), dtype=torch.uint8)
+    x = x_u8.float() / 255
+    rounds = {"plain": [], "aevision": [], "wait": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(2):  # alternate, so drift in machine load hits both alike
+            torch.manual_seed(0)
+            rounds["plain"].append(n / statistics.median(plain_loop(build(name), x, batch, epochs)[1:]))
+            torch.manual_seed(0)
+            times, wait = aevision_loop(build(name), x_u8, batch, epochs, Path(tmp) / f"r{r}")
+            rounds["aevision"].append(n / statistics.median(times[1:]))
+            rounds["wait"].append(statistics.median(wait[1:]))
+    plain, ours = max(rounds["plain"]), max(rounds["aevision"])
+    res = {
+        "model": name, "n": n, "batch": batch, "epochs": epochs,
+        "images_per_s": round(ours, 1), "plain_torch_images_per_s": round(plain, 1),
+        "ratio_vs_plain_torch": round(ours / plain, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "data_wait_fraction": round(statistics.median(rounds["wait"]), 4),
+        "rounds": {k: [round(v, 4) for v in vs] for k, vs in rounds.items()},
+    }
+    if name in TRAIN_MFLOP:
+        res["achieved_gflops"] = round(ours * TRAIN_MFLOP[name] / 1e3, 1)
+        res["ratio_vs_keras_best"] = round(ours / KERAS[name], 2)
+    return res
+
+
+def contractive_costs() -> dict:
+    """Step time of conv with the contractive penalty (jvp, exact) relative to plain conv."""
+    torch.set_num_threads(THREADS)
+    x = torch.rand(256, 3, 32, 32)
+    out = {}
+    for label, regs in (("none", []), ("jvp", [{"name": "contractive", "method": "jvp"}]),
+                        ("exact", [{"name": "contractive", "method": "exact"}])):
+        torch.manual_seed(0)
+        model = build_model("conv", (3, 32, 32), {}, regs)
+        opt = torch.optim.Adam(model.parameters())
+        steps = 3 if label == "exact" else 15
+        for i in range(steps + 2):
+            if i == 2:
+                t = time.perf_counter()
+            loss = model(x)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out[label] = (time.perf_counter() - t) / steps
+    return {"step_s": {k: round(v, 4) for k, v in out.items()},
+            "jvp_cost_ratio": round(out["jvp"] / out["none"], 3),
+            "exact_cost_ratio": round(out["exact"] / out["none"], 2)}
+
+
+def encode_60k() -> float:
+    """Seconds to encode 60k 28x28 images with the default conv encoder (batches of 1024)."""
+    from aevision.api import encode
+
+    torch.set_num_threads(THREADS)
+    model = build_model("conv", (1, 28, 28)).eval()
+    x = torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8)
+    encode(model, x[:2048])  # warm-up
+    t = time.perf_counter()
+    encode(model, x, batch_size=1024)
+    return round(time.perf_counter() - t, 3)
+
+
+def child(args: list[str]) -> dict:
+    p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        return {"error": (p.stderr or p.stdout)[-2000:], "args": args}
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=list(CONFIG))
+    ap.add_argument("--part", choices=["contractive", "encode"])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    a = ap.parse_args()
+    if a.model:
+        print(json.dumps(run_model(a.model)))
+        return
+    if a.part == "contractive":
+        print(json.dumps(contractive_costs()))
+        return
+    if a.part == "encode":
+        print(json.dumps({"encode_mnist_60k_s": encode_60k()}))
+        return
+    result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
+    for name in CONFIG:
+        result[name] = child(["--model", name])
+        print(json.dumps({name: result[name]}), file=sys.stderr)
+    result["contractive_cost"] = child(["--part", "contractive"])
+    result.update(child(["--part", "encode"]))
+    write_json(a.out, result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
