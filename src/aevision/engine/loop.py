@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from aevision.config import TrainConfig
 from aevision.data.batches import TensorBatches
+from aevision.engine.allocator import tune_malloc
 from aevision.engine.checkpoint import (
     BEST,
     LAST,
@@ -85,10 +86,15 @@ def make_fabric(cfg: TrainConfig, log_dir: Path | None = None) -> Fabric:
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """Adam/AdamW use the fused kernel: one pass over each tensor, no temporaries (an unfused
+    step allocates buffers the size of the weights, which dominates on large dense layers)."""
+    params = list(params)
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        try:
+            return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+            return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
@@ -113,6 +119,8 @@ class Trainer:
             run_config: dict[str, Any] | None = None, *, resume: bool = False) -> FitResult:
         cfg, fabric = self.cfg, self.fabric
         fabric.launch()
+        if cfg.tune_allocator:
+            tune_malloc()
         raw = model
         if cfg.channels_last:
             raw = raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
