@@ -166,9 +166,15 @@ def test_batches_are_seeded_per_epoch_and_sharded():
     assert sorted((e1 * 255).round().flatten().tolist()) == list(range(100))
     rest = torch.cat(list(b.epoch(1, start=2)))
     assert torch.equal(rest, e1[32:])
-    r0 = torch.cat(list(b.epoch(0, 0, 2)))
-    r1 = torch.cat(list(b.epoch(0, 1, 2)))
-    assert len(r0) == len(r1) == 50
-    assert not set(r0.flatten().tolist()) & set(r1.flatten().tolist())
+    r0 = list(b.epoch(0, 0, 2))
+    r1 = list(b.epoch(0, 1, 2))
+    assert sum(map(len, r0)) == sum(map(len, r1)) == 50
+    assert not set(torch.cat(r0).flatten().tolist()) & set(torch.cat(r1).flatten().tolist())
+    # global batch i of two ranks with batch 8 == batch i of one process with batch 16
+    single = list(TensorBatches(data, 16, seed=3).epoch(0))
+    b8 = TensorBatches(data, 8, seed=3)
+    for i, (x0, x1) in enumerate(zip(b8.epoch(0, 0, 2), b8.epoch(0, 1, 2), strict=True)):
+        if i < 6:
+            assert torch.equal(torch.cat([x0, x1]), single[i])
 
 

@@ -141,3 +141,34 @@ def test_a_checkpoint_with_a_malicious_pickle_is_refused(tmp_path, monkeypatch):
     with pytest.raises(AevisionError, match="refused to load checkpoint"):
         load_checkpoint(path)
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_follows_the_single_process_loss_curve(tmp_path):
+    """--devices 2 --strategy ddp (gloo) with batch 16 per rank == one process with batch 32."""
+    import json
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "aevision", "pretrain", "--dataset", "digits", "--model", "dense",
+            "--limit", "640", "--epochs", "3", "--no-progress", "--accelerator", "cpu",
+            "model.code_dim=16", "--lr", "3e-3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([*base, "--batch-size", "32", "-o", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([*base, "--batch-size", "16", "--devices", "2", "--strategy", "ddp",
+                          "-o", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr
+
+    def history(name):
+        return json.loads((tmp_path / name / "summary.json").read_text())["fit"]["history"]
+
+    h1, h2 = history("one"), history("two")
+    assert [h["step"] for h in h1] == [h["step"] for h in h2]
+    for a, b in zip(h1, h2, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)

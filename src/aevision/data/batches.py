@@ -3,7 +3,9 @@
 For data already in memory a ``DataLoader`` costs more than the model on small autoencoders: it
 indexes one sample at a time and collates. Here a batch is one gather on a uint8 tensor and one
 conversion to float. The order is a function of (seed, epoch) alone, so a resumed run sees the
-same batches, and under data parallelism each rank takes a disjoint, equal-sized shard.
+same batches. Under data parallelism with W ranks each global batch of W x batch_size images is
+the one a single process with that batch size would draw, split in W slices: DDP then averages
+exactly the gradient of the single-process run, and the loss curves agree.
 """
 
 from __future__ import annotations
@@ -55,12 +57,18 @@ class TensorBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
-        """This rank's sample order for ``epoch``."""
+        """This rank's sample order for ``epoch``: slice ``rank`` of every global batch."""
         n = len(self.data)
         order = permutation(n, self.seed, 1000 + epoch) if self.shuffle else torch.arange(n)
         if world_size > 1:
             per = self.shard_size(world_size)
-            order = order[rank * per:(rank + 1) * per]
+            global_batch = self.batch_size * world_size
+            full, rest = divmod(per * world_size, global_batch)
+            head = order[:full * global_batch].view(full, world_size, self.batch_size)[:, rank]
+            # the last, partial global batch is split evenly too
+            tail = order[full * global_batch:per * world_size].view(world_size, -1)[rank] \
+                if rest else order[:0]
+            order = torch.cat([head.reshape(-1), tail])
         return order
 
     def epoch(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0) -> Iterator[Tensor]:

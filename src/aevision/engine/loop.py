@@ -168,6 +168,12 @@ class Trainer:
                 self._train_epoch(wrapped, optimizer, scheduler, train, epoch, loop, report,
                                   raw, run_config)
                 train_terms = self._epoch_means(loop, batches)
+                if world > 1:  # each rank saw its slice of every batch: report the global mean
+                    reduced = fabric.all_reduce(
+                        {k: torch.tensor(v, dtype=torch.float64, device=fabric.device)
+                         for k, v in train_terms.items()},
+                        reduce_op="mean")
+                    train_terms = {k: float(v) for k, v in reduced.items()}
                 val_terms = self._evaluate(wrapped, val) if val is not None else {}
                 seconds = loop.seconds
                 total_train_s += seconds
