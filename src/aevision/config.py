@@ -35,7 +35,7 @@ class DataConfig:
     image_size: list[int] | None = None  # [H, W] to resize folder images to
     channels: int | None = None  # 1 or 3; folder images are converted to this
     val_fraction: float = 0.1  # carved from the training split, seeded
-    limit: int | None = None  # use at most this many training images (quick runs)
+    limit: int | None = None  # use at most this many training images or videos (quick runs)
     download: bool = True  # torchvision datasets: download when missing and online
     strict: bool = False  # stop at the first unreadable image instead of skipping it
     clip_length: int | None = None  # video data: train on clips of this many consecutive frames

@@ -7,9 +7,19 @@ constant velocity, bounce off the walls and turn slowly. The ground truth is the
 shape in every frame: slot 0 is the main shape, slots 1.. the distractors by decreasing size (NaN
 where a sequence has fewer shapes). Same seed, same videos; nothing is downloaded. Drawing reuses
 the rasterizer of :mod:`aevision.data.shapes`.
+
+"Where is the main shape?" must have one answer in every frame, so the main shape is recognisable
+without context, as a target object is in a robot's scenes: it has twice the area of any
+distractor (sizes are equal-area radii, whatever the kind) and a hue of its own (``main_hue``,
+default 0.15, a yellow that stays bright in the grey image a DSAE reconstructs; distractors take
+hues well away from it). ``main_hue=null`` gives every shape a random colour: then only size
+tells the main shape apart.
 """
 
 from __future__ import annotations
+
+import colorsys
+import math
 
 import numpy as np
 import torch
@@ -20,8 +30,19 @@ from aevision.data.video import VideoSet
 from aevision.validation import check
 
 MOVING_KINDS = ("circle", "square", "triangle")
-MAIN_RADIUS = (0.12, 0.16)  # fractions of the frame size
-DISTRACTOR_RADIUS = (0.06, 0.09)
+MAIN_RADIUS = (0.12, 0.15)  # equal-area radii, as fractions of the frame size
+DISTRACTOR_RADIUS = (0.05, 0.08)
+# shape_mask's r for a shape as large as a circle of radius 1 (square side 1.6 r, triangle
+# circumradius r), and how far the shape reaches from its centre per unit r, turned any way
+AREA_SCALE = {"circle": 1.0, "square": math.sqrt(math.pi / 2.56), "triangle": math.sqrt(math.pi / 1.299)}
+REACH = {"circle": 1.0, "square": 0.8 * math.sqrt(2), "triangle": 1.0}
+HUE_GAP = 0.2  # distractor hues stay at least this far round the colour wheel from the main hue
+
+
+def hue_colour(rng: np.random.Generator, hue: float) -> np.ndarray:
+    """A saturated, bright RGB colour of the given hue (0..1 round the wheel)."""
+    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.75, 1.0), rng.uniform(0.85, 1.0))
+    return np.array([r, g, b], dtype=np.float32)
 
 
 def bounce(start: float, velocity: float, low: float, high: float, steps: int) -> np.ndarray:
@@ -37,10 +58,12 @@ def bounce(start: float, velocity: float, low: float, high: float, steps: int) -
 def moving_shapes(
     n: int, frames: int, size: int, seed: int, *, max_shapes: int = 3,
     kinds: tuple[str, ...] = MOVING_KINDS, noise: float = 0.04, speed: tuple[float, float] = (0.02, 0.05),
+    main_hue: float | None = 0.15,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` videos: ((n, T, 3, size, size) uint8, centres (n, T, max_shapes, 2), labels (n,)).
 
-    ``speed`` is in frame sizes per frame; ``noise`` the std of the per-frame pixel noise.
+    ``speed`` is in frame sizes per frame; ``noise`` the std of the per-frame pixel noise;
+    ``main_hue``: the main shape's hue (None: random colours for every shape).
     """
     rng = np.random.default_rng(seed)
     backgrounds = textured_background(rng, n, size, size, grain=0.0)
@@ -52,23 +75,31 @@ def moving_shapes(
         radii = [rng.uniform(*MAIN_RADIUS) * size]
         radii += sorted((rng.uniform(*DISTRACTOR_RADIUS) * size for _ in range(count - 1)), reverse=True)
         shapes = []
-        for k, r in enumerate(radii):
+        for k, radius in enumerate(radii):
             kind = kinds[labels[i]] if k == 0 else kinds[int(rng.integers(len(kinds)))]
+            r = radius * AREA_SCALE.get(kind, 1.0)
             heading = rng.uniform(0, 2 * np.pi)
             v = rng.uniform(*speed) * size
-            low, high = r, size - 1 - r  # pixel centres run from 0 to size - 1
+            reach = r * REACH.get(kind, 1.0)
+            low, high = reach, size - 1 - reach  # pixel centres run from 0 to size - 1
             x = bounce(rng.uniform(low, high), v * np.cos(heading), low, high, frames)
             y = bounce(rng.uniform(low, high), v * np.sin(heading), low, high, frames)
             angle = rng.uniform(0, 2 * np.pi) + rng.uniform(-0.08, 0.08) * np.arange(frames)
-            shapes.append((kind, r, x, y, angle, random_colour(rng)))
+            if main_hue is None:
+                colour = random_colour(rng)
+            elif k == 0:
+                colour = hue_colour(rng, main_hue + rng.uniform(-0.03, 0.03))
+            else:
+                colour = hue_colour(rng, main_hue + rng.uniform(HUE_GAP, 1 - HUE_GAP))
+            shapes.append((kind, reach, r, x, y, angle, colour))
             centres[i, :, k, 0], centres[i, :, k, 1] = x, y
         grain = rng.normal(0.0, noise, (frames, 3, size, size)).astype(np.float32)
         for t in range(frames):
             image = backgrounds[i].copy()
-            for kind, r, x, y, angle, colour in reversed(shapes):  # the main shape on top
+            for kind, reach, r, x, y, angle, colour in reversed(shapes):  # the main shape on top
                 # rasterize only the shape's bounding box: same pixels, a fraction of the work
-                x0, y0 = max(0, int(x[t] - r) - 2), max(0, int(y[t] - r) - 2)
-                x1, y1 = min(size, int(x[t] + r) + 3), min(size, int(y[t] + r) + 3)
+                x0, y0 = max(0, int(x[t] - reach) - 2), max(0, int(y[t] - reach) - 2)
+                x1, y1 = min(size, int(x[t] + reach) + 3), min(size, int(y[t] + reach) + 3)
                 cov = shape_mask(kind, x[t] - x0, y[t] - y0, r, angle[t], y1 - y0, x1 - x0, 3)
                 paint(image[:, y0:y1, x0:x1], cov, colour)
             image += grain[t]
@@ -80,7 +111,7 @@ def moving_shapes(
                    "textured backgrounds, with true centres per frame; label = main shape (no download)")
 def moving_shapes_dataset(
     source: Source, *, n_train: int = 160, n_test: int = 40, frames: int = 32, size: int = 64,
-    max_shapes: int = 3, noise: float = 0.04, seed: int = 1234,
+    max_shapes: int = 3, noise: float = 0.04, main_hue: float | None = 0.15, seed: int = 1234,
 ) -> Splits:
     """The test sequences are generated with the training ones from one seed and kept apart."""
     check(n_train >= 1, "data.n_train", n_train, "an integer >= 1")
@@ -89,8 +120,11 @@ def moving_shapes_dataset(
     check(size >= 16, "data.size", size, "an integer >= 16")
     check(1 <= max_shapes <= 8, "data.max_shapes", max_shapes, "an integer in [1, 8]")
     check(0.0 <= noise <= 0.5, "data.noise", noise, "a standard deviation in [0, 0.5]")
+    if main_hue is not None:
+        check(0.0 <= main_hue <= 1.0, "data.main_hue", main_hue, "a hue in [0, 1] (0 red, 1/3 green, "
+              "2/3 blue) or null for random colours")
     video, centres, labels = moving_shapes(n_train + n_test, frames, size, seed, max_shapes=max_shapes,
-                                           noise=noise)
+                                           noise=noise, main_hue=main_hue)
     data = VideoSet(video, labels, list(MOVING_KINDS), "moving-shapes", centres)
     return Splits(train=data.subset(range(n_train)),
                   test=data.subset(range(n_train, n_train + n_test)) if n_test else None)

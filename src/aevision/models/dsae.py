@@ -111,13 +111,14 @@ def dsae(
     hidden: list[int] | None = None,
     output_activation: Activation = "sigmoid",
 ) -> Parts:
-    """``channels``: the conv layers before the keypoint layer (default [32, 32]); ``keypoints``:
-    K (default 16), the code has 2K numbers (``code_dim`` = 2K may be given instead, for configs that set every
-    model's code size); ``kernel_sizes``: one per conv layer including the keypoint layer (default
-    5, then 3s); ``stride``: of the first conv; ``downsample``: the target image is the input's
-    size / downsample, grey unless ``grey=false``; ``hidden``: decoder layers (default none: the
-    paper's single linear layer)."""
-    channels = list(channels) if channels is not None else [32, 32]
+    """``channels``: the conv layers before the keypoint layer (default [16, 16]);
+    ``keypoints``: K (default 16), the code has 2K numbers (``code_dim`` = 2K may be given
+    instead, for configs that set every model's code size); ``kernel_sizes``: one per conv layer
+    including the keypoint layer (default 5, then 3s); ``stride``: of the first conv;
+    ``downsample``: the target image is the input's size / downsample, grey unless ``grey=false``;
+    ``hidden``: decoder layers (default [256]; [] is the paper's single linear layer, which can
+    only draw an object near where it usually is: a linear map of (x, y) cannot move a blob far)."""
+    channels = list(channels) if channels is not None else [16, 16]
     check(all(c >= 1 for c in channels), "model.channels", channels, "a list of positive integers")
     if code_dim is not None:
         check(code_dim >= 2 and code_dim % 2 == 0, "model.code_dim", code_dim,
@@ -136,7 +137,7 @@ def dsae(
     check(stride >= 1, "model.stride", stride, "an integer >= 1")
     check(temperature > 0, "model.temperature", temperature, "a number > 0")
     check(downsample >= 1, "model.downsample", downsample, "an integer >= 1")
-    hidden = list(hidden or [])
+    hidden = list(hidden) if hidden is not None else [256]
     check(all(h >= 1 for h in hidden), "model.hidden", hidden, "a list of positive integers")
     c_in, height, width = input_shape
     target_size = (max(1, round(height / downsample)), max(1, round(width / downsample)))

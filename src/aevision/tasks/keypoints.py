@@ -74,6 +74,21 @@ def jitter(points: Tensor) -> float:
     return float(acc[ok].mean()) if ok.any() else float("nan")
 
 
+def relative_jitter(points: Tensor) -> float:
+    """Scale-free jitter: sum of squared second differences over sum of squared first differences.
+
+    Absolute jitter also falls when keypoints simply move less (a keypoint parked in one place
+    has none); this ratio asks how jerky the motion is for how much motion there is.
+    """
+    if points.shape[1] < 3:
+        return float("nan")
+    p = points.double()
+    first = (p[:, 1:] - p[:, :-1]).pow(2).sum(dim=-1)
+    second = second_difference(p).pow(2).sum(dim=-1)
+    ok_first, ok_second = torch.isfinite(first), torch.isfinite(second)
+    return float(second[ok_second].sum() / first[ok_first].sum().clamp_min(1e-30))
+
+
 def normalised_centres(videos: VideoSet) -> Tensor:
     """Ground-truth centres in the keypoints' units: pixel centres 0..W-1 -> -1..1. (N, T, J, 2)."""
     if videos.centres is None:

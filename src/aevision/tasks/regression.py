@@ -84,19 +84,22 @@ class RidgeProbe:
                 mask[held] = False
                 tasks.append((xs[mask], y2[mask], xs[held], y2[held]))
         scores: dict[float, list[float]] = {a: [] for a in self.alphas}
+        full = None
         for xt, yt, xv, yv in tasks:
-            mean_t = yt.mean(0)
-            path = _RidgePath(xt - xt.mean(0), yt - mean_t)
-            x_mean = xt.mean(0)
+            x_mean, y_mean = xt.mean(0), yt.mean(0)
+            path = _RidgePath(xt - x_mean, yt - y_mean)
+            if xt is xs:  # validation data given: the final fit is on these same samples
+                full = path
             for a in self.alphas:
                 w = path.weights(a * len(xt))
-                scores[a].append(r2_score(yv, (xv - x_mean) @ w + mean_t))
+                scores[a].append(r2_score(yv, (xv - x_mean) @ w + y_mean))
         self.selection_ = {a: sum(s) / len(s) for a, s in scores.items()}
         best = max(self.selection_.values())
         # the strongest regularisation among the best scores: the safest choice on ties
         self.alpha_ = max(a for a, s in self.selection_.items() if s == best)
         x_mean, y_mean = xs.mean(0), y2.mean(0)
-        self.w_ = _RidgePath(xs - x_mean, y2 - y_mean).weights(self.alpha_ * len(xs))
+        full = full or _RidgePath(xs - x_mean, y2 - y_mean)
+        self.w_ = full.weights(self.alpha_ * len(xs))
         self.b_ = y_mean - x_mean @ self.w_
         return self
 
