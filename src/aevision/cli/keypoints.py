@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
                                                              feats.get("val"), val, seed=args.seed)
             cls = metrics["classification"]
             lines.append(f"linear-probe accuracy from keypoints: {cls['accuracy']:.4f} "
-                         f"(chance {cls['chance']:.3f})")
+                         f"(majority class {cls['majority_class_rate']:.3f}, "
+                         f"guessing {cls['uniform_guess_rate']:.3f})")
     metrics["machine"] = machine_info()
     write_json(out / "keypoints.json", metrics)
     write_safetensors(out / "keypoints.safetensors",

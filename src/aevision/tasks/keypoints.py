@@ -147,5 +147,6 @@ def frame_classification(f_train: Tensor, train: VideoSet, f_test: Tensor, test:
     else:
         probe = LinearProbe(seed=seed).fit(x_tr, y_tr, n_classes=n_classes)
     counts = torch.bincount(y_te, minlength=n_classes).double()
-    return {"accuracy": probe.score(x_te, y_te), "chance": float(counts.max() / counts.sum()),
-            "C": probe.c_, "train_frames": len(x_tr), "test_frames": len(x_te)}
+    return {"accuracy": probe.score(x_te, y_te), "majority_class_rate": float(counts.max() / counts.sum()),
+            "uniform_guess_rate": 1.0 / n_classes, "C": probe.c_, "train_frames": len(x_tr),
+            "test_frames": len(x_te)}
