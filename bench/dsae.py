@@ -8,8 +8,9 @@ Claims checked (issue 4):
 2. The temporal smoothness term lowers keypoint jitter (mean squared second difference on test
    sequences) at least 2x at equal reconstruction error (test MSE within +-10%).
 
-Also reported: a linear probe classifying the main shape from per-frame features, and keypoint
-drawings (PNG strips, a GIF) of one test sequence. The two DSAEs differ only in the smoothness
+Also reported: R^2 from only the 4 keypoints with the highest feature presence (pruning), a
+linear probe classifying the main shape from per-frame features, and keypoint drawings (PNG
+strips, a GIF) of one test sequence. The two DSAEs differ only in the smoothness
 term: same data, clips, seed, epochs, optimiser.
 
     python bench/dsae.py                 # moving-shapes defaults (64x64, 160+40 sequences x 32)
@@ -34,6 +35,7 @@ from aevision.api import encode, machine_info
 from aevision.config import DataConfig
 from aevision.data import Splits, load_dataset
 from aevision.io import write_json
+from aevision.models.dsae import prune_keypoints
 from aevision.report.keypoints import draw_keypoints, save_gif, save_strip
 from aevision.tasks.keypoints import (
     frame_classification,
@@ -47,6 +49,7 @@ from aevision.tasks.keypoints import (
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYPOINTS = 16
 CLIP = 8
+PRUNED = 4  # keypoints kept when pruning by presence
 DSAE = {"name": "dsae", "keypoints": KEYPOINTS}  # the defaults: conv 16, 16 -> 16 keypoints -> 256 -> 16x16
 CONV = {"name": "conv", "channels": [32, 64], "code_dim": 2 * KEYPOINTS}  # the same code size
 SMOOTHNESS = {"name": "smoothness", "weight": 0.2}
@@ -121,8 +124,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s: torch.cat((kp.features(), kp.presence.flatten(0, 1)), dim=1)
         for s, kp in keypoints["dsae"].items()}
 
+    # pruning by feature presence (measured on training frames): do the few most present keypoints
+    # still carry the track?
+    pruned = prune_keypoints(models["dsae"], train.images, keep=PRUNED)
+    features[f"dsae_pruned_{PRUNED}"] = {s: encode(pruned, getattr(splits, s))
+                                         for s in ("train", "val", "test")}
+
     tracking = {}
-    for name in ("dsae", "dsae_smooth", "convae", "pixels"):
+    for name in ("dsae", "dsae_smooth", f"dsae_pruned_{PRUNED}", "convae", "pixels"):
         f = features[name]
         tracking[name] = tracking_r2(f["train"], train, f["test"], test, f["val"], val, seed=args.seed)
         print(f"R^2 {name}: {tracking[name]['r2']:.4f}", file=sys.stderr, flush=True)
@@ -153,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "r2_dsae_smooth": r2["dsae_smooth"],
         "r2_convae": r2["convae"],
         "r2_pixels": r2["pixels"],
+        f"r2_dsae_pruned_{PRUNED}": r2[f"dsae_pruned_{PRUNED}"],
+        "pruned_kept_keypoints": pruned.spec["pruned"]["kept"],
         "jitter_with_smoothness": jit["dsae_smooth"],
         "jitter_without_smoothness": jit["dsae"],
         "jitter_ratio": ratio,

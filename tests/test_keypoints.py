@@ -19,6 +19,7 @@ from aevision.tasks.keypoints import (
     frame_classification,
     jitter,
     normalised_centres,
+    relative_jitter,
     tracking_r2,
     video_keypoints,
 )
@@ -58,6 +59,9 @@ def test_true_centres_as_features_track_perfectly_and_jitter_is_zero_at_constant
     t = torch.arange(9, dtype=torch.float64).view(1, 9, 1, 1)
     assert jitter(0.1 + 0.02 * t.expand(2, 9, 3, 2)) == pytest.approx(0.0, abs=1e-20)
     assert jitter((0.01 * t ** 2).expand(2, 9, 3, 2)) == pytest.approx(2 * 0.02 ** 2)
+    wobbly = torch.randn(3, 9, 4, 2, dtype=torch.float64)
+    assert relative_jitter(0.1 * wobbly) == pytest.approx(relative_jitter(wobbly))  # scale-free
+    assert relative_jitter(0.1 + 0.02 * t.expand(2, 9, 3, 2)) == pytest.approx(0.0, abs=1e-20)
 
 
 def test_frame_classification_scores_every_test_frame():
