@@ -119,6 +119,8 @@ def test_image_size_the_model_cannot_take_is_reported(tmp_path, capsys):
 def test_real_process_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "aevision.cli", "pretrain", "--model", "nope"],
                           capture_output=True, text=True, cwd=tmp_path)
+    from aevision.models import MODELS
+
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("aevision: error: model.name: got 'nope', "
-                                   "expected one of conv, dense")
+                                   f"expected one of {', '.join(MODELS.names())}")

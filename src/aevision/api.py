@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from aevision.config import PretrainConfig, build_config, to_dict
-from aevision.data import ImageSet, Splits, load_dataset, to_float
+from aevision.data import ImageSet, Splits, VideoSet, load_dataset, to_float, training_data
 from aevision.data.batches import TensorBatches
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
 
@@ -75,13 +75,17 @@ def pretrain(
     seed_everything(cfg.seed, cfg.train.deterministic)
     splits = data if data is not None else load_dataset(cfg.data, cfg.seed)
     model = model_from_config(cfg, splits.train.image_shape)
+    check_clip_length(cfg, model)
     if cfg.train.max_memory_gb is not None and cfg.train.accelerator in ("cpu", "auto") \
             and not torch.cuda.is_available():
         limit_memory(cfg.train.max_memory_gb)  # after imports and data: guards the training
     out_dir = Path(cfg.output_dir)
     bs = cfg.train.batch_size
-    train = TensorBatches(splits.train.images, bs, seed=cfg.seed, shuffle=True, drop_last=True)
-    val = (TensorBatches(splits.val.images, max(bs, 256), shuffle=False)
+    clip, stride = cfg.data.clip_length, cfg.data.clip_stride
+    train = TensorBatches(training_data(splits.train, clip, stride), bs, seed=cfg.seed, shuffle=True,
+                          drop_last=True)
+    val = (TensorBatches(training_data(splits.val, clip, stride), max(bs, 256 // (clip or 1)),
+                         shuffle=False)
            if splits.val is not None and len(splits.val) else None)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
     started = time.time()
@@ -99,15 +103,26 @@ def pretrain(
     return PretrainResult(model, out_dir, fit, cfg, splits, trainer.fabric.global_rank)
 
 
+def check_clip_length(cfg: PretrainConfig, model: Autoencoder) -> None:
+    """Regularizers over time (smoothness) need clips of ordered frames: say so before training."""
+    have = cfg.data.clip_length or 1
+    for i, reg in enumerate(model.regularizers):
+        if reg.min_frames > have:
+            name = cfg.regularizers[i].name
+            raise ConfigError("data.clip_length", cfg.data.clip_length,
+                              f"an integer >= {reg.min_frames}: regularizers[{i}] ({name}) needs clips of "
+                              f"ordered frames from a video dataset")
+
+
 def load(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:
     """A saved model (run folder or ``model.safetensors``), eval mode, ready to ``encode``."""
     return load_model(path, device)
 
 
-def as_float_images(images: Tensor | np.ndarray | ImageSet) -> Tensor:
-    """uint8 or float images (tensor, array or ImageSet) -> float32 in [0, 1]."""
-    if isinstance(images, ImageSet):
-        return images.floats()
+def as_float_images(images: Tensor | np.ndarray | ImageSet | VideoSet) -> Tensor:
+    """uint8 or float images (tensor, array, ImageSet, or a VideoSet's frames) -> float32 in [0, 1]."""
+    if isinstance(images, (ImageSet, VideoSet)):
+        return to_float(images.images)
     t = torch.as_tensor(images)
     if t.dtype == torch.uint8:
         return to_float(t)
@@ -115,21 +130,23 @@ def as_float_images(images: Tensor | np.ndarray | ImageSet) -> Tensor:
 
 
 @torch.no_grad()
-def encode(model: Autoencoder, images: Tensor | np.ndarray | ImageSet, batch_size: int = 1024,
+def encode(model: Autoencoder, images: Tensor | np.ndarray | ImageSet | VideoSet, batch_size: int = 1024,
            device: str | torch.device | None = None) -> Tensor:
-    """Features of ``images`` ((N, C, H, W), uint8 or float in [0, 1]): (N, D) float32 on CPU."""
+    """Features of ``images`` ((N, C, H, W), uint8 or float in [0, 1]; a VideoSet's frames in
+    order): (N, D) float32 on CPU."""
     return _batched(model, model.encode, images, batch_size, device)
 
 
 @torch.no_grad()
-def reconstruct(model: Autoencoder, images: Tensor | np.ndarray | ImageSet, batch_size: int = 1024,
+def reconstruct(model: Autoencoder, images: Tensor | np.ndarray | ImageSet | VideoSet,
+                batch_size: int = 1024,
                 device: str | torch.device | None = None) -> Tensor:
     """Reconstructions of ``images``: float32 on CPU."""
     return _batched(model, model.reconstruct, images, batch_size, device)
 
 
 def _batched(model: Autoencoder, fn: Any, images: Any, batch_size: int, device: Any) -> Tensor:
-    x_all = images.images if isinstance(images, ImageSet) else torch.as_tensor(images)
+    x_all = images.images if isinstance(images, (ImageSet, VideoSet)) else torch.as_tensor(images)
     model.check_input(x_all)
     was_training = model.training
     model.eval()
@@ -147,9 +164,12 @@ def _batched(model: Autoencoder, fn: Any, images: Any, batch_size: int, device: 
 
 
 def data_summary(splits: Splits) -> dict[str, Any]:
-    def one(s: ImageSet | None) -> dict[str, Any] | None:
+    def one(s: ImageSet | VideoSet | None) -> dict[str, Any] | None:
         if s is None:
             return None
+        if isinstance(s, VideoSet):
+            return {"sequences": len(s), "frames_per_sequence": s.sequence_length,
+                    "image_shape": list(s.image_shape), "labelled": s.labels is not None}
         return {"images": len(s), "image_shape": list(s.image_shape),
                 "labelled": s.labels is not None}
 

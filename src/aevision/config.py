@@ -35,9 +35,11 @@ class DataConfig:
     image_size: list[int] | None = None  # [H, W] to resize folder images to
     channels: int | None = None  # 1 or 3; folder images are converted to this
     val_fraction: float = 0.1  # carved from the training split, seeded
-    limit: int | None = None  # use at most this many training images (quick runs)
+    limit: int | None = None  # use at most this many training images or videos (quick runs)
     download: bool = True  # torchvision datasets: download when missing and online
     strict: bool = False  # stop at the first unreadable image instead of skipping it
+    clip_length: int | None = None  # video data: train on clips of this many consecutive frames
+    clip_stride: int | None = None  # frames between the starts of two clips; default clip_length
     options: dict[str, Any] = field(default_factory=dict)  # the dataset builder's own options
 
     def validate(self, prefix: str = "data") -> None:
@@ -50,6 +52,12 @@ class DataConfig:
             check(self.channels in (1, 3), f"{prefix}.channels", self.channels, "1 or 3")
         if self.limit is not None:
             check(self.limit >= 1, f"{prefix}.limit", self.limit, "a positive integer or null")
+        if self.clip_length is not None:
+            check(self.clip_length >= 2, f"{prefix}.clip_length", self.clip_length,
+                  "an integer >= 2, or null for single frames")
+        if self.clip_stride is not None:
+            check(self.clip_stride >= 1, f"{prefix}.clip_stride", self.clip_stride,
+                  "a positive integer or null")
 
 
 @dataclass

@@ -60,6 +60,8 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
         data = getattr(splits, args.split)
         if data is None:
             raise AevisionError(f"--split {args.split}: dataset {args.dataset!r} has no {args.split} split")
+        if hasattr(data, "frame_set"):  # a video dataset: its frames, in order, labelled per frame
+            data = data.frame_set()
     elif args.inputs:
         parts: list[ImageSet] = []
         for item in args.inputs:

@@ -44,6 +44,12 @@ class TensorBatches:
     def __len__(self) -> int:
         return self.num_batches()
 
+    @property
+    def images_per_item(self) -> int:
+        """T for clips ((N, T, C, H, W) data), else 1: throughput is counted in images."""
+        shape = tuple(self.data.shape)
+        return int(shape[1]) if len(shape) == 5 else 1
+
     def to(self, device: torch.device | str) -> TensorBatches:
         """Move the whole uint8 tensor to ``device`` once (GPU training: no host transfers)."""
         self.data = self.data.to(device)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from aevision.config import DataConfig
 from aevision.data.imageset import ImageSet
 from aevision.data.splits import permutation, train_val_split
+from aevision.data.video import VideoSet
 from aevision.errors import DataError
 from aevision.registry import Registry
 
@@ -45,9 +46,11 @@ class Source:
 
 @dataclass
 class Splits:
-    train: ImageSet
-    test: ImageSet | None
-    val: ImageSet | None = None
+    """A dataset's splits: image sets, or video sets (sequences of ordered frames)."""
+
+    train: ImageSet | VideoSet
+    test: ImageSet | VideoSet | None
+    val: ImageSet | VideoSet | None = None
 
 
 Loader = Callable[..., Splits]
@@ -81,8 +84,9 @@ def load_dataset(cfg: DataConfig, seed: int) -> Splits:
     return splits
 
 
-def conform(data: ImageSet, source: Source) -> ImageSet:
-    """Apply the configured channel count and image size to an already-loaded set."""
+def conform(data: ImageSet | VideoSet, source: Source) -> ImageSet | VideoSet:
+    """Apply the configured channel count and image size to an already-loaded set (frames of
+    videos alike: a video's ``images`` are its frames)."""
     images = data.images
     c = images.shape[1]
     if source.channels is not None and source.channels != c:
@@ -102,6 +106,8 @@ def conform(data: ImageSet, source: Source) -> ImageSet:
         images = torch.cat(resized)
     if images is data.images:
         return data
+    if isinstance(data, VideoSet):
+        return data.with_images(images)
     return ImageSet(images, data.labels, data.classes, data.name, data.files, data.skipped)
 
 

@@ -178,6 +178,7 @@ class Trainer:
                 seconds = loop.seconds
                 total_train_s += seconds
                 images = train.shard_size(world) if not train.drop_last else batches * train.batch_size
+                images *= train.images_per_item  # clips of T frames: T images each
                 row: dict[str, Any] = {"epoch": epoch + 1, "step": loop.step}
                 row.update({f"train_{k}": v for k, v in train_terms.items()})
                 row.update({f"val_{k}": v for k, v in val_terms.items()})

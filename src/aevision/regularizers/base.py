@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class Regularizer(nn.Module):
     term: str = ""  # key of the penalty in the loss dict; "" when there is no penalty
     default_weight: float = 1.0
+    min_frames: int = 1  # > 1: the penalty needs clips of at least this many ordered frames
 
     def __init__(self) -> None:
         super().__init__()
