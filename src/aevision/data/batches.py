@@ -4,6 +4,9 @@ For data already in memory a ``DataLoader`` costs more than the model on small a
 indexes one sample at a time and collates. Here a batch is one gather on a uint8 tensor and one
 conversion to float. The order is a function of (seed, epoch) alone, so a resumed run sees the
 same batches, and under data parallelism each rank takes a disjoint, equal-sized shard.
+
+With ``targets`` (labels, or any per-sample tensor) a batch is the pair ``(x, targets[idx])``, so
+supervised tasks train on the same loop; ``transform`` (augmentation) touches only ``x``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ class TensorBatches:
         drop_last: bool = False,
         transform: Callable[[Tensor], Tensor] | None = None,
         channels_last: bool = False,
+        targets: Tensor | None = None,
     ):
+        if targets is not None and len(targets) != len(data):
+            raise ValueError(f"TensorBatches: {len(targets)} targets for {len(data)} samples")
         self.data = data
+        self.targets = targets
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -45,6 +52,8 @@ class TensorBatches:
     def to(self, device: torch.device | str) -> TensorBatches:
         """Move the whole uint8 tensor to ``device`` once (GPU training: no host transfers)."""
         self.data = self.data.to(device)
+        if self.targets is not None:
+            self.targets = self.targets.to(device)
         return self
 
     def shard_size(self, world_size: int = 1) -> int:
@@ -63,8 +72,10 @@ class TensorBatches:
             order = order[rank * per:(rank + 1) * per]
         return order
 
-    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0) -> Iterator[Tensor]:
-        """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming)."""
+    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
+              start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming): ``x``, or
+        ``(x, targets)`` when there are targets."""
         order = self.indices(epoch, rank, world_size).to(self.data.device)
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -73,4 +84,4 @@ class TensorBatches:
                 batch = self.transform(batch)
             if self.channels_last and batch.dim() == 4:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            yield batch
+            yield batch if self.targets is None else (batch, self.targets[idx])

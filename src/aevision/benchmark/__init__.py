@@ -1,0 +1,22 @@
+"""``aevision benchmark``: models x datasets x protocols x label budgets from one YAML file."""
+
+from aevision.benchmark.config import (
+    PRESETS,
+    BenchmarkConfig,
+    Budget,
+    load_benchmark,
+    parse_budget,
+    parse_budgets,
+)
+from aevision.benchmark.runner import BenchmarkResult, run_benchmark
+
+__all__ = [
+    "PRESETS",
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "Budget",
+    "load_benchmark",
+    "parse_budget",
+    "parse_budgets",
+    "run_benchmark",
+]
