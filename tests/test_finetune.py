@@ -10,7 +10,7 @@ from aevision.data import load_dataset
 from aevision.data.batches import TensorBatches
 from aevision.errors import ConfigError
 from aevision.models import build_model
-from aevision.tasks.augment import Augment, AugmentConfig
+from aevision.data.augment import Augment, AugmentConfig
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract
 from aevision.tasks.finetune import Classifier, FinetuneConfig, finetune
 
@@ -103,3 +103,20 @@ def test_augmentation_is_batched_seeded_and_label_preserving():
     batches = TensorBatches((x * 255).to(torch.uint8), 4, transform=aug, targets=labels, shuffle=True)
     xb, yb = next(batches.epoch(0))
     assert xb.shape == (4, 1, 16, 16) and yb.dtype == torch.long and len(set(yb.tolist())) == 4
+
+
+def test_geometric_denoising_warps_the_training_input_only():
+    model = build_model("conv", (1, 16, 16), {"channels": [4, 8], "code_dim": 8},
+                        [{"name": "geometric", "shift": 0.2, "rotate": 20}])
+    reg = model.regularizers[0]
+    x = torch.zeros(3, 1, 16, 16)
+    x[:, :, 4:8, 4:8] = 1.0
+    torch.manual_seed(0)
+    warped = reg.corrupt(x)
+    assert warped.shape == x.shape and not torch.allclose(warped, x)
+    model.eval()  # no corruption outside training: the loss is that of the image itself
+    with torch.no_grad():
+        clean = torch.nn.functional.mse_loss(model.reconstruct(x), x)
+        assert torch.allclose(model(x)["recon"], clean)
+    with pytest.raises(ConfigError, match=r"regularizers\[0\]\.rotate"):
+        build_model("conv", (1, 16, 16), {"channels": [4]}, [{"name": "geometric", "rotate": 500}])

@@ -29,11 +29,13 @@ from aevision.validation import check
 class FeatureConfig:
     """``source="code"``: ``model.encode(x)``. ``source="stages"``: the maps of ``stages`` (indices
     into the encoder's stages, negative from the end; null = all), each average-pooled to
-    ``pool x pool`` (null: kept whole), flattened and concatenated."""
+    ``pool x pool`` (null: kept whole) by averaging or by maximum (``pool_op``), flattened and
+    concatenated."""
 
     source: Literal["code", "stages"] = "code"
     stages: list[int] | None = None
     pool: int | None = None
+    pool_op: Literal["avg", "max"] = "avg"  # max: keeps the strongest response in each cell
 
     def validate(self, prefix: str = "features") -> None:
         if self.pool is not None:
@@ -81,7 +83,8 @@ class FeatureEncoder(nn.Module):
         for i in self.stage_ids:
             m = maps[i]
             if self.cfg.pool is not None:
-                m = F.adaptive_avg_pool2d(m, self.cfg.pool)
+                pool = F.adaptive_max_pool2d if self.cfg.pool_op == "max" else F.adaptive_avg_pool2d
+                m = pool(m, self.cfg.pool)
             parts.append(m.flatten(1))
         return torch.cat(parts, 1)
 

@@ -32,7 +32,7 @@ from aevision.data.batches import TensorBatches
 from aevision.data.imageset import ImageSet, to_float
 from aevision.engine import Trainer, seed_everything
 from aevision.errors import AevisionError
-from aevision.tasks.augment import Augment, AugmentConfig
+from aevision.data.augment import Augment, AugmentConfig
 from aevision.tasks.features import FeatureEncoder
 from aevision.tasks.losses import ClassificationLoss, LossConfig
 from aevision.validation import check
