@@ -104,19 +104,3 @@ def test_augmentation_is_batched_seeded_and_label_preserving():
     xb, yb = next(batches.epoch(0))
     assert xb.shape == (4, 1, 16, 16) and yb.dtype == torch.long and len(set(yb.tolist())) == 4
 
-
-def test_geometric_denoising_warps_the_training_input_only():
-    model = build_model("conv", (1, 16, 16), {"channels": [4, 8], "code_dim": 8},
-                        [{"name": "geometric", "shift": 0.2, "rotate": 20}])
-    reg = model.regularizers[0]
-    x = torch.zeros(3, 1, 16, 16)
-    x[:, :, 4:8, 4:8] = 1.0
-    torch.manual_seed(0)
-    warped = reg.corrupt(x)
-    assert warped.shape == x.shape and not torch.allclose(warped, x)
-    model.eval()  # no corruption outside training: the loss is that of the image itself
-    with torch.no_grad():
-        clean = torch.nn.functional.mse_loss(model.reconstruct(x), x)
-        assert torch.allclose(model(x)["recon"], clean)
-    with pytest.raises(ConfigError, match=r"regularizers\[0\]\.rotate"):
-        build_model("conv", (1, 16, 16), {"channels": [4]}, [{"name": "geometric", "rotate": 500}])
