@@ -7,10 +7,10 @@ import torch
 
 from aevision.config import DataConfig, TrainConfig
 from aevision.data import load_dataset
+from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.errors import ConfigError
 from aevision.models import build_model
-from aevision.data.augment import Augment, AugmentConfig
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract
 from aevision.tasks.finetune import Classifier, FinetuneConfig, finetune
 

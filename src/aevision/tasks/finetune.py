@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from aevision.config import TrainConfig
+from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import ImageSet, to_float
 from aevision.engine import Trainer, seed_everything
 from aevision.errors import AevisionError
-from aevision.data.augment import Augment, AugmentConfig
 from aevision.tasks.features import FeatureEncoder
 from aevision.tasks.losses import ClassificationLoss, LossConfig
 from aevision.validation import check
