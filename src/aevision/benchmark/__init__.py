@@ -8,7 +8,7 @@ from aevision.benchmark.config import (
     parse_budget,
     parse_budgets,
 )
-from aevision.benchmark.runner import BenchmarkResult, run_benchmark
+from aevision.benchmark.runner import BenchmarkResult, pretrain_models, run_benchmark
 
 __all__ = [
     "PRESETS",
@@ -18,5 +18,6 @@ __all__ = [
     "load_benchmark",
     "parse_budget",
     "parse_budgets",
+    "pretrain_models",
     "run_benchmark",
 ]

@@ -94,6 +94,27 @@ def run_benchmark(cfg: BenchmarkConfig, *, verbose: bool = True, command: str | 
     return BenchmarkResult(out, board)
 
 
+def pretrain_models(cfg: BenchmarkConfig, models: list[str] | None = None, *, verbose: bool = True
+                    ) -> dict[str, dict[str, Any]]:
+    """Pretrain (or find already pretrained) ``models`` (default all) on every dataset, nothing else.
+
+    Separate processes may pretrain different models at the same time; a later
+    :func:`run_benchmark` with the same config then reuses all of them.
+    """
+    say: Say = print if verbose else (lambda _s: None)
+    stats: dict[str, dict[str, Any]] = {}
+    for name in models or list(cfg.models):
+        if name not in cfg.models:
+            raise AevisionError(f"--models: {name!r} is not one of the benchmark's models "
+                                f"({', '.join(cfg.models)})")
+    for data_cfg in cfg.datasets:
+        run = DatasetRun(cfg, data_cfg, Path(cfg.output_dir), say)
+        for name in models or list(cfg.models):
+            _, st = run._pretrain_or_reuse(name, cfg.pretrain_config(name, data_cfg))
+            stats[f"{data_cfg.name}/{name}"] = {k: v for k, v in st.items() if k != "history"}
+    return stats
+
+
 class DatasetRun:
     """Everything the benchmark does on one dataset."""
 

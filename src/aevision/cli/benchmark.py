@@ -36,6 +36,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--retrain", action="store_true",
                    help="pretrain again even when a model with the same config is saved")
     p.add_argument("--progress", action="store_true", help="per-epoch lines while training")
+    p.add_argument("--pretrain-only", action="store_true",
+                   help="only pretrain the models (or find them pretrained), then stop; run several "
+                   "of these in parallel with --models, then the full benchmark reuses them")
+    p.add_argument("--models", metavar="NAMES", help="with --pretrain-only: which models (a,b,...)")
     p.set_defaults(run=run)
 
 
@@ -78,5 +82,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_benchmark(config, overrides_from(args, list(base.models), len(base.datasets)) + overrides)
     command = "aevision " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith(("aevision", "__main__.py")) else None
+    if args.models and not args.pretrain_only:
+        raise AevisionError("--models: only with --pretrain-only (the benchmark itself runs every "
+                            "model of CONFIG)")
+    if args.pretrain_only:
+        from aevision.benchmark import pretrain_models
+
+        names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        pretrain_models(cfg, names)
+        return 0
     run_benchmark(cfg, command=command)
     return 0
