@@ -104,3 +104,18 @@ def test_augmentation_is_batched_seeded_and_label_preserving():
     xb, yb = next(batches.epoch(0))
     assert xb.shape == (4, 1, 16, 16) and yb.dtype == torch.long and len(set(yb.tolist())) == 4
 
+
+
+def test_head_initialised_from_the_linear_probe_predicts_like_the_probe(digits):
+    from aevision.tasks.probe import LinearProbe
+
+    enc = _encoder()
+    clf = Classifier(enc, 10)
+    train = digits.train.subset(range(300))
+    clf.init_head_from_probe(train, c=0.5)
+    feats = extract(enc, digits.test)
+    probe = LinearProbe(c_grid=(0.5,), max_iter=100).fit(extract(enc, train), train.labels, n_classes=10)
+    with torch.no_grad():
+        logits = clf.head(feats)
+    assert torch.allclose(logits, probe.decision_function(feats), atol=1e-3)
+    assert torch.equal(clf.predict(digits.test), probe.predict(feats))

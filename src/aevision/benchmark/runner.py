@@ -23,7 +23,7 @@ from torch import Tensor
 
 from aevision.api import machine_info, model_from_config, pretrain
 from aevision.benchmark import leaderboard
-from aevision.benchmark.config import BenchmarkConfig, Budget, safe_name
+from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
 from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
 from aevision.config import DataConfig, PretrainConfig, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
@@ -305,6 +305,12 @@ class DatasetRun:
                 for s in range(repeat):
                     self._one(method, protocol, budget, cfg.seed + s)
 
+    def _finetune_cfg(self, method: Method) -> FinetuneProtocol:
+        """The scratch baseline trains a random network: every layer at the full rate, a random
+        head; pretrained encoders get the configured schedule."""
+        proto = self.cfg.protocols.finetune
+        return replace(proto, init="scratch") if method.kind == "baseline" else proto
+
     def _subset(self, budget: Budget, seed: int) -> Tensor:
         assert self.train.labels is not None
         return labelled_subset(self.train.labels, budget.per_class, seed, budget.total)
@@ -318,7 +324,7 @@ class DatasetRun:
         if protocol == "finetune":
             outcome = finetune_protocol(
                 method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
-                self.test.images, cfg.protocols.finetune,
+                self.test.images, self._finetune_cfg(method),
                 self.out / "runs" / safe_name(method.name) / f"{protocol}-{safe_name(budget.name)}"
                 / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress)
         else:
@@ -355,7 +361,7 @@ class DatasetRun:
                             scaler_data=f_train, class_weight=loss.class_weight,
                             metric="balanced_accuracy")
                     elif protocol == "finetune" and method.encoder is not None:
-                        proto = replace(self.cfg.protocols.finetune, loss=loss)
+                        proto = replace(self._finetune_cfg(method), loss=loss)
                         outcome = finetune_protocol(
                             method.encoder(seed), self.train.subset(idx), val, self.test.images, proto,
                             self.out / "runs" / safe_name(method.name) / f"imbalance-{loss_name}"

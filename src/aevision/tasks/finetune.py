@@ -9,9 +9,13 @@ pretraining gets. Two things are specific to fine-tuning:
 - ``encoder_lr_scale``: the pretrained encoder moves slower than the fresh head (its
   ``param_groups`` hook gives the encoder ``lr * encoder_lr_scale``), so a randomly initialised
   head does not wreck the features in the first steps;
-- ``freeze_epochs``: the first epochs train the head alone (a linear probe by SGD), then the
-  whole network. They run as a separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as
-  the engine keeps one optimizer per run.
+- ``head_init="probe"``: the head starts as the linear probe's solution on the frozen features
+  (full-batch logistic regression, standardisation folded into the weights), so fine-tuning
+  starts from the probe's accuracy instead of a random head whose first gradients would scramble
+  the pretrained features (LP-FT, Kumar et al. 2022);
+- ``freeze_epochs``: the first epochs train the head alone, then the whole network. They run as a
+  separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as the engine keeps one
+  optimizer per run.
 
 The supervised baseline is the same code with ``init="scratch"``: the same architecture, randomly
 initialised, every layer at the full learning rate.
@@ -48,6 +52,8 @@ class FinetuneConfig:
     init: Literal["pretrained", "scratch"] = "pretrained"
     encoder_lr_scale: float = 0.1  # encoder lr = train.lr * this (1 for scratch)
     freeze_epochs: int = 0  # epochs (out of train.epochs) that train the head only
+    head_init: Literal["probe", "random"] = "probe"  # probe: start from the linear probe (pretrained only)
+    head_c: float = 1.0  # the probe's inverse L2 strength for head_init="probe"
     dropout: float = 0.0  # before the head
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -61,6 +67,7 @@ class FinetuneConfig:
         check(0 <= self.freeze_epochs <= self.train.epochs, f"{prefix}.freeze_epochs",
               self.freeze_epochs, f"an integer in [0, train.epochs={self.train.epochs}]")
         check(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "a fraction in [0, 1)")
+        check(self.head_c > 0, f"{prefix}.head_c", self.head_c, "a number > 0")
 
 
 class Classifier(nn.Module):
@@ -77,6 +84,30 @@ class Classifier(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    @torch.no_grad()
+    def init_head_from_probe(self, images: ImageSet, c: float = 1.0, max_iter: int = 100) -> None:
+        """Set the head to the linear probe of the current features on labelled ``images``.
+
+        The probe standardises features, ``(f - mu) / sigma``; folded into the head that is
+        ``W' = W / sigma``, ``b' = b - (mu / sigma) W``, so the head reads raw features.
+        """
+        from aevision.tasks.features import extract
+        from aevision.tasks.probe import LinearProbe
+
+        assert images.labels is not None
+        feats = extract(self.features, images)
+        linear = self.head[-1]
+        probe = LinearProbe(c_grid=(c,), max_iter=max_iter,
+                            class_weight=self._class_weight_list()).fit(
+            feats, images.labels, n_classes=linear.out_features)
+        w = probe.w_ / probe.scaler_.std.unsqueeze(1)  # (D, K)
+        linear.weight.copy_(w.T)
+        linear.bias.copy_(probe.b_ - (probe.scaler_.mean / probe.scaler_.std) @ probe.w_)
+
+    def _class_weight_list(self) -> str | list[float]:
+        cw = self.criterion.class_weight
+        return "none" if cw is None else [float(v) for v in cw]
 
     def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Training objective: ``loss`` (the configured loss) and ``error`` (batch error rate)."""
@@ -145,6 +176,10 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     counts = torch.bincount(train.labels, minlength=k)
     scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
     clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale)
+    started = time.perf_counter()
+    if cfg.head_init == "probe" and cfg.init == "pretrained":
+        clf.init_head_from_probe(train, cfg.head_c)
+    probe_seconds = time.perf_counter() - started
     augment = Augment(cfg.augment) if cfg.augment.active else None
     bs = min(cfg.train.batch_size, len(train))
     batches = TensorBatches(train.images, bs, seed=seed, shuffle=True, drop_last=True,
@@ -158,7 +193,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     if cfg.train.epochs - (phases[0][1] if phases else 0) > 0:
         phases.append(("full", cfg.train.epochs - (phases[0][1] if phases else 0), False))
     history: list[dict[str, Any]] = []
-    seconds, seen, best = 0.0, 0, None
+    seconds, seen, best = probe_seconds, 0, None
     for name, epochs, frozen in phases:
         clf.freeze_encoder(frozen)
         trainer = Trainer(replace(cfg.train, epochs=epochs), out_dir / name, seed=seed)
