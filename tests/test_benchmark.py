@@ -169,3 +169,13 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     assert main(["benchmark", "quick", "protocols.finetune.enabled=false", "imbalance.ratio=null",
                  "--labels", "all", "--seeds", "1", "--epochs", "1", "-o", str(out)]) == 0
     assert "reusing pretrained conv" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
+    assert main(["benchmark", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["benchmark", "quick", "--labels", "10,zero"]) == 2
+    assert main(["benchmark", "quick", "seeds"]) == 2
+    assert main(["benchmark", "quick", "--models", "conv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("aevision: error: ") for line in err)
+    assert "labels[1]" in err[1] and "KEY=VALUE" in err[2]

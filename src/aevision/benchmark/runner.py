@@ -274,8 +274,9 @@ class DatasetRun:
             def encoder(seed: int, pcfg: PretrainConfig = pcfg, feats_cfg: Any = feats_cfg,
                         shape: Any = shape) -> FeatureEncoder:
                 torch.manual_seed(seed)
-                # the architecture alone: no regularizer (they only matter to pretraining)
-                fresh = model_from_config(replace(pcfg, regularizers=[]), shape)
+                # the same model, untrained: corruptions never reach a FeatureEncoder, code
+                # transforms (top-k, winner-take-all) stay part of the architecture
+                fresh = model_from_config(pcfg, shape)
                 return FeatureEncoder(fresh, copy.deepcopy(feats_cfg))
 
             config = {"baseline": "supervised from scratch", "architecture_of": name, **arch}
