@@ -48,7 +48,7 @@ class Method:
     dim: int = 0
     features: tuple[Tensor, Tensor | None, Tensor] | None = None  # train, val, test
     encoder: Callable[[int], FeatureEncoder] | None = None  # a fresh trainable copy, given a seed
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # e.g. the FeatureEncoder to extract with
 
 
 @dataclass
@@ -166,6 +166,8 @@ class DatasetRun:
             methods += [lambda d=d: self._pca(d) for d in (dims or [min(32, self._pixels_dim())])]
         for make in methods:
             method = make()
+            if method.kind == "autoencoder":
+                self._extract(method)
             self._evaluate(method)
             if method.kind == "autoencoder" and self.cfg.imbalance.ratio is not None and (
                     self.cfg.imbalance.models is None or method.name in self.cfg.imbalance.models):
@@ -182,26 +184,34 @@ class DatasetRun:
         return c * h * w
 
     def _pretrained(self, name: str) -> Method:
+        """A pretrained model as a method; its features are extracted later, one method at a time."""
         pcfg = self.cfg.pretrain_config(name, self.data_cfg)
         model, stats = self._pretrain_or_reuse(name, pcfg)
         feats_cfg = self.cfg.model_features(name)
         fe = FeatureEncoder(model, copy.deepcopy(feats_cfg), f"models.{name}.features")
-        started = time.perf_counter()
-        features = (extract(fe, self.train), extract(fe, self.val) if self.val is not None else None,
-                    extract(fe, self.test))
-        seconds = time.perf_counter() - started
-        n = len(self.train) + len(self.test) + (len(self.val) if self.val is not None else 0)
         config = {"pretrain": pcfg.to_dict(), "features": to_dict(feats_cfg)}
 
         def encoder(seed: int) -> FeatureEncoder:
             return FeatureEncoder(copy.deepcopy(model), copy.deepcopy(feats_cfg))
 
-        stats.update({"feature_dim": fe.dim, "features_seconds": round(seconds, 3),
-                      "features_images_per_s": round(n / seconds, 1) if seconds > 0 else None})
+        stats["feature_dim"] = fe.dim
         self.pretraining[name] = stats
         self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": config}
-        self.say(f"[{self.name}] features of {name}: {fe.dim} per image ({seconds:.1f}s)")
-        return Method(name, "autoencoder", config, fe.dim, features, encoder, stats)
+        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe})
+
+    def _extract(self, method: Method) -> None:
+        """Features of the train / val / test images for the probe and kNN (timed)."""
+        fe: FeatureEncoder = method.stats["features"]
+        started = time.perf_counter()
+        method.features = (extract(fe, self.train),
+                           extract(fe, self.val) if self.val is not None else None,
+                           extract(fe, self.test))
+        seconds = time.perf_counter() - started
+        n = len(self.train) + len(self.test) + (len(self.val) if self.val is not None else 0)
+        self.pretraining[method.name].update({
+            "features_seconds": round(seconds, 3),
+            "features_images_per_s": round(n / seconds, 1) if seconds > 0 else None})
+        self.say(f"[{self.name}] features of {method.name}: {method.dim} per image ({seconds:.1f}s)")
 
     def _pretrain_or_reuse(self, name: str, pcfg: PretrainConfig) -> tuple[Autoencoder, dict[str, Any]]:
         folder = Path(pcfg.output_dir)
