@@ -55,7 +55,8 @@ def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[
     out = []
     lin = {(r["dataset"], r["method"], r["budget"]): r for r in rows
            if r["protocol"] == "linear" and r["imbalance"] is None}
-    for (ds, method, budget), row in sorted(lin.items()):
+    for (ds, method, budget), row in sorted(lin.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], _budget_key(kv[0][2]))):
         if row["kind"] != "autoencoder":
             continue
         info = datasets[ds]
@@ -88,9 +89,13 @@ def _cell(row: dict[str, Any] | None, metric: str = "accuracy") -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
+def _budget_key(name: str) -> float:
+    """Sort key of a budget's display name ("10/class", "100 total", "all")."""
+    return parse_budget(name.replace("/class", "").replace(" total", "t")).sort_key()
+
+
 def _budget_order(budgets: list[str]) -> list[str]:
-    return sorted(set(budgets), key=lambda b: parse_budget(b.replace("/class", "").replace(
-        " total", "t")).sort_key())
+    return sorted(set(budgets), key=_budget_key)
 
 
 def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:

@@ -186,8 +186,10 @@ class LinearProbe:
         # the strongest regularisation among the best scores: the safest choice on ties
         self.c_ = min(c for c, s in self.selection_.items() if best is None or s == best) \
             if best is not None else 1.0
-        self.w_, self.b_ = fit_logistic(xs, y, self.n_classes_, self.c_, self.max_iter,
-                                        class_weight=self._weights(y))
+        fitted = getattr(self, "_fits", {}).get(self.c_)
+        self.w_, self.b_ = fitted if fitted is not None else fit_logistic(
+            xs, y, self.n_classes_, self.c_, self.max_iter, class_weight=self._weights(y))
+        self._fits = {}
         return self
 
     def _weights(self, y: Tensor) -> Tensor | None:
@@ -202,7 +204,10 @@ class LinearProbe:
     def _path(self, xs: Tensor, y: Tensor, tasks: list[tuple[Tensor, Tensor, Tensor, Tensor]]
               ) -> dict[float, float]:
         """Mean held-out score of each C; the folds of one C are fitted together, each C
-        warm-started from the previous (weaker-to-stronger fits converge fastest that way)."""
+        warm-started from the previous one (strong to weak regularisation: each fit starts close
+        to its solution). With a validation split the task *is* the final fit, so its solutions
+        are kept for :meth:`fit` to reuse."""
+        self._fits: dict[float, tuple[Tensor, Tensor]] = {}
         scores: dict[float, float] = {}
         warm: tuple[list[Tensor], list[Tensor]] | None = None
         weights = [self._weights(yt) for _, yt, _, _ in tasks]
@@ -212,6 +217,8 @@ class LinearProbe:
             accs = [self._score((xv @ w + b).argmax(1), yv)
                     for (_, _, xv, yv), w, b in zip(tasks, *warm, strict=True)]
             scores[c] = sum(accs) / len(accs)
+            if len(tasks) == 1 and tasks[0][0] is xs:
+                self._fits[c] = (warm[0][0], warm[1][0])
         return scores
 
     def decision_function(self, x: Tensor) -> Tensor:
