@@ -1,28 +1,38 @@
-"""``aevision demo`` end to end (shortened): every promised output exists and is consistent."""
+"""``aevision demo`` is the ``quick`` benchmark preset (run end to end in test_benchmark.py)."""
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
+import aevision.demo
+from aevision.benchmark import BenchmarkResult
 from aevision.cli import main
-from aevision.demo import BUDGETS, VARIANTS, budget_name
 
 
-def test_demo_writes_metrics_grid_curves_and_table(tmp_path, capsys):
+def test_demo_runs_the_quick_preset_with_its_options(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(cfg, *, verbose=True, command=None):
+        seen.update(cfg=cfg, command=command)
+        return BenchmarkResult(Path(cfg.output_dir), {"rows": [], "records": []})
+
+    monkeypatch.setattr(aevision.demo, "run_benchmark", fake_run)
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--epochs", "2", "--seeds", "1"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    methods = {"pixels", "pca-32", *VARIANTS}
-    assert set(metrics["results"]) == methods
-    for per_budget in metrics["results"].values():
-        assert set(per_budget) == {budget_name(b) for b in BUDGETS}
-        for cell in per_budget.values():
-            assert 0.1 <= cell["mean"] <= 1.0 and len(cell["runs"]) == 1
-    for key, winner in metrics["winner_per_budget"].items():
-        assert metrics["results"][winner][key]["mean"] == max(
-            r[key]["mean"] for r in metrics["results"].values())
-    assert metrics["pretraining"]["conv"]["config"]["model"]["name"] == "conv"
-    for name in ("reconstructions.png", "loss_curves.png", "summary.md"):
-        assert (out / name).stat().st_size > 0
-    table = capsys.readouterr().out
-    assert "linear-probe test accuracy" in table and "pca-32" in table
+    assert main(["demo", "-o", str(out), "--epochs", "3", "--seeds", "2", "--finetune-epochs", "4",
+                 "--seed", "7"]) == 0
+    cfg = seen["cfg"]
+    assert cfg.name == "quick" and cfg.output_dir == str(out) and cfg.seed == 7 and cfg.seeds == 2
+    assert {m["train"]["epochs"] for m in cfg.models.values()} == {3}
+    assert cfg.protocols.finetune.train.epochs == 4
+    assert cfg.datasets[0].name == "digits"  # offline
+    assert seen["command"].startswith("aevision benchmark quick output_dir=")
+    assert main(["demo", "--epochs", "0"]) == 2  # a one-line error, not a traceback
+
+
+def test_demo_defaults_are_the_preset():
+    from aevision.benchmark import load_benchmark
+
+    preset = load_benchmark("quick")
+    cfg = load_benchmark("quick", aevision.demo.demo_overrides("runs/demo"))
+    assert cfg.models == preset.models and cfg.seeds == preset.seeds == 3
+    assert cfg.output_dir == "runs/demo"

@@ -6,6 +6,9 @@ conversion to float. The order is a function of (seed, epoch) alone, so a resume
 same batches. Under data parallelism with W ranks each global batch of W x batch_size images is
 the one a single process with that batch size would draw, split in W slices: DDP then averages
 exactly the gradient of the single-process run, and the loss curves agree.
+
+With ``targets`` (labels, or any per-sample tensor) a batch is the pair ``(x, targets[idx])``, so
+supervised tasks train on the same loop; ``transform`` (augmentation) touches only ``x``.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ class TensorBatches:
         drop_last: bool = False,
         transform: Callable[[Tensor], Tensor] | None = None,
         channels_last: bool = False,
+        targets: Tensor | None = None,
     ):
+        if targets is not None and len(targets) != len(data):
+            raise ValueError(f"TensorBatches: {len(targets)} targets for {len(data)} samples")
         self.data = data
+        self.targets = targets
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -53,6 +60,8 @@ class TensorBatches:
     def to(self, device: torch.device | str) -> TensorBatches:
         """Move the whole uint8 tensor to ``device`` once (GPU training: no host transfers)."""
         self.data = self.data.to(device)
+        if self.targets is not None:
+            self.targets = self.targets.to(device)
         return self
 
     def shard_size(self, world_size: int = 1) -> int:
@@ -77,8 +86,10 @@ class TensorBatches:
             order = torch.cat([head.reshape(-1), tail])
         return order
 
-    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0) -> Iterator[Tensor]:
-        """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming)."""
+    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
+              start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming): ``x``, or
+        ``(x, targets)`` when there are targets."""
         order = self.indices(epoch, rank, world_size).to(self.data.device)
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -87,4 +98,4 @@ class TensorBatches:
                 batch = self.transform(batch)
             if self.channels_last and batch.dim() == 4:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            yield batch
+            yield batch if self.targets is None else (batch, self.targets[idx])

@@ -77,3 +77,22 @@ def labelled_subset(labels: Tensor, per_class: int | None, seed: int, total: int
             )
         chosen.append(idx[permutation(len(idx), seed, 31, c)[: counts[c]]])
     return torch.cat(chosen).sort().values
+
+
+def long_tailed_subset(labels: Tensor, ratio: float, seed: int) -> Tensor:
+    """Indices of a long-tailed subset: class i of K (in label order) keeps
+    ``n * ratio ** (-i / (K - 1))`` images, where n is the size of the smallest class, so the
+    first class is ``ratio`` times larger than the last (the exponential profile of Cui et al.
+    2019). Which images each class keeps is seeded.
+    """
+    if ratio < 1:
+        raise AevisionError(f"imbalance ratio {ratio}: expected a number >= 1 (largest / smallest class)")
+    classes = torch.unique(labels).tolist()
+    k = len(classes)
+    n = min(int((labels == c).sum()) for c in classes)
+    chosen: list[Tensor] = []
+    for i, c in enumerate(classes):
+        keep = max(1, round(n * ratio ** (-i / (k - 1)))) if k > 1 else n
+        idx = torch.nonzero(labels == c).flatten()
+        chosen.append(idx[permutation(len(idx), seed, 37, c)[:keep]])
+    return torch.cat(chosen).sort().values

@@ -4,6 +4,10 @@ Fabric adds ~nothing over a hand-written loop (the Trainer costs 26-30% on small
 measured in the foundation issue), so the engine is a plain loop over in-memory batches with
 Fabric handling accelerators, mixed precision, distributed strategies and loggers. It knows
 nothing about particular autoencoders: the model's ``forward`` returns named loss terms.
+
+A batch is ``x``, or a tuple ``(x, y, ...)`` (supervised tasks) that is passed as
+``forward(x, y, ...)``. A model may define ``param_groups(lr) -> list[dict]`` to give parts of it
+their own learning rates (fine-tuning: a slower pretrained encoder than the new head).
 """
 
 from __future__ import annotations
@@ -127,7 +131,8 @@ class Trainer:
             train.channels_last = True
             if val is not None:
                 val.channels_last = True
-        optimizer = make_optimizer(cfg, raw.parameters())
+        groups = getattr(raw, "param_groups", None)
+        optimizer = make_optimizer(cfg, groups(cfg.lr) if callable(groups) else raw.parameters())
         module = torch.compile(raw) if cfg.compile else raw
         wrapped, optimizer = fabric.setup(module, optimizer)
         rank, world = fabric.global_rank, fabric.world_size
@@ -245,7 +250,7 @@ class Trainer:
             if xb is None:
                 break
             try:
-                terms = wrapped(xb)
+                terms = wrapped(*xb) if isinstance(xb, tuple) else wrapped(xb)
                 loss = terms["loss"]
                 if not bool(torch.isfinite(loss)):
                     self._nonfinite(terms, epoch, batch_no, loop)
@@ -257,7 +262,8 @@ class Trainer:
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
                     raise
-                raise out_of_memory_error(e, loop.step + 1, xb.shape[0], fabric.device) from None
+                images = xb[0] if isinstance(xb, tuple) else xb
+                raise out_of_memory_error(e, loop.step + 1, images.shape[0], fabric.device) from None
             if scheduler is not None:
                 scheduler.step()
             loop.step += 1
@@ -311,8 +317,8 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for xb in val.epoch(0):
-            terms = wrapped(xb)
-            n = xb.shape[0]
+            terms = wrapped(*xb) if isinstance(xb, tuple) else wrapped(xb)
+            n = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             count += n

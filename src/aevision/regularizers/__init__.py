@@ -3,8 +3,10 @@ temporal smoothness)."""
 
 from aevision.regularizers import contractive as _contractive  # noqa: F401  (registers)
 from aevision.regularizers import denoising as _denoising  # noqa: F401
+from aevision.regularizers import geometric as _geometric  # noqa: F401
 from aevision.regularizers import smoothness as _smoothness  # noqa: F401
 from aevision.regularizers import sparsity as _sparsity  # noqa: F401
+from aevision.regularizers import wta as _wta  # noqa: F401
 from aevision.regularizers.base import Regularizer
 from aevision.regularizers.registry import REGULARIZERS, build_regularizer
 

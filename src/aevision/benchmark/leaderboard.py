@@ -1,0 +1,229 @@
+"""The leaderboard: per-seed records -> mean +- std rows, verdicts, Markdown / CSV / JSON, plots.
+
+``records`` hold every number with its config, seed, wall time and images/s (one per protocol
+run); ``rows`` aggregate them over seeds (sample standard deviation; 0 for a single run);
+``verdicts`` say, for every autoencoder and label budget, whether its linear probe beats raw pixels
+and PCA of the same dimension, in words, including where it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from aevision.benchmark.config import BenchmarkConfig, parse_budget, safe_name
+from aevision.io import write_csv_rows, write_json, write_text
+from aevision.report.table import markdown_table
+
+PROTOCOL_TITLES = {"linear": "linear probe", "knn": "kNN (cosine, weighted vote)",
+                   "finetune": "fine-tuning"}
+KEY = ("dataset", "protocol", "imbalance", "loss", "method", "budget")
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r[k] for k in KEY)].append(r)
+    rows = []
+    for key, rs in groups.items():
+        row: dict[str, Any] = dict(zip(KEY, key, strict=True))
+        row["kind"] = rs[0]["kind"]
+        row["labels_per_class"] = rs[0]["labels_per_class"]
+        row["n_seeds"] = len(rs)
+        row["seeds"] = [r["seed"] for r in rs]
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            values = [r[metric] for r in rs]
+            row[f"{metric}_mean"] = statistics.fmean(values)
+            row[f"{metric}_std"] = _std(values)
+            row[f"{metric}_runs"] = values
+        row["wall_seconds_mean"] = round(statistics.fmean(r["wall_seconds"] for r in rs), 3)
+        speeds = [r["images_per_s"] for r in rs if r["images_per_s"]]
+        row["images_per_s_mean"] = round(statistics.fmean(speeds), 1) if speeds else None
+        rows.append(row)
+    return rows
+
+
+def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every autoencoder vs pixels and its matched PCA, linear probe, every budget (balanced data)."""
+    out = []
+    lin = {(r["dataset"], r["method"], r["budget"]): r for r in rows
+           if r["protocol"] == "linear" and r["imbalance"] is None}
+    for (ds, method, budget), row in sorted(lin.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], _budget_key(kv[0][2]))):
+        if row["kind"] != "autoencoder":
+            continue
+        info = datasets[ds]
+        pixels_dim = info["methods"].get("pixels", {}).get("dim")
+        dim = info["methods"][method]["dim"]
+        pca_dim = min(dim, pixels_dim or dim, info["train"])
+        for baseline in ("pixels", f"pca-{pca_dim}"):
+            other = lin.get((ds, baseline, budget))
+            if other is None:
+                continue
+            a, b = row["accuracy_mean"], other["accuracy_mean"]
+            out.append({"dataset": ds, "method": method, "baseline": baseline, "budget": budget,
+                        "accuracy": a, "baseline_accuracy": b, "beats": a > b,
+                        "margin": a - b})
+    return out
+
+
+def build(cfg: BenchmarkConfig, records: list[dict[str, Any]], datasets: dict[str, Any],
+          run: dict[str, Any]) -> dict[str, Any]:
+    rows = aggregate(records)
+    return {"name": cfg.name, "config": cfg.to_dict(), "run": run, "datasets": datasets,
+            "rows": rows, "verdicts": verdicts(rows, datasets), "records": records}
+
+
+def _cell(row: dict[str, Any] | None, metric: str = "accuracy") -> str:
+    if row is None:
+        return ""
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    n = row["n_seeds"]
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+
+
+def _budget_key(name: str) -> float:
+    """Sort key of a budget's display name ("10/class", "100 total", "all")."""
+    return parse_budget(name.replace("/class", "").replace(" total", "t")).sort_key()
+
+
+def _budget_order(budgets: list[str]) -> list[str]:
+    return sorted(set(budgets), key=_budget_key)
+
+
+def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for every table of the leaderboard, in reading order."""
+    out = []
+    rows = board["rows"]
+    for ds in board["datasets"]:
+        mine = [r for r in rows if r["dataset"] == ds]
+        for protocol, title in PROTOCOL_TITLES.items():
+            sel = [r for r in mine if r["protocol"] == protocol and r["imbalance"] is None]
+            if not sel:
+                continue
+            budgets = _budget_order([r["budget"] for r in sel])
+            methods = list(dict.fromkeys(r["method"] for r in sel))
+            index = {(r["method"], r["budget"]): r for r in sel}
+            header = ["method", *budgets]
+            body = [[m, *(_cell(index.get((m, b))) for b in budgets)] for m in methods]
+            out.append((f"{ds}: {title}, test accuracy (mean ± std over seeds)", header, body))
+        imb = [r for r in mine if r["imbalance"] is not None]
+        if imb:
+            ratio = imb[0]["imbalance"]
+            index = defaultdict(dict)
+            for r in imb:
+                index[(r["method"], r["protocol"])][r["loss"]] = r
+            header = ["method", "protocol", "plain CE", "class-weighted", "gain", "accuracy plain",
+                      "accuracy weighted"]
+            body = []
+            for (m, p), by_loss in index.items():
+                plain = by_loss.get("plain")
+                weighted = next((v for k, v in by_loss.items() if k != "plain"), None)
+                gain = (f"{weighted['balanced_accuracy_mean'] - plain['balanced_accuracy_mean']:+.4f}"
+                        if plain and weighted else "")
+                body.append([m, p, _cell(plain, "balanced_accuracy"), _cell(weighted, "balanced_accuracy"),
+                             gain, _cell(plain), _cell(weighted)])
+            out.append((f"{ds}: long-tailed training set 1:{ratio:g}, balanced test accuracy",
+                        header, body))
+    return out
+
+
+def markdown(board: dict[str, Any]) -> str:
+    run = board["run"]
+    lines = [f"# Leaderboard: {board['name']}\n",
+             "Test split never used for any choice: C and fine-tuning epochs are chosen on the "
+             "validation split (budget `all`) or inside the labelled subset (smaller budgets). "
+             "`N/class` = N labelled images per class; mean ± sample std over seeds (one number "
+             "when a single run says everything, e.g. the probe with all labels).\n",
+             f"Run: {run['wall_seconds']:.0f}s wall on {run['machine']['cpu_count']} CPUs "
+             f"({run['machine']['torch_threads']} torch threads); load average "
+             f"{run['load_average_start'][0]} -> {run['load_average_end'][0]} (the machine may be "
+             f"shared: timings are indicative).\n"]
+    for title, header, body in tables(board):
+        lines += [f"## {title}\n", markdown_table(header, body)]
+    ver = board["verdicts"]
+    if ver:
+        lines.append("## Autoencoders vs baselines (linear probe)\n")
+        lost = [v for v in ver if not v["beats"]]
+        if not lost:
+            lines.append("Every autoencoder beats raw pixels and PCA at every label budget.\n")
+        for v in lost:
+            lines.append(f"- **{v['method']} does not beat {v['baseline']}** on {v['dataset']} at "
+                         f"{v['budget']}: {v['accuracy']:.4f} vs {v['baseline_accuracy']:.4f}")
+        won = [v for v in ver if v["beats"]]
+        if won and lost:
+            lines.append(f"- all other {len(won)} comparisons: the autoencoder wins")
+        lines.append("")
+    lines.append("## Pretraining\n")
+    header = ["dataset", "model", "epochs", "wall s", "CPU s", "images/s", "val recon", "features",
+              "reused"]
+    body = []
+    for ds, info in board["datasets"].items():
+        for name, st in info["pretraining"].items():
+            body.append([ds, name, st["epochs"], st["wall_seconds"], st["cpu_seconds"],
+                         st["images_per_s"], f"{st['val_recon']:.5f}" if st.get("val_recon") else "",
+                         st.get("feature_dim"), "yes" if st["reused"] else "no"])
+    lines.append(markdown_table(header, body))
+    for ds in board["datasets"]:
+        d = safe_name(ds)
+        for p in PROTOCOL_TITLES:
+            if any(r["dataset"] == ds and r["protocol"] == p for r in board["rows"]):
+                lines.append(f"![{ds} {p}]({d}/accuracy_vs_labels_{p}.png)")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def csv_rows(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per run (seed): every number with its config, seed, wall time and images/s."""
+    cols = ("dataset", "method", "kind", "protocol", "budget", "labels", "imbalance", "loss", "seed",
+            "accuracy", "balanced_accuracy", "macro_f1", "wall_seconds", "images_per_s")
+    return [{**{c: r[c] for c in cols}, "selection": json.dumps(r["selection"], sort_keys=True),
+             "config": json.dumps(r["config"], sort_keys=True)} for r in board["records"]]
+
+
+def write(out: Path, board: dict[str, Any]) -> None:
+    from aevision.report.classification import accuracy_vs_labels
+
+    write_json(out / "leaderboard.json", board)
+    write_csv_rows(out / "leaderboard.csv", csv_rows(board))
+    write_text(out / "leaderboard.md", markdown(board))
+    for ds in board["datasets"]:
+        for protocol, title in PROTOCOL_TITLES.items():
+            sel = [r for r in board["rows"] if r["dataset"] == ds and r["protocol"] == protocol
+                   and r["imbalance"] is None]
+            if not sel:
+                continue
+            curves: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+            for r in sel:
+                curves[r["method"]].append((r["labels_per_class"], r["accuracy_mean"],
+                                            r["accuracy_std"]))
+            accuracy_vs_labels(out / safe_name(ds) / f"accuracy_vs_labels_{protocol}.png", curves,
+                               f"{ds}: {title}")
+
+
+def print_board(board: dict[str, Any]) -> None:
+    from aevision.report.table import print_table
+
+    for title, header, body in tables(board):
+        best = []
+        for c in range(1, len(header)):
+            vals = [(float(row[c].split(" ")[0]), i) for i, row in enumerate(body)
+                    if row[c] and row[c][0].isdigit()]
+            if vals and header[c] not in ("gain", "protocol"):
+                best.append((max(vals)[1], c))
+        print_table(title, header, body, best)
+    lost = [v for v in board["verdicts"] if not v["beats"]]
+    if board["verdicts"]:
+        if lost:
+            for v in lost:
+                print(f"{v['method']} does NOT beat {v['baseline']} on {v['dataset']} at {v['budget']} "
+                      f"({v['accuracy']:.4f} vs {v['baseline_accuracy']:.4f})")
+        else:
+            print("every autoencoder beats raw pixels and PCA with the linear probe at every budget")

@@ -1,0 +1,455 @@
+"""Run a benchmark: for each dataset, pretrain every model once, then evaluate every method under
+every protocol, label budget and seed, and score the predictions on the test split.
+
+The order of work keeps memory flat and reuses everything that can be reused: a model is
+pretrained once (or loaded, when its folder already holds a run with the identical config), its
+features are extracted once and shared by the linear probe and kNN at every budget and seed, then
+freed before the next method. Test labels are used in exactly one place, :meth:`DatasetRun.score`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aevision.api import machine_info, model_from_config, pretrain
+from aevision.benchmark import leaderboard
+from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
+from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
+from aevision.config import DataConfig, PretrainConfig, to_dict
+from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
+from aevision.data.splits import long_tailed_subset
+from aevision.errors import AevisionError
+from aevision.io import read_json, write_json
+from aevision.models import Autoencoder, load_model
+from aevision.tasks.features import FeatureEncoder, extract
+from aevision.tasks.losses import LossConfig
+from aevision.tasks.metrics import classification_metrics, save_confusion
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Method:
+    """Something that turns images into features: an autoencoder or a baseline."""
+
+    name: str
+    kind: str  # "autoencoder" or "baseline"
+    config: dict[str, Any]
+    dim: int = 0
+    features: tuple[Tensor, Tensor | None, Tensor] | None = None  # train, val, test
+    encoder: Callable[[int], FeatureEncoder] | None = None  # a fresh trainable copy, given a seed
+    stats: dict[str, Any] = field(default_factory=dict)  # e.g. the FeatureEncoder to extract with
+
+
+@dataclass
+class BenchmarkResult:
+    out_dir: Path
+    board: dict[str, Any]  # what leaderboard.json holds
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.board["rows"]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.board["records"]
+
+
+def run_benchmark(cfg: BenchmarkConfig, *, verbose: bool = True, command: str | None = None
+                  ) -> BenchmarkResult:
+    """Run everything ``cfg`` asks for; write the leaderboard (Markdown, CSV, JSON) and plots."""
+    out = Path(cfg.output_dir)
+    say: Say = print if verbose else (lambda _s: None)
+    started = time.time()
+    load_start = os.getloadavg()
+    records: list[dict[str, Any]] = []
+    datasets: dict[str, Any] = {}
+    for data_cfg in cfg.datasets:
+        run = DatasetRun(cfg, data_cfg, out, say)
+        run.run()
+        records += run.records
+        datasets[data_cfg.name] = run.summary()
+    board = leaderboard.build(cfg, records, datasets, {
+        "wall_seconds": round(time.time() - started, 2),
+        "load_average_start": [round(v, 2) for v in load_start],
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "machine": machine_info(),
+        "command": command,
+    })
+    leaderboard.write(out, board)
+    if verbose:
+        leaderboard.print_board(board)
+        say(f"wrote {out}/leaderboard.md, leaderboard.csv, leaderboard.json and plots "
+            f"({board['run']['wall_seconds']:.0f}s)")
+    return BenchmarkResult(out, board)
+
+
+def pretrain_models(cfg: BenchmarkConfig, models: list[str] | None = None, *, verbose: bool = True
+                    ) -> dict[str, dict[str, Any]]:
+    """Pretrain (or find already pretrained) ``models`` (default all) on every dataset, nothing else.
+
+    Separate processes may pretrain different models at the same time; a later
+    :func:`run_benchmark` with the same config then reuses all of them.
+    """
+    say: Say = print if verbose else (lambda _s: None)
+    stats: dict[str, dict[str, Any]] = {}
+    for name in models or list(cfg.models):
+        if name not in cfg.models:
+            raise AevisionError(f"--models: {name!r} is not one of the benchmark's models "
+                                f"({', '.join(cfg.models)})")
+    for data_cfg in cfg.datasets:
+        run = DatasetRun(cfg, data_cfg, Path(cfg.output_dir), say)
+        for name in models or list(cfg.models):
+            _, st = run._pretrain_or_reuse(name, cfg.pretrain_config(name, data_cfg))
+            stats[f"{data_cfg.name}/{name}"] = {k: v for k, v in st.items() if k != "history"}
+    return stats
+
+
+class DatasetRun:
+    """Everything the benchmark does on one dataset."""
+
+    def __init__(self, cfg: BenchmarkConfig, data_cfg: DataConfig, out: Path, say: Say):
+        self.cfg, self.data_cfg, self.say = cfg, data_cfg, say
+        self.name = data_cfg.name
+        self.out = out / safe_name(data_cfg.name)
+        self.records: list[dict[str, Any]] = []
+        self.pretraining: dict[str, Any] = {}
+        self.methods: dict[str, dict[str, Any]] = {}
+        self.splits = self._load()
+        self.train: ImageSet = self.splits.train
+        self.val: ImageSet | None = self.splits.val
+        self.test: ImageSet = self.splits.test  # type: ignore[assignment]
+        self.k = self.train.num_classes
+        self.classes = self.train.classes or [str(i) for i in range(self.k)]
+        self.largest = max(cfg.budgets, key=lambda b: b.sort_key(self.k))
+
+    def _load(self) -> Splits:
+        splits = load_dataset(self.data_cfg, self.cfg.seed)
+        if splits.train.labels is None:
+            raise AevisionError(f"datasets: {self.name!r} has no labels; a classification benchmark "
+                                f"needs labelled images (class subfolders for folder:PATH)")
+        if splits.test is None or splits.test.labels is None:
+            raise AevisionError(f"datasets: {self.name!r} has no labelled test split; for a folder "
+                                f"set test_fraction, e.g. datasets[0].test_fraction=0.2")
+        return splits
+
+    def summary(self) -> dict[str, Any]:
+        val = self.val
+        return {"config": to_dict(self.data_cfg), "classes": self.classes,
+                "train": len(self.train), "val": len(val) if val is not None else 0,
+                "test": len(self.test), "image_shape": list(self.train.image_shape),
+                "pretraining": self.pretraining, "methods": self.methods}
+
+    # --- the plan ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        t, v = len(self.train), len(self.val) if self.val is not None else 0
+        self.say(f"[{self.name}] {t} train / {v} val / {len(self.test)} test images, "
+                 f"{'x'.join(map(str, self.train.image_shape))}, {self.k} classes")
+        models = {name: self._pretrained(name) for name in self.cfg.models}
+        self._figures(models)
+        dims = sorted({min(m.dim, self._pixels_dim(), len(self.train)) for m in models.values()})
+        methods: list[Callable[[], Method]] = [lambda n=n, m=m: m for n, m in models.items()]
+        if "pixels" in self.cfg.baselines:
+            methods.append(self._pixels)
+        if "pca" in self.cfg.baselines:
+            methods += [lambda d=d: self._pca(d) for d in (dims or [min(32, self._pixels_dim())])]
+        for make in methods:
+            method = make()
+            if method.kind == "autoencoder":
+                self._extract(method)
+            self._evaluate(method)
+            if method.kind == "autoencoder" and self.cfg.imbalance.ratio is not None and (
+                    self.cfg.imbalance.models is None or method.name in self.cfg.imbalance.models):
+                self._imbalance(method)
+            method.features = None  # free the memory before the next method
+        if "scratch" in self.cfg.baselines and self.cfg.protocols.finetune.enabled:
+            for method in self._scratch_methods(models):
+                self._evaluate(method)
+
+    # --- methods ----------------------------------------------------------------------------
+
+    def _pixels_dim(self) -> int:
+        c, h, w = self.train.image_shape
+        return c * h * w
+
+    def _pretrained(self, name: str) -> Method:
+        """A pretrained model as a method; its features are extracted later, one method at a time."""
+        pcfg = self.cfg.pretrain_config(name, self.data_cfg)
+        model, stats = self._pretrain_or_reuse(name, pcfg)
+        feats_cfg = self.cfg.model_features(name)
+        fe = FeatureEncoder(model, copy.deepcopy(feats_cfg), f"models.{name}.features")
+        config = {"pretrain": pcfg.to_dict(), "features": to_dict(feats_cfg)}
+
+        def encoder(seed: int) -> FeatureEncoder:
+            return FeatureEncoder(copy.deepcopy(model), copy.deepcopy(feats_cfg))
+
+        stats["feature_dim"] = fe.dim
+        self.pretraining[name] = stats
+        self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": config}
+        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe})
+
+    def _extract(self, method: Method) -> None:
+        """Features of the train / val / test images for the probe and kNN (timed)."""
+        fe: FeatureEncoder = method.stats["features"]
+        started = time.perf_counter()
+        method.features = (extract(fe, self.train),
+                           extract(fe, self.val) if self.val is not None else None,
+                           extract(fe, self.test))
+        seconds = time.perf_counter() - started
+        n = len(self.train) + len(self.test) + (len(self.val) if self.val is not None else 0)
+        self.pretraining[method.name].update({
+            "features_seconds": round(seconds, 3),
+            "features_images_per_s": round(n / seconds, 1) if seconds > 0 else None})
+        self.say(f"[{self.name}] features of {method.name}: {method.dim} per image ({seconds:.1f}s)")
+
+    def _pretrain_or_reuse(self, name: str, pcfg: PretrainConfig) -> tuple[Autoencoder, dict[str, Any]]:
+        folder = Path(pcfg.output_dir)
+        wanted = json.loads(json.dumps(pcfg.to_dict()))
+        timing = folder / "benchmark_timing.json"
+        if self.cfg.reuse_pretrained and (folder / "summary.json").is_file() and timing.is_file():
+            summary = read_json(folder / "summary.json")
+            if summary.get("config") == wanted:
+                model = load_model(folder)
+                stats = _pretrain_stats(summary, read_json(timing), reused=True)
+                self.say(f"[{self.name}] reusing pretrained {name} from {folder} "
+                         f"(trained in {stats['wall_seconds']:.0f}s)")
+                return model, stats
+        self.say(f"[{self.name}] pretraining {name} ({pcfg.train.epochs} epochs)")
+        load0, cpu0, wall0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
+        result = pretrain(pcfg, data=self.splits)
+        timing_info = {"wall_seconds": round(time.perf_counter() - wall0, 2),
+                       "cpu_seconds": round(time.process_time() - cpu0, 2),
+                       "load_average_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+        write_json(timing, timing_info)
+        stats = _pretrain_stats(read_json(folder / "summary.json"), timing_info, reused=False)
+        self.say(f"[{self.name}] pretrained {name}: {stats['wall_seconds']:.0f}s, "
+                 f"val recon {stats.get('val_recon')}")
+        return result.model, stats
+
+    def _pixels(self) -> Method:
+        def flat(s: ImageSet | None) -> Tensor | None:
+            return s.floats().flatten(1) if s is not None else None
+
+        d = self._pixels_dim()
+        self.methods["pixels"] = {"kind": "baseline", "dim": d, "config": {"baseline": "pixels"}}
+        return Method("pixels", "baseline", {"baseline": "pixels", "dim": d}, d,
+                      (flat(self.train), flat(self.val), flat(self.test)))  # type: ignore[arg-type]
+
+    def _pca(self, dim: int) -> Method:
+        from sklearn.decomposition import PCA
+
+        started = time.perf_counter()
+        x = self.train.floats().flatten(1).numpy()
+        pca = PCA(n_components=dim, svd_solver="randomized" if dim < min(x.shape) else "full",
+                  random_state=self.cfg.seed).fit(x)
+
+        def proj(s: ImageSet | None) -> Tensor | None:
+            return None if s is None else torch.from_numpy(
+                pca.transform(s.floats().flatten(1).numpy())).float()
+
+        name = f"pca-{dim}"
+        config = {"baseline": "pca", "dim": dim, "fitted_on": "unlabelled training images",
+                  "explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4)}
+        self.methods[name] = {"kind": "baseline", "dim": dim, "config": config,
+                              "fit_seconds": round(time.perf_counter() - started, 2)}
+        return Method(name, "baseline", config, dim,
+                      (proj(self.train), proj(self.val), proj(self.test)))  # type: ignore[arg-type]
+
+    def _scratch_methods(self, models: dict[str, Method]) -> list[Method]:
+        """One supervised baseline per distinct architecture (model section + features) among
+        the fine-tuned models."""
+        seen: dict[str, Method] = {}
+        for name, m in models.items():
+            if not self.cfg.runs("finetune", name):
+                continue
+            arch = {"model": m.config["pretrain"]["model"], "features": m.config["features"]}
+            key = json.dumps(arch, sort_keys=True)
+            if key in seen:
+                continue
+            pcfg = self.cfg.pretrain_config(name, self.data_cfg)
+            feats_cfg = self.cfg.model_features(name)
+            shape = self.train.image_shape
+
+            def encoder(seed: int, pcfg: PretrainConfig = pcfg, feats_cfg: Any = feats_cfg,
+                        shape: Any = shape) -> FeatureEncoder:
+                torch.manual_seed(seed)
+                # the same model, untrained: corruptions never reach a FeatureEncoder, code
+                # transforms (top-k, winner-take-all) stay part of the architecture
+                fresh = model_from_config(pcfg, shape)
+                return FeatureEncoder(fresh, copy.deepcopy(feats_cfg))
+
+            config = {"baseline": "supervised from scratch", "architecture_of": name, **arch}
+            label = f"scratch:{name}"
+            self.methods[label] = {"kind": "baseline", "config": config}
+            seen[key] = Method(label, "baseline", config, m.dim, None, encoder)
+        return list(seen.values())
+
+    # --- protocols --------------------------------------------------------------------------
+
+    def _evaluate(self, method: Method) -> None:
+        cfg = self.cfg
+        for protocol in ("linear", "knn", "finetune"):
+            proto = getattr(cfg.protocols, protocol)
+            if not proto.enabled or (method.kind == "autoencoder" and not cfg.runs(protocol, method.name)):
+                continue
+            if protocol == "finetune" and method.encoder is None:
+                continue  # pixels and PCA have nothing to fine-tune
+            if protocol != "finetune" and method.features is None:
+                continue  # the scratch baseline has no pretrained features
+            for budget in cfg.budgets_for(protocol):
+                # with every label the subset is the same for every seed; the probe and kNN are
+                # then deterministic, so one run says everything
+                repeat = cfg.seeds_for(protocol)
+                if budget.is_all and protocol != "finetune":
+                    repeat = 1
+                for s in range(repeat):
+                    self._one(method, protocol, budget, cfg.seed + s)
+
+    def _finetune_cfg(self, method: Method) -> FinetuneProtocol:
+        """The scratch baseline trains a random network: every layer at the full rate, a random
+        head; pretrained encoders get the configured schedule."""
+        proto = self.cfg.protocols.finetune
+        return replace(proto, init="scratch") if method.kind == "baseline" else proto
+
+    def _subset(self, budget: Budget, seed: int) -> Tensor:
+        assert self.train.labels is not None
+        return labelled_subset(self.train.labels, budget.per_class, seed, budget.total)
+
+    def _one(self, method: Method, protocol: str, budget: Budget, seed: int) -> None:
+        cfg = self.cfg
+        idx = self._subset(budget, seed)
+        y = self.train.labels[idx]  # type: ignore[index]
+        val_labels = self.val.labels if self.val is not None else None
+        use_val = budget.is_all and self.val is not None and val_labels is not None
+        if protocol == "finetune":
+            outcome = finetune_protocol(
+                method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
+                self.test.images, self._finetune_cfg(method),
+                self.out / "runs" / safe_name(method.name) / f"{protocol}-{safe_name(budget.name)}"
+                / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress)
+        else:
+            f_train, f_val, f_test = method.features  # type: ignore[misc]
+            if protocol == "linear":
+                outcome = linear((f_train[idx], y), (f_val, val_labels) if use_val else None,  # type: ignore[arg-type]
+                                 f_test, cfg.protocols.linear, n_classes=self.k, seed=seed,
+                                 scaler_data=f_train)
+            else:
+                outcome = knn((f_train[idx], y), f_test, cfg.protocols.knn, n_classes=self.k)
+        self.score(method, protocol, budget.name, seed, outcome, labels=len(idx),
+                   confusion=budget == self.largest and seed == cfg.seed)
+
+    def _imbalance(self, method: Method) -> None:
+        """Plain vs class-weighted loss on a long-tailed training set (balanced accuracy)."""
+        imb = self.cfg.imbalance
+        ratio = float(imb.ratio)  # type: ignore[arg-type]
+        assert self.train.labels is not None
+        losses = {"plain": LossConfig(), f"weighted:{_loss_name(imb.weighted)}": imb.weighted}
+        for s in range(imb.seeds or self.cfg.seeds):
+            seed = self.cfg.seed + s
+            idx = long_tailed_subset(self.train.labels, ratio, seed)
+            vidx = (long_tailed_subset(self.val.labels, ratio, seed)
+                    if self.val is not None and self.val.labels is not None else None)
+            val = self.val.subset(vidx) if vidx is not None else None  # type: ignore[union-attr]
+            for loss_name, loss in losses.items():
+                for protocol in imb.protocols:
+                    if protocol == "linear" and method.features is not None:
+                        f_train, f_val, f_test = method.features
+                        outcome = linear(
+                            (f_train[idx], self.train.labels[idx]),
+                            (f_val[vidx], val.labels) if val is not None else None,  # type: ignore[index]
+                            f_test, self.cfg.protocols.linear, n_classes=self.k, seed=seed,
+                            scaler_data=f_train, class_weight=loss.class_weight,
+                            metric="balanced_accuracy")
+                    elif protocol == "finetune" and method.encoder is not None:
+                        proto = replace(self._finetune_cfg(method), loss=loss)
+                        outcome = finetune_protocol(
+                            method.encoder(seed), self.train.subset(idx), val, self.test.images, proto,
+                            self.out / "runs" / safe_name(method.name) / f"imbalance-{loss_name}"
+                            / f"seed{seed}", n_classes=self.k, seed=seed, progress=self.cfg.progress)
+                    else:
+                        continue
+                    self.score(method, protocol, "all", seed, outcome, labels=len(idx),
+                               imbalance=ratio, loss=loss_name, loss_config=to_dict(loss),
+                               confusion=seed == self.cfg.seed)
+
+    # --- scoring: the only place test labels are read ------------------------------------------
+
+    def score(self, method: Method, protocol: str, budget: str, seed: int, outcome: Outcome, *,
+              labels: int, imbalance: float | None = None, loss: str | None = None,
+              loss_config: dict[str, Any] | None = None, confusion: bool = False) -> None:
+        m = classification_metrics(outcome.pred, self.test.labels, self.k, self.classes)  # type: ignore[arg-type]
+        proto_cfg = to_dict(getattr(self.cfg.protocols, protocol))
+        if loss_config is not None:
+            proto_cfg["loss"] = loss_config
+        record = {
+            "dataset": self.name, "method": method.name, "kind": method.kind, "protocol": protocol,
+            "budget": budget, "labels": labels, "labels_per_class": round(labels / self.k, 2),
+            "imbalance": imbalance, "loss": loss, "seed": seed,
+            "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+            "macro_f1": m["macro_f1"],
+            "wall_seconds": round(outcome.seconds, 3),
+            "images_per_s": round(outcome.images / outcome.seconds, 1) if outcome.seconds > 0 else None,
+            "selection": outcome.selection,
+            "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
+            "config": {"data": to_dict(self.data_cfg), "method": method.config,
+                       "protocol": proto_cfg, "seed": seed},
+        }
+        self.records.append(record)
+        extra = f" imbalance 1:{imbalance:g} {loss}" if imbalance else ""
+        self.say(f"[{self.name}] {method.name:<16} {protocol:<8} {budget:<10} seed {seed}{extra}: "
+                 f"acc {m['accuracy']:.4f}  bal {m['balanced_accuracy']:.4f}  "
+                 f"({outcome.seconds:.1f}s)")
+        if confusion and self.cfg.confusion_png:
+            stem = "__".join(safe_name(p) for p in (method.name, protocol, budget, loss or "") if p)
+            save_confusion(self.out / "confusion" / stem, m,
+                           f"{self.name}: {method.name}, {protocol}, {budget}{extra}")
+
+    # --- figures ----------------------------------------------------------------------------
+
+    def _figures(self, models: dict[str, Method]) -> None:
+        if not models:
+            return
+        from aevision.report.plots import loss_curves, reconstruction_grid
+
+        shown = self.test.floats(slice(0, 12))
+        recons = {}
+        for name in models:
+            model = load_model(self.cfg.pretrain_config(name, self.data_cfg).output_dir)
+            with torch.no_grad():
+                recons[name] = model.reconstruct(shown)
+        reconstruction_grid(self.out / "reconstructions.png", shown, recons)
+        loss_curves(self.out / "loss_curves.png",
+                    {n: self.pretraining[n].get("history", []) for n in models})
+
+
+def _loss_name(loss: LossConfig) -> str:
+    scheme = loss.class_weight if isinstance(loss.class_weight, str) else "user"
+    extra = f",focal{loss.focal_gamma:g}" if loss.focal_gamma else ""
+    return scheme + extra
+
+
+def _pretrain_stats(summary: dict[str, Any], timing: dict[str, Any], reused: bool) -> dict[str, Any]:
+    fit = summary.get("fit") or {}
+    history = fit.get("history") or []
+    last = history[-1] if history else {}
+    speeds = [h["images_per_s"] for h in history if h.get("images_per_s")]
+    return {
+        "config": summary.get("config"), "reused": reused, "epochs": len(history),
+        "wall_seconds": timing.get("wall_seconds"), "cpu_seconds": timing.get("cpu_seconds"),
+        "train_seconds": fit.get("train_seconds"),
+        "load_average_1min": timing.get("load_average_1min"),
+        "images_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "best_epoch": fit.get("best_epoch"), "val_recon": last.get("val_recon"),
+        "val_loss": last.get("val_loss"), "history": history,
+    }

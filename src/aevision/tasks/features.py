@@ -1,0 +1,106 @@
+"""Which features of an encoder a classifier sees: the code, or pooled feature maps of its stages.
+
+The code is what the autoencoder was trained to reconstruct from, and the default. Convolutional
+encoders also expose the feature map of every stage (``encoder.forward_features``); a linear
+classifier often does better on those maps, average-pooled to a small grid and concatenated across
+stages (several scales, a few thousand numbers), than on a narrow code (Coates et al. 2011 make the
+same point for single-layer networks). ``FeatureConfig(source="stages", pool=4)`` asks for that.
+
+:class:`FeatureEncoder` is an ``nn.Module`` so that fine-tuning trains exactly the features the
+linear probe and kNN read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aevision.data.imageset import ImageSet, to_float
+from aevision.errors import ConfigError
+from aevision.models.base import Autoencoder
+from aevision.validation import check
+
+
+@dataclass
+class FeatureConfig:
+    """``source="code"``: ``model.encode(x)``. ``source="stages"``: the maps of ``stages`` (indices
+    into the encoder's stages, negative from the end; null = all), each average-pooled to
+    ``pool x pool`` (null: kept whole) by averaging or by maximum (``pool_op``), flattened and
+    concatenated."""
+
+    source: Literal["code", "stages"] = "code"
+    stages: list[int] | None = None
+    pool: int | None = None
+    pool_op: Literal["avg", "max"] = "avg"  # max: keeps the strongest response in each cell
+
+    def validate(self, prefix: str = "features") -> None:
+        if self.pool is not None:
+            check(self.pool >= 1, f"{prefix}.pool", self.pool, "an integer >= 1 or null")
+        if self.stages is not None:
+            check(len(self.stages) >= 1, f"{prefix}.stages", self.stages,
+                  "a non-empty list of stage indices or null")
+
+
+class FeatureEncoder(nn.Module):
+    """An autoencoder's encoder seen as a feature extractor: (N, C, H, W) -> (N, D)."""
+
+    def __init__(self, model: Autoencoder, cfg: FeatureConfig | None = None, field: str = "features"):
+        super().__init__()
+        self.cfg = cfg or FeatureConfig()
+        self.cfg.validate(field)
+        self.encoder = model.encoder
+        # code transforms (top-k) are part of the code; keep them, not the decoder
+        self.regularizers = nn.ModuleList(model.regularizers)
+        self.input_shape = model.input_shape
+        if self.cfg.source == "stages":
+            stages = getattr(self.encoder, "stages", None)
+            if not callable(getattr(self.encoder, "forward_features", None)) or stages is None:
+                raise ConfigError(f"{field}.source", "stages", "'code': this encoder has no "
+                                  "feature-map stages (only convolutional encoders do)")
+            n = len(stages)
+            wanted = self.cfg.stages if self.cfg.stages is not None else list(range(n))
+            for i, s in enumerate(wanted):
+                check(-n <= s < n, f"{field}.stages[{i}]", s, f"a stage index in [{-n}, {n - 1}]")
+            self.stage_ids = sorted({s % n for s in wanted})
+        with torch.no_grad():
+            was = self.training
+            self.eval()
+            self.dim = int(self(torch.zeros(1, *self.input_shape)).shape[1])
+            self.train(was)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.cfg.source == "code":
+            z = self.encoder(x)
+            for reg in self.regularizers:
+                z = reg.transform_code(z)
+            return z
+        maps = self.encoder.forward_features(x)
+        parts = []
+        for i in self.stage_ids:
+            m = maps[i]
+            if self.cfg.pool is not None:
+                pool = F.adaptive_max_pool2d if self.cfg.pool_op == "max" else F.adaptive_avg_pool2d
+                m = pool(m, self.cfg.pool)
+            parts.append(m.flatten(1))
+        return torch.cat(parts, 1)
+
+
+@torch.no_grad()
+def extract(features: nn.Module, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
+    """``features`` of uint8 or [0, 1] images, in eval mode and batches: (N, D) float32, CPU."""
+    x_all = images.images if isinstance(images, ImageSet) else images
+    was = features.training
+    features.eval()
+    device = next(features.parameters()).device
+    out = []
+    try:
+        for chunk in x_all.split(batch_size):
+            x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+            out.append(features(x.to(device)).float().cpu())
+    finally:
+        features.train(was)
+    return torch.cat(out) if out else torch.empty(0)

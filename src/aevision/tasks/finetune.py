@@ -1,0 +1,208 @@
+"""Fine-tuning: the encoder and a new linear head trained end to end on labelled images.
+
+A :class:`Classifier` is a :class:`~aevision.tasks.features.FeatureEncoder` (the same features
+the linear probe and kNN read) plus a linear head; its ``forward(x, y)`` returns
+``{"loss", "error"}``, so the ordinary :class:`~aevision.engine.Trainer` trains it: Fabric
+devices and precision, checkpoints, the best epoch chosen on validation loss, everything
+pretraining gets. Two things are specific to fine-tuning:
+
+- ``encoder_lr_scale``: the pretrained encoder moves slower than the fresh head (its
+  ``param_groups`` hook gives the encoder ``lr * encoder_lr_scale``), so a randomly initialised
+  head does not wreck the features in the first steps;
+- ``head_init="probe"``: the head starts as the linear probe's solution on the frozen features
+  (full-batch logistic regression, standardisation folded into the weights), so fine-tuning
+  starts from the probe's accuracy instead of a random head whose first gradients would scramble
+  the pretrained features (LP-FT, Kumar et al. 2022);
+- ``freeze_epochs``: the first epochs train the head alone, then the whole network. They run as a
+  separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as the engine keeps one
+  optimizer per run.
+
+The supervised baseline is the same code with ``init="scratch"``: the same architecture, randomly
+initialised, every layer at the full learning rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from aevision.config import TrainConfig
+from aevision.data.augment import Augment, AugmentConfig
+from aevision.data.batches import TensorBatches
+from aevision.data.imageset import ImageSet, to_float
+from aevision.engine import Trainer, seed_everything
+from aevision.errors import AevisionError
+from aevision.tasks.features import FeatureEncoder
+from aevision.tasks.losses import ClassificationLoss, LossConfig
+from aevision.validation import check
+
+
+@dataclass
+class FinetuneConfig:
+    """``train`` is the engine's own config (epochs, batch size, lr of the head, optimizer,
+    scheduler, devices, precision); the rest is what fine-tuning adds."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, batch_size=128, lr=1e-3, optimizer="adamw", scheduler="cosine", progress=False))
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    encoder_lr_scale: float = 0.1  # encoder lr = train.lr * this (1 for scratch)
+    freeze_epochs: int = 0  # epochs (out of train.epochs) that train the head only
+    head_init: Literal["probe", "random"] = "probe"  # probe: start from the linear probe (pretrained only)
+    head_c: float = 1.0  # the probe's inverse L2 strength for head_init="probe"
+    dropout: float = 0.0  # before the head
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def validate(self, prefix: str = "finetune") -> None:
+        self.train.validate(f"{prefix}.train")
+        self.augment.validate(f"{prefix}.augment")
+        self.loss.validate(f"{prefix}.loss")
+        check(self.encoder_lr_scale >= 0, f"{prefix}.encoder_lr_scale", self.encoder_lr_scale,
+              "a number >= 0")
+        check(0 <= self.freeze_epochs <= self.train.epochs, f"{prefix}.freeze_epochs",
+              self.freeze_epochs, f"an integer in [0, train.epochs={self.train.epochs}]")
+        check(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "a fraction in [0, 1)")
+        check(self.head_c > 0, f"{prefix}.head_c", self.head_c, "a number > 0")
+
+
+class Classifier(nn.Module):
+    """features (N, C, H, W) -> (N, D), then dropout + linear head -> (N, K) logits."""
+
+    def __init__(self, features: FeatureEncoder, n_classes: int, loss: ClassificationLoss | None = None,
+                 dropout: float = 0.0, encoder_lr_scale: float = 1.0):
+        super().__init__()
+        self.features = features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features.dim, n_classes))
+        self.criterion = loss or ClassificationLoss()
+        self.encoder_lr_scale = encoder_lr_scale
+        self.frozen = False
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def init_head_from_probe(self, images: ImageSet, c: float = 1.0, max_iter: int = 100) -> None:
+        """Set the head to the linear probe of the current features on labelled ``images``.
+
+        The probe standardises features, ``(f - mu) / sigma``; folded into the head that is
+        ``W' = W / sigma``, ``b' = b - (mu / sigma) W``, so the head reads raw features.
+        """
+        from aevision.tasks.features import extract
+        from aevision.tasks.probe import LinearProbe
+
+        assert images.labels is not None
+        feats = extract(self.features, images)
+        linear = self.head[-1]
+        probe = LinearProbe(c_grid=(c,), max_iter=max_iter,
+                            class_weight=self._class_weight_list()).fit(
+            feats, images.labels, n_classes=linear.out_features)
+        w = probe.w_ / probe.scaler_.std.unsqueeze(1)  # (D, K)
+        linear.weight.copy_(w.T)
+        linear.bias.copy_(probe.b_ - (probe.scaler_.mean / probe.scaler_.std) @ probe.w_)
+
+    def _class_weight_list(self) -> str | list[float]:
+        cw = self.criterion.class_weight
+        return "none" if cw is None else [float(v) for v in cw]
+
+    def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Training objective: ``loss`` (the configured loss) and ``error`` (batch error rate)."""
+        logits = self.logits(x)
+        return {"loss": self.criterion(logits, y),
+                "error": (logits.argmax(1) != y).float().mean().detach()}
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The engine's optimizer hook: the head at ``lr``, the encoder at ``lr * scale``."""
+        groups: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": lr}]
+        encoder = [p for p in self.features.parameters() if p.requires_grad]
+        if encoder and not self.frozen:
+            groups.append({"params": encoder, "lr": lr * self.encoder_lr_scale})
+        return groups
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        self.frozen = frozen
+        for p in self.features.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen:  # a frozen encoder keeps its batch-norm statistics
+            self.features.eval()
+        return self
+
+    @torch.no_grad()
+    def predict(self, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
+        """Predicted labels (N,) of uint8 or [0, 1] images, in eval mode."""
+        x_all = images.images if isinstance(images, ImageSet) else images
+        was = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        try:
+            for chunk in x_all.split(batch_size):
+                x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+                out.append(self.logits(x.to(device)).argmax(1).cpu())
+        finally:
+            self.train(was)
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+@dataclass
+class FinetuneResult:
+    classifier: Classifier
+    history: list[dict[str, Any]]
+    best_epoch: int | None  # in the last phase, chosen on validation loss; None without validation
+    train_seconds: float
+    images_seen: int  # labelled images processed in training (epochs x images)
+
+
+def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cfg: FinetuneConfig,
+             out_dir: str | Path, *, n_classes: int | None = None, seed: int = 0) -> FinetuneResult:
+    """Train ``features`` + a new head on the labelled ``train`` images.
+
+    ``val`` (labelled) chooses the epoch whose weights are kept (lowest validation loss); without
+    it the last epoch's weights are kept, so nothing outside ``train`` influences the result.
+    """
+    cfg.validate()
+    if train.labels is None:
+        raise AevisionError(f"fine-tuning needs labels: dataset {train.name!r} has none")
+    k = int(n_classes or train.num_classes)
+    seed_everything(seed, cfg.train.deterministic)
+    counts = torch.bincount(train.labels, minlength=k)
+    scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
+    clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale)
+    started = time.perf_counter()
+    if cfg.head_init == "probe" and cfg.init == "pretrained":
+        clf.init_head_from_probe(train, cfg.head_c)
+    probe_seconds = time.perf_counter() - started
+    augment = Augment(cfg.augment) if cfg.augment.active else None
+    bs = min(cfg.train.batch_size, len(train))
+    batches = TensorBatches(train.images, bs, seed=seed, shuffle=True, drop_last=True,
+                            transform=augment, targets=train.labels)
+    val_batches = (TensorBatches(val.images, max(bs, 512), shuffle=False, targets=val.labels)
+                   if val is not None and val.labels is not None and len(val) else None)
+    out_dir = Path(out_dir)
+    phases = []
+    if cfg.freeze_epochs and cfg.init == "pretrained":
+        phases.append(("head", cfg.freeze_epochs, True))
+    if cfg.train.epochs - (phases[0][1] if phases else 0) > 0:
+        phases.append(("full", cfg.train.epochs - (phases[0][1] if phases else 0), False))
+    history: list[dict[str, Any]] = []
+    seconds, seen, best = probe_seconds, 0, None
+    for name, epochs, frozen in phases:
+        clf.freeze_encoder(frozen)
+        trainer = Trainer(replace(cfg.train, epochs=epochs), out_dir / name, seed=seed)
+        started = time.perf_counter()
+        fit = trainer.fit(clf, batches, val_batches, {"finetune_phase": name})
+        seconds += time.perf_counter() - started
+        seen += epochs * batches.num_batches() * bs
+        history += [{**row, "phase": name} for row in fit.history]
+        best = fit.best_epoch if val_batches is not None else None
+    clf.freeze_encoder(False)
+    clf.eval()
+    return FinetuneResult(clf, history, best, round(seconds, 3), seen)

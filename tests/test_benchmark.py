@@ -1,0 +1,181 @@
+"""``aevision benchmark``: config and budgets, imbalance, no test leakage, and ``quick`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+
+import pytest
+import torch
+
+from aevision.benchmark import load_benchmark, parse_budget, parse_budgets, run_benchmark
+from aevision.benchmark import protocols as protocols_module
+from aevision.benchmark.config import Budget
+from aevision.benchmark.runner import DatasetRun
+from aevision.cli import main
+from aevision.data.splits import labelled_subset, long_tailed_subset
+from aevision.errors import AevisionError, ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models and probes: a second thread only adds synchronisation on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_label_budgets_parse_per_class_total_and_all():
+    assert parse_budget(10) == Budget(per_class=10)
+    assert parse_budget("100") == Budget(per_class=100)
+    assert parse_budget("1000t") == parse_budget("1000 total") == Budget(total=1000)
+    assert parse_budget("all").is_all
+    assert [b.name for b in parse_budgets("10,100t,all,10")] == ["10/class", "100 total", "all"]
+    for bad in ("0", "ten", "-3", True, "10x"):
+        with pytest.raises(ConfigError, match="labels"):
+            parse_budget(bad)
+
+
+def test_label_subsets_are_class_balanced_and_seed_deterministic():
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate([50, 31, 77, 40])])
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+    for per_class, total in ((7, None), (None, 22)):
+        a = labelled_subset(labels, per_class, 3, total)
+        assert torch.equal(a, labelled_subset(labels, per_class, 3, total))
+        assert not torch.equal(a, labelled_subset(labels, per_class, 4, total))
+        counts = torch.bincount(labels[a], minlength=4)
+        if per_class:
+            assert counts.tolist() == [7] * 4
+        else:
+            assert counts.sum() == 22 and counts.max() - counts.min() <= 1
+
+
+def test_long_tailed_subset_follows_the_exponential_profile():
+    labels = torch.arange(10).repeat_interleave(200)
+    idx = long_tailed_subset(labels, 100, seed=0)
+    counts = torch.bincount(labels[idx], minlength=10).tolist()
+    assert counts[0] == 200 and counts[-1] == 2  # largest / smallest = 100
+    assert counts == sorted(counts, reverse=True)
+    assert counts[5] == round(200 * 100 ** (-5 / 9))
+    assert torch.equal(idx, long_tailed_subset(labels, 100, seed=0))
+    assert not torch.equal(idx, long_tailed_subset(labels, 100, seed=1))
+    with pytest.raises(AevisionError, match="imbalance ratio"):
+        long_tailed_subset(labels, 0.5, seed=0)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"protocols\.knn\.kk"):
+        load_benchmark("quick", ["protocols.knn.kk=3"])
+    with pytest.raises(ConfigError, match="labels"):
+        load_benchmark("quick", ["labels=[10,lots]"])
+    with pytest.raises(ConfigError, match="baselines"):
+        load_benchmark("quick", ["baselines=[pixels,sift]"])
+    with pytest.raises(ConfigError, match=r"models\.conv\.model\.chanels"):
+        load_benchmark("quick", ["models.conv.model.chanels=[4]"])
+    with pytest.raises(ConfigError, match=r"imbalance\.models"):
+        load_benchmark("quick", ["imbalance.models=[nope]"])
+    with pytest.raises(AevisionError, match="not a file and not a preset"):
+        load_benchmark("no-such-preset")
+    cfg = load_benchmark("quick", ["protocols.finetune.train.epochs=3"])
+    assert cfg.protocols.finetune.train.epochs == 3
+    assert cfg.protocols.finetune.train.optimizer == "adamw"  # other fine-tuning defaults kept
+    for preset in ("mnist", "fashion-mnist"):
+        assert load_benchmark(preset).datasets[0].name == preset
+
+
+def test_protocols_never_receive_test_labels():
+    for fn in (protocols_module.linear, protocols_module.knn, protocols_module.finetune_protocol):
+        params = inspect.signature(fn).parameters
+        assert not any("test_label" in p or p == "y_test" for p in params)
+        assert any(p.startswith("test_") for p in params)  # features or images, no labels
+
+
+def _pixels_only(tmp_path, name):
+    return load_benchmark("quick", [
+        f"output_dir={tmp_path / name}", "models={}", "baselines=[pixels,pca]", "labels=[5,all]",
+        "seeds=2", "protocols.finetune.enabled=false", "protocols.finetune.models=null",
+        "imbalance.ratio=null",
+        "confusion_png=false"])
+
+
+def test_choices_do_not_depend_on_test_labels(tmp_path, monkeypatch):
+    """Scramble the test labels: every C the probe picks must stay the same (a leak would move it),
+    while the scores, computed from those labels, change."""
+    honest = run_benchmark(_pixels_only(tmp_path, "a"), verbose=False)
+    load = DatasetRun._load
+
+    def scrambled(self):
+        splits = load(self)
+        g = torch.Generator().manual_seed(123)
+        splits.test.labels = splits.test.labels[torch.randperm(len(splits.test), generator=g)]
+        return splits
+
+    monkeypatch.setattr(DatasetRun, "_load", scrambled)
+    leaked = run_benchmark(_pixels_only(tmp_path, "b"), verbose=False)
+    pick = [(r["method"], r["budget"], r["seed"], r["selection"]["C"]) for r in honest.records
+            if r["protocol"] == "linear"]
+    assert pick == [(r["method"], r["budget"], r["seed"], r["selection"]["C"]) for r in leaked.records
+                    if r["protocol"] == "linear"]
+    assert len(pick) == 2 * 3  # pixels + pca-32, 5/class x 2 seeds + all x 1
+    assert all(r["accuracy"] > 0.6 for r in honest.records)
+    assert all(r["accuracy"] < 0.3 for r in leaked.records)  # scored against scrambled labels
+
+
+def test_benchmark_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "quick"
+    args = ["benchmark", "quick", "protocols.finetune.train.epochs=1", "imbalance.seeds=1",
+            "--labels", "5,all", "--seeds", "2", "--epochs", "1", "--imbalance", "5",
+            "-o", str(out)]
+    assert main(args) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    models = ["dense", "sparse-l1", "contractive", "denoising", "conv"]
+    methods = {r["method"] for r in board["rows"]}
+    assert methods == {*models, "pixels", "pca-32", "scratch:conv"}
+    rows = {(r["method"], r["protocol"], r["budget"], r["loss"]): r for r in board["rows"]}
+    for m in [*models, "pixels", "pca-32"]:
+        assert rows[(m, "linear", "5/class", None)]["n_seeds"] == 2
+        assert rows[(m, "linear", "all", None)]["n_seeds"] == 1  # deterministic with every label
+        assert rows[(m, "knn", "5/class", None)]["accuracy_mean"] > 0.2
+    for m in ["conv", "scratch:conv"]:  # the preset fine-tunes the conv model only
+        assert rows[(m, "finetune", "all", None)]["n_seeds"] == 2
+    assert ("pixels", "finetune", "all", None) not in rows
+    assert ("dense", "finetune", "all", None) not in rows
+    # imbalance: plain vs weighted for the conv model, linear and fine-tune
+    imb = [r for r in board["rows"] if r["imbalance"] == 5]
+    assert {(r["protocol"], r["loss"]) for r in imb} == {
+        ("linear", "plain"), ("linear", "weighted:inverse"), ("finetune", "plain"),
+        ("finetune", "weighted:inverse")}
+    assert all(r["method"] == "conv" for r in imb)
+    # every number with its config, seed, wall time and images/s
+    rec = board["records"][0]
+    assert {"config", "seed", "wall_seconds", "images_per_s", "confusion_matrix", "per_class"} <= set(rec)
+    assert rec["config"]["method"]["pretrain"]["model"]["name"] == "dense"
+    with open(out / "leaderboard.csv", newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert len(lines) == len(board["records"]) and json.loads(lines[0]["config"])
+    md = (out / "leaderboard.md").read_text()
+    assert "linear probe" in md and "balanced test accuracy" in md and "Pretraining" in md
+    assert len(board["verdicts"]) == 5 * 2 * 2  # models x budgets x (pixels, pca)
+    for name in ("accuracy_vs_labels_linear.png", "accuracy_vs_labels_knn.png",
+                 "accuracy_vs_labels_finetune.png", "reconstructions.png", "loss_curves.png"):
+        assert (out / "digits" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "digits" / "confusion" / "conv__linear__all.png").is_file()
+    assert json.loads((out / "digits" / "confusion" / "conv__linear__all.json").read_text())["matrix"]
+    printed = capsys.readouterr().out
+    assert "digits: linear probe" in printed and "pca-32" in printed
+    # a second run reuses the pretrained encoders instead of training them again
+    assert main(["benchmark", "quick", "protocols.finetune.enabled=false", "imbalance.ratio=null",
+                 "--labels", "all", "--seeds", "1", "--epochs", "1", "-o", str(out)]) == 0
+    assert "reusing pretrained conv" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
+    assert main(["benchmark", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["benchmark", "quick", "--labels", "10,zero"]) == 2
+    assert main(["benchmark", "quick", "seeds"]) == 2
+    assert main(["benchmark", "quick", "--models", "conv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("aevision: error: ") for line in err)
+    assert "labels[1]" in err[1] and "KEY=VALUE" in err[2]

@@ -1,0 +1,121 @@
+"""Fine-tuning on the engine: it learns, freezes and slows the encoder as asked; augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aevision.config import DataConfig, TrainConfig
+from aevision.data import load_dataset
+from aevision.data.augment import Augment, AugmentConfig
+from aevision.data.batches import TensorBatches
+from aevision.errors import ConfigError
+from aevision.models import build_model
+from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract
+from aevision.tasks.finetune import Classifier, FinetuneConfig, finetune
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(name="digits"), 0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convolutions: a second thread only adds synchronisation (and waits on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _encoder(**features):
+    model = build_model("conv", (1, 8, 8), {"channels": [8, 16], "code_dim": 32})
+    return FeatureEncoder(model, FeatureConfig(**features))
+
+
+def test_finetuning_learns_and_keeps_the_best_validation_epoch(digits, tmp_path):
+    cfg = FinetuneConfig(train=TrainConfig(epochs=8, batch_size=32, lr=3e-3, optimizer="adamw",
+                                           scheduler="cosine", progress=False),
+                         init="scratch", augment=AugmentConfig(shift=0.1))
+    result = finetune(_encoder(), digits.train, digits.val, cfg, tmp_path,
+                      n_classes=10, seed=0)
+    acc = float((result.classifier.predict(digits.test) == digits.test.labels).float().mean())
+    assert acc > 0.8  # chance is 0.1
+    assert result.best_epoch is not None and 1 <= result.best_epoch <= 8
+    assert len(result.history) == 8 and "val_error" in result.history[-1]
+    assert (tmp_path / "full" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_frozen_epochs_leave_the_encoder_alone_and_lr_is_scaled(digits, tmp_path):
+    enc = _encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    cfg = FinetuneConfig(train=TrainConfig(epochs=2, batch_size=64, lr=1e-3, progress=False),
+                         freeze_epochs=2, encoder_lr_scale=0.1)
+    result = finetune(enc, digits.train.subset(range(200)), None, cfg, tmp_path, n_classes=10)
+    after = result.classifier.features.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # only the head trained
+    assert result.best_epoch is None  # no validation labels: the last epoch is kept
+    assert {h["phase"] for h in result.history} == {"head"}
+    groups = Classifier(_encoder(), 10, encoder_lr_scale=0.1).param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+
+
+def test_unfreezing_trains_the_encoder_in_a_second_phase(digits, tmp_path):
+    enc = _encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    cfg = FinetuneConfig(train=TrainConfig(epochs=2, batch_size=64, lr=1e-3, progress=False),
+                         freeze_epochs=1)
+    result = finetune(enc, digits.train.subset(range(200)), None, cfg, tmp_path, n_classes=10)
+    assert [h["phase"] for h in result.history] == ["head", "full"]
+    after = result.classifier.features.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_stage_features_pool_and_concatenate():
+    enc = _encoder(source="stages", pool=2)
+    assert enc.dim == 8 * 4 + 16 * 4
+    x = torch.rand(5, 1, 8, 8)
+    maps = enc.encoder.forward_features(x)
+    manual = torch.cat([torch.nn.functional.adaptive_avg_pool2d(m, 2).flatten(1) for m in maps], 1)
+    assert torch.allclose(extract(enc, x), manual, atol=1e-6)
+    assert _encoder(source="stages", stages=[-1]).dim == 16 * 2 * 2  # the last map, unpooled
+    dense = build_model("dense", (1, 8, 8), {"code_dim": 4})
+    with pytest.raises(ConfigError, match=r"features\.source"):
+        FeatureEncoder(dense, FeatureConfig(source="stages"))
+
+
+def test_augmentation_is_batched_seeded_and_label_preserving():
+    x = torch.zeros(6, 1, 16, 16)
+    x[:, :, 6:10, 6:10] = 1.0
+    aug = Augment(AugmentConfig(shift=0.2, rotate=15, scale=0.1, erase=1.0, noise=0.05, hflip=True))
+    torch.manual_seed(3)
+    a = aug(x)
+    torch.manual_seed(3)
+    b = aug(x)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # every image its own transform
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(Augment(AugmentConfig())(x), x)
+    with pytest.raises(ConfigError, match=r"augment\.shift"):
+        AugmentConfig(shift=0.9).validate()
+    labels = torch.arange(6)
+    batches = TensorBatches((x * 255).to(torch.uint8), 4, transform=aug, targets=labels, shuffle=True)
+    xb, yb = next(batches.epoch(0))
+    assert xb.shape == (4, 1, 16, 16) and yb.dtype == torch.long and len(set(yb.tolist())) == 4
+
+
+
+def test_head_initialised_from_the_linear_probe_predicts_like_the_probe(digits):
+    from aevision.tasks.probe import LinearProbe
+
+    enc = _encoder()
+    clf = Classifier(enc, 10)
+    train = digits.train.subset(range(300))
+    clf.init_head_from_probe(train, c=0.5)
+    feats = extract(enc, digits.test)
+    probe = LinearProbe(c_grid=(0.5,), max_iter=100).fit(extract(enc, train), train.labels, n_classes=10)
+    with torch.no_grad():
+        logits = clf.head(feats)
+    assert torch.allclose(logits, probe.decision_function(feats), atol=1e-3)
+    assert torch.equal(clf.predict(digits.test), probe.predict(feats))
