@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
                    help="normal images: dataset name or folder (default: the model's training data)")
     p.add_argument("--reference-limit", type=int, metavar="N", help="use only N reference images")
     p.add_argument("-k", type=int, default=5, help="knn: neighbours averaged (default 5)")
+    p.add_argument("--metric", choices=("l2", "cosine"), default="l2", help="knn: code distance")
     p.add_argument("--components", type=int, default=10, help="gmm: mixture components (default 10)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="flag images above this quantile of reference scores (default 0.99)")
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         ref_scores = reconstruction_error(model, reference, args.batch_size) if reference else None
     else:
         assert reference is not None
-        density = CodeDensity(args.score, k=args.k, components=args.components, seed=args.seed)
+        density = CodeDensity(args.score, k=args.k, metric=args.metric, components=args.components,
+                              seed=args.seed)
         ref_codes = encode(model, reference, args.batch_size, args.device)
         density.fit(ref_codes)
         scores = density.score(encode(model, data, args.batch_size, args.device))

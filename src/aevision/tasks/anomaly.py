@@ -7,8 +7,8 @@ Two readings of "this image is unlike the training images":
 - latent density: its code lands where the training codes are sparse. :class:`CodeDensity` fits
   a density on the codes of normal (reference) images and scores by negative log-density:
   ``gaussian`` (one full-covariance Gaussian with Ledoit-Wolf shrinkage: the Mahalanobis
-  distance), ``gmm`` (a Gaussian mixture), or ``knn`` (mean Euclidean distance to the k nearest
-  reference codes, a non-parametric density).
+  distance), ``gmm`` (a Gaussian mixture), or ``knn`` (mean distance to the k nearest reference
+  codes, a non-parametric density; Euclidean, or cosine on the code directions).
 
 :func:`auroc` is the threshold-free measure of how well a score separates anomalies from normal
 images (torchmetrics).
@@ -67,11 +67,13 @@ class CodeDensity:
 
     ``gaussian`` scores the squared Mahalanobis distance (= -2 log p up to a constant),
     ``gmm`` the negative log-likelihood under ``components`` Gaussians (``covariance`` type as in
-    scikit-learn), ``knn`` the mean distance to the ``k`` nearest reference codes.
+    scikit-learn), ``knn`` the mean distance to the ``k`` nearest reference codes (``metric``
+    ``l2`` or ``cosine``: 1 - cosine similarity, blind to the code's norm).
     """
 
     kind: Density = "gaussian"
     k: int = 5
+    metric: Literal["l2", "cosine"] = "l2"
     components: int = 10
     covariance: Literal["full", "diag", "tied", "spherical"] = "full"
     seed: int = 0
@@ -100,7 +102,7 @@ class CodeDensity:
 
             if not 1 <= self.k <= len(z):
                 raise AevisionError(f"knn k: got {self.k}, expected 1..{len(z)}")
-            self.state_ = {"index": GalleryIndex.build(z.float())}
+            self.state_ = {"index": GalleryIndex.build(z.float(), metric=self.metric)}
         else:
             raise AevisionError(f"density kind: got {self.kind!r}, expected gaussian, gmm or knn")
         return self

@@ -248,15 +248,24 @@ def distances(queries: Tensor, gallery: Tensor, metric: Metric) -> Tensor:
             + gallery.pow(2).sum(1)[None, :])
 
 
-def average_precision(relevant: Tensor) -> Tensor:
-    """AP of each ranked row of a (Q, N) 0/1 relevance matrix (nearest first): the mean of the
-    precision at the rank of every relevant item. NaN for rows with no relevant item."""
-    rel = relevant.float()
-    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float32)
-    precision_at = rel.cumsum(dim=1) / ranks
-    n_rel = rel.sum(dim=1)
-    ap = (precision_at * rel).sum(dim=1) / n_rel.clamp_min(1)
-    return torch.where(n_rel > 0, ap, torch.full_like(ap, float("nan")))
+def average_precision(dist: np.ndarray, relevant: np.ndarray, ordered: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """AP of each query row of a (Q, N) distance matrix with (Q, N) boolean relevance: the mean,
+    over the relevant items, of the precision at their rank. NaN for rows with no relevant item.
+
+    The rank of a relevant item is the number of gallery items at most as far (ties count
+    against the query), found by binary search in the sorted row: sorting values is several
+    times cheaper than an argsort of the full ranking. ``ordered``: ``dist`` sorted along rows,
+    when the caller has it already.
+    """
+    ordered = np.sort(dist, axis=1) if ordered is None else ordered
+    out = np.full(len(dist), np.nan)
+    for i in range(len(dist)):
+        rel = np.sort(dist[i][relevant[i]])
+        if len(rel):
+            ranks = np.searchsorted(ordered[i], rel, side="right")
+            out[i] = float(np.mean(np.arange(1, len(rel) + 1) / ranks))
+    return out
 
 
 @torch.no_grad()
@@ -264,7 +273,8 @@ def retrieval_metrics(queries: Tensor, query_labels: Tensor, gallery: Tensor, ga
                       *, metric: Metric = "l2", ks: Sequence[int] = (10, 100),
                       chunk: int = 256) -> dict[str, float]:
     """precision@k for each k and mAP (over the full ranking of the gallery), class labels as
-    relevance. Exact: every query is ranked against every gallery item."""
+    relevance. Exact: every query is ranked against every gallery item (in float32; ties count
+    against the query)."""
     q = torch.as_tensor(queries).float()
     g = torch.as_tensor(gallery).float()
     ql = torch.as_tensor(query_labels).long()
@@ -274,19 +284,21 @@ def retrieval_metrics(queries: Tensor, query_labels: Tensor, gallery: Tensor, ga
     if q.shape[1] != g.shape[1]:
         raise AevisionError(f"retrieval_metrics: queries have {q.shape[1]} features, gallery {g.shape[1]}")
     ks = [k for k in ks if k <= len(g)]
-    aps: list[Tensor] = []
+    aps: list[np.ndarray] = []
     hits = {k: 0.0 for k in ks}
+    g_labels = gl.numpy()
     for start in range(0, len(q), chunk):
-        qc, lc = q[start:start + chunk], ql[start:start + chunk]
-        order = distances(qc, g, metric).argsort(dim=1)
-        rel = gl[order] == lc[:, None]
-        aps.append(average_precision(rel))
-        for k in ks:
-            hits[k] += float(rel[:, :k].float().mean(dim=1).sum())
-    ap = torch.cat(aps)
-    out = {f"precision@{k}": hits[k] / len(q) for k in ks}
-    valid = ~torch.isnan(ap)
-    out["map"] = float(ap[valid].mean()) if bool(valid.any()) else float("nan")
+        d = distances(q[start:start + chunk], g, metric).numpy()
+        rel = g_labels[None, :] == ql[start:start + chunk].numpy()[:, None]
+        ordered = np.sort(d, axis=1)
+        aps.append(average_precision(d, rel, ordered))
+        for k in ks:  # relevant items within the k nearest (the k-th distance as threshold)
+            kth = ordered[:, k - 1:k]
+            hits[k] += float(np.minimum((rel & (d <= kth)).sum(axis=1), k).sum() / k)
+    ap = np.concatenate(aps)
+    out: dict[str, float] = {f"precision@{k}": hits[k] / len(q) for k in ks}
+    valid = ~np.isnan(ap)
+    out["map"] = float(ap[valid].mean()) if valid.any() else float("nan")
     out["queries"] = len(q)
     out["queries_without_relevant"] = int((~valid).sum())
     return out
