@@ -136,3 +136,27 @@ def test_sample_refuses_a_model_without_prior():
         sample(model, 4)
     with pytest.raises(AevisionError, match="steps"):
         interpolate(model, torch.rand(1, 8, 8), torch.rand(1, 8, 8), steps=1)
+
+
+def test_sample_and_interpolate_cli(tmp_path, capsys):
+    from PIL import Image
+
+    from aevision.cli import main
+
+    run = tmp_path / "vae"
+    assert main(["pretrain", "--dataset", "digits", "--limit", "100", "--epochs", "1", "--no-progress",
+                 "--model", "vae", "model.code_dim=4", "model.hidden=[16]", "model.reconstruction=bce",
+                 "-o", str(run)]) == 0
+    grid = tmp_path / "samples.png"
+    assert main(["sample", str(run), "-n", "10", "--nrow", "5", "-o", str(grid)]) == 0
+    assert Image.open(grid).size == ((5 * 9 + 1) * 8, (2 * 9 + 1) * 8)  # 8x8 digits, pad 1, x8
+    path = tmp_path / "path.png"
+    assert main(["interpolate", str(run), "--dataset", "digits", "--pairs", "3", "--steps", "6",
+                 "--path", "slerp", "-o", str(path)]) == 0
+    assert Image.open(path).size == ((6 * 9 + 1) * 8, (3 * 9 + 1) * 8)
+    capsys.readouterr()
+    save_model(build_model("dense", (1, 8, 8), {"code_dim": 4}), tmp_path / "ae")
+    assert main(["sample", str(tmp_path / "ae"), "-o", str(grid)]) == 2
+    assert "no prior" in capsys.readouterr().err
+    assert main(["interpolate", str(run), "--dataset", "digits", "--limit", "3", "-o", str(path)]) == 2
+    assert "pairs" in capsys.readouterr().err
