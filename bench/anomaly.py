@@ -84,12 +84,22 @@ def one_class(held_out: int, splits: Splits, args: argparse.Namespace) -> dict[s
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}}
     started = time.time()
     if args.reuse and (out / "model.safetensors").is_file():
-        model, fit = load(out), {"reused": True}
+        summary = json.loads((out / "summary.json").read_text())
+        cfg = summary["config"]
+        same = (cfg["model"] == {"reconstruction": "mse", **MODEL} and cfg["seed"] == args.seed
+                and cfg["train"]["epochs"] == args.epochs
+                and summary["data"]["train"]["images"] == len(normal.train))
+        if not same:
+            raise SystemExit(f"{out}: not trained as configured here; rerun without --reuse")
+        model = load(out)
+        fit = {"reused": True, "epochs": len(summary["fit"]["history"]),
+               "val_recon": summary["fit"]["history"][-1].get("val_recon"),
+               "train_seconds": summary["fit"]["train_seconds"]}
     else:
         result = pretrain(config, data=normal)
         model = result.model
         fit = {"epochs": len(result.history), "val_recon": result.history[-1].get("val_recon")}
-    train_s = time.time() - started
+    train_s = fit.get("train_seconds", time.time() - started)  # a reused model: its own training time
 
     started = time.time()
     ref = encode(model, normal.train)

@@ -23,6 +23,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -44,8 +45,7 @@ CODE_DIM = 32
 # Candidate encoders (config fragments); the validation split picks one per dataset.
 CANDIDATES: dict[str, dict[str, Any]] = {
     "dense": {"model": {"name": "dense", "hidden": [512], "code_dim": CODE_DIM}},
-    "vae": {"model": {"name": "vae", "hidden": [512], "code_dim": CODE_DIM, "beta": 1.0,
-                      "reconstruction": "bce"}},
+    "deep": {"model": {"name": "dense", "hidden": [512, 256], "code_dim": CODE_DIM}},
     "conv": {"model": {"name": "conv", "channels": [32, 64], "code_dim": CODE_DIM}},
 }
 METRICS = ("l2", "cosine")
@@ -85,7 +85,16 @@ def train_or_load(name: str, dataset: str, args: argparse.Namespace, splits: Any
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False},
               **fragment}
     if args.reuse and (out / "model.safetensors").is_file():
-        return load(out), {"config": config, "reused": True}
+        summary = json.loads((out / "summary.json").read_text())
+        cfg = summary["config"]
+        same = (cfg["model"] == {"reconstruction": "mse", **fragment["model"]} and cfg["seed"] == args.seed
+                and cfg["train"]["epochs"] == args.epochs and cfg["data"]["name"] == dataset)
+        if not same:
+            raise SystemExit(f"{out}: not trained as candidate {name} is configured; rerun without --reuse")
+        fit = summary["fit"]
+        return load(out), {"config": summary["config"], "reused": True,
+                           "seconds": summary.get("wall_seconds"), "epochs": len(fit["history"]),
+                           "val_recon": fit["history"][-1].get("val_recon")}
     started = time.time()
     result = pretrain(config, data=splits)
     last = result.history[-1]
@@ -216,13 +225,7 @@ def main() -> None:
                     "note": "2 cores shared with other jobs; times are upper bounds"},
     }
     write_json(args.out, report)
-    print(json_dumps(report))
-
-
-def json_dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, default=str)
+    print(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -35,30 +35,37 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def reference_spec(args: argparse.Namespace) -> Any:
-    """The normal images: --reference, or the data the model was trained on (from config.json)."""
-    from aevision.data.sources import SourceSpec, is_path
+def load_reference(args: argparse.Namespace, model: Any) -> tuple[Any, str] | None:
+    """The normal images and their name: --reference, or exactly the training images the model
+    was pretrained on (its config.json: dataset, options, limit, seed; validation held out)."""
+    from aevision.config import DataConfig, from_dict
+    from aevision.data import load_dataset
+    from aevision.data.sources import SourceSpec, is_path, load_source
     from aevision.io import read_json
 
+    c, h, w = model.input_shape
     if args.reference:
         data = str(Path(args.reference).expanduser().resolve()) if is_path(args.reference) \
             else args.reference
-        return SourceSpec(data, "train", args.data_root, args.seed, args.reference_limit)
+        spec = SourceSpec(data, "train", args.data_root, args.seed, args.reference_limit)
+        return load_source(spec, c, (h, w)), args.reference
     folder = Path(args.model)
     folder = folder.parent if folder.suffix == ".safetensors" else folder
     config = read_json(folder / "config.json", "model config")
-    data = (config.get("config") or {}).get("data") if isinstance(config, dict) else None
-    if not isinstance(data, dict) or not data.get("name"):
+    run = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(run, dict) or not isinstance(run.get("data"), dict):
         return None
-    limit = args.reference_limit or data.get("limit")
-    # the training part of the split the model was trained on: same seed, same limit
-    return SourceSpec(data["name"], "train", data.get("root") or args.data_root,
-                      int((config.get("config") or {}).get("seed", 0)), limit)
+    cfg = from_dict(DataConfig, run["data"], "data")
+    cfg.root = args.data_root or cfg.root
+    cfg.channels, cfg.image_size = c, [h, w]
+    reference = load_dataset(cfg, int(run.get("seed", 0))).train
+    if args.reference_limit is not None and args.reference_limit < len(reference):
+        reference = reference.subset(range(args.reference_limit))
+    return reference, f"{cfg.name} (the model's training set)"
 
 
 def run(args: argparse.Namespace) -> int:
     from aevision.api import encode, load
-    from aevision.data.sources import load_source
     from aevision.tasks.anomaly import CodeDensity, reconstruction_error
 
     positive("-k", args.k)
@@ -70,16 +77,25 @@ def run(args: argparse.Namespace) -> int:
     grid = output_path(args.grid, (".png",), "--grid") if args.grid else None
     model = load(args.model, args.device)
     data = load_inputs(args, model)
-    spec = reference_spec(args)
-    if spec is None and args.score != "recon":
+    if args.reference_limit is not None:
+        positive("--reference-limit", args.reference_limit)
+    try:
+        found = load_reference(args, model)
+    except AevisionError as e:
+        if args.reference or args.score != "recon":
+            raise
+        # reconstruction error needs no reference; only the threshold is lost
+        print(f"note: no reference images, so no threshold ({e})")
+        found = None
+    if found is None and args.score != "recon":
         raise AevisionError(f"--score {args.score}: needs --reference DATA (normal images); the "
                             f"model's config does not say what it was trained on")
-    c, h, w = model.input_shape
-    reference = load_source(spec, c, (h, w)) if spec is not None else None
+    reference, ref_name = found if found is not None else (None, "none")
 
     if args.score == "recon":
         scores = reconstruction_error(model, data, args.batch_size)
-        ref_scores = reconstruction_error(model, reference, args.batch_size) if reference else None
+        ref_scores = (reconstruction_error(model, reference, args.batch_size)
+                      if reference is not None else None)
     else:
         assert reference is not None
         density = CodeDensity(args.score, k=args.k, metric=args.metric, components=args.components,
@@ -93,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     names = data.files or [str(i) for i in range(len(data))]
     order = scores.argsort(descending=True)
     flagged = int((scores > threshold).sum()) if threshold is not None else None
-    ref = f"{spec.data} ({len(reference)} images)" if reference is not None else "none"
+    ref = f"{ref_name}, {len(reference)} images" if reference is not None else "none"
     print(f"scored {len(data)} images with {args.score}; reference: {ref}")
     if threshold is not None:
         print(f"threshold (reference {args.quantile:g} quantile): {threshold:.6g}; "
@@ -119,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
         from aevision.report.plots import image_grid, save_image
 
         top = data.floats(order[: args.top])
-        save_image(grid, image_grid(list(top.split(8)), scale=max(1, 64 // h)))
+        save_image(grid, image_grid(list(top.split(8)), scale=max(1, 64 // model.input_shape[1])))
         print(f"wrote {grid}")
     return 0

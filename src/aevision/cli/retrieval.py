@@ -83,8 +83,13 @@ def run_index(args: argparse.Namespace) -> int:
         positive("--threads", args.threads)
         set_threads(args.threads)
     model = load(args.model, args.device)
-    data = str(Path(args.data).expanduser().resolve()) if is_path(args.data) else args.data
-    spec = SourceSpec(data, args.split, args.data_root, args.seed, args.limit)
+    from aevision.data import data_root
+
+    local = is_path(args.data)
+    data = str(Path(args.data).expanduser().resolve()) if local else args.data
+    # a resolved data root, so that 'search --grid' finds the same images whatever $AEVISION_DATA says
+    root = None if local else str(data_root(args.data_root).resolve())
+    spec = SourceSpec(data, args.split, root, args.seed, args.limit)
     c, h, w = model.input_shape
     gallery = load_source(spec, c, (h, w))
     features = encode(model, gallery, args.batch_size, args.device)

@@ -17,7 +17,7 @@ from aevision.api import as_float_images
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
 
-Path = Literal["linear", "slerp"]
+Route = Literal["linear", "slerp"]
 
 
 def is_variational(model: Autoencoder) -> bool:
@@ -51,7 +51,7 @@ def path_weights(steps: int) -> Tensor:
     return torch.linspace(0.0, 1.0, steps)
 
 
-def lerp_codes(a: Tensor, b: Tensor, t: Tensor, path: Path = "linear") -> Tensor:
+def lerp_codes(a: Tensor, b: Tensor, t: Tensor, path: Route = "linear") -> Tensor:
     """Codes on the path from ``a`` to ``b`` (each (D,)) at fractions ``t`` (T,): (T, D).
 
     ``slerp`` follows the great circle, keeping the norm of Gaussian codes typical (a straight line
@@ -70,7 +70,7 @@ def lerp_codes(a: Tensor, b: Tensor, t: Tensor, path: Path = "linear") -> Tensor
 
 @torch.no_grad()
 def interpolate(model: Autoencoder, a: Tensor, b: Tensor, steps: int = 8,
-                path: Path = "linear") -> Tensor:
+                path: Route = "linear") -> Tensor:
     """Decoded images between images ``a`` and ``b`` ((C, H, W), uint8 or float): (steps, C, H, W).
 
     The first and last images are the reconstructions of ``a`` and ``b``.
