@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from aevision.cli.common import Parser, UsageError
 
 # subcommand modules, in the order ``aevision --help`` lists them
-COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "listing")
+COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "retrieval", "generate",
+            "anomaly", "listing")
 
 
 def build_parser() -> Parser:

@@ -3,6 +3,7 @@
 from aevision.models import conv as _conv  # noqa: F401  (registers architectures)
 from aevision.models import dense as _dense  # noqa: F401
 from aevision.models import dsae as _dsae  # noqa: F401
+from aevision.models import vae as _vae  # noqa: F401
 from aevision.models.base import Autoencoder, LossContext, Parts
 from aevision.models.io import load_model, save_model
 from aevision.models.registry import MODELS, build_model

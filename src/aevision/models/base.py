@@ -37,7 +37,9 @@ class Parts:
     ``encoder``: (N, C, H, W) -> (N, D); ``decoder``: (N, D) -> reconstruction.
     ``target`` maps the input to what the decoder must reproduce (identity when None; the deep
     spatial autoencoder reconstructs a downsampled grey image). ``code_range`` is the interval the
-    code lives in ((0, 1) for sigmoid codes), which some regularizers require.
+    code lives in ((0, 1) for sigmoid codes), which some regularizers require. ``regularizers``
+    are the ones the architecture itself implies (a VAE's reparameterisation and KL term); they
+    run before the configured ones and are rebuilt by the builder, so configs never list them.
     """
 
     encoder: nn.Module
@@ -46,6 +48,7 @@ class Parts:
     target: nn.Module | None = None
     code_range: tuple[float, float] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    regularizers: list[Regularizer] = field(default_factory=list)
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Autoencoder(nn.Module):
         self.code_range = parts.code_range
         self.notes = parts.notes  # architecture facts regularizers may rely on
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.regularizers = nn.ModuleList(regularizers)
+        self.regularizers = nn.ModuleList([*parts.regularizers, *regularizers])
         self.reconstruction = reconstruction
         self.spec = spec or {}  # how to rebuild this model: written to config.json
 

@@ -39,6 +39,6 @@ def build_model(
         "input_shape": list(shape),
     }
     model = Autoencoder(parts, shape, regs, reconstruction, spec)  # type: ignore[arg-type]
-    for i, reg in enumerate(model.regularizers):
+    for i, reg in enumerate(regs):  # the configured ones; the architecture's own need no check
         reg.check(model, f"regularizers[{i}]")
     return model

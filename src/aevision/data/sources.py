@@ -1,0 +1,90 @@
+"""One image set from one word on the command line: a file, a folder, or a dataset name.
+
+Commands that take "the gallery" or "the normal images" accept either a path or a registered
+dataset (``mnist``, ``folder:PATH``). A :class:`SourceSpec` records which, so that a saved index
+can reload exactly the same images later (to draw thumbnails), and a fingerprint of the pixels
+says whether they are still the same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from aevision.data.imageset import ImageSet
+from aevision.errors import AevisionError
+
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """``data``: a path (file or folder) or a dataset name; the rest only applies to datasets,
+    except ``limit`` (keep the first N images)."""
+
+    data: str
+    split: Split = "train"
+    root: str | None = None
+    seed: int = 0
+    limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourceSpec:
+        return cls(**{k: d[k] for k in ("data", "split", "root", "seed", "limit") if k in d})
+
+
+def is_path(data: str) -> bool:
+    return Path(data).expanduser().exists()
+
+
+def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) -> ImageSet:
+    """The images of ``spec``, converted to ``channels`` and resized to ``image_size``.
+
+    A dataset's ``train`` split is the whole official training set (no validation carved out)
+    unless ``split`` is ``val``, which is the seeded 10% that ``pretrain`` holds out.
+    """
+    from aevision.config import DataConfig
+    from aevision.data.folder import load_folder
+    from aevision.data.images import BadImage, load_image
+    from aevision.data.registry import DATASETS, load_dataset
+
+    if spec.limit is not None and spec.limit < 1:
+        raise AevisionError(f"--limit: got {spec.limit}, expected a positive integer")
+    path = Path(spec.data).expanduser()
+    if path.is_dir():
+        data = load_folder(path.resolve(), channels=channels, image_size=image_size)
+    elif path.is_file():
+        try:
+            img = load_image(path, channels, image_size)
+        except BadImage as e:
+            raise AevisionError(f"{path}: {e}") from None
+        data = ImageSet(img.unsqueeze(0), files=[str(path.resolve())])
+    else:
+        name = spec.data.partition(":")[0]
+        if name not in DATASETS:
+            raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
+                                f"(datasets: {', '.join(DATASETS.names())})")
+        cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
+                         val_fraction=0.1 if spec.split == "val" else 0.0)
+        splits = load_dataset(cfg, spec.seed)
+        found = getattr(splits, spec.split)
+        if found is None:
+            raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
+        data = found
+    if spec.limit is not None and spec.limit < len(data):
+        data = data.subset(range(spec.limit))
+    return data
+
+
+def fingerprint(images: torch.Tensor) -> str:
+    """SHA-256 of the uint8 pixels and their shape: equal only for the very same images."""
+    h = hashlib.sha256(str(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,97 @@
+"""Generation from the code space: random samples of a VAE and latent interpolations.
+
+Sampling needs a prior to draw codes from, which only a variational model has (N(0, I), the
+distribution its KL term pulled the codes towards); a plain autoencoder's codes fill an unknown
+region, and decoding random points of R^D gives noise. Interpolation works with any autoencoder:
+it decodes points on the path between the codes of two images.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from aevision.api import as_float_images
+from aevision.errors import AevisionError
+from aevision.models import Autoencoder
+
+Route = Literal["linear", "slerp"]
+
+
+def is_variational(model: Autoencoder) -> bool:
+    return bool(model.notes.get("variational"))
+
+
+@torch.no_grad()
+def sample(model: Autoencoder, n: int, *, seed: int = 0, temperature: float = 1.0) -> Tensor:
+    """``n`` images decoded from codes drawn from the prior N(0, temperature^2 I): (n, C, H, W).
+
+    ``temperature`` < 1 trades diversity for cleaner images (the usual truncation trick).
+    """
+    if not is_variational(model):
+        name = model.spec.get("name", "this model")
+        raise AevisionError(f"sample: model {name!r} has no prior to sample from; train a "
+                            f"variational model (model.name=vae or conv-vae)")
+    if n < 1:
+        raise AevisionError(f"sample: n must be a positive integer, got {n}")
+    if not temperature > 0:
+        raise AevisionError(f"sample: temperature must be > 0, got {temperature}")
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.code_dim, generator=g) * temperature
+    return _decode(model, z.to(device))
+
+
+def path_weights(steps: int) -> Tensor:
+    """``steps`` evenly spaced fractions from 0 to 1, both ends included."""
+    if steps < 2:
+        raise AevisionError(f"interpolate: steps must be at least 2 (the two ends), got {steps}")
+    return torch.linspace(0.0, 1.0, steps)
+
+
+def lerp_codes(a: Tensor, b: Tensor, t: Tensor, path: Route = "linear") -> Tensor:
+    """Codes on the path from ``a`` to ``b`` (each (D,)) at fractions ``t`` (T,): (T, D).
+
+    ``slerp`` follows the great circle, keeping the norm of Gaussian codes typical (a straight line
+    between two N(0, I) draws passes through low-norm, low-probability codes).
+    """
+    t = t.to(a.dtype).unsqueeze(1)
+    if path == "linear":
+        return (1 - t) * a + t * b
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if float(omega) < 1e-4:  # (nearly) parallel: slerp degenerates to lerp
+        return (1 - t) * a + t * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@torch.no_grad()
+def interpolate(model: Autoencoder, a: Tensor, b: Tensor, steps: int = 8,
+                path: Route = "linear") -> Tensor:
+    """Decoded images between images ``a`` and ``b`` ((C, H, W), uint8 or float): (steps, C, H, W).
+
+    The first and last images are the reconstructions of ``a`` and ``b``.
+    """
+    t = path_weights(steps)
+    x = as_float_images(torch.stack([torch.as_tensor(a), torch.as_tensor(b)]))
+    model.check_input(x)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        za, zb = model.encode(x.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    return _decode(model, lerp_codes(za, zb, t, path).to(device))
+
+
+def _decode(model: Autoencoder, z: Tensor, batch_size: int = 1024) -> Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.decode(chunk).float().cpu() for chunk in z.split(batch_size)])
+    finally:
+        model.train(was_training)
