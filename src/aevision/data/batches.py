@@ -4,11 +4,15 @@ For data already in memory a ``DataLoader`` costs more than the model on small a
 indexes one sample at a time and collates. Here a batch is one gather on a uint8 tensor and one
 conversion to float. The order is a function of (seed, epoch) alone, so a resumed run sees the
 same batches, and under data parallelism each rank takes a disjoint, equal-sized shard.
+
+With ``targets`` (per-sample labels or masks, gathered with the same indices and yielded as
+stored), a batch is the pair ``(x, y)``; the Trainer then calls ``model(x, y)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,7 +22,11 @@ from aevision.data.splits import permutation
 
 
 class TensorBatches:
-    """Batches of ``data`` ((N, ...) uint8 images or clips) as float32 in [0, 1]."""
+    """Batches of ``data`` ((N, ...) uint8 images or clips) as float32 in [0, 1].
+
+    ``transform`` maps each batch to the batch used (with ``targets``: ``(x, y) -> (x, y)``, so
+    geometric augmentations move images and masks together).
+    """
 
     def __init__(
         self,
@@ -28,10 +36,14 @@ class TensorBatches:
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
-        transform: Callable[[Tensor], Tensor] | None = None,
+        transform: Callable[..., Any] | None = None,
         channels_last: bool = False,
+        targets: Tensor | None = None,
     ):
+        if targets is not None and len(targets) != len(data):
+            raise ValueError(f"TensorBatches: {len(targets)} targets for {len(data)} samples")
         self.data = data
+        self.targets = targets
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -45,6 +57,8 @@ class TensorBatches:
     def to(self, device: torch.device | str) -> TensorBatches:
         """Move the whole uint8 tensor to ``device`` once (GPU training: no host transfers)."""
         self.data = self.data.to(device)
+        if self.targets is not None:
+            self.targets = self.targets.to(device)
         return self
 
     def shard_size(self, world_size: int = 1) -> int:
@@ -63,14 +77,24 @@ class TensorBatches:
             order = order[rank * per:(rank + 1) * per]
         return order
 
-    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0) -> Iterator[Tensor]:
+    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
+              start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
         """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming)."""
         order = self.indices(epoch, rank, world_size).to(self.data.device)
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             batch = to_float(self.data[idx])
-            if self.transform is not None:
-                batch = self.transform(batch)
-            if self.channels_last and batch.dim() == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            yield batch
+            if self.targets is None:
+                if self.transform is not None:
+                    batch = self.transform(batch)
+                yield self._layout(batch)
+            else:
+                y = self.targets[idx]
+                if self.transform is not None:
+                    batch, y = self.transform(batch, y)
+                yield self._layout(batch), y
+
+    def _layout(self, batch: Tensor) -> Tensor:
+        if self.channels_last and batch.dim() == 4:
+            return batch.contiguous(memory_format=torch.channels_last)
+        return batch

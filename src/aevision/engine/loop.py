@@ -3,7 +3,10 @@
 Fabric adds ~nothing over a hand-written loop (the Trainer costs 26-30% on small autoencoders,
 measured in the foundation issue), so the engine is a plain loop over in-memory batches with
 Fabric handling accelerators, mixed precision, distributed strategies and loggers. It knows
-nothing about particular autoencoders: the model's ``forward`` returns named loss terms.
+nothing about particular autoencoders: the model's ``forward`` returns named loss terms. A batch
+is a tensor (``model(x)``) or a tuple (``model(*batch)``, e.g. images and masks). A model may
+define ``on_train_epoch_start(epoch)`` (e.g. to freeze a pretrained part for the first epochs);
+it is called before every epoch, resumed ones included.
 """
 
 from __future__ import annotations
@@ -150,6 +153,9 @@ class Trainer:
         total_train_s = sum(h.get("train_seconds", 0.0) for h in loop.history)
         try:
             for epoch in range(loop.epoch, cfg.epochs):
+                hook = getattr(raw, "on_train_epoch_start", None)
+                if callable(hook):
+                    hook(epoch)
                 report.start_epoch(epoch, loop.batch)
                 self._train_epoch(wrapped, optimizer, scheduler, train, epoch, loop, report,
                                   raw, run_config)
@@ -223,7 +229,7 @@ class Trainer:
             wait += time.perf_counter() - t0
             if xb is None:
                 break
-            terms = wrapped(xb)
+            terms = wrapped(*xb) if isinstance(xb, tuple) else wrapped(xb)
             loss = terms["loss"]
             if not bool(torch.isfinite(loss)):
                 self._nonfinite(terms, epoch, batch_no, loop)
@@ -285,8 +291,8 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for xb in val.epoch(0):
-            terms = wrapped(xb)
-            n = xb.shape[0]
+            terms = wrapped(*xb) if isinstance(xb, tuple) else wrapped(xb)
+            n = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             count += n
