@@ -213,6 +213,39 @@ def test_batches_with_targets_stay_aligned_through_augmentation():
     assert not torch.equal(y, big[:, 0])
 
 
+class _PairModel(torch.nn.Module):
+    """Regresses a per-sample target; records the epochs the Trainer announces."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+        self.epochs: list[int] = []
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def forward(self, x, y):
+        return {"loss": ((self.lin(x.flatten(1)).squeeze(1) - y.float()) ** 2).mean()}
+
+
+def test_trainer_feeds_image_target_pairs_and_announces_every_epoch(tmp_path):
+    from aevision.config import TrainConfig
+    from aevision.engine import Trainer
+
+    x = torch.randint(0, 256, (32, 1, 2, 2), dtype=torch.uint8)
+    y = (x.float().flatten(1) / 255 @ torch.tensor([1.0, -2.0, 0.5, 3.0])).round().to(torch.int64)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, progress=False, accelerator="cpu")
+    model = _PairModel()
+    fit = Trainer(cfg, tmp_path, seed=0).fit(model, TensorBatches(x, 8, targets=y),
+                                             TensorBatches(x, 16, shuffle=False, targets=y))
+    assert model.epochs == [0, 1, 2]
+    assert fit.history[-1]["val_loss"] < fit.history[0]["val_loss"]
+    resumed = _PairModel()
+    cfg.epochs = 4
+    Trainer(cfg, tmp_path, seed=0).fit(resumed, TensorBatches(x, 8, targets=y), None, resume=True)
+    assert resumed.epochs == [3]  # a resumed run announces only the epochs it runs
+
+
 # --- the segmenter and its encoder ---------------------------------------------------------------
 
 
