@@ -53,8 +53,8 @@ CONFIG: dict[str, Any] = {
     "shapes-seg": {
         "data": {"name": "shapes-seg", "n_train": 2000, "n_test": 500, "size": 32, "val_fraction": 0.0},
         "autoencoder": {
-            "model": {"name": "conv", "channels": [16, 32, 64], "code_dim": 64},
-            "regularizers": [],
+            "model": {"name": "conv", "channels": [16, 32, 64, 128], "code_dim": None},
+            "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
             "train": {"epochs": 40, "batch_size": 64, "lr": 2e-3},
         },
         "segment": {
@@ -62,8 +62,8 @@ CONFIG: dict[str, Any] = {
             "augment": {"hflip": True, "vflip": True, "rot90": True},
             "train": {"batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
         },
-        "all": {"epochs": 15, "freeze_epochs": 2},
-        "few": {"epochs": 20, "epoch_images": 480, "freeze_epochs": 5},
+        "all": {"epochs": 30, "freeze_epochs": 2},
+        "few": {"epochs": 15, "epoch_images": 320, "freeze_epochs": 5},
         "budgets": [10, 50],
     },
     "penn-fudan": {
@@ -77,10 +77,10 @@ CONFIG: dict[str, Any] = {
         "segment": {
             "decoder": {"stem_channels": 16},
             "augment": {"hflip": True, "zoom": 1.3, "jitter": 0.1},
-            "train": {"batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+            "train": {"batch_size": 8, "lr": 2e-3, "scheduler": "cosine"},
         },
-        "all": {"epochs": 60, "freeze_epochs": 5},
-        "few": {"epochs": 40, "epoch_images": 240, "freeze_epochs": 10},
+        "all": {"epochs": 100, "freeze_epochs": 5},
+        "few": {"epochs": 40, "epoch_images": 96, "freeze_epochs": 10},
         "budgets": [10],
     },
 }
@@ -92,7 +92,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--skip", choices=tuple(CONFIG), action="append", default=[])
     p.add_argument("--quick", action="store_true", help="tiny data and schedules (a smoke test)")
-    p.add_argument("--runs", default=None, help="folder for the run outputs (default: a temp folder)")
+    p.add_argument("--runs", default=None, help="folder for the run outputs (default: a temp folder); "
+                   "runs finished there with the same config are reused, so a killed bench resumes")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared, oversubscribed machine extra threads only wait)")
     p.add_argument("--jobs", type=int, default=2, help="datasets run in parallel processes")
@@ -123,19 +124,34 @@ def load(name: str, cfg: dict[str, Any], root: str | None) -> SegSplits:
                                         val_fraction=d["val_fraction"], options=options), seed=0)
 
 
+def finished(folder: Path, config: dict[str, Any], summary: str) -> dict[str, Any] | None:
+    """The summary of a run already finished in ``folder`` with exactly ``config`` (a killed bench
+    picks up where it stopped), else None."""
+    path = folder / summary
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    return done if done.get("bench_config") == config else None
+
+
 def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
                      runs: Path) -> tuple[str, float, float]:
     ae = cfg["autoencoder"]
+    out = runs / name / f"seed{seed}" / "autoencoder"
+    config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
+              "data": {"name": name}, "train": {**ae["train"], "progress": False}}
+    done = finished(out, {**config, "flips": ae.get("flips", False)}, "bench.json")
+    if done is not None:
+        return str(out), done["seconds"], done["cpu_seconds"]
     images = data.train.images
     if ae.get("flips"):
         images = torch.cat([images, images.flip(-1)])
-    out = runs / name / f"seed{seed}" / "autoencoder"
     t0, c0 = time.time(), time.process_time()
-    pretrain({"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
-              "data": {"name": name},
-              "train": {**ae["train"], "progress": False}},
-             data=Splits(train=ImageSet(images, name=name), test=None, val=None))
-    return str(out), time.time() - t0, time.process_time() - c0
+    pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None))
+    seconds, cpu = time.time() - t0, time.process_time() - c0
+    write_json(out / "bench.json", {"bench_config": {**config, "flips": ae.get("flips", False)},
+                                    "seconds": seconds, "cpu_seconds": cpu})
+    return str(out), seconds, cpu
 
 
 def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs: Path, *, encoder: str,
@@ -151,12 +167,17 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
         "decoder": seg["decoder"], "augment": seg["augment"],
         "train": {**seg["train"], "epochs": sched["epochs"], "progress": False},
     }
+    done = finished(Path(config["output_dir"]), config, "bench.json")
+    if done is not None:
+        return done["result"]
     t0, c0 = time.time(), time.process_time()
     result = segment(config, data=data)
     m = result.metrics
-    return {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
-            "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
-            "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+    out = {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
+           "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
+           "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+    write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": config, "result": out})
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
