@@ -12,16 +12,26 @@ from aevision.api import (
 )
 from aevision.config import PretrainConfig, build_config
 from aevision.errors import AevisionError
+from aevision.tasks.segmentation import (
+    SegmentConfig,
+    load_segmenter,
+    predict_masks,
+    segment,
+)
 
 __all__ = [
     "AevisionError",
     "FeatureExtractor",
     "PretrainConfig",
     "PretrainResult",
+    "SegmentConfig",
     "__version__",
     "build_config",
     "encode",
     "load",
+    "load_segmenter",
+    "predict_masks",
     "pretrain",
     "reconstruct",
+    "segment",
 ]

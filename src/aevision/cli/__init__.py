@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from aevision.cli.common import Parser, UsageError
 
 # subcommand modules, in the order ``aevision --help`` lists them
-COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "retrieval", "generate",
-            "anomaly", "listing")
+COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "segment", "predict_masks",
+            "retrieval", "generate", "anomaly", "listing")
 
 
 def build_parser() -> Parser:

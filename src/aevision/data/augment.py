@@ -65,6 +65,10 @@ class Augment:
             x = (x + cfg.noise * torch.randn_like(x)).clamp(0, 1)
         return x
 
+    def images_only(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The labelled-batch form ``(x, y) -> (x', y)``: class labels do not move with the image."""
+        return self(x), y
+
     def warp(self, x: Tensor) -> Tensor:
         """Per-sample rotation, zoom and shift in one batched resampling (zeros padding)."""
         n, dev = len(x), x.device

@@ -7,13 +7,14 @@ same batches. Under data parallelism with W ranks each global batch of W x batch
 the one a single process with that batch size would draw, split in W slices: DDP then averages
 exactly the gradient of the single-process run, and the loss curves agree.
 
-With ``targets`` (labels, or any per-sample tensor) a batch is the pair ``(x, targets[idx])``, so
-supervised tasks train on the same loop; ``transform`` (augmentation) touches only ``x``.
+With ``targets`` (per-sample labels or masks, gathered with the same indices and yielded as
+stored), a batch is the pair ``(x, y)``; the Trainer then calls ``model(x, y)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +24,11 @@ from aevision.data.splits import permutation
 
 
 class TensorBatches:
-    """Batches of ``data`` ((N, ...) uint8 images or clips) as float32 in [0, 1]."""
+    """Batches of ``data`` ((N, ...) uint8 images or clips) as float32 in [0, 1].
+
+    ``transform`` maps each batch to the batch used (with ``targets``: ``(x, y) -> (x, y)``, so
+    geometric augmentations move images and masks together).
+    """
 
     def __init__(
         self,
@@ -33,7 +38,7 @@ class TensorBatches:
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
-        transform: Callable[[Tensor], Tensor] | None = None,
+        transform: Callable[..., Any] | None = None,
         channels_last: bool = False,
         targets: Tensor | None = None,
     ):
@@ -94,8 +99,17 @@ class TensorBatches:
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             batch = to_float(self.data[idx])
-            if self.transform is not None:
-                batch = self.transform(batch)
-            if self.channels_last and batch.dim() == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            yield batch if self.targets is None else (batch, self.targets[idx])
+            if self.targets is None:
+                if self.transform is not None:
+                    batch = self.transform(batch)
+                yield self._layout(batch)
+            else:
+                y = self.targets[idx]
+                if self.transform is not None:
+                    batch, y = self.transform(batch, y)
+                yield self._layout(batch), y
+
+    def _layout(self, batch: Tensor) -> Tensor:
+        if self.channels_last and batch.dim() == 4:
+            return batch.contiguous(memory_format=torch.channels_last)
+        return batch

@@ -57,15 +57,15 @@ Loader = Callable[..., Splits]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
-def load_dataset(cfg: DataConfig, seed: int) -> Splits:
-    """Load ``cfg.name`` with its options, convert/resize as configured, split off validation."""
+def resolve_source(cfg: DataConfig, registry: Registry[Loader]) -> tuple[str, Source]:
+    """The registered name in ``cfg.name`` (``folder:PATH`` -> ``folder``) and its :class:`Source`."""
     name, _, argument = cfg.name.partition(":")
-    entry = DATASETS.get(name, "data.name")
+    entry = registry.get(name, "data.name")
     if argument and not getattr(entry.fn, "takes_argument", False):
         raise DataError(f"data.name: dataset {name!r} takes no ':' argument (got {cfg.name!r})")
     if getattr(entry.fn, "takes_argument", False) and not argument:
         raise DataError(f"data.name: dataset {name!r} needs a path, e.g. {name}:/path/to/images")
-    source = Source(
+    return name, Source(
         root=data_root(cfg.root),
         download=cfg.download,
         strict=cfg.strict,
@@ -73,6 +73,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> Splits:
         image_size=tuple(cfg.image_size) if cfg.image_size else None,  # type: ignore[arg-type]
         argument=argument or None,
     )
+
+
+def load_dataset(cfg: DataConfig, seed: int) -> Splits:
+    """Load ``cfg.name`` with its options, convert/resize as configured, split off validation."""
+    name, source = resolve_source(cfg, DATASETS)
     splits = DATASETS.build(name, source, field="data", options=cfg.options)
     splits.train = conform(splits.train, source)
     if splits.test is not None:

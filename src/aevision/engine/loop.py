@@ -3,11 +3,12 @@
 Fabric adds ~nothing over a hand-written loop (the Trainer costs 26-30% on small autoencoders,
 measured in the foundation issue), so the engine is a plain loop over in-memory batches with
 Fabric handling accelerators, mixed precision, distributed strategies and loggers. It knows
-nothing about particular autoencoders: the model's ``forward`` returns named loss terms.
-
-A batch is ``x``, or a tuple ``(x, y, ...)`` (supervised tasks) that is passed as
-``forward(x, y, ...)``. A model may define ``param_groups(lr) -> list[dict]`` to give parts of it
-their own learning rates (fine-tuning: a slower pretrained encoder than the new head).
+nothing about particular autoencoders: the model's ``forward`` returns named loss terms. A batch
+is a tensor (``model(x)``) or a tuple (``model(*batch)``, e.g. images and labels or masks). A model
+may define ``param_groups(lr) -> list[dict]`` to give parts of it their own learning rates
+(fine-tuning: a slower pretrained encoder than the new head), and ``on_train_epoch_start(epoch)``
+(e.g. to freeze a pretrained part for the first epochs); it is called before every epoch, resumed
+ones included.
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ class Trainer:
         total_train_s = sum(h.get("train_seconds", 0.0) for h in loop.history)
         try:
             for epoch in range(loop.epoch, cfg.epochs):
+                hook = getattr(raw, "on_train_epoch_start", None)
+                if callable(hook):
+                    hook(epoch)
                 report.start_epoch(epoch, loop.batch)
                 self._train_epoch(wrapped, optimizer, scheduler, train, epoch, loop, report,
                                   raw, run_config)

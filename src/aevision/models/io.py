@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from aevision.errors import AevisionError
 from aevision.io import read_json, read_safetensors, write_json, write_safetensors
 from aevision.models.base import Autoencoder
@@ -58,21 +60,27 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder
         spec["name"], spec["input_shape"], spec.get("options", {}),
         spec.get("regularizers", []), spec.get("reconstruction", "mse"),
     )
+    load_weights_strict(model, weights, folder / CONFIG)
+    return model.to(device).eval()
+
+
+def load_weights_strict(module: nn.Module, weights: Path, config: Path) -> None:
+    """Load ``weights`` into ``module`` (rebuilt from ``config``): every tensor, right shapes, or a
+    one-line error; never a half-loaded model."""
     state = read_safetensors(weights, "model weights")
-    missing, unexpected = _diff(model.state_dict(), state)
+    missing, unexpected = _diff(module.state_dict(), state)
     if missing or unexpected:
         raise AevisionError(
-            f"{weights}: weights do not match {folder / CONFIG} "
+            f"{weights}: weights do not match {config} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    for key, value in model.state_dict().items():
+    for key, value in module.state_dict().items():
         if state[key].shape != value.shape:
             raise AevisionError(
                 f"{weights}: tensor {key} has shape {tuple(state[key].shape)}, "
                 f"config says {tuple(value.shape)}"
             )
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    module.load_state_dict(state, strict=True)
 
 
 def _diff(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:

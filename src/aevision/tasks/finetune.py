@@ -183,7 +183,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     augment = Augment(cfg.augment) if cfg.augment.active else None
     bs = min(cfg.train.batch_size, len(train))
     batches = TensorBatches(train.images, bs, seed=seed, shuffle=True, drop_last=True,
-                            transform=augment, targets=train.labels)
+                            transform=None if augment is None else augment.images_only, targets=train.labels)
     val_batches = (TensorBatches(val.images, max(bs, 512), shuffle=False, targets=val.labels)
                    if val is not None and val.labels is not None and len(val) else None)
     out_dir = Path(out_dir)

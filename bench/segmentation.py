@@ -1,0 +1,270 @@
+"""Claim: an autoencoder-pretrained encoder gives better masks than random init when masks are few.
+
+For each seed, a convolutional autoencoder is pretrained on all training images (no masks), then
+U-Net segmenters are trained on masks with that encoder ("pretrained": frozen for the first
+epochs, then fine-tuned) or with the same architecture from random weights ("scratch"):
+
+- ``shapes-seg`` (generated, 32 x 32, circle / square / triangle / background): all training
+  masks; 10 and 50 masks (the same seeded choice for both inits);
+- ``penn-fudan`` (170 street photos resized to 64 x 80, person / background, fixed 120 train /
+  50 test split): all 120 training masks; 10 masks.
+
+The protocol never lets the test split choose anything: no validation-based selection at all
+(every run trains for a fixed schedule, decided beforehand on validation images carved from the
+training split, and keeps its last weights); the test split is scored once per run. Scores are
+torchmetrics' dataset-level IoU (mean over classes for shapes-seg, the person class for
+Penn-Fudan), mean +- std over seeds (population std).
+
+    AEVISION_DATA=../shared/datasets python bench/segmentation.py            # full (3 seeds)
+    python bench/segmentation.py --quick --skip penn-fudan                    # smoke test
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
+
+import argparse
+import copy
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "src"))
+
+from aevision.api import machine_info, pretrain  # noqa: E402
+from aevision.config import DataConfig  # noqa: E402
+from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
+from aevision.data.segset import SegSplits  # noqa: E402
+from aevision.io import write_json  # noqa: E402
+from aevision.tasks.segmentation import segment  # noqa: E402
+
+# Everything a run depends on; written to the results file. Chosen on validation images only.
+CONFIG: dict[str, Any] = {
+    "shapes-seg": {
+        "data": {"name": "shapes-seg", "n_train": 2000, "n_test": 500, "size": 32, "val_fraction": 0.0},
+        "autoencoder": {
+            "model": {"name": "conv", "channels": [16, 32, 64, 128], "code_dim": None},
+            "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
+            "train": {"epochs": 40, "batch_size": 64, "lr": 2e-3},
+        },
+        "segment": {
+            "decoder": {"stem_channels": 16},
+            "augment": {"hflip": True, "vflip": True, "rot90": True},
+            "train": {"batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+        },
+        "all": {"epochs": 30, "freeze_epochs": 2},
+        "few": {"epochs": 15, "epoch_images": 320, "freeze_epochs": 5},
+        "budgets": [10, 50],
+    },
+    "penn-fudan": {
+        "data": {"name": "penn-fudan", "image_size": [64, 80], "val_fraction": 0.0},
+        "autoencoder": {
+            "model": {"name": "conv", "channels": [16, 32, 64, 128], "code_dim": None},
+            "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
+            "train": {"epochs": 60, "batch_size": 16, "lr": 2e-3},
+            "flips": True,  # pretrain on the training photos and their mirror images
+        },
+        "segment": {
+            "decoder": {"stem_channels": 16},
+            "augment": {"hflip": True, "zoom": 1.3, "jitter": 0.1},
+            "train": {"batch_size": 8, "lr": 2e-3, "scheduler": "cosine"},
+        },
+        "all": {"epochs": 100, "freeze_epochs": 5},
+        "few": {"epochs": 40, "epoch_images": 96, "freeze_epochs": 10},
+        "budgets": [10],
+    },
+}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--skip", choices=tuple(CONFIG), action="append", default=[])
+    p.add_argument("--quick", action="store_true", help="tiny data and schedules (a smoke test)")
+    p.add_argument("--runs", default=None, help="folder for the run outputs (default: a temp folder); "
+                   "runs finished there with the same config are reused, so a killed bench resumes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: on a shared, oversubscribed machine extra threads only wait)")
+    p.add_argument("--jobs", type=int, default=2, help="datasets run in parallel processes")
+    p.add_argument("--out", default=str(ROOT / "results" / "segmentation.json"))
+    return p.parse_args()
+
+
+def quick(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A few-minute version of the protocol, to check the script end to end."""
+    cfg = copy.deepcopy(cfg)
+    s = cfg["shapes-seg"]
+    s["data"].update(n_train=200, n_test=50, size=24)
+    s["autoencoder"]["train"]["epochs"] = 2
+    s["all"]["epochs"] = 2
+    s["few"].update(epochs=2, epoch_images=64, freeze_epochs=1)
+    p = cfg["penn-fudan"]
+    p["data"]["image_size"] = [32, 40]
+    p["autoencoder"]["train"]["epochs"] = 2
+    p["all"].update(epochs=2, freeze_epochs=1)
+    p["few"].update(epochs=2, epoch_images=32, freeze_epochs=1)
+    return cfg
+
+
+def load(name: str, cfg: dict[str, Any], root: str | None) -> SegSplits:
+    d = dict(cfg["data"])
+    options = {k: v for k, v in d.items() if k not in ("name", "image_size", "val_fraction")}
+    return load_segmentation(DataConfig(name=d["name"], root=root, image_size=d.get("image_size"),
+                                        val_fraction=d["val_fraction"], options=options), seed=0)
+
+
+def finished(folder: Path, config: dict[str, Any], summary: str) -> dict[str, Any] | None:
+    """The summary of a run already finished in ``folder`` with exactly ``config`` (a killed bench
+    picks up where it stopped), else None."""
+    path = folder / summary
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    return done if done.get("bench_config") == config else None
+
+
+def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
+                     runs: Path) -> tuple[str, float, float]:
+    ae = cfg["autoencoder"]
+    out = runs / name / f"seed{seed}" / "autoencoder"
+    config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
+              "data": {"name": name}, "train": {**ae["train"], "progress": False}}
+    done = finished(out, {**config, "flips": ae.get("flips", False)}, "bench.json")
+    if done is not None:
+        return str(out), done["seconds"], done["cpu_seconds"]
+    images = data.train.images
+    if ae.get("flips"):
+        images = torch.cat([images, images.flip(-1)])
+    t0, c0 = time.time(), time.process_time()
+    pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None))
+    seconds, cpu = time.time() - t0, time.process_time() - c0
+    write_json(out / "bench.json", {"bench_config": {**config, "flips": ae.get("flips", False)},
+                                    "seconds": seconds, "cpu_seconds": cpu})
+    return str(out), seconds, cpu
+
+
+def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs: Path, *, encoder: str,
+                init: str, labels: int | None) -> dict[str, Any]:
+    sched = cfg["all"] if labels is None else cfg["few"]
+    seg = cfg["segment"]
+    tag = f"{'all' if labels is None else labels}-{init}"
+    config = {
+        "seed": seed, "output_dir": str(runs / name / f"seed{seed}" / tag), "encoder": encoder, "init": init,
+        "labels": labels, "epoch_images": sched.get("epoch_images"),
+        "freeze_epochs": sched["freeze_epochs"] if init == "pretrained" else 0,
+        "examples": 8, "data": {"name": name},
+        "decoder": seg["decoder"], "augment": seg["augment"],
+        "train": {**seg["train"], "epochs": sched["epochs"], "progress": False},
+    }
+    done = finished(Path(config["output_dir"]), config, "bench.json")
+    if done is not None:
+        return done["result"]
+    t0, c0 = time.time(), time.process_time()
+    result = segment(config, data=data)
+    m = result.metrics
+    out = {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
+           "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
+           "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+    write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": config, "result": out})
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
+
+
+def run_dataset(name: str, cfg: dict[str, Any], seeds: list[int], data_root: str | None, runs: Path,
+                threads: int) -> dict[str, list[dict[str, Any]]]:
+    """Every run of one dataset: per seed, pretrain, then the segmenters of the plan."""
+    torch.set_num_threads(threads)
+    data = load(name, cfg, data_root)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for seed in seeds:
+        encoder, ae_seconds, ae_cpu = pretrain_encoder(name, cfg, data, seed, runs)
+        plan: list[tuple[str, int | None, str]] = [("all", None, "pretrained")]
+        for b in cfg["budgets"]:
+            plan += [(str(b), b, "pretrained"), (str(b), b, "scratch")]
+        for tag, labels, init in plan:
+            r = run_segment(name, cfg, data, seed, runs, encoder=encoder, init=init, labels=labels)
+            r.update(seed=seed, pretrain_seconds=round(ae_seconds, 1), pretrain_cpu_seconds=round(ae_cpu, 1))
+            out.setdefault(f"{tag}_{init}", []).append(r)
+            print(json.dumps({"dataset": name, "run": f"{tag}_{init}", "seed": seed,
+                              "miou": round(r["miou"], 4), "iou": r["iou"], "s": r["seconds"]}),
+                  file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = quick(CONFIG) if args.quick else CONFIG
+    runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="aevision-bench-seg-"))
+    seeds = list(range(args.seeds))
+    names = [n for n in CONFIG if n not in args.skip]
+    started = time.time()
+    jobs = [(n, cfg[n], seeds, args.data_root, runs, args.threads) for n in names]
+    if args.jobs > 1 and len(jobs) > 1:
+        # one process per dataset: on a shared machine two single-threaded processes get more of it
+        # than one, and neither waits for the other's threads
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(args.jobs, len(jobs))) as pool:
+            per_run = dict(zip(names, pool.starmap(run_dataset, jobs), strict=True))
+    else:
+        per_run = {n: run_dataset(*job) for n, job in zip(names, jobs, strict=True)}
+    results: dict[str, float] = {}
+    for name, runs_here in per_run.items():
+        for key, runs_list in runs_here.items():
+            short = key.replace("all_pretrained", "all")
+            if name == "shapes-seg":
+                scores, prefix = [r["miou"] for r in runs_list], "miou"
+            else:
+                scores, prefix = [r["iou"]["person"] for r in runs_list], "pennfudan_person_iou"
+            results[f"{prefix}_{short}"], results[f"{prefix}_{short}_std"] = mean_std(scores)
+    claims = {}
+    if "miou_all" in results:
+        claims["shapes_all_miou_at_least_0.90"] = results["miou_all"] >= 0.90
+        claims["shapes_10_pretrained_beats_scratch_by_5_points"] = (
+            results["miou_10_pretrained"] - results["miou_10_scratch"] >= 0.05)
+        claims["shapes_50_pretrained_not_worse"] = results["miou_50_pretrained"] >= results["miou_50_scratch"]
+    if "pennfudan_person_iou_all" in results:
+        claims["pennfudan_all_person_iou_at_least_0.75"] = results["pennfudan_person_iou_all"] >= 0.75
+        claims["pennfudan_10_pretrained_beats_scratch"] = (
+            results["pennfudan_person_iou_10_pretrained"] > results["pennfudan_person_iou_10_scratch"])
+    out = {
+        **{k: round(v, 4) for k, v in results.items()},
+        "claims_met": claims,
+        "seeds": seeds,
+        "runs": per_run,
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "config": {n: cfg[n] for n in names},
+        "protocol": ("per seed: pretrain the autoencoder on all training images (no masks); segmenters "
+                     "'pretrained' (encoder from it, frozen for freeze_epochs, then fine-tuned) and "
+                     "'scratch' (same architecture, random init) on the same seeded mask subset; fixed "
+                     "schedules chosen beforehand on validation images carved from the training split; "
+                     "last weights, no validation-based selection; test split scored once; mean and "
+                     "population std over seeds"),
+        "notes": (f"shared machine: 2 cores with several other jobs; torch threads = {args.threads} per "
+                  f"process, {min(args.jobs, len(jobs))} process(es), OMP_WAIT_POLICY=PASSIVE (extra "
+                  "threads only spin-wait when the cores are oversubscribed); 'seconds' are wall time "
+                  "under that load, 'cpu_seconds' the process CPU time"),
+        "wall_seconds": round(time.time() - started, 1),
+        "machine": machine_info(),
+    }
+    if args.quick:
+        out["notes"] += "; QUICK MODE: tiny data and schedules, numbers mean nothing"
+    write_json(args.out, out)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""``aevision segment`` settings: plain dataclasses, YAML + ``key=value`` overrides like pretrain.
+
+The data, architecture and training sections are the pretrain ones (:class:`DataConfig`,
+:class:`ModelConfig`, :class:`TrainConfig`), so a user writes them the same way in both commands.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aevision.config import (
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    _deep_update,
+    apply_override,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
+from aevision.validation import check
+
+# Defaults that differ from pretraining's (small labelled sets: small batches, cosine decay).
+DEFAULTS: dict[str, Any] = {
+    "data": {"name": "shapes-seg"},
+    "train": {"epochs": 30, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+}
+
+
+@dataclass
+class DecoderConfig:
+    """The U-Net decoder."""
+
+    channels: list[int] | None = None  # width per level, full resolution first; default: the encoder's
+    stem_channels: int = 16  # full-resolution convolution of the input (0: none)
+    batch_norm: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Cross-entropy + Dice; unknown pixels (mask value 255) are always skipped."""
+
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    class_weights: list[float] | Literal["balanced"] | None = None  # CE weight per class
+
+    def validate(self, prefix: str = "loss") -> None:
+        check(self.ce_weight >= 0, f"{prefix}.ce_weight", self.ce_weight, "a number >= 0")
+        check(self.dice_weight >= 0, f"{prefix}.dice_weight", self.dice_weight, "a number >= 0")
+        check(self.ce_weight + self.dice_weight > 0, f"{prefix}.ce_weight", self.ce_weight,
+              "a positive weight for at least one of ce_weight and dice_weight")
+        if isinstance(self.class_weights, list):
+            check(all(w >= 0 for w in self.class_weights), f"{prefix}.class_weights",
+                  self.class_weights, "weights >= 0")
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes applied to each training batch, to images and masks alike."""
+
+    hflip: bool = True
+    vflip: bool = False
+    rot90: bool = False  # random multiples of 90 degrees (square images only)
+    zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back
+    jitter: float = 0.0  # brightness +-jitter, contrast x(1 +- jitter)
+
+    def validate(self, prefix: str = "augment") -> None:
+        check(self.zoom >= 1.0, f"{prefix}.zoom", self.zoom, "a number >= 1 (1: no zoom)")
+        check(0.0 <= self.jitter < 1.0, f"{prefix}.jitter", self.jitter, "a number in [0, 1)")
+
+
+@dataclass
+class SegmentConfig:
+    """Everything ``aevision segment`` needs; ``to_dict()`` is written beside every metric."""
+
+    seed: int = 0
+    output_dir: str = "runs/segment"
+    encoder: str | None = None  # a model folder from 'aevision pretrain'
+    init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: same architecture, random weights
+    arch: ModelConfig = field(default_factory=ModelConfig)  # the encoder when there is no model folder
+    freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
+    labels: int | None = None  # train on this many masks (seeded choice); None: all
+    epoch_images: int | None = None  # cycle a small labelled set until an epoch has this many images
+    examples: int | None = 16  # test images written as mask and overlay PNGs (None: all)
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes-seg"))
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**DEFAULTS["train"]))
+
+    def validate(self) -> None:
+        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        check(self.freeze_epochs >= 0, "freeze_epochs", self.freeze_epochs, "an integer >= 0")
+        if self.labels is not None:
+            check(self.labels >= 1, "labels", self.labels, "a positive integer or null (all)")
+        if self.epoch_images is not None:
+            check(self.epoch_images >= 1, "epoch_images", self.epoch_images, "a positive integer or null")
+        if self.examples is not None:
+            check(self.examples >= 0, "examples", self.examples, "an integer >= 0 or null (all)")
+        check(self.init == "scratch" or self.encoder is not None, "encoder", self.encoder,
+              "a model folder from 'aevision pretrain' (or init: scratch for a randomly initialised encoder)")
+        self.data.validate()
+        self.train.validate()
+        self.loss.validate()
+        self.augment.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def build_segment_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> SegmentConfig:
+    """Segmentation defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
+    data: dict[str, Any] = copy.deepcopy(DEFAULTS)
+    if base:
+        _deep_update(data, base)
+    if path is not None:
+        _deep_update(data, load_yaml(path))
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    cfg = from_dict(SegmentConfig, data, "")
+    cfg.validate()
+    return cfg
+
+
+def as_segment_config(config: SegmentConfig | dict[str, Any] | str | os.PathLike[str] | None,
+                      overrides: list[str] | tuple[str, ...] = ()) -> SegmentConfig:
+    if isinstance(config, SegmentConfig):
+        return build_segment_config(base=config.to_dict(), overrides=list(overrides)) if overrides else config
+    if isinstance(config, dict):
+        return build_segment_config(base=config, overrides=list(overrides))
+    return build_segment_config(config, list(overrides))

@@ -1,0 +1,211 @@
+"""A U-Net whose encoder is an autoencoder's encoder: pretrained features, then skip connections.
+
+The encoder is any registered architecture whose encoder exposes ``forward_features(x)`` (the map
+of every stage, finest first), such as ``conv``; its code head (flatten + linear) is not used and
+not kept. The decoder climbs back from the coarsest map: at each level it upsamples to the next
+finer skip's size, concatenates that skip, and applies two 3x3 convolutions; at full resolution
+it concatenates a small convolution of the input itself (the strided encoder has no full-size
+map, and edges are sharpest there). A 1x1 convolution gives per-pixel class scores.
+
+    x (N, C, H, W) -> encoder stages f_1 (H/2) ... f_L (H/2^L)
+    h = f_L;  for i = L-1 .. 1:  h = block_i([up(h, f_i), f_i])
+    h = block_0([up(h, x), stem(x)]);  logits = head(h)   (N, K, H, W)
+
+Sizes need not be powers of two (every upsampling goes to the skip's exact size), and the
+segmenter may run at another image size than the autoencoder was trained at.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aevision.errors import AevisionError, ConfigError
+from aevision.models.registry import MODELS
+from aevision.tasks.segmentation.loss import SegLoss
+
+
+def conv_bn_relu(c_in: int, c_out: int, bn: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+class UNetDecoder(nn.Module):
+    """Skips (finest first, channels ``skips``) + the input -> (N, widths[0], H, W) features."""
+
+    def __init__(self, in_channels: int, skips: Sequence[int], widths: Sequence[int], stem: int,
+                 batch_norm: bool):
+        super().__init__()
+        n = len(skips)
+        self.stem = nn.Sequential(*conv_bn_relu(in_channels, stem, batch_norm)) if stem > 0 else None
+        # blocks[i] produces level i (0 = full resolution) from level i + 1 and skip i
+        blocks = []
+        for i in range(n):
+            below = skips[-1] if i == n - 1 else widths[i + 1]
+            side = stem if i == 0 else skips[i - 1]
+            blocks.append(nn.Sequential(*conv_bn_relu(below + side, widths[i], batch_norm),
+                                        *conv_bn_relu(widths[i], widths[i], batch_norm)))
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = int(widths[0])
+
+    def forward(self, x: Tensor, feats: list[Tensor]) -> Tensor:
+        h = feats[-1]
+        for i in range(len(self.blocks) - 1, -1, -1):
+            side = (self.stem(x) if self.stem is not None else None) if i == 0 else feats[i - 1]
+            size = x.shape[2:] if i == 0 else side.shape[2:]  # type: ignore[union-attr]
+            h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+            h = self.blocks[i](h if side is None else torch.cat([h, side], dim=1))
+        return h
+
+
+class Segmenter(nn.Module):
+    """encoder (pretrained or not) + U-Net decoder + 1x1 head; ``forward`` is the training loss.
+
+    ``freeze_epochs``: the Trainer calls :meth:`on_train_epoch_start` before every epoch; during
+    the first ``freeze_epochs`` epochs the encoder gets no gradient and stays in eval mode (its
+    batch-norm statistics too), so the new decoder learns on fixed pretrained features before
+    fine-tuning can disturb them.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: UNetDecoder, num_classes: int, spec: dict[str, Any],
+                 loss: SegLoss | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = nn.Conv2d(decoder.out_channels, num_classes, 1)
+        self.num_classes = num_classes
+        self.spec = spec  # how to rebuild it: written to config.json
+        self.loss_fn = loss or SegLoss(num_classes)
+        self.freeze_epochs = 0
+        self.encoder_frozen = False
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.spec["input_shape"])  # type: ignore[return-value]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec["classes"])
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return [tuple(c) for c in self.spec["palette"]]  # type: ignore[misc]
+
+    # --- inference -----------------------------------------------------------------------------
+
+    def logits(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) floats in [0, 1] -> (N, K, H, W) class scores."""
+        feats = self.encoder.forward_features(x)
+        return self.head(self.decoder(x, feats))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, H, W) class ids (int64)."""
+        return self.logits(x).argmax(dim=1)
+
+    # --- training ------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        """Loss terms for images ``x`` (N, C, H, W) and masks (N, H, W) (255 = unknown)."""
+        return self.loss_fn(self.logits(x), masks)
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        self.encoder_frozen = frozen
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        if frozen:
+            self.encoder.eval()
+        elif self.training:
+            self.encoder.train()
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        self.set_encoder_frozen(epoch < self.freeze_epochs)
+
+    def train(self, mode: bool = True) -> Segmenter:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+
+def feature_encoder(name: str, input_shape: Sequence[int], options: dict[str, Any]) -> nn.Module:
+    """A freshly initialised encoder of architecture ``name``, without its code head."""
+    parts = MODELS.build(name, tuple(int(s) for s in input_shape), field="encoder", options=dict(options))
+    return strip_head(parts.encoder, name)
+
+
+def strip_head(encoder: nn.Module, name: str) -> nn.Module:
+    if not callable(getattr(encoder, "forward_features", None)):
+        raise ConfigError("encoder", name, "a convolutional architecture whose encoder has feature maps "
+                          "(forward_features), such as 'conv'")
+    if isinstance(getattr(encoder, "head", None), nn.Module):
+        encoder.head = nn.Identity()  # the code is not used: only the stage maps are
+    return encoder
+
+
+def stage_channels(encoder: nn.Module, input_shape: Sequence[int]) -> list[int]:
+    """Channels of each feature map, found by one forward pass on a blank image."""
+    was = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        feats = encoder.forward_features(torch.zeros(1, *input_shape))
+    encoder.train(was)
+    if not isinstance(feats, (list, tuple)) or not feats or any(f.dim() != 4 for f in feats):
+        raise AevisionError("encoder: forward_features must return a list of (N, C, H, W) maps")
+    return [int(f.shape[1]) for f in feats]
+
+
+def build_segmenter(encoder: nn.Module, encoder_spec: dict[str, Any], *, input_shape: Sequence[int],
+                    classes: list[str], palette: list[tuple[int, int, int]],
+                    decoder_channels: list[int] | None = None, stem_channels: int = 16,
+                    batch_norm: bool = True) -> Segmenter:
+    """Wrap ``encoder`` (already initialised: pretrained weights or random) in a U-Net.
+
+    ``encoder_spec``: ``{"name", "options", "input_shape"}`` of the architecture, so that
+    :func:`load_segmenter` can rebuild it. ``decoder_channels``: the width of each decoder level,
+    finest (full resolution) first; default: the encoder's stage widths.
+    """
+    skips = stage_channels(encoder, encoder_spec["input_shape"])
+    widths = list(decoder_channels) if decoder_channels is not None else list(skips)
+    if len(widths) != len(skips) or min(widths) < 1:
+        raise ConfigError("decoder.channels", decoder_channels,
+                          f"{len(skips)} positive widths (one per encoder stage, finest first)")
+    if stem_channels < 0:
+        raise ConfigError("decoder.stem_channels", stem_channels, "an integer >= 0")
+    decoder = UNetDecoder(int(input_shape[0]), skips, widths, stem_channels, batch_norm)
+    spec = {
+        "encoder": {"name": encoder_spec["name"], "options": dict(encoder_spec.get("options", {})),
+                    "input_shape": list(encoder_spec["input_shape"])},
+        "decoder": {"channels": widths, "stem_channels": stem_channels, "batch_norm": batch_norm},
+        "input_shape": [int(s) for s in input_shape],
+        "classes": list(classes),
+        "palette": [list(c) for c in palette],
+    }
+    return Segmenter(encoder, decoder, len(classes), spec)
+
+
+def segmenter_from_spec(spec: dict[str, Any]) -> Segmenter:
+    """An untrained segmenter of the architecture ``spec`` describes (for loading weights into)."""
+    enc = spec["encoder"]
+    encoder = feature_encoder(enc["name"], enc["input_shape"], enc.get("options", {}))
+    dec = spec["decoder"]
+    return build_segmenter(encoder, enc, input_shape=spec["input_shape"], classes=spec["classes"],
+                           palette=[tuple(c) for c in spec["palette"]], decoder_channels=dec["channels"],
+                           stem_channels=dec["stem_channels"], batch_norm=dec["batch_norm"])
+
+
+def encoder_from_autoencoder(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """A copy of a trained autoencoder's encoder (its weights) and its architecture spec."""
+    spec = getattr(model, "spec", None) or {}
+    name = spec.get("name", type(model).__name__)
+    encoder = strip_head(copy.deepcopy(model.encoder), name)  # type: ignore[arg-type]
+    return encoder, {"name": name, "options": dict(spec.get("options", {})),
+                     "input_shape": list(model.input_shape)}  # type: ignore[attr-defined]

@@ -1,0 +1,225 @@
+"""``segment``: train a U-Net on masks around a pretrained (or random) encoder, then test it.
+
+The protocol keeps the test split out of every choice: the segmenter trains on the training
+masks (all, or ``labels`` of them), model selection uses only the validation split (the epoch
+with the lowest validation loss; with no validation split the last epoch), and the test split is
+scored once at the end. Everything lands in ``output_dir``: the segmenter (safetensors + JSON),
+``metrics.json`` (test scores with the config and data that produced them), predicted masks
+(palette PNGs) and overlays for a few test images, and the Trainer's checkpoints and history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aevision.data import to_float
+from aevision.data.batches import TensorBatches
+from aevision.data.segmentation import load_segmentation
+from aevision.data.segset import SegSet, SegSplits
+from aevision.data.splits import permutation
+from aevision.engine import FitResult, Trainer, seed_everything
+from aevision.errors import AevisionError, ConfigError
+from aevision.io import write_json
+from aevision.models import Autoencoder, load_model
+from aevision.report.masks import example_sheet, save_mask, save_overlay
+from aevision.tasks.segmentation.augment import SegAugment
+from aevision.tasks.segmentation.config import SegmentConfig, as_segment_config
+from aevision.tasks.segmentation.io import save_segmenter
+from aevision.tasks.segmentation.loss import SegLoss, balanced_weights
+from aevision.tasks.segmentation.metrics import SegMetrics
+from aevision.tasks.segmentation.model import (
+    Segmenter,
+    build_segmenter,
+    encoder_from_autoencoder,
+    feature_encoder,
+)
+
+
+@dataclass
+class SegmentResult:
+    segmenter: Segmenter  # selected weights, eval mode
+    out_dir: Path
+    metrics: dict[str, Any]  # test scores (miou, iou per class, dice, pixel_accuracy)
+    fit: FitResult
+    config: SegmentConfig
+
+
+def segment(
+    config: SegmentConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    data: SegSplits | None = None,
+) -> SegmentResult:
+    """Train and test a segmenter as configured (see :class:`SegmentConfig`).
+
+    ``data`` lets callers that already loaded the dataset (benchmarks) skip loading it again.
+    """
+    started = time.time()
+    cfg = as_segment_config(config, tuple(overrides))
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    ae = load_model(cfg.encoder) if cfg.encoder else None
+    splits = data if data is not None else _load(cfg, ae)
+    if splits.test is None or not len(splits.test):
+        raise AevisionError(f"data: {cfg.data.name} has no test split to score on "
+                            f"(for segfolder, set data.test_fraction > 0)")
+    train = labelled(splits.train, cfg.labels, cfg.seed)
+    seg = make_segmenter(cfg, ae, train)
+    seg.loss_fn = make_loss(cfg, train)
+    seg.freeze_epochs = cfg.freeze_epochs if cfg.init == "pretrained" else 0
+
+    reps = max(1, math.ceil(cfg.epoch_images / len(train))) if cfg.epoch_images else 1
+    order = torch.arange(len(train)).repeat(reps)
+    augment = SegAugment(cfg.augment)
+    bs = cfg.train.batch_size
+    train_batches = TensorBatches(train.images[order], bs, seed=cfg.seed, shuffle=True, drop_last=True,
+                                  targets=train.masks[order], transform=augment if augment.active else None)
+    val = splits.val if splits.val is not None and len(splits.val) else None
+    val_batches = (TensorBatches(val.images, max(bs, 64), shuffle=False, targets=val.masks)
+                   if val is not None else None)
+    out_dir = Path(cfg.output_dir)
+    trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
+    fit = trainer.fit(seg, train_batches, val_batches, cfg.to_dict(), resume=resume)
+    seg.set_encoder_frozen(False)
+    seg.eval()
+
+    device = trainer.fabric.device
+    test_preds = predict_set(seg, splits.test, device)
+    metrics = score(test_preds, splits.test)
+    if trainer.fabric.is_global_zero:
+        provenance = {
+            "config": cfg.to_dict(),
+            "data": data_summary(splits, train, cfg),
+            "encoder": encoder_summary(cfg, ae),
+        }
+        save_segmenter(seg.cpu(), out_dir, extra=provenance)
+        val_metrics = score(predict_set(seg, val, "cpu"), val) if val is not None else None
+        write_examples(out_dir, splits.test, test_preds, cfg.examples)
+        write_json(out_dir / "metrics.json", {
+            "test": metrics,
+            "val": val_metrics,
+            **provenance,
+            "fit": {k: v for k, v in fit.to_dict().items() if k != "history"},
+            "history": fit.history,
+            "wall_seconds": round(time.time() - started, 3),
+            "machine": _machine(),
+        })
+    return SegmentResult(seg, out_dir, metrics, fit, cfg)
+
+
+def _load(cfg: SegmentConfig, ae: Autoencoder | None) -> SegSplits:
+    """The dataset, converted to the encoder's channel count unless the config says otherwise."""
+    data_cfg = cfg.data
+    if ae is not None and data_cfg.channels is None:
+        data_cfg = dataclasses.replace(data_cfg, channels=int(ae.input_shape[0]))
+    return load_segmentation(data_cfg, cfg.seed)
+
+
+def labelled(train: SegSet, labels: int | None, seed: int) -> SegSet:
+    """The ``labels`` training images whose masks are used (a seeded choice), or all of them."""
+    if labels is None:
+        return train
+    if labels > len(train):
+        raise ConfigError("labels", labels, f"at most the {len(train)} training images")
+    return train.subset(permutation(len(train), seed, 53)[:labels].sort().values)
+
+
+def make_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) -> Segmenter:
+    """The pretrained encoder's weights (init: pretrained) or its architecture freshly initialised
+    (init: scratch); without a model folder, ``cfg.arch`` built for the data's image size."""
+    if ae is not None:
+        if int(ae.input_shape[0]) != train.image_shape[0]:
+            raise AevisionError(f"encoder: the model takes {ae.input_shape[0]}-channel images, the data "
+                                f"has {train.image_shape[0]} channels (set data.channels)")
+        encoder, spec = encoder_from_autoencoder(ae)
+        if cfg.init == "scratch":
+            encoder = feature_encoder(spec["name"], spec["input_shape"], spec["options"])
+    else:
+        spec = {"name": cfg.arch.name, "options": dict(cfg.arch.options),
+                "input_shape": list(train.image_shape)}
+        encoder = feature_encoder(spec["name"], spec["input_shape"], spec["options"])
+    d = cfg.decoder
+    return build_segmenter(encoder, spec, input_shape=train.image_shape, classes=train.classes,
+                           palette=train.palette or [], decoder_channels=d.channels,
+                           stem_channels=d.stem_channels, batch_norm=d.batch_norm)
+
+
+def make_loss(cfg: SegmentConfig, train: SegSet) -> SegLoss:
+    weights = cfg.loss.class_weights
+    if weights == "balanced":
+        weights = balanced_weights(train.pixel_counts())
+    elif isinstance(weights, list) and len(weights) != train.num_classes:
+        raise ConfigError("loss.class_weights", weights, f"{train.num_classes} weights, one per class "
+                          f"({', '.join(train.classes)}), or 'balanced'")
+    return SegLoss(train.num_classes, ce_weight=cfg.loss.ce_weight, dice_weight=cfg.loss.dice_weight,
+                   class_weights=weights)
+
+
+@torch.no_grad()
+def predict_set(seg: Segmenter, data: SegSet, device: Any = "cpu", batch_size: int = 64) -> Tensor:
+    """(N, H, W) uint8 predicted class ids for every image of ``data``."""
+    seg = seg.to(device).eval()
+    out = [seg.predict(to_float(chunk).to(device)).to(torch.uint8).cpu()
+           for chunk in data.images.split(batch_size)]
+    return torch.cat(out)
+
+
+def score(preds: Tensor, data: SegSet) -> dict[str, Any]:
+    m = SegMetrics(data.classes)
+    m.update(preds, data.masks)
+    return m.compute()
+
+
+def write_examples(out_dir: Path, data: SegSet, preds: Tensor, count: int | None) -> None:
+    """Predicted masks (palette PNG) and overlays of the first ``count`` test images, plus a sheet."""
+    n = len(data) if count is None else min(count, len(data))
+    palette = data.palette or []
+    for i in range(n):
+        stem = Path(data.files[i]).stem if data.files else f"test_{i:04d}"
+        save_mask(out_dir / "predictions" / f"{stem}.png", preds[i], palette)
+        save_overlay(out_dir / "overlays" / f"{stem}.png", data.images[i], preds[i], palette)
+    if n:
+        k = min(n, 8)
+        example_sheet(out_dir / "examples.png", data.images[:k], data.masks[:k], preds[:k], palette)
+
+
+def data_summary(splits: SegSplits, train: SegSet, cfg: SegmentConfig) -> dict[str, Any]:
+    def one(s: SegSet | None) -> dict[str, Any] | None:
+        return None if s is None else {"images": len(s), "image_shape": list(s.image_shape)}
+
+    return {
+        "name": splits.train.name,
+        "classes": splits.train.classes,
+        "train": one(splits.train), "val": one(splits.val), "test": one(splits.test),
+        "labelled_train_images": len(train),
+        "train_class_pixels": dict(zip(train.classes, train.pixel_counts().tolist(), strict=True)),
+        "skipped_files": [{"path": s.path, "reason": s.reason} for s in splits.train.skipped],
+    }
+
+
+def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any]:
+    spec = getattr(ae, "spec", None) or {}
+    return {
+        "init": cfg.init,
+        "path": cfg.encoder,
+        "architecture": spec.get("name", cfg.arch.name),
+        "options": spec.get("options", cfg.arch.options),
+        "regularizers": spec.get("regularizers", []),
+        "freeze_epochs": cfg.freeze_epochs if cfg.init == "pretrained" else 0,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    from aevision.api import machine_info
+
+    return machine_info()
