@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from aevision.cli.common import Parser, UsageError
 
 # subcommand modules, in the order ``aevision --help`` lists them
-COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "listing")
+COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "compress", "restore", "listing")
 
 
 def build_parser() -> Parser:

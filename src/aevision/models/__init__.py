@@ -1,6 +1,7 @@
 """Models: architectures (dense, conv, ...) built from the registry into one Autoencoder type."""
 
-from aevision.models import conv as _conv  # noqa: F401  (registers architectures)
+from aevision.models import codec as _codec  # noqa: F401  (registers architectures)
+from aevision.models import conv as _conv  # noqa: F401
 from aevision.models import dense as _dense  # noqa: F401
 from aevision.models.base import Autoencoder, LossContext, Parts
 from aevision.models.io import load_model, save_model

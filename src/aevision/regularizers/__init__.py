@@ -1,7 +1,10 @@
-"""Regularizers: composable pieces of the training objective (sparsity, contractive, denoising)."""
+"""Regularizers: composable pieces of the training objective (sparsity, contractive, denoising,
+entropy models)."""
 
 from aevision.regularizers import contractive as _contractive  # noqa: F401  (registers)
 from aevision.regularizers import denoising as _denoising  # noqa: F401
+from aevision.regularizers import entropy as _entropy  # noqa: F401
+from aevision.regularizers import hyperprior as _hyperprior  # noqa: F401
 from aevision.regularizers import sparsity as _sparsity  # noqa: F401
 from aevision.regularizers.base import Regularizer
 from aevision.regularizers.registry import REGULARIZERS, build_regularizer
