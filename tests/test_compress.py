@@ -155,7 +155,8 @@ def test_round_trip_is_bit_exact_in_latents_at_any_size(prior):
 def test_huge_latents_survive_the_escape_code():
     model = tiny_codec("factorized")
     with torch.no_grad():
-        model.encoder[-2].weight.mul_(3000.0)  # latents far beyond the learned density
+        last = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)][-1]
+        last.weight.mul_(3000.0)  # latents far beyond the learned density
     codec = Codec(model)
     result = codec.compress_latents(images([(16, 16)]))
     assert result.latents[0].abs().max() > 1000
@@ -221,6 +222,27 @@ def test_corrupted_bytes_are_refused(made):
         codec.decompress(data + b"\0")
     with pytest.raises(AevisionError, match="bad magic"):
         codec.decompress(b"\x89PNG\r\n\x1a\n" + data[8:])
+
+
+def test_a_damaged_payload_behind_a_valid_checksum_never_decodes_to_a_wrong_picture(made):
+    codec, data = made
+    header, payload = container.parse(data)
+    right = codec.decompress(data)
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        bad = bytearray(payload)
+        if trial % 3 == 0:
+            bad[rng.integers(len(bad))] ^= 1 << int(rng.integers(8))
+        elif trial % 3 == 1:
+            bad = bad[: int(rng.integers(len(bad))) // 4 * 4]
+        else:
+            bad = bytearray(rng.integers(0, 256, len(bad), dtype=np.uint8).tobytes())
+        try:
+            out = codec.decompress(container.pack(header, bytes(bad)))
+        except AevisionError as e:
+            assert "\n" not in str(e)
+        else:  # bits the decoder never reads: the same latents, so the same picture
+            assert all(torch.equal(a, b) for a, b in zip(out, right, strict=True))
 
 
 def test_file_from_another_model_is_refused(made):
@@ -313,3 +335,33 @@ def test_rate_is_in_bits_per_pixel():
         rate32 = float(big(x.repeat(1, 1, 2, 2))["rate"])
     assert math.isfinite(rate16) and rate16 > 0
     assert rate32 == pytest.approx(rate16, rel=0.35)  # same content per pixel: similar bpp
+
+
+def test_compress_and_decompress_commands(tmp_path, capsys):
+    from PIL import Image
+
+    from aevision.cli import main
+    from aevision.models import save_model
+
+    save_model(tiny_codec(), tmp_path / "codec")
+    (tmp_path / "in").mkdir()
+    originals = images([(16, 16), (21, 13)])
+    for i, img in enumerate(originals):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / "in" / f"p{i}.png")
+    assert main(["compress", str(tmp_path / "in"), "-m", str(tmp_path / "codec"),
+                 "-o", str(tmp_path / "a.aev")]) == 0
+    data = (tmp_path / "a.aev").read_bytes()
+    printed = capsys.readouterr().out
+    assert f"{len(data):,} bytes" in printed and f"{bits_per_pixel(data):.4f} bits per pixel" in printed
+    assert main(["decompress", str(tmp_path / "a.aev"), "-m", str(tmp_path / "codec"),
+                 "-o", str(tmp_path / "out")]) == 0
+    expected = Codec(tiny_codec()).decompress(data)
+    for i, img in enumerate(expected):
+        got = np.asarray(Image.open(tmp_path / "out" / f"a-00{i}.png"))
+        assert np.array_equal(got, img.permute(1, 2, 0).numpy())
+    (tmp_path / "bad.aev").write_bytes(data[:-1])
+    assert main(["decompress", str(tmp_path / "bad.aev"), "-m", str(tmp_path / "codec"),
+                 "-o", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"aevision: error: {tmp_path / 'bad.aev'}: truncated file") and "\n" not in err
+    assert not (tmp_path / "out2").exists()

@@ -96,6 +96,7 @@ class TrainConfig:
     checkpoint_every_n_steps: int | None = None  # also checkpoint inside epochs
     log_every_n_steps: int = 50
     progress: bool = True
+    gradient_clip_norm: float | None = None  # rescale gradients whose global L2 norm exceeds this
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
     max_bad_batches: int = 10  # with skip_nonfinite: stop after this many skipped batches
 
@@ -119,6 +120,9 @@ class TrainConfig:
                   self.checkpoint_every_n_steps, "an integer >= 1 or null")
         check(self.max_bad_batches >= 0, f"{prefix}.max_bad_batches", self.max_bad_batches,
               "an integer >= 0")
+        if self.gradient_clip_norm is not None:
+            check(self.gradient_clip_norm > 0, f"{prefix}.gradient_clip_norm", self.gradient_clip_norm,
+                  "a number > 0 or null")
 
 
 @dataclass

@@ -231,6 +231,9 @@ class Trainer:
                 continue
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
+            if cfg.gradient_clip_norm is not None:
+                fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
+                                      error_if_nonfinite=False)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

@@ -154,8 +154,10 @@ class Codec:
                 q = self._entropy(self.at_size(h, w)).decode_latents(reader)
                 crc = _latent_crc(q, crc)
                 latents.append(q[0])
-        except (ValueError, RuntimeError, OverflowError) as e:  # the coder on inconsistent data
-            raise AevisionError(f"{source}: corrupted payload ({str(e).splitlines()[0]})") from None
+        except (ValueError, RuntimeError, OverflowError, AssertionError) as e:
+            # constriction reports data that no encoder could have produced with an AssertionError
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise AevisionError(f"{source}: corrupted payload ({first})") from None
         if crc != header.latent_crc:
             raise AevisionError(
                 f"{source}: decoded latents fail their checksum (the entropy model evaluated "
