@@ -50,7 +50,7 @@ def test_factorized_density_is_a_distribution_over_integers():
     density = FactorizedDensity(4)
     with torch.no_grad():
         for p in density.biases:
-            p.add_(torch.randn_like(p))
+            p.add_(torch.randn_like(p) / density.gain)  # shift the densities off centre
     values = torch.arange(-300, 301, dtype=torch.float32)
     with torch.no_grad():
         ll = density.log_likelihood(values.view(1, 1, 1, -1).expand(1, 4, 1, -1).contiguous())
