@@ -100,7 +100,8 @@ def test_augmentation_is_batched_seeded_and_label_preserving():
     with pytest.raises(ConfigError, match=r"augment\.shift"):
         AugmentConfig(shift=0.9).validate()
     labels = torch.arange(6)
-    batches = TensorBatches((x * 255).to(torch.uint8), 4, transform=aug.images_only, targets=labels, shuffle=True)
+    batches = TensorBatches((x * 255).to(torch.uint8), 4, transform=aug.images_only, targets=labels,
+                            shuffle=True)
     xb, yb = next(batches.epoch(0))
     assert xb.shape == (4, 1, 16, 16) and yb.dtype == torch.long and len(set(yb.tolist())) == 4
 

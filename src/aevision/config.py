@@ -105,6 +105,7 @@ class TrainConfig:
     checkpoint_every_n_steps: int | None = None  # also checkpoint inside epochs
     log_every_n_steps: int = 50
     progress: bool = True
+    gradient_clip_norm: float | None = None  # rescale gradients whose global L2 norm exceeds this
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
     auto_batch_size: bool = False  # halve batch_size until a step fits in memory
     max_memory_gb: float | None = None  # CPU runs: fail cleanly instead of being OOM-killed
@@ -133,6 +134,9 @@ class TrainConfig:
         if self.max_memory_gb is not None:
             check(self.max_memory_gb > 0, f"{prefix}.max_memory_gb", self.max_memory_gb,
                   "a number of GiB > 0 or null")
+        if self.gradient_clip_norm is not None:
+            check(self.gradient_clip_norm > 0, f"{prefix}.gradient_clip_norm", self.gradient_clip_norm,
+                  "a number > 0 or null")
 
 
 @dataclass

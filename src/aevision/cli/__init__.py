@@ -18,7 +18,7 @@ from aevision.cli.common import Parser, UsageError
 
 # subcommand modules, in the order ``aevision --help`` lists them
 COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "segment", "predict_masks",
-            "retrieval", "generate", "anomaly", "listing")
+            "compress", "restore", "retrieval", "generate", "anomaly", "listing")
 
 
 def build_parser() -> Parser:

@@ -1,6 +1,7 @@
 """Data: in-memory image sets, the dataset registry and deterministic splits."""
 
 from aevision.data import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
+from aevision.data import crops as _crops  # noqa: F401  (registers crops:PATH)
 from aevision.data import frames as _frames  # noqa: F401  (registers frames:PATH)
 from aevision.data import moving_shapes as _moving_shapes  # noqa: F401  (registers moving-shapes)
 from aevision.data import oxford_pet as _oxford_pet  # noqa: F401  (segmentation datasets)

@@ -262,6 +262,9 @@ class Trainer:
                     continue
                 optimizer.zero_grad(set_to_none=True)
                 fabric.backward(loss)
+                if cfg.gradient_clip_norm is not None:
+                    fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
+                                          error_if_nonfinite=False)
                 optimizer.step()
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):

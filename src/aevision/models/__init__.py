@@ -1,6 +1,7 @@
 """Models: architectures (dense, conv, dsae, ...) built from the registry into one Autoencoder type."""
 
-from aevision.models import conv as _conv  # noqa: F401  (registers architectures)
+from aevision.models import codec as _codec  # noqa: F401  (registers architectures)
+from aevision.models import conv as _conv  # noqa: F401
 from aevision.models import dense as _dense  # noqa: F401
 from aevision.models import dsae as _dsae  # noqa: F401
 from aevision.models import vae as _vae  # noqa: F401

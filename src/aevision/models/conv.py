@@ -157,4 +157,5 @@ def conv(
                         output_activation if last else activation)
     return Parts(ConvEncoder(stages, head), nn.Sequential(*ups), dim,
                  code_range=output_range(code_activation),
-                 notes={"stage_sizes": sizes, "channels": channels})
+                 notes={"stage_sizes": sizes, "channels": channels,
+                        "code_shape": last_shape if code_dim is None else None})
