@@ -19,12 +19,15 @@ REGULARIZERS = [
     [{"name": "denoising", "noise": "masking"}, {"name": "l1"}, {"name": "contractive"}],
 ]
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 13, 17), (3, 9, 8)]
+# the code-size option of each architecture (a codec's code is spatial: channels x h x w)
+CODE_OPTIONS = {"codec": ({"code_channels": 8, "channels": 8}, 8 * 1 * 2)}
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 @pytest.mark.parametrize("regs", REGULARIZERS, ids=lambda r: "+".join(x["name"] for x in r) or "none")
 def test_forward_backward_every_combination(name, regs):
-    model = build_model(name, (1, 13, 17), {"code_dim": 8}, regs)
+    options, code_size = CODE_OPTIONS.get(name, ({"code_dim": 8}, 8))
+    model = build_model(name, (1, 13, 17), options, regs)
     x = torch.rand(5, 1, 13, 17)
     terms = model(x)
     assert set(terms) >= {"loss", "recon"}
@@ -35,7 +38,7 @@ def test_forward_backward_every_combination(name, regs):
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
-    assert model.encode(x).shape == (5, 8)
+    assert model.encode(x).shape == (5, code_size)
     target = x if model.target is None else model.target(x)  # e.g. dsae: a small grey image
     assert model.decode(model.encode(x)).shape == target.shape
 
