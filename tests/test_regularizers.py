@@ -59,7 +59,7 @@ def test_stochastic_estimators_are_unbiased(method, distribution):
     torch.manual_seed(1)
     model = build_model("conv", (1, 7, 6), {"channels": [3, 4], "code_dim": 5},
                         [{"name": "contractive", "method": method, "projections": 4000,
-                          "distribution": distribution}]).eval()
+                          "distribution": distribution, "samples": 1.0}]).eval()
     x = torch.rand(2, 1, 7, 6)
     ref = exact_frobenius(model, x)
     reg = model.regularizers[0]
@@ -69,6 +69,23 @@ def test_stochastic_estimators_are_unbiased(method, distribution):
         est = reg.per_sample(context(model, x))
     # 4000 projections: the standard error is a few percent of the value
     torch.testing.assert_close(est, ref, rtol=0.08, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["exact", "jvp"])
+def test_the_estimate_on_a_fraction_of_the_batch_is_the_first_samples_estimate(method):
+    torch.manual_seed(0)
+    model = build_model("conv", (1, 7, 6), {"channels": [3, 4], "code_dim": 5},
+                        [{"name": "contractive", "method": method, "samples": 0.25,
+                          "projections": 3000}]).eval()
+    reg = model.regularizers[0]
+    assert reg.input_tangent(torch.rand(2, 1, 7, 6)) is None  # its own pass, on the subset only
+    x = torch.rand(7, 1, 7, 6)
+    est = reg.per_sample(context(model, x))
+    assert est.shape == (2,)  # ceil(0.25 * 7) samples
+    torch.testing.assert_close(est, exact_frobenius(model, x[:2]), rtol=0.1 if method == "jvp" else 1e-4,
+                               atol=1e-4)
+    if method == "exact":  # the penalty is their mean: unbiased for the batch mean (batches are shuffled)
+        torch.testing.assert_close(reg.penalty(context(model, x)), exact_frobenius(model, x[:2]).mean())
 
 
 def _jvp_context(model, x, reg):

@@ -202,3 +202,55 @@ def test_folder_dataset_reads_a_zip_of_class_folders(tmp_path):
     s = load_dataset(DataConfig(name=f"folder:{z}", root=str(tmp_path / "root"), val_fraction=0), 0)
     assert s.train.classes == ["cat", "dog"] and len(s.train) == 6
     assert next(iter((tmp_path / "root" / "extracted").iterdir())).name.startswith("pets-")
+
+
+class _Payload:
+    """Unpickling this runs ``touch PWNED``: loading it anywhere would be code execution."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _evil_pickle() -> bytes:
+    import pickle
+
+    return pickle.dumps({"weights": _Payload()})
+
+
+def test_a_malicious_pickle_in_an_index_folder_is_refused_not_executed(tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    from aevision.errors import AevisionError
+    from aevision.tasks.retrieval import GalleryIndex
+
+    monkeypatch.chdir(tmp_path)
+    x = torch.randn(40, 6)
+    folder = GalleryIndex.build(x, labels=torch.arange(40) % 4).save(tmp_path / "idx")
+    evil = _evil_pickle()
+    # the index file replaced by a pickle, with the description updated to vouch for it
+    meta = json.loads((folder / "index.json").read_text())
+    (folder / "index.faiss").write_bytes(evil)
+    meta["index_sha256"] = hashlib.sha256(evil).hexdigest()
+    (folder / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(AevisionError, match="not a FAISS index"):
+        GalleryIndex.load(folder)
+    # the gallery labels replaced by a pickle (a fresh, valid index otherwise)
+    folder = GalleryIndex.build(x, labels=torch.arange(40) % 4).save(tmp_path / "idx2")
+    (folder / "gallery.safetensors").write_bytes(evil)
+    with pytest.raises(AevisionError, match="not a valid safetensors file"):
+        GalleryIndex.load(folder)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_malicious_pickle_as_model_weights_is_refused_not_executed(tmp_path, monkeypatch):
+    from aevision import load
+    from aevision.errors import AevisionError
+    from aevision.models import build_model, save_model
+
+    monkeypatch.chdir(tmp_path)
+    save_model(build_model("dense", (1, 8, 8), {"code_dim": 4}), tmp_path / "run")
+    (tmp_path / "run" / "model.safetensors").write_bytes(_evil_pickle())
+    with pytest.raises(AevisionError, match="not a valid safetensors file"):
+        load(tmp_path / "run")
+    assert not (tmp_path / "PWNED").exists()

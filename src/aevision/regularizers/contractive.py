@@ -9,11 +9,20 @@ The Frobenius norm of the encoder's Jacobian, per sample, averaged over the batc
 - ``vjp``: the same estimate from the other side, E_v ||J^T v||^2, via double backward.
 - ``exact``: the whole Jacobian, one batched backward per code unit (for checks and small codes).
 - ``auto``: ``closed_form`` when the model allows it, else ``jvp``.
+
+``samples`` < 1 estimates the batch mean from the first ``ceil(samples * N)`` samples of each
+batch (batches are shuffled, so a random subset): still unbiased for the penalty and its gradient,
+at that fraction of the cost. Deep encoders pay most of a Jacobian estimate in the tangent or
+double-backward pass, so halving it is what keeps a conv encoder's contractive step near 1.5x an
+unregularised one (``bench/throughput.py``). The JVP then runs as its own pass on the subset
+instead of riding along the training forward pass.
 """
 
 from __future__ import annotations
 
 from typing import Literal
+
+import math
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -69,11 +78,13 @@ class Contractive(Regularizer):
     default_weight = 1e-3
 
     def __init__(self, *, method: Method = "auto", projections: int = 1,
-                 distribution: Literal["rademacher", "gaussian"] = "rademacher"):
+                 distribution: Literal["rademacher", "gaussian"] = "rademacher", samples: float = 0.25):
         super().__init__()
         check(projections >= 1, "projections", projections, "an integer >= 1")
+        check(0 < samples <= 1, "samples", samples, "a fraction of the batch in (0, 1]")
         self.method = method
         self.projections = projections
+        self.samples = samples
         self.distribution = distribution
         self._linear: list[nn.Linear] = []  # not a submodule: it belongs to the encoder
 
@@ -88,7 +99,13 @@ class Contractive(Regularizer):
         self._linear = [linear] if linear is not None else []
 
     def input_tangent(self, x_in: Tensor) -> Tensor | None:
-        return random_direction(x_in, self.distribution) if self.method == "jvp" else None
+        if self.method == "jvp" and self.samples == 1:
+            return random_direction(x_in, self.distribution)
+        return None
+
+    def subset(self, x: Tensor) -> Tensor:
+        """The samples the stochastic estimate is computed on (all, or the first fraction)."""
+        return x if self.samples == 1 else x[:max(1, math.ceil(self.samples * x.shape[0]))]
 
     def penalty(self, ctx: LossContext) -> Tensor:
         return self.per_sample(ctx).mean()
@@ -97,20 +114,21 @@ class Contractive(Regularizer):
         """Estimated ||J||_F^2 for each sample of the batch: (N,)."""
         if self.method == "closed_form":
             return frobenius_closed_form(ctx.z, self._linear[0].weight)
+        x_in = self.subset(ctx.x_in)
         if self.method == "exact":
-            return frobenius_exact(ctx.model, ctx.x_in, create_graph=self.training)
+            return frobenius_exact(ctx.model, x_in, create_graph=self.training)
         if self.method == "jvp":
-            assert ctx.jvp is not None, "the forward pass did not compute the requested JVP"
-            total = ctx.jvp.pow(2).sum(dim=1)
-            for _ in range(self.projections - 1):
-                u = random_direction(ctx.x_in, self.distribution)
+            riding = ctx.jvp is not None and self.samples == 1
+            total = ctx.jvp.pow(2).sum(dim=1) if riding else x_in.new_zeros(x_in.shape[0])
+            for _ in range(self.projections - 1 if riding else self.projections):
+                u = random_direction(x_in, self.distribution)
                 with fwAD.dual_level():
-                    _, jvp = fwAD.unpack_dual(ctx.model.encode(fwAD.make_dual(ctx.x_in, u)))
+                    _, jvp = fwAD.unpack_dual(ctx.model.encode(fwAD.make_dual(x_in, u)))
                 total = total + jvp.pow(2).sum(dim=1)
             return total / self.projections
         # vjp: E_v ||J^T v||^2 with v in code space
         with torch.enable_grad():
-            x = ctx.x_in.detach().requires_grad_(True)
+            x = x_in.detach().requires_grad_(True)
             z = ctx.model.encode(x)
             total = x.new_zeros(x.shape[0])
             for p in range(self.projections):
@@ -121,4 +139,5 @@ class Contractive(Regularizer):
         return total / self.projections
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight:g}, method={self.method!r}, projections={self.projections}"
+        return (f"weight={self.weight:g}, method={self.method!r}, projections={self.projections}, "
+                f"samples={self.samples:g}")
