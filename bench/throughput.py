@@ -124,7 +124,7 @@ def run_model(name: str) -> dict:
     x = x_u8.float() / 255
     rounds = {"plain": [], "aevision": [], "wait": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(2):  # alternate, so drift in machine load hits both alike
+        for r in range(2 if name == "M3" else 3):  # alternate: drift in machine load hits both alike
             torch.manual_seed(0)
             rounds["plain"].append(n / statistics.median(plain_loop(build(name), x, batch, epochs)[1:]))
             torch.manual_seed(0)

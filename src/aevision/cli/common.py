@@ -36,6 +36,39 @@ def add_data_arguments(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="images per forward pass")
 
 
+# flags of every command that trains on the engine -> their config keys
+ENGINE_FLAGS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+                "seed": "seed", "out": "output_dir", "devices": "train.devices",
+                "accelerator": "train.accelerator", "precision": "train.precision"}
+
+
+def add_engine_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The training flags shared by ``pretrain`` and ``segment`` (see :data:`ENGINE_FLAGS`)."""
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("-o", "--out", metavar="DIR", help=f"output folder (default {default_out})")
+    p.add_argument("--devices", help="number of devices, 'auto', or ids like '0,1'")
+    p.add_argument("--accelerator", help="cpu, cuda, gpu, mps or auto")
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
+    p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/last.ckpt if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+
+
+def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
+    """Given flags as KEY=VALUE overrides (flags first, so explicit overrides win)."""
+    out = [f"{key}={getattr(args, flag)}" for flag, key in {**ENGINE_FLAGS, **flags}.items()
+           if getattr(args, flag, None) is not None]
+    if args.deterministic:
+        out.append("train.deterministic=true")
+    if args.no_progress:
+        out.append("train.progress=false")
+    return out + list(args.overrides)
+
+
 def positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise AevisionError(f"{name}: got {value}, expected a positive integer")

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aevision.cli.common import Parser
+from aevision.cli.common import Parser, add_engine_arguments, flag_overrides
 
-# flag -> config key; each given flag becomes an override
+# flag -> config key (besides the engine flags); each given flag becomes an override
 FLAGS = {
-    "model": "model.name", "dataset": "data.name", "data_root": "data.root", "epochs": "train.epochs",
-    "batch_size": "train.batch_size", "lr": "train.lr", "seed": "seed", "out": "output_dir",
-    "devices": "train.devices", "accelerator": "train.accelerator", "strategy": "train.strategy",
-    "precision": "train.precision", "num_nodes": "train.num_nodes", "limit": "data.limit",
-    "max_memory": "train.max_memory_gb",
+    "model": "model.name", "dataset": "data.name", "data_root": "data.root", "strategy": "train.strategy",
+    "num_nodes": "train.num_nodes", "limit": "data.limit", "max_memory": "train.max_memory_gb",
 }
 
 
@@ -30,22 +27,11 @@ def add_parser(sub: Any) -> None:
                    help="add a regularizer, e.g. --reg l1:weight=1e-4 --reg denoising:sigma=0.3")
     p.add_argument("--data-root", metavar="DIR", help="dataset folder (default $AEVISION_DATA)")
     p.add_argument("--limit", type=int, metavar="N", help="use at most N training images")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default runs/pretrain)")
-    p.add_argument("--devices", help="number of devices, 'auto', or ids like '0,1'")
-    p.add_argument("--accelerator", help="cpu, cuda, gpu, mps or auto")
+    add_engine_arguments(p, "runs/pretrain")
     p.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
-    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
     p.add_argument("--num-nodes", type=int)
-    p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels")
     p.add_argument("--max-memory", type=float, metavar="GiB",
                    help="CPU runs: fail with a message instead of exhausting memory")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoints/last.ckpt if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     p.set_defaults(run=run)
 
 
@@ -53,16 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from aevision.api import pretrain
     from aevision.config import build_config, load_yaml, parse_regularizer
 
-    overrides: list[str] = []
-    for flag, key in FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.deterministic:
-        overrides.append("train.deterministic=true")
-    if args.no_progress:
-        overrides.append("train.progress=false")
-    overrides += args.overrides
+    overrides = flag_overrides(args, FLAGS)
     base: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.reg:
         base["regularizers"] = list(base.get("regularizers") or []) + [parse_regularizer(s) for s in args.reg]

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aevision.cli.common import Parser
+from aevision.cli.common import Parser, add_engine_arguments, flag_overrides
 
-# flag -> config key; each given flag becomes an override
+# flag -> config key (besides the engine flags); each given flag becomes an override
 FLAGS = {
     "encoder": "encoder", "dataset": "data.name", "data_root": "data.root", "labels": "labels",
-    "freeze_epochs": "freeze_epochs", "epochs": "train.epochs", "batch_size": "train.batch_size",
-    "lr": "train.lr", "seed": "seed", "out": "output_dir", "image_size": "data.image_size",
-    "devices": "train.devices", "accelerator": "train.accelerator", "precision": "train.precision",
+    "freeze_epochs": "freeze_epochs", "image_size": "data.image_size",
 }
 
 
@@ -36,17 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--labels", type=int, metavar="N", help="train on N masks only (default: all)")
     p.add_argument("--freeze-epochs", type=int, metavar="N",
                    help="keep the pretrained encoder frozen for the first N epochs")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default runs/segment)")
-    p.add_argument("--devices", help="number of devices, 'auto', or ids like '0,1'")
-    p.add_argument("--accelerator", help="cpu, cuda, gpu, mps or auto")
-    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
-    p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    add_engine_arguments(p, "runs/segment")
     p.set_defaults(run=run)
 
 
@@ -54,18 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from aevision.config import load_yaml
     from aevision.tasks.segmentation import build_segment_config, segment
 
-    overrides: list[str] = []
-    for flag, key in FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.scratch:
-        overrides.append("init=scratch")
-    if args.deterministic:
-        overrides.append("train.deterministic=true")
-    if args.no_progress:
-        overrides.append("train.progress=false")
-    overrides += args.overrides
+    overrides = flag_overrides(args, FLAGS)
+    if args.scratch:  # before the KEY=VALUE overrides, which keep the last word
+        overrides.insert(len(overrides) - len(args.overrides), "init=scratch")
     base: dict[str, Any] = load_yaml(args.config) if args.config else {}
     cfg = build_segment_config(base=base, overrides=overrides)
     result = segment(cfg, resume=args.resume)

@@ -28,6 +28,10 @@ class TensorBatches:
 
     ``transform`` maps each batch to the batch used (with ``targets``: ``(x, y) -> (x, y)``, so
     geometric augmentations move images and masks together).
+
+    uint8 data whose float32 copy takes at most ``float_cache_mb`` is converted once, on the first
+    epoch: a batch is then one gather, as in a hand-written loop over a float tensor (on small
+    models the per-batch conversion is 3-5% of a step). Larger data stays uint8 (4x less memory).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class TensorBatches:
         transform: Callable[..., Any] | None = None,
         channels_last: bool = False,
         targets: Tensor | None = None,
+        float_cache_mb: float = 256.0,
     ):
         if targets is not None and len(targets) != len(data):
             raise ValueError(f"TensorBatches: {len(targets)} targets for {len(data)} samples")
@@ -52,6 +57,8 @@ class TensorBatches:
         self.drop_last = drop_last and len(data) > batch_size
         self.transform = transform
         self.channels_last = channels_last
+        self.float_cache_mb = float_cache_mb
+        self._floats: Tensor | None = None
 
     def __len__(self) -> int:
         return self.num_batches()
@@ -65,6 +72,7 @@ class TensorBatches:
     def to(self, device: torch.device | str) -> TensorBatches:
         """Move the whole uint8 tensor to ``device`` once (GPU training: no host transfers)."""
         self.data = self.data.to(device)
+        self._floats = None
         if self.targets is not None:
             self.targets = self.targets.to(device)
         return self
@@ -96,9 +104,10 @@ class TensorBatches:
         """Yield the batches of ``epoch`` from batch number ``start`` on (for resuming): ``x``, or
         ``(x, targets)`` when there are targets."""
         order = self.indices(epoch, rank, world_size).to(self.data.device)
+        floats = self.float_data()
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = to_float(self.data[idx])
+            batch = floats[idx] if floats is not None else to_float(self.data[idx])
             if self.targets is None:
                 if self.transform is not None:
                     batch = self.transform(batch)
@@ -108,6 +117,13 @@ class TensorBatches:
                 if self.transform is not None:
                     batch, y = self.transform(batch, y)
                 yield self._layout(batch), y
+
+    def float_data(self) -> Tensor | None:
+        """The whole data as float32 in [0, 1] when it is small enough (see the class notes)."""
+        if self._floats is None and self.data.dtype == torch.uint8 \
+                and self.data.numel() * 4 <= self.float_cache_mb * 2**20:
+            self._floats = to_float(self.data)
+        return self._floats
 
     def _layout(self, batch: Tensor) -> Tensor:
         if self.channels_last and batch.dim() == 4:

@@ -20,9 +20,8 @@ instead of riding along the training forward pass.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import math
+from typing import Literal
 
 import torch
 import torch.autograd.forward_ad as fwAD
