@@ -14,7 +14,10 @@ def test_demo_runs_the_quick_preset_with_its_options(tmp_path, monkeypatch):
 
     def fake_run(cfg, *, verbose=True, command=None):
         seen.update(cfg=cfg, command=command)
-        return BenchmarkResult(Path(cfg.output_dir), {"rows": [], "records": []})
+        row = {"dataset": "digits", "protocol": "linear", "method": "conv", "budget": "all",
+               "accuracy_mean": 0.9, "accuracy_std": 0.01, "accuracy_runs": [0.89, 0.91]}
+        return BenchmarkResult(Path(cfg.output_dir), {"rows": [row], "records": [],
+                                                      "config": {"seed": cfg.seed}, "verdicts": []})
 
     monkeypatch.setattr(aevision.demo, "run_benchmark", fake_run)
     out = tmp_path / "demo"
@@ -26,6 +29,11 @@ def test_demo_runs_the_quick_preset_with_its_options(tmp_path, monkeypatch):
     assert cfg.protocols.finetune.train.epochs == 4
     assert cfg.datasets[0].name == "digits"  # offline
     assert seen["command"].startswith("aevision benchmark quick output_dir=")
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())  # the numbers with their config
+    assert metrics["config"] == {"seed": 7}
+    assert metrics["metrics"][0]["method"] == "conv" and metrics["metrics"][0]["accuracy_mean"] == 0.9
     assert main(["demo", "--epochs", "0"]) == 2  # a one-line error, not a traceback
 
 

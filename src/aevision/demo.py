@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aevision.benchmark import BenchmarkResult, load_benchmark, run_benchmark
+from aevision.io import write_json
 
 PRESET = "quick"
 
@@ -42,4 +43,25 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, epochs: int | 
                                finetune_epochs=finetune_epochs, data_root=data_root)
     cfg = load_benchmark(PRESET, overrides)
     command = "aevision benchmark quick " + " ".join(overrides)
-    return run_benchmark(cfg, verbose=verbose, command=command)
+    result = run_benchmark(cfg, verbose=verbose, command=command)
+    write_metrics(result)
+    return result
+
+
+METRIC_KEYS = ("dataset", "protocol", "method", "kind", "budget", "imbalance", "loss", "n_seeds",
+               "accuracy_mean", "accuracy_std", "balanced_accuracy_mean", "balanced_accuracy_std",
+               "macro_f1_mean", "macro_f1_std")
+
+
+def write_metrics(result: BenchmarkResult) -> Path:
+    """``metrics.json``: the demo's numbers at a glance (every row's test scores, mean and std over
+    seeds, and the verdicts), with the config and command that produced them; the leaderboard
+    files beside it hold every run."""
+    board = result.board
+    path = Path(result.out_dir) / "metrics.json"
+    write_json(path, {
+        "config": board.get("config"), "run": board.get("run"),
+        "metrics": [{k: row.get(k) for k in METRIC_KEYS} for row in board["rows"]],
+        "verdicts": board.get("verdicts"),
+    })
+    return path
