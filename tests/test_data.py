@@ -178,3 +178,14 @@ def test_batches_are_seeded_per_epoch_and_sharded():
             assert torch.equal(torch.cat([x0, x1]), single[i])
 
 
+
+
+def test_small_data_is_converted_once_and_gives_the_same_batches():
+    data = torch.randint(0, 256, (50, 1, 6, 6), dtype=torch.uint8)
+    cached = TensorBatches(data, 8, seed=3)
+    streamed = TensorBatches(data, 8, seed=3, float_cache_mb=0)  # too small a budget: per batch
+    a, b = list(cached.epoch(1)), list(streamed.epoch(1))
+    assert cached.float_data() is not None and streamed.float_data() is None
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    a[0].mul_(0)  # a batch is a copy: changing it in place leaves the cache alone
+    assert torch.equal(next(cached.epoch(1)), b[0])

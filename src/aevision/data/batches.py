@@ -120,8 +120,8 @@ class TensorBatches:
 
     def float_data(self) -> Tensor | None:
         """The whole data as float32 in [0, 1] when it is small enough (see the class notes)."""
-        if self._floats is None and self.data.dtype == torch.uint8 \
-                and self.data.numel() * 4 <= self.float_cache_mb * 2**20:
+        if self._floats is None and isinstance(self.data, Tensor) and self.data.dtype == torch.uint8 \
+                and self.data.numel() * 4 <= self.float_cache_mb * 2**20:  # not ClipWindows (views)
             self._floats = to_float(self.data)
         return self._floats
 
