@@ -180,3 +180,18 @@ def test_unknown_regularizer_options_are_rejected():
         build_model("dense", (1, 4, 4), {}, [{"name": "denoising", "sigmaa": 0.3}])
     with pytest.raises(ConfigError, match=r"regularizers\[0\]\.weight"):
         build_model("dense", (1, 4, 4), {}, [{"name": "l1", "weight": -1}])
+
+
+@pytest.mark.parametrize("method,samples", [("jvp", 0.5), ("vjp", 1.0), ("exact", 0.5)])
+def test_extra_encoder_passes_leave_batch_norm_statistics_alone(method, samples):
+    torch.manual_seed(0)
+    options = {"channels": [3, 4], "code_dim": 5, "batch_norm": True}
+    reg = [{"name": "contractive", "method": method, "samples": samples}]
+    with_penalty = build_model("conv", (1, 7, 6), options, reg).train()
+    plain = build_model("conv", (1, 7, 6), options).train()
+    plain.load_state_dict(with_penalty.state_dict())
+    x = torch.rand(8, 1, 7, 6)
+    with_penalty(x)
+    plain(x)
+    for (name, a), b in zip(with_penalty.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # running mean / var / batch count: one update, as without it
