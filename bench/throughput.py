@@ -13,8 +13,9 @@ default conv encoder, and the contractive penalty's cost (stochastic JVP vs exac
     python bench/throughput.py --peers ../shared/peers --tf-python /path/to/tf-venv/bin/python
 
 With ``--peers`` the peers' own scripts run in the same session (plain PyTorch with this python,
-Keras with ``--tf-python``, a separate environment) together with the fp32 matmul ceiling, so every
-comparison is a ratio of numbers measured on the same machine in the same run.
+Keras with ``--tf-python``, a separate environment), each right after aevision's run of the same
+model, and the fp32 matmul ceiling at the start and the end (the median is used): every comparison
+is a ratio of numbers measured on the same machine, minutes apart.
 """
 
 from __future__ import annotations
@@ -210,21 +211,19 @@ def peer(script: Path, python: str, args: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
-def run_peers(folder: Path, tf_python: str | None) -> dict:
-    """The matmul ceiling and the peers' images/s per model, measured now."""
-    out: dict = {"matmul_ceiling": peer(folder / "bench_matmul_peak.py", sys.executable, [])}
-    runs = [("torch", sys.executable, "bench_torch.py", [])]
+def peer_runs(folder: Path, tf_python: str | None) -> list[tuple[str, str, Path, list[str]]]:
+    """(label, python, script, extra args) of each peer."""
+    runs = [("torch", sys.executable, folder / "bench_torch.py", [])]
     if tf_python:
-        runs.append(("keras", tf_python, "bench_tf.py", []))
-        runs.append(("keras_best", tf_python, "bench_tf.py", ["--jit", "--no-autotune"]))
-    for label, python, script, extra in runs:
-        out[label] = {m: peer(folder / script, python, ["--model", m, *extra]) for m in ("M1", "M2", "M3")}
-    return out
+        runs.append(("keras", tf_python, folder / "bench_tf.py", []))
+        runs.append(("keras_best", tf_python, folder / "bench_tf.py", ["--jit", "--no-autotune"]))
+    return runs
 
 
 def compare(result: dict, peers: dict) -> None:
     """Ratios of aevision's images/s to each peer's, and the share of the matmul ceiling."""
-    gflops = peers["matmul_ceiling"].get("peak_gflops")
+    ceilings = [c.get("peak_gflops") for c in peers["matmul_ceiling"] if c.get("peak_gflops")]
+    gflops = statistics.median(ceilings) if ceilings else None
     result["matmul_ceiling_gflops"] = gflops
     for m in ("M1", "M2", "M3"):
         ours = result[m].get("images_per_s")
@@ -258,14 +257,22 @@ def main() -> None:
         print(json.dumps({"encode_mnist_60k_s": encode_60k()}))
         return
     result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
+    peers: dict = {"matmul_ceiling": []}
+    runs = peer_runs(Path(a.peers), a.tf_python) if a.peers else []
+    if a.peers:
+        peers["matmul_ceiling"].append(peer(Path(a.peers) / "bench_matmul_peak.py", sys.executable, []))
     for name in CONFIG:
         result[name] = child(["--model", name])
         print(json.dumps({name: result[name]}), file=sys.stderr)
+        for label, python, script, extra in runs if name in TRAIN_MFLOP else []:
+            # right after ours: the machine's speed drifts, so peers run at the same moment
+            peers.setdefault(label, {})[name] = peer(script, python, ["--model", name, *extra])
     result["contractive_cost"] = child(["--part", "contractive"])
     result.update(child(["--part", "encode"]))
     if a.peers:
-        result["peers"] = run_peers(Path(a.peers), a.tf_python)
-        compare(result, result["peers"])
+        peers["matmul_ceiling"].append(peer(Path(a.peers) / "bench_matmul_peak.py", sys.executable, []))
+        result["peers"] = peers
+        compare(result, peers)
     result["command"] = "python bench/throughput.py " + " ".join(sys.argv[1:])
     write_json(a.out, result)
     print(json.dumps(result))
