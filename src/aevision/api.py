@@ -23,11 +23,13 @@ from torch import Tensor
 from aevision.config import PretrainConfig, build_config, to_dict
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, to_float, training_data
 from aevision.data.batches import TensorBatches
+from aevision.data.imageset import float_batches
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
+from aevision.models.inference import eval_mode
 
 
 @dataclass
@@ -148,19 +150,10 @@ def reconstruct(model: Autoencoder, images: Tensor | np.ndarray | ImageSet | Vid
 def _batched(model: Autoencoder, fn: Any, images: Any, batch_size: int, device: Any) -> Tensor:
     x_all = images.images if isinstance(images, (ImageSet, VideoSet)) else torch.as_tensor(images)
     model.check_input(x_all)
-    was_training = model.training
-    model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    outs = []
-    try:
-        for chunk in x_all.split(batch_size):
-            x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-            outs.append(fn(x.to(device)).float().cpu())
-    finally:
-        model.train(was_training)
-    if not outs:
-        return torch.empty(0)
-    return torch.cat(outs)
+    with eval_mode(model):
+        outs = [fn(x).float().cpu() for x in float_batches(x_all, batch_size, device)]
+    return torch.cat(outs) if outs else torch.empty(0)
 
 
 def data_summary(splits: Splits) -> dict[str, Any]:

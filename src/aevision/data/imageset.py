@@ -7,6 +7,7 @@ a time. Nothing is decoded per sample per epoch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +79,15 @@ class ImageSet:
 def to_float(images: Tensor) -> Tensor:
     """uint8 [0, 255] -> float32 [0, 1]."""
     return images.to(torch.float32).div_(255.0)
+
+
+def float_batches(images: Tensor, batch_size: int,
+                  device: torch.device | str | None = None) -> Iterator[Tensor]:
+    """Consecutive batches of uint8 [0, 255] or float [0, 1] images as float32 [0, 1] on ``device``
+    (inference over a whole set without holding all of it as floats)."""
+    for chunk in images.split(batch_size):
+        x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+        yield x if device is None else x.to(device)
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aevision.data.imageset import float_batches
 from aevision.errors import AevisionError, ConfigError
 from aevision.models.base import Autoencoder, Parts
 from aevision.models.dense import mlp
+from aevision.models.inference import eval_mode
 from aevision.models.layers import Activation, make_activation
 from aevision.models.registry import MODELS, build_model
 from aevision.models.spatial_softmax import SpatialSoftmax
@@ -166,19 +168,14 @@ def keypoint_encoder(model: Autoencoder) -> KeypointEncoder:
 def presence_scores(model: Autoencoder, frames: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """Mean presence (K,) and mean keypoints (K, 2) over ``frames`` ((N, C, H, W), float or uint8)."""
     enc = keypoint_encoder(model)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     presence = torch.zeros(enc.num_keypoints, dtype=torch.float64)
     points = torch.zeros(enc.num_keypoints, 2, dtype=torch.float64)
-    try:
-        for chunk in frames.split(batch_size):
-            x = chunk.float().div(255.0) if chunk.dtype == torch.uint8 else chunk.float()
-            kp, p = enc.keypoints(x.to(device))
+    with eval_mode(model):
+        for x in float_batches(frames, batch_size, device):
+            kp, p = enc.keypoints(x)
             presence += p.double().sum(0).cpu()
             points += kp.double().sum(0).cpu()
-    finally:
-        model.train(was_training)
     n = max(1, len(frames))
     return (presence / n).float(), (points / n).float()
 

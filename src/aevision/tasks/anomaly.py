@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.api import as_float_images
+from aevision.data.imageset import float_batches
 from aevision.data.splits import permutation
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
+from aevision.models.inference import eval_mode
 
 Density = Literal["gaussian", "gmm", "knn"]
 SCORES: tuple[str, ...] = ("recon", "gaussian", "gmm", "knn")
@@ -41,13 +42,10 @@ def reconstruction_error(model: Autoencoder, images: Any, batch_size: int = 1024
     reconstruction from its (deterministic) code: (N,)."""
     x_all = images.images if hasattr(images, "images") else torch.as_tensor(images)
     model.check_input(x_all)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out: list[Tensor] = []
-    try:
-        for chunk in x_all.split(batch_size):
-            x = as_float_images(chunk).to(device)
+    with eval_mode(model):
+        for x in float_batches(x_all, batch_size, device):
             target = x if model.target is None else model.target(x)
             x_hat = model.reconstruct(x).float()
             if model.reconstruction == "bce":
@@ -57,8 +55,6 @@ def reconstruction_error(model: Autoencoder, images: Any, batch_size: int = 1024
             else:
                 err = (x_hat - target).pow(2)
             out.append(err.flatten(1).mean(dim=1).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -18,6 +18,7 @@ from aevision.api import as_float_images, encode
 from aevision.data.splits import generator
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
+from aevision.models.inference import eval_mode
 
 
 @dataclass
@@ -65,13 +66,9 @@ def latent_mixes(model: Autoencoder, images: Tensor, labels: Tensor, per_class: 
     pair = torch.cat(pairs)
     lam = low + (high - low) * torch.rand(len(pair), generator=g)
     z = lam[:, None] * codes[pair[:, 0]] + (1 - lam[:, None]) * codes[pair[:, 1]]
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    try:
+    with eval_mode(model):
         decoded = torch.cat([model.decode(chunk.to(device)).float().cpu() for chunk in z.split(1024)])
-    finally:
-        model.train(was_training)
     if decoded.shape[1:] != x.shape[1:]:
         raise AevisionError(
             f"latent_mixes: the model reconstructs {tuple(decoded.shape[1:])}, not its input shape "

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aevision.data.imageset import ImageSet, to_float
+from aevision.data.imageset import ImageSet, float_batches
 from aevision.errors import ConfigError
 from aevision.models.base import Autoencoder
+from aevision.models.inference import eval_mode
 from aevision.validation import check
 
 
@@ -66,11 +67,8 @@ class FeatureEncoder(nn.Module):
             for i, s in enumerate(wanted):
                 check(-n <= s < n, f"{field}.stages[{i}]", s, f"a stage index in [{-n}, {n - 1}]")
             self.stage_ids = sorted({s % n for s in wanted})
-        with torch.no_grad():
-            was = self.training
-            self.eval()
+        with torch.no_grad(), eval_mode(self):
             self.dim = int(self(torch.zeros(1, *self.input_shape)).shape[1])
-            self.train(was)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.cfg.source == "code":
@@ -93,14 +91,7 @@ class FeatureEncoder(nn.Module):
 def extract(features: nn.Module, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
     """``features`` of uint8 or [0, 1] images, in eval mode and batches: (N, D) float32, CPU."""
     x_all = images.images if isinstance(images, ImageSet) else images
-    was = features.training
-    features.eval()
     device = next(features.parameters()).device
-    out = []
-    try:
-        for chunk in x_all.split(batch_size):
-            x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-            out.append(features(x.to(device)).float().cpu())
-    finally:
-        features.train(was)
+    with eval_mode(features):
+        out = [features(x).float().cpu() for x in float_batches(x_all, batch_size, device)]
     return torch.cat(out) if out else torch.empty(0)

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 from aevision.config import TrainConfig
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
-from aevision.data.imageset import ImageSet, to_float
+from aevision.data.imageset import ImageSet, float_batches
 from aevision.engine import Trainer, seed_everything
 from aevision.errors import AevisionError
+from aevision.models.inference import eval_mode
 from aevision.tasks.features import FeatureEncoder
 from aevision.tasks.losses import ClassificationLoss, LossConfig
 from aevision.validation import check
@@ -139,16 +140,9 @@ class Classifier(nn.Module):
     def predict(self, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
         """Predicted labels (N,) of uint8 or [0, 1] images, in eval mode."""
         x_all = images.images if isinstance(images, ImageSet) else images
-        was = self.training
-        self.eval()
         device = next(self.parameters()).device
-        out = []
-        try:
-            for chunk in x_all.split(batch_size):
-                x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-                out.append(self.logits(x.to(device)).argmax(1).cpu())
-        finally:
-            self.train(was)
+        with eval_mode(self):
+            out = [self.logits(x).argmax(1).cpu() for x in float_batches(x_all, batch_size, device)]
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 

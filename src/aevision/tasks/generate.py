@@ -16,6 +16,7 @@ from torch import Tensor
 from aevision.api import as_float_images
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
+from aevision.models.inference import eval_mode
 
 Route = Literal["linear", "slerp"]
 
@@ -79,19 +80,11 @@ def interpolate(model: Autoencoder, a: Tensor, b: Tensor, steps: int = 8,
     x = as_float_images(torch.stack([torch.as_tensor(a), torch.as_tensor(b)]))
     model.check_input(x)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         za, zb = model.encode(x.to(device)).float().cpu()
-    finally:
-        model.train(was_training)
     return _decode(model, lerp_codes(za, zb, t, path).to(device))
 
 
 def _decode(model: Autoencoder, z: Tensor, batch_size: int = 1024) -> Tensor:
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model.decode(chunk).float().cpu() for chunk in z.split(batch_size)])
-    finally:
-        model.train(was_training)

@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aevision.data.imageset import float_batches
 from aevision.data.video import VideoSet
 from aevision.models.base import Autoencoder
 from aevision.models.dsae import keypoint_encoder
+from aevision.models.inference import eval_mode
 from aevision.regularizers.smoothness import second_difference
 from aevision.tasks.probe import LinearProbe
 from aevision.tasks.regression import RidgeProbe
@@ -49,17 +51,13 @@ def video_keypoints(model: Autoencoder, videos: VideoSet, batch_size: int = 512,
     """Keypoints and presence of every frame of ``videos``."""
     enc = keypoint_encoder(model)
     model.check_input(videos.frames)
-    was_training = model.training
-    model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     points, presence = [], []
-    try:
-        for chunk in videos.images.split(batch_size):
-            kp, p = enc.keypoints(chunk.to(device).float().div_(255.0))
+    with eval_mode(model):
+        for x in float_batches(videos.images, batch_size, device):
+            kp, p = enc.keypoints(x)
             points.append(kp.float().cpu())
             presence.append(p.float().cpu())
-    finally:
-        model.train(was_training)
     n, t = len(videos), videos.sequence_length
     k = enc.num_keypoints
     return VideoKeypoints(torch.cat(points).view(n, t, k, 2), torch.cat(presence).view(n, t, k))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aevision.errors import AevisionError, ConfigError
+from aevision.models.inference import eval_mode
 from aevision.models.registry import MODELS
 from aevision.tasks.segmentation.loss import SegLoss
 
@@ -153,11 +154,8 @@ def strip_head(encoder: nn.Module, name: str) -> nn.Module:
 
 def stage_channels(encoder: nn.Module, input_shape: Sequence[int]) -> list[int]:
     """Channels of each feature map, found by one forward pass on a blank image."""
-    was = encoder.training
-    encoder.eval()
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(encoder):
         feats = encoder.forward_features(torch.zeros(1, *input_shape))
-    encoder.train(was)
     if not isinstance(feats, (list, tuple)) or not feats or any(f.dim() != 4 for f in feats):
         raise AevisionError("encoder: forward_features must return a list of (N, C, H, W) maps")
     return [int(f.shape[1]) for f in feats]
