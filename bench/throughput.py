@@ -194,21 +194,18 @@ def encode_60k() -> float:
     return round(time.perf_counter() - t, 3)
 
 
-def child(args: list[str]) -> dict:
-    p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        return {"error": (p.stderr or p.stdout)[-2000:], "args": args}
-    return json.loads(lines[-1])
-
-
-def peer(script: Path, python: str, args: list[str]) -> dict:
-    """One peer script's JSON line (they print exactly one)."""
+def json_child(python: str, script: Path, args: list[str]) -> dict:
+    """The last JSON line a script prints (ours and the peers' print one), or the error."""
     p = subprocess.run([python, str(script), *args], capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
     if p.returncode != 0 or not lines:
-        return {"error": (p.stderr or p.stdout)[-1500:], "script": script.name, "args": args}
+        return {"error": (p.stderr or p.stdout)[-2000:], "script": script.name, "args": args}
     return json.loads(lines[-1])
+
+
+def child(args: list[str]) -> dict:
+    """This script in a fresh process (peak RSS per model)."""
+    return json_child(sys.executable, Path(__file__), args)
 
 
 def peer_runs(folder: Path, tf_python: str | None) -> list[tuple[str, str, Path, list[str]]]:
@@ -260,17 +257,17 @@ def main() -> None:
     peers: dict = {"matmul_ceiling": []}
     runs = peer_runs(Path(a.peers), a.tf_python) if a.peers else []
     if a.peers:
-        peers["matmul_ceiling"].append(peer(Path(a.peers) / "bench_matmul_peak.py", sys.executable, []))
+        peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
     for name in CONFIG:
         result[name] = child(["--model", name])
         print(json.dumps({name: result[name]}), file=sys.stderr)
         for label, python, script, extra in runs if name in TRAIN_MFLOP else []:
             # right after ours: the machine's speed drifts, so peers run at the same moment
-            peers.setdefault(label, {})[name] = peer(script, python, ["--model", name, *extra])
+            peers.setdefault(label, {})[name] = json_child(python, script, ["--model", name, *extra])
     result["contractive_cost"] = child(["--part", "contractive"])
     result.update(child(["--part", "encode"]))
     if a.peers:
-        peers["matmul_ceiling"].append(peer(Path(a.peers) / "bench_matmul_peak.py", sys.executable, []))
+        peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
         result["peers"] = peers
         compare(result, peers)
     result["command"] = "python bench/throughput.py " + " ".join(sys.argv[1:])
