@@ -9,6 +9,7 @@ from aevision.config import DataConfig, TrainConfig
 from aevision.data import load_dataset
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
+from aevision.data.imageset import to_float
 from aevision.errors import ConfigError
 from aevision.models import build_model
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract
@@ -106,17 +107,29 @@ def test_augmentation_is_batched_seeded_and_label_preserving():
     assert xb.shape == (4, 1, 16, 16) and yb.dtype == torch.long and len(set(yb.tolist())) == 4
 
 
-
-def test_head_initialised_from_the_linear_probe_predicts_like_the_probe(digits):
-    from aevision.tasks.probe import LinearProbe
+def test_head_starts_as_logistic_regression_of_floor_standardised_features(digits):
+    from aevision.tasks.finetune import STD_FLOOR
+    from aevision.tasks.probe import fit_logistic
 
     enc = _encoder()
     clf = Classifier(enc, 10)
     train = digits.train.subset(range(300))
     clf.init_head_from_probe(train, c=0.5)
-    feats = extract(enc, digits.test)
-    probe = LinearProbe(c_grid=(0.5,), max_iter=100).fit(extract(enc, train), train.labels, n_classes=10)
+    f = extract(enc, train).double()
+    mean, std = f.mean(0), f.std(0, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    floor = STD_FLOOR * std.pow(2).mean().sqrt()
+    scale = (std.pow(2) + floor**2).rsqrt()
+    assert torch.allclose(clf.shift.double(), mean, atol=1e-5)
+    assert torch.allclose(clf.scale.double(), scale, rtol=1e-4)
+    # features with a spread far below the others' are not blown up by 1 / their std
+    assert bool((std < floor).any())
+    assert float(clf.scale.max()) <= 1 / float(floor) * 1.001
+    w, b = fit_logistic(((f - mean) * scale).float(), train.labels, 10, 0.5, 100)
+    test = extract(enc, digits.test)
+    expected = ((test.double() - mean) * scale).float() @ w + b
     with torch.no_grad():
-        logits = clf.head(feats)
-    assert torch.allclose(logits, probe.decision_function(feats), atol=1e-3)
-    assert torch.equal(clf.predict(digits.test), probe.predict(feats))
+        logits = clf.logits(to_float(digits.test.images))
+    assert torch.allclose(logits, expected, atol=1e-3)
+    assert torch.equal(clf.predict(digits.test), expected.argmax(1))
+

@@ -10,9 +10,14 @@ pretraining gets. Two things are specific to fine-tuning:
   ``param_groups`` hook gives the encoder ``lr * encoder_lr_scale``), so a randomly initialised
   head does not wreck the features in the first steps;
 - ``head_init="probe"``: the head starts as the linear probe's solution on the frozen features
-  (full-batch logistic regression, standardisation folded into the weights), so fine-tuning
-  starts from the probe's accuracy instead of a random head whose first gradients would scramble
-  the pretrained features (LP-FT, Kumar et al. 2022);
+  (full-batch logistic regression), so fine-tuning starts from the probe's accuracy instead of a
+  random head whose first gradients would scramble the pretrained features (LP-FT, Kumar et al.
+  2022);
+- the head reads standardised features (a fixed shift and scale, measured on the training images
+  before fine-tuning starts), as the probe does. Raw pretrained features can be large and
+  thousands wide; there, Adam's fixed-size steps on an unstandardised head move the logits by
+  whole units per step, which measured as a fine-tuned MNIST classifier ending below its own
+  starting probe (97.4% vs 98.5%);
 - ``freeze_epochs``: the first epochs train the head alone, then the whole network. They run as a
   separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as the engine keeps one
   optimizer per run.
@@ -71,6 +76,9 @@ class FinetuneConfig:
         check(self.head_c > 0, f"{prefix}.head_c", self.head_c, "a number > 0")
 
 
+STD_FLOOR = 0.1  # see Classifier.standardize
+
+
 class Classifier(nn.Module):
     """features (N, C, H, W) -> (N, D), then dropout + linear head -> (N, K) logits."""
 
@@ -79,32 +87,50 @@ class Classifier(nn.Module):
         super().__init__()
         self.features = features
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features.dim, n_classes))
+        # feature standardisation (identity until measured): head((f - shift) * scale)
+        self.register_buffer("shift", torch.zeros(features.dim))
+        self.register_buffer("scale", torch.ones(features.dim))
         self.criterion = loss or ClassificationLoss()
         self.encoder_lr_scale = encoder_lr_scale
         self.frozen = False
 
     def logits(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return self.head((self.features(x) - self.shift) * self.scale)
+
+    @torch.no_grad()
+    def standardize(self, images: ImageSet) -> Tensor:
+        """Measure the feature shift and scale on ``images``; returns their standardised features.
+
+        The scale is ``1 / sqrt(std^2 + floor^2)``, ``floor = STD_FLOOR x`` the features' RMS
+        std: sparse features (winner-take-all, ReLU maps that rarely fire) have tiny spreads, and
+        dividing by those would turn the small changes fine-tuning makes to them into large
+        swings of the logits.
+        """
+        from aevision.tasks.features import extract
+        from aevision.tasks.probe import Standardizer
+
+        feats = extract(self.features, images)
+        scaler = Standardizer.fit(feats)
+        floor = STD_FLOOR * scaler.std.pow(2).mean().sqrt()
+        self.shift.copy_(scaler.mean)
+        self.scale.copy_((scaler.std.pow(2) + floor**2).rsqrt())
+        return (feats - self.shift) * self.scale
 
     @torch.no_grad()
     def init_head_from_probe(self, images: ImageSet, c: float = 1.0, max_iter: int = 100) -> None:
-        """Set the head to the linear probe of the current features on labelled ``images``.
-
-        The probe standardises features, ``(f - mu) / sigma``; folded into the head that is
-        ``W' = W / sigma``, ``b' = b - (mu / sigma) W``, so the head reads raw features.
-        """
-        from aevision.tasks.features import extract
-        from aevision.tasks.probe import LinearProbe
+        """Standardise on labelled ``images``, then set the head to the logistic regression
+        (inverse L2 strength ``c``) of the standardised features."""
+        from aevision.tasks.probe import class_weights, fit_logistic
 
         assert images.labels is not None
-        feats = extract(self.features, images)
+        feats = self.standardize(images)
         linear = self.head[-1]
-        probe = LinearProbe(c_grid=(c,), max_iter=max_iter,
-                            class_weight=self._class_weight_list()).fit(
-            feats, images.labels, n_classes=linear.out_features)
-        w = probe.w_ / probe.scaler_.std.unsqueeze(1)  # (D, K)
+        k = linear.out_features
+        weights = class_weights(torch.bincount(images.labels, minlength=k), self._class_weight_list(),
+                                field="finetune.loss.class_weight")
+        w, b = fit_logistic(feats, images.labels.long(), k, c, max_iter, class_weight=weights)
         linear.weight.copy_(w.T)
-        linear.bias.copy_(probe.b_ - (probe.scaler_.mean / probe.scaler_.std) @ probe.w_)
+        linear.bias.copy_(b)
 
     def _class_weight_list(self) -> str | list[float]:
         cw = self.criterion.class_weight
@@ -171,8 +197,11 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
     clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale)
     started = time.perf_counter()
-    if cfg.head_init == "probe" and cfg.init == "pretrained":
-        clf.init_head_from_probe(train, cfg.head_c)
+    if cfg.init == "pretrained":
+        if cfg.head_init == "probe":
+            clf.init_head_from_probe(train, cfg.head_c)
+        else:
+            clf.standardize(train)
     probe_seconds = time.perf_counter() - started
     augment = Augment(cfg.augment) if cfg.augment.active else None
     bs = min(cfg.train.batch_size, len(train))
