@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -66,12 +67,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fmnist-weights", default="0.02,0.006,0.002")
     p.add_argument("--fmnist-epochs", type=int, default=3)
     p.add_argument("--fmnist-test", type=int, default=1000, help="Fashion-MNIST test images used")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the cores)")
     p.add_argument("--skip", choices=("kodak", "fmnist"), action="append", default=[])
     p.add_argument("--out", default=str(ROOT / "results" / "compression.json"))
     return p.parse_args()
 
 
 # --- training ----------------------------------------------------------------------------------------
+
+
+def reusable(out_dir: Path, config: dict[str, Any], **extra: Any) -> dict[str, Any] | None:
+    """A codec finished earlier in ``out_dir`` from exactly this config (a killed or crashed bench
+    resumes without retraining), else None."""
+    try:
+        saved = json.loads((out_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (out_dir / "model.safetensors").exists():
+        return None
+    same = saved.get("config") == config and all(saved.get(k) == v for k, v in extra.items())
+    return {"reused": str(out_dir)} if same else None
 
 
 def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[float], base_epochs: int,
@@ -87,18 +102,27 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
     cfg["regularizers"] = [{**base["regularizers"][0], "weight": weights[0]}]
     cfg["train"] = {**base["train"], "epochs": base_epochs}
     started = time.time()
-    result = pretrain(cfg, data=splits)
-    out.append((weights[0], result.out_dir, {"epochs": base_epochs, "steps": result.fit.steps,
-                                             "train_seconds": result.fit.train_seconds,
-                                             "wall_seconds": round(time.time() - started, 1)}))
+    base_dir = Path(cfg["output_dir"])
+    done = reusable(base_dir, build_config(base=cfg).to_dict())
+    if done is not None:
+        out.append((weights[0], base_dir, done))
+    else:
+        result = pretrain(cfg, data=splits)
+        out.append((weights[0], result.out_dir, {"epochs": base_epochs, "steps": result.fit.steps,
+                                                 "train_seconds": result.fit.train_seconds,
+                                                 "wall_seconds": round(time.time() - started, 1)}))
     for w in weights[1:]:
         started = time.time()
         ft = {**cfg, "output_dir": str(runs / f"{name}-w{w:g}")}
         ft["regularizers"] = [{**cfg["regularizers"][0], "weight": w}]
         ft["train"] = {**cfg["train"], "epochs": finetune_epochs}
         config = build_config(base=ft)
+        done = reusable(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
+        if done is not None:
+            out.append((w, Path(config.output_dir), done))
+            continue
         seed_everything(seed)
-        model = load(result.out_dir)
+        model = load(base_dir)
         model.regularizers[0].weight = w
         model.spec["regularizers"][0]["weight"] = w
         model.train()
@@ -107,9 +131,9 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         fit = Trainer(config.train, config.output_dir, seed=seed).fit(model, train, None, config.to_dict())
         model.eval()
         save_model(model, config.output_dir, extra={"config": config.to_dict(),
-                                                    "init_from": str(result.out_dir)})
+                                                    "init_from": str(base_dir)})
         out.append((w, Path(config.output_dir), {"epochs": finetune_epochs, "steps": fit.steps,
-                                                 "init_from": str(result.out_dir),
+                                                 "init_from": str(base_dir),
                                                  "train_seconds": fit.train_seconds,
                                                  "wall_seconds": round(time.time() - started, 1)}))
     return out
@@ -278,7 +302,7 @@ def plot(path: Path, results: dict[str, Any]) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(max(1, args.threads))
     if not args.data_root:
         sys.exit("set AEVISION_DATA or --data-root to the shared datasets folder")
     root = Path(args.data_root)

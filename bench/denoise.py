@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--val", type=int, default=200, help="validation images for tuning the baselines")
     p.add_argument("--kodak-epochs", type=int, default=3)
     p.add_argument("--kodak-sigmas", default="0.1,0.3,0.5")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the cores)")
     p.add_argument("--skip", choices=("fmnist", "kodak"), action="append", default=[])
     p.add_argument("--out", default=str(ROOT / "results" / "denoise.json"))
     return p.parse_args()
@@ -221,7 +222,7 @@ def _merge(parts: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(max(1, args.threads))
     if not args.data_root:
         sys.exit("set AEVISION_DATA or --data-root to the shared datasets folder")
     root, runs = Path(args.data_root), Path(args.runs)
