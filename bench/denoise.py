@@ -69,7 +69,19 @@ def parse_args() -> argparse.Namespace:
 
 
 def scores(clean: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
-    return {"psnr": round(float(psnr(out, clean).mean()), 3),
+    """Mean per-image PSNR and SSIM, plus the PSNR of the mean squared error over all images.
+
+    An image the degradation leaves unchanged (a block of zeros over black background) has an
+    infinite PSNR, which would make the per-image mean infinite; those images count as
+    ``identical_images`` and are left out of the mean, and ``psnr_dataset`` (finite whenever any
+    pixel differs) is the fair comparison for inpainting.
+    """
+    per_image = psnr(out, clean)
+    finite = torch.isfinite(per_image)
+    mse = (out.float() - clean.float()).pow(2).mean()
+    return {"psnr": round(float(per_image[finite].mean()), 3) if finite.any() else float("nan"),
+            "psnr_dataset": round(float(10 * torch.log10(1 / mse)), 3) if mse > 0 else float("nan"),
+            "identical_images": int((~finite).sum()),
             "ssim": round(float(ssim(out, clean).mean()), 4)}
 
 
