@@ -13,11 +13,9 @@ pretraining gets. Two things are specific to fine-tuning:
   (full-batch logistic regression), so fine-tuning starts from the probe's accuracy instead of a
   random head whose first gradients would scramble the pretrained features (LP-FT, Kumar et al.
   2022);
-- the head reads standardised features (a fixed shift and scale, measured on the training images
-  before fine-tuning starts), as the probe does. Raw pretrained features can be large and
-  thousands wide; there, Adam's fixed-size steps on an unstandardised head move the logits by
-  whole units per step, which measured as a fine-tuned MNIST classifier ending below its own
-  starting probe (97.4% vs 98.5%);
+- the head reads standardised features (a fixed shift and scale measured on the training images
+  before fine-tuning starts, with a floor on the std: see :meth:`Classifier.standardize`), as the
+  probe does, so Adam's fixed-size steps on the head mean the same thing for every feature;
 - ``freeze_epochs``: the first epochs train the head alone, then the whole network. They run as a
   separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as the engine keeps one
   optimizer per run.
