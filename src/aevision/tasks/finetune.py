@@ -118,21 +118,16 @@ class Classifier(nn.Module):
     def init_head_from_probe(self, images: ImageSet, c: float = 1.0, max_iter: int = 100) -> None:
         """Standardise on labelled ``images``, then set the head to the logistic regression
         (inverse L2 strength ``c``) of the standardised features."""
-        from aevision.tasks.probe import class_weights, fit_logistic
+        from aevision.tasks.probe import fit_logistic
 
         assert images.labels is not None
         feats = self.standardize(images)
         linear = self.head[-1]
-        k = linear.out_features
-        weights = class_weights(torch.bincount(images.labels, minlength=k), self._class_weight_list(),
-                                field="finetune.loss.class_weight")
-        w, b = fit_logistic(feats, images.labels.long(), k, c, max_iter, class_weight=weights)
+        cw = self.criterion.class_weight  # the loss's own class weights, so head and loss agree
+        w, b = fit_logistic(feats, images.labels.long(), linear.out_features, c, max_iter,
+                            class_weight=None if cw is None else cw.cpu())
         linear.weight.copy_(w.T)
         linear.bias.copy_(b)
-
-    def _class_weight_list(self) -> str | list[float]:
-        cw = self.criterion.class_weight
-        return "none" if cw is None else [float(v) for v in cw]
 
     def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Training objective: ``loss`` (the configured loss) and ``error`` (batch error rate)."""
