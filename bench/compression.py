@@ -22,7 +22,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from aevision.models import save_model  # noqa: E402
 from aevision.tasks import classic_codecs  # noqa: E402
 from aevision.tasks.compress import Codec  # noqa: E402
 from aevision.tasks.quality import ms_ssim, ms_ssim_settings, psnr  # noqa: E402
+from reuse import finished_model  # noqa: E402
 
 COMPRESSAI_HYPERPRIOR_Q1 = {"bpp": 0.131, "psnr": 27.58,
                             "source": "CompressAI model zoo, bmshj2018-hyperprior (MSE), quality 1, Kodak"}
@@ -76,19 +76,6 @@ def parse_args() -> argparse.Namespace:
 # --- training ----------------------------------------------------------------------------------------
 
 
-def reusable(out_dir: Path, config: dict[str, Any], **extra: Any) -> dict[str, Any] | None:
-    """A codec finished earlier in ``out_dir`` from exactly this config (a killed or crashed bench
-    resumes without retraining), else None."""
-    try:
-        saved = json.loads((out_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not (out_dir / "model.safetensors").exists():
-        return None
-    same = saved.get("config") == config and all(saved.get(k) == v for k, v in extra.items())
-    return {"reused": str(out_dir)} if same else None
-
-
 def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[float], base_epochs: int,
                  finetune_epochs: int, runs: Path, seed: int) -> list[tuple[float, Path, dict[str, Any]]]:
     """A base codec at ``weights[0]``, then each other weight fine-tuned from it.
@@ -103,7 +90,7 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
     cfg["train"] = {**base["train"], "epochs": base_epochs}
     started = time.time()
     base_dir = Path(cfg["output_dir"])
-    done = reusable(base_dir, build_config(base=cfg).to_dict())
+    done = finished_model(base_dir, build_config(base=cfg).to_dict())
     if done is not None:
         out.append((weights[0], base_dir, done))
     else:
@@ -117,7 +104,7 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         ft["regularizers"] = [{**cfg["regularizers"][0], "weight": w}]
         ft["train"] = {**cfg["train"], "epochs": finetune_epochs}
         config = build_config(base=ft)
-        done = reusable(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
+        done = finished_model(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
         if done is not None:
             out.append((w, Path(config.output_dir), done))
             continue

@@ -44,6 +44,7 @@ from aevision.report.plots import reconstruction_grid  # noqa: E402
 from aevision.tasks import classic_restore  # noqa: E402
 from aevision.tasks.quality import psnr, ssim  # noqa: E402
 from aevision.tasks.restore import Degradation, restore  # noqa: E402
+from reuse import finished_model  # noqa: E402
 
 SIGMAS = (0.1, 0.2, 0.3, 0.4, 0.5)
 TV_WEIGHTS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4)
@@ -94,19 +95,10 @@ def train_dae(name: str, model: dict[str, Any], reg: dict[str, Any], splits: Spl
                   "progress": False},
         "data": {"name": splits.train.name},
     }
-    out = runs / name
-    try:  # finished earlier from exactly this config: a killed bench resumes without retraining
-        saved = json.loads((out / "config.json").read_text()).get("config")
-        history = (out / "history.csv").read_text().splitlines()
-    except (OSError, ValueError):
-        saved, history = None, []
-    if saved == build_config(base=cfg).to_dict() and (out / "model.safetensors").exists():
-        model_ = load(out)
-        rows = [dict(zip(history[0].split(","), line.split(","), strict=True)) for line in history[1:]]
-        model_.training_info = {  # type: ignore[attr-defined]
-            "epochs": len(rows), "steps": int(rows[-1]["step"]) if rows else None,
-            "train_seconds": round(sum(float(r["train_seconds"]) for r in rows), 1),
-            "reused": "trained by an earlier run of this script (same config)", "dir": str(out)}
+    done = finished_model(runs / name, build_config(base=cfg).to_dict())
+    if done is not None:
+        model_ = load(runs / name)
+        model_.training_info = done  # type: ignore[attr-defined]
         return model_
     result = pretrain(cfg, data=splits)
     result.model.training_info = {"epochs": epochs, "steps": result.fit.steps,  # type: ignore[attr-defined]

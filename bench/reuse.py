@@ -1,0 +1,30 @@
+"""Resume a killed or crashed bench: a model folder finished earlier from exactly this config.
+
+Shared by the bench scripts that train several models in sequence (compression, denoise), so a
+late failure costs only the evaluation, not hours of training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def finished_model(out_dir: Path, config: dict[str, Any], **extra: Any) -> dict[str, Any] | None:
+    """Training info of the model saved in ``out_dir`` when its ``config.json`` holds exactly
+    ``config`` (compared as JSON, so tuples equal lists) and every ``extra`` key, else None."""
+    try:
+        saved = json.loads((out_dir / "config.json").read_text())
+        history = (out_dir / "history.csv").read_text().splitlines()
+    except (OSError, ValueError):
+        return None
+    if not (out_dir / "model.safetensors").exists():
+        return None
+    if saved.get("config") != json.loads(json.dumps(config)) \
+            or any(saved.get(k) != v for k, v in extra.items()):
+        return None
+    rows = [dict(zip(history[0].split(","), line.split(","), strict=True)) for line in history[1:]]
+    return {"epochs": len(rows), "steps": int(rows[-1]["step"]) if rows else None,
+            "train_seconds": round(sum(float(r["train_seconds"]) for r in rows), 1),
+            "reused": "trained by an earlier run of this script (same config)", "dir": str(out_dir)}
