@@ -10,7 +10,7 @@ from aevision.data import load_dataset
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import to_float
-from aevision.errors import ConfigError
+from aevision.errors import AevisionError, ConfigError
 from aevision.models import build_model
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract
 from aevision.tasks.finetune import Classifier, FinetuneConfig, finetune
@@ -133,3 +133,23 @@ def test_head_starts_as_logistic_regression_of_floor_standardised_features(digit
     assert torch.allclose(logits, expected, atol=1e-3)
     assert torch.equal(clf.predict(digits.test), expected.argmax(1))
 
+
+
+def test_hidden_layer_head_trains_from_a_random_start_and_refuses_the_probe_start(digits, tmp_path):
+    cfg = FinetuneConfig(train=TrainConfig(epochs=6, batch_size=32, lr=3e-3, optimizer="adamw",
+                                           scheduler="cosine", progress=False),
+                         hidden=[32], hidden_dropout=0.2, head_init="random")
+    enc = _encoder(source="stages", pool=2)
+    result = finetune(enc, digits.train, digits.val, cfg, tmp_path, n_classes=10, seed=0)
+    head = result.classifier.head
+    assert [type(m).__name__ for m in head] == ["Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert head[1].in_features == enc.dim and head[1].out_features == 32 and head[-1].in_features == 32
+    assert float(result.classifier.shift.abs().sum()) > 0  # the features were standardised first
+    acc = float((result.classifier.predict(digits.test) == digits.test.labels).float().mean())
+    assert acc > 0.8  # chance is 0.1
+    with pytest.raises(ConfigError, match=r"finetune\.head_init"):
+        FinetuneConfig(hidden=[32]).validate()  # the default probe start needs a linear head
+    with pytest.raises(ConfigError, match=r"finetune\.hidden\[1\]"):
+        FinetuneConfig(hidden=[32, 0], head_init="random").validate()
+    with pytest.raises(AevisionError, match="head_init='random'"):
+        Classifier(_encoder(), 10, hidden=[8]).init_head_from_probe(digits.train.subset(range(50)))

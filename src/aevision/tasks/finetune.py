@@ -1,10 +1,10 @@
 """Fine-tuning: the encoder and a new linear head trained end to end on labelled images.
 
 A :class:`Classifier` is a :class:`~aevision.tasks.features.FeatureEncoder` (the same features
-the linear probe and kNN read) plus a linear head; its ``forward(x, y)`` returns
+the linear probe and kNN read) plus a head, linear or with hidden layers; its ``forward(x, y)`` returns
 ``{"loss", "error"}``, so the ordinary :class:`~aevision.engine.Trainer` trains it: Fabric
 devices and precision, checkpoints, the best epoch chosen on validation loss, everything
-pretraining gets. Two things are specific to fine-tuning:
+pretraining gets. Specific to fine-tuning:
 
 - ``encoder_lr_scale``: the pretrained encoder moves slower than the fresh head (its
   ``param_groups`` hook gives the encoder ``lr * encoder_lr_scale``), so a randomly initialised
@@ -16,6 +16,11 @@ pretraining gets. Two things are specific to fine-tuning:
 - the head reads standardised features (a fixed shift and scale measured on the training images
   before fine-tuning starts, with a floor on the std: see :meth:`Classifier.standardize`), as the
   probe does, so Adam's fixed-size steps on the head mean the same thing for every feature;
+- ``hidden``: hidden layers in the head (ReLU, then dropout). A linear head on the probe's
+  features keeps fine-tuning close to the probe, which is what few labels need; with many labels a
+  hidden layer lets the head combine features the encoder computes, instead of asking the encoder
+  to make every class linearly separable on its own. Such a head starts at random (with
+  ``freeze_epochs`` to train it before the encoder moves);
 - ``freeze_epochs``: the first epochs train the head alone, then the whole network. They run as a
   separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as the engine keeps one
   optimizer per run.
@@ -27,6 +32,7 @@ initialised, every layer at the full learning rate.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -58,7 +64,9 @@ class FinetuneConfig:
     freeze_epochs: int = 0  # epochs (out of train.epochs) that train the head only
     head_init: Literal["probe", "random"] = "probe"  # probe: start from the linear probe (pretrained only)
     head_c: float = 1.0  # the probe's inverse L2 strength for head_init="probe"
-    dropout: float = 0.0  # before the head
+    dropout: float = 0.0  # on the features, before the head
+    hidden: list[int] = field(default_factory=list)  # hidden widths of the head ([] = linear)
+    hidden_dropout: float = 0.5  # after each hidden layer
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -72,19 +80,33 @@ class FinetuneConfig:
               self.freeze_epochs, f"an integer in [0, train.epochs={self.train.epochs}]")
         check(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "a fraction in [0, 1)")
         check(self.head_c > 0, f"{prefix}.head_c", self.head_c, "a number > 0")
+        for i, h in enumerate(self.hidden):
+            check(isinstance(h, int) and h >= 1, f"{prefix}.hidden[{i}]", h, "a positive integer")
+        check(0 <= self.hidden_dropout < 1, f"{prefix}.hidden_dropout", self.hidden_dropout,
+              "a fraction in [0, 1)")
+        if self.hidden and self.init == "pretrained":
+            check(self.head_init == "random", f"{prefix}.head_init", self.head_init,
+                  "'random' with hidden layers (the probe's solution is a linear head)")
 
 
 STD_FLOOR = 0.1  # see Classifier.standardize
 
 
 class Classifier(nn.Module):
-    """features (N, C, H, W) -> (N, D), then dropout + linear head -> (N, K) logits."""
+    """features (N, C, H, W) -> (N, D), then the head: dropout, [linear + ReLU + dropout] per
+    hidden width, linear -> (N, K) logits."""
 
     def __init__(self, features: FeatureEncoder, n_classes: int, loss: ClassificationLoss | None = None,
-                 dropout: float = 0.0, encoder_lr_scale: float = 1.0):
+                 dropout: float = 0.0, encoder_lr_scale: float = 1.0, hidden: Sequence[int] = (),
+                 hidden_dropout: float = 0.5):
         super().__init__()
         self.features = features
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features.dim, n_classes))
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        width = features.dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(hidden_dropout)]
+            width = h
+        self.head = nn.Sequential(*layers, nn.Linear(width, n_classes))
         # feature standardisation (identity until measured): head((f - shift) * scale)
         self.register_buffer("shift", torch.zeros(features.dim))
         self.register_buffer("scale", torch.ones(features.dim))
@@ -121,6 +143,9 @@ class Classifier(nn.Module):
         from aevision.tasks.probe import fit_logistic
 
         assert images.labels is not None
+        if len(self.head) != 2:
+            raise AevisionError("a head with hidden layers cannot start as the linear probe: "
+                                "use head_init='random'")
         feats = self.standardize(images)
         linear = self.head[-1]
         cw = self.criterion.class_weight  # the loss's own class weights, so head and loss agree
@@ -188,7 +213,8 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     seed_everything(seed, cfg.train.deterministic)
     counts = torch.bincount(train.labels, minlength=k)
     scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
-    clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale)
+    clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale,
+                     cfg.hidden, cfg.hidden_dropout)
     started = time.perf_counter()
     if cfg.init == "pretrained":
         if cfg.head_init == "probe":
