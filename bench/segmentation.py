@@ -51,7 +51,9 @@ from aevision.tasks.segmentation import segment  # noqa: E402
 # Everything a run depends on; written to the results file. Chosen on validation images only.
 CONFIG: dict[str, Any] = {
     "shapes-seg": {
-        "data": {"name": "shapes-seg", "n_train": 2000, "n_test": 500, "size": 32, "val_fraction": 0.0},
+        # 6000 training images: with 2000, all-mask training reached 0.83 mIoU on validation
+        # images carved from the training stream; with 6000 (same 30 epochs), 0.92
+        "data": {"name": "shapes-seg", "n_train": 6000, "n_test": 500, "size": 32, "val_fraction": 0.0},
         "autoencoder": {
             "model": {"name": "conv", "channels": [16, 32, 64, 128], "code_dim": None},
             "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
@@ -140,7 +142,9 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     out = runs / name / f"seed{seed}" / "autoencoder"
     config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
               "data": {"name": name}, "train": {**ae["train"], "progress": False}}
-    done = finished(out, {**config, "flips": ae.get("flips", False)}, "bench.json")
+    # the data are passed in, not configured: their options (e.g. n_train) belong to the key too
+    key = {**config, "flips": ae.get("flips", False), "dataset": cfg["data"]}
+    done = finished(out, key, "bench.json")
     if done is not None:
         return str(out), done["seconds"], done["cpu_seconds"]
     images = data.train.images
@@ -149,7 +153,7 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     t0, c0 = time.time(), time.process_time()
     pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None))
     seconds, cpu = time.time() - t0, time.process_time() - c0
-    write_json(out / "bench.json", {"bench_config": {**config, "flips": ae.get("flips", False)},
+    write_json(out / "bench.json", {"bench_config": key,
                                     "seconds": seconds, "cpu_seconds": cpu})
     return str(out), seconds, cpu
 
@@ -167,7 +171,8 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
         "decoder": seg["decoder"], "augment": seg["augment"],
         "train": {**seg["train"], "epochs": sched["epochs"], "progress": False},
     }
-    done = finished(Path(config["output_dir"]), config, "bench.json")
+    key = {**config, "dataset": cfg["data"]}
+    done = finished(Path(config["output_dir"]), key, "bench.json")
     if done is not None:
         return done["result"]
     t0, c0 = time.time(), time.process_time()
@@ -176,7 +181,7 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
     out = {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
            "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
            "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
-    write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": config, "result": out})
+    write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": key, "result": out})
     return out
 
 
