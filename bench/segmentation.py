@@ -252,6 +252,7 @@ def main() -> None:
         "runs": per_run,
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "config": {n: cfg[n] for n in names},
+        "data_root": args.data_root,  # from --data-root or $AEVISION_DATA (Penn-Fudan's photos)
         "protocol": ("per seed: pretrain the autoencoder on all training images (no masks); segmenters "
                      "'pretrained' (encoder from it, frozen for freeze_epochs, then fine-tuned) and "
                      "'scratch' (same architecture, random init) on the same seeded mask subset; fixed "
