@@ -134,7 +134,6 @@ def test_head_starts_as_logistic_regression_of_floor_standardised_features(digit
     assert torch.equal(clf.predict(digits.test), expected.argmax(1))
 
 
-
 def test_hidden_layer_head_trains_from_a_random_start_and_refuses_the_probe_start(digits, tmp_path):
     cfg = FinetuneConfig(train=TrainConfig(epochs=6, batch_size=32, lr=3e-3, optimizer="adamw",
                                            scheduler="cosine", progress=False),

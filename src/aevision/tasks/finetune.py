@@ -1,4 +1,4 @@
-"""Fine-tuning: the encoder and a new linear head trained end to end on labelled images.
+"""Fine-tuning: the encoder and a new head trained end to end on labelled images.
 
 A :class:`Classifier` is a :class:`~aevision.tasks.features.FeatureEncoder` (the same features
 the linear probe and kNN read) plus a head, linear or with hidden layers; its ``forward(x, y)`` returns
@@ -101,9 +101,10 @@ class Classifier(nn.Module):
                  hidden_dropout: float = 0.5):
         super().__init__()
         self.features = features
+        self.hidden = tuple(hidden)
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         width = features.dim
-        for h in hidden:
+        for h in self.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(hidden_dropout)]
             width = h
         self.head = nn.Sequential(*layers, nn.Linear(width, n_classes))
@@ -143,7 +144,7 @@ class Classifier(nn.Module):
         from aevision.tasks.probe import fit_logistic
 
         assert images.labels is not None
-        if len(self.head) != 2:
+        if self.hidden:
             raise AevisionError("a head with hidden layers cannot start as the linear probe: "
                                 "use head_init='random'")
         feats = self.standardize(images)
