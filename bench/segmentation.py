@@ -153,8 +153,7 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     t0, c0 = time.time(), time.process_time()
     pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None))
     seconds, cpu = time.time() - t0, time.process_time() - c0
-    write_json(out / "bench.json", {"bench_config": key,
-                                    "seconds": seconds, "cpu_seconds": cpu})
+    write_json(out / "bench.json", {"bench_config": key, "seconds": seconds, "cpu_seconds": cpu})
     return str(out), seconds, cpu
 
 

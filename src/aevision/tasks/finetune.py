@@ -1,8 +1,8 @@
 """Fine-tuning: the encoder and a new head trained end to end on labelled images.
 
 A :class:`Classifier` is a :class:`~aevision.tasks.features.FeatureEncoder` (the same features
-the linear probe and kNN read) plus a head, linear or with hidden layers; its ``forward(x, y)`` returns
-``{"loss", "error"}``, so the ordinary :class:`~aevision.engine.Trainer` trains it: Fabric
+the linear probe and kNN read) plus a head, linear or with hidden layers; its ``forward(x, y)``
+returns ``{"loss", "error"}``, so the ordinary :class:`~aevision.engine.Trainer` trains it: Fabric
 devices and precision, checkpoints, the best epoch chosen on validation loss, everything
 pretraining gets. Specific to fine-tuning:
 
