@@ -157,6 +157,13 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     assert len(lines) == len(board["records"]) and json.loads(lines[0]["config"])
     md = (out / "leaderboard.md").read_text()
     assert "linear probe" in md and "balanced test accuracy" in md and "Pretraining" in md
+    # the validation score that ranks the models is shown beside the test accuracies
+    for m in ["conv", "scratch:conv"]:
+        val = rows[(m, "finetune", "all", None)]["val_score_mean"]
+        assert 0 < val <= 1
+        assert f"{val:.4f}" in md
+    assert rows[("conv", "knn", "all", None)]["val_score_mean"] is None  # kNN chooses nothing
+    assert md.count("| validation (all) |") == 2  # linear probe and fine-tuning, not kNN
     assert len(board["verdicts"]) == 5 * 2 * 2  # models x budgets x (pixels, pca)
     for name in ("accuracy_vs_labels_linear.png", "accuracy_vs_labels_knn.png",
                  "accuracy_vs_labels_finetune.png", "reconstructions.png", "loss_curves.png"):

@@ -43,6 +43,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{metric}_mean"] = statistics.fmean(values)
             row[f"{metric}_std"] = _std(values)
             row[f"{metric}_runs"] = values
+        # the held-out score that ranks models without test labels (validation split or CV)
+        held_out = [v for r in rs if (v := r.get("selection", {}).get("val_score")) is not None]
+        row["val_score_mean"] = statistics.fmean(held_out) if held_out else None
         row["wall_seconds_mean"] = round(statistics.fmean(r["wall_seconds"] for r in rs), 3)
         speeds = [r["images_per_s"] for r in rs if r["images_per_s"]]
         row["images_per_s_mean"] = round(statistics.fmean(speeds), 1) if speeds else None
@@ -113,6 +116,12 @@ def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
             index = {(r["method"], r["budget"]): r for r in sel}
             header = ["method", *budgets]
             body = [[m, *(_cell(index.get((m, b))) for b in budgets)] for m in methods]
+            if "all" in budgets and any(index[(m, "all")]["val_score_mean"] is not None
+                                        for m in methods if (m, "all") in index):
+                header.append("validation (all)")
+                for m, line in zip(methods, body, strict=True):
+                    val = index.get((m, "all"), {}).get("val_score_mean")
+                    line.append("" if val is None else f"{val:.4f}")
             out.append((f"{ds}: {title}, test accuracy (mean ± std over seeds)", header, body))
         imb = [r for r in mine if r["imbalance"] is not None]
         if imb:
@@ -141,7 +150,9 @@ def markdown(board: dict[str, Any]) -> str:
              "Test split never used for any choice: C and fine-tuning epochs are chosen on the "
              "validation split (budget `all`) or inside the labelled subset (smaller budgets). "
              "`N/class` = N labelled images per class; mean ± sample std over seeds (one number "
-             "when a single run says everything, e.g. the probe with all labels).\n",
+             "when a single run says everything, e.g. the probe with all labels). "
+             "`validation (all)`: accuracy on the validation split with all labels, the score "
+             "that picks the best autoencoder.\n",
              f"Run: {run['wall_seconds']:.0f}s wall on {run['machine']['cpu_count']} CPUs "
              f"({run['machine']['torch_threads']} torch threads); load average "
              f"{run['load_average_start'][0]} -> {run['load_average_end'][0]} (the machine may be "
