@@ -116,11 +116,11 @@ def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
             index = {(r["method"], r["budget"]): r for r in sel}
             header = ["method", *budgets]
             body = [[m, *(_cell(index.get((m, b))) for b in budgets)] for m in methods]
-            if "all" in budgets and any(index[(m, "all")]["val_score_mean"] is not None
-                                        for m in methods if (m, "all") in index):
+            held_out = {m: index[(m, "all")]["val_score_mean"] for m in methods if (m, "all") in index}
+            if any(v is not None for v in held_out.values()):
                 header.append("validation (all)")
                 for m, line in zip(methods, body, strict=True):
-                    val = index.get((m, "all"), {}).get("val_score_mean")
+                    val = held_out.get(m)
                     line.append("" if val is None else f"{val:.4f}")
             out.append((f"{ds}: {title}, test accuracy (mean ± std over seeds)", header, body))
         imb = [r for r in mine if r["imbalance"] is not None]
@@ -151,8 +151,9 @@ def markdown(board: dict[str, Any]) -> str:
              "validation split (budget `all`) or inside the labelled subset (smaller budgets). "
              "`N/class` = N labelled images per class; mean ± sample std over seeds (one number "
              "when a single run says everything, e.g. the probe with all labels). "
-             "`validation (all)`: accuracy on the validation split with all labels, the score "
-             "that picks the best autoencoder.\n",
+             "`validation (all)`: held-out accuracy with all labels (on the validation split, or "
+             "by CV inside the training labels when there is none), the score that picks the best "
+             "autoencoder.\n",
              f"Run: {run['wall_seconds']:.0f}s wall on {run['machine']['cpu_count']} CPUs "
              f"({run['machine']['torch_threads']} torch threads); load average "
              f"{run['load_average_start'][0]} -> {run['load_average_end'][0]} (the machine may be "
