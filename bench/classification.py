@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,13 +33,7 @@ TARGETS = {
 }
 
 
-def _mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.fmean(vals) if vals else None
-
-
-def best_autoencoder(rows: list[dict[str, Any]], records: list[dict[str, Any]], protocol: str,
-                     budget: str) -> dict[str, Any] | None:
+def best_autoencoder(rows: list[dict[str, Any]], protocol: str, budget: str) -> dict[str, Any] | None:
     """The autoencoder row whose held-out (validation or CV) score is highest; never test."""
     cands = [r for r in rows if r["kind"] == "autoencoder" and r["protocol"] == protocol
              and r["budget"] == budget and r["imbalance"] is None]
@@ -48,12 +41,10 @@ def best_autoencoder(rows: list[dict[str, Any]], records: list[dict[str, Any]], 
         return None
 
     def held_out(row: dict[str, Any]) -> float:
-        score = _mean([rec["selection"].get("val_score") for rec in records
-                       if rec["method"] == row["method"] and rec["protocol"] == protocol
-                       and rec["budget"] == budget and rec["imbalance"] is None])
-        return -1.0 if score is None else score
+        return -1.0 if row["val_score_mean"] is None else row["val_score_mean"]
 
-    return max(cands, key=held_out) | {"held_out_score": held_out(max(cands, key=held_out))}
+    best = max(cands, key=held_out)
+    return best | {"held_out_score": held_out(best)}
 
 
 def row(rows: list[dict[str, Any]], method: str, protocol: str, budget: str) -> dict[str, Any] | None:
@@ -62,11 +53,11 @@ def row(rows: list[dict[str, Any]], method: str, protocol: str, budget: str) -> 
 
 
 def summarise(dataset: str, board: dict[str, Any]) -> dict[str, Any]:
-    rows, records = board["rows"], board["records"]
+    rows = board["rows"]
     out: dict[str, Any] = {}
-    lin_all = best_autoencoder(rows, records, "linear", "all")
-    lin_10 = best_autoencoder(rows, records, "linear", "10/class")
-    ft_all = best_autoencoder(rows, records, "finetune", "all")
+    lin_all = best_autoencoder(rows, "linear", "all")
+    lin_10 = best_autoencoder(rows, "linear", "10/class")
+    ft_all = best_autoencoder(rows, "finetune", "all")
     out["linear_probe_all"] = lin_all and lin_all["accuracy_mean"]
     out["linear_probe_all_model"] = lin_all and lin_all["method"]
     out["linear_probe_10pc_mean"] = lin_10 and lin_10["accuracy_mean"]
