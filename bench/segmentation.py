@@ -6,7 +6,7 @@ epochs, then fine-tuned) or with the same architecture from random weights ("scr
 
 - ``shapes-seg`` (generated, 32 x 32, circle / square / triangle / background): all training
   masks; 10 and 50 masks (the same seeded choice for both inits);
-- ``penn-fudan`` (170 street photos resized to 64 x 80, person / background, fixed 120 train /
+- ``penn-fudan`` (170 street photos resized to 128 x 160, person / background, fixed 120 train /
   50 test split): all 120 training masks; 10 masks.
 
 The protocol never lets the test split choose anything: no validation-based selection at all
@@ -69,9 +69,12 @@ CONFIG: dict[str, Any] = {
         "budgets": [10, 50],
     },
     "penn-fudan": {
-        "data": {"name": "penn-fudan", "image_size": [64, 80], "val_fraction": 0.0},
+        # person IoU on 24 validation photos carved from the training split (scratch, all masks):
+        # 64 x 80 with 4 stages 0.620; + batch norm 0.687; 128 x 160 with batch norm 0.736, and
+        # with a 5th stage (a receptive field that spans a pedestrian) 0.759
+        "data": {"name": "penn-fudan", "image_size": [128, 160], "val_fraction": 0.0},
         "autoencoder": {
-            "model": {"name": "conv", "channels": [16, 32, 64, 128], "code_dim": None},
+            "model": {"name": "conv", "channels": [16, 32, 64, 128, 256], "batch_norm": True, "code_dim": None},
             "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
             "train": {"epochs": 60, "batch_size": 16, "lr": 2e-3},
             "flips": True,  # pretrain on the training photos and their mirror images
@@ -112,7 +115,7 @@ def quick(cfg: dict[str, Any]) -> dict[str, Any]:
     s["all"]["epochs"] = 2
     s["few"].update(epochs=2, epoch_images=64, freeze_epochs=1)
     p = cfg["penn-fudan"]
-    p["data"]["image_size"] = [32, 40]
+    p["data"]["image_size"] = [32, 32]  # 5 stages: sides divisible by 32
     p["autoencoder"]["train"]["epochs"] = 2
     p["all"].update(epochs=2, freeze_epochs=1)
     p["few"].update(epochs=2, epoch_images=32, freeze_epochs=1)
