@@ -52,6 +52,20 @@ def row(rows: list[dict[str, Any]], method: str, protocol: str, budget: str) -> 
                  and r["budget"] == budget and r["imbalance"] is None), None)
 
 
+def scratch_row(board: dict[str, Any], method: str) -> dict[str, Any] | None:
+    """The supervised baseline with ``method``'s architecture: the benchmark trains one per distinct
+    architecture, named after the first fine-tuned model that has it."""
+    for info in board["datasets"].values():
+        methods = info["methods"]
+        config = methods.get(method, {}).get("config", {})
+        arch = (config.get("pretrain", {}).get("model"), config.get("features"))
+        for name, m in methods.items():
+            own = (m["config"].get("model"), m["config"].get("features"))
+            if name.startswith("scratch:") and own == arch:
+                return row(board["rows"], name, "finetune", "all")
+    return None
+
+
 def summarise(dataset: str, board: dict[str, Any]) -> dict[str, Any]:
     rows = board["rows"]
     out: dict[str, Any] = {}
@@ -66,8 +80,9 @@ def summarise(dataset: str, board: dict[str, Any]) -> dict[str, Any]:
     out["finetune_all"] = ft_all and ft_all["accuracy_mean"]
     out["finetune_all_std"] = ft_all and ft_all["accuracy_std"]
     out["finetune_all_model"] = ft_all and ft_all["method"]
-    scratch = [r for r in rows if r["method"].startswith("scratch:") and r["budget"] == "all"]
-    out["scratch_all"] = scratch[0]["accuracy_mean"] if scratch else None
+    scratch = ft_all and scratch_row(board, ft_all["method"])
+    out["scratch_all"] = scratch and scratch["accuracy_mean"]  # the fine-tuned network, random init
+    out["scratch_all_model"] = scratch and scratch["method"]
     pixels = row(rows, "pixels", "linear", "all")
     pca = [r for r in rows if r["method"].startswith("pca-") and r["protocol"] == "linear"
            and r["budget"] == "all" and r["imbalance"] is None]
