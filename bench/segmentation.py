@@ -74,7 +74,8 @@ CONFIG: dict[str, Any] = {
         # with a 5th stage (a receptive field that spans a pedestrian) 0.759
         "data": {"name": "penn-fudan", "image_size": [128, 160], "val_fraction": 0.0},
         "autoencoder": {
-            "model": {"name": "conv", "channels": [16, 32, 64, 128, 256], "batch_norm": True, "code_dim": None},
+            "model": {"name": "conv", "channels": [16, 32, 64, 128, 256], "batch_norm": True,
+                      "code_dim": None},
             "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
             "train": {"epochs": 60, "batch_size": 16, "lr": 2e-3},
             "flips": True,  # pretrain on the training photos and their mirror images
