@@ -53,16 +53,11 @@ def row(rows: list[dict[str, Any]], method: str, protocol: str, budget: str) -> 
 
 
 def scratch_row(board: dict[str, Any], method: str) -> dict[str, Any] | None:
-    """The supervised baseline with ``method``'s architecture: the benchmark trains one per distinct
-    architecture, named after the first fine-tuned model that has it."""
+    """The supervised baseline of ``method``'s own architecture, as the benchmark recorded it."""
     for info in board["datasets"].values():
-        methods = info["methods"]
-        config = methods.get(method, {}).get("config", {})
-        arch = (config.get("pretrain", {}).get("model"), config.get("features"))
-        for name, m in methods.items():
-            own = (m["config"].get("model"), m["config"].get("features"))
-            if name.startswith("scratch:") and own == arch:
-                return row(board["rows"], name, "finetune", "all")
+        baseline = info["methods"].get(method, {}).get("scratch_baseline")
+        if baseline:
+            return row(board["rows"], baseline, "finetune", "all")
     return None
 
 

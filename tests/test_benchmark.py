@@ -186,3 +186,23 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("aevision: error: ") for line in err)
     assert "labels[1]" in err[1] and "KEY=VALUE" in err[2]
+
+
+def test_each_fine_tuned_model_names_the_scratch_baseline_of_its_own_architecture(tmp_path):
+    conv = {"model": {"name": "conv", "channels": [8, 16], "code_dim": 16},
+            "train": {"epochs": 1, "batch_size": 64}}
+    models = {"conv": conv, "conv-l1": {**conv, "regularizers": [{"name": "l1", "weight": 1e-3}]},
+              "conv-wide": {**conv, "model": {**conv["model"], "channels": [16, 16]}}}
+    cfg = load_benchmark("quick", [
+        f"output_dir={tmp_path}", f"models={json.dumps(models)}", "baselines=[scratch]",
+        "labels=[all]", "seeds=1", "protocols.linear.enabled=false", "protocols.knn.enabled=false",
+        "protocols.finetune.models=null", "protocols.finetune.labels=[all]",
+        "protocols.finetune.train.epochs=1", "imbalance.ratio=null", "confusion_png=false"])
+    board = run_benchmark(cfg, verbose=False).board
+    methods = board["datasets"]["digits"]["methods"]
+    # conv-l1 shares conv's network (a regularizer is not architecture): one baseline for both
+    assert {m for m in methods if m.startswith("scratch:")} == {"scratch:conv", "scratch:conv-wide"}
+    assert {m: methods[m]["scratch_baseline"] for m in models} == {
+        "conv": "scratch:conv", "conv-l1": "scratch:conv", "conv-wide": "scratch:conv-wide"}
+    finetuned = {r["method"] for r in board["rows"] if r["protocol"] == "finetune"}
+    assert finetuned == {*models, "scratch:conv", "scratch:conv-wide"}

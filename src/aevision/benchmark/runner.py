@@ -268,7 +268,7 @@ class DatasetRun:
 
     def _scratch_methods(self, models: dict[str, Method]) -> list[Method]:
         """One supervised baseline per distinct architecture (model section + features) among
-        the fine-tuned models."""
+        the fine-tuned models; each fine-tuned model's entry in ``methods`` names its baseline."""
         seen: dict[str, Method] = {}
         for name, m in models.items():
             if not self.cfg.runs("finetune", name):
@@ -276,6 +276,7 @@ class DatasetRun:
             arch = {"model": m.config["pretrain"]["model"], "features": m.config["features"]}
             key = json.dumps(arch, sort_keys=True)
             if key in seen:
+                self.methods[name]["scratch_baseline"] = seen[key].name
                 continue
             pcfg = self.cfg.pretrain_config(name, self.data_cfg)
             feats_cfg = self.cfg.model_features(name)
@@ -292,6 +293,7 @@ class DatasetRun:
             config = {"baseline": "supervised from scratch", "architecture_of": name, **arch}
             label = f"scratch:{name}"
             self.methods[label] = {"kind": "baseline", "config": config}
+            self.methods[name]["scratch_baseline"] = label  # what the leaderboard compares it with
             seen[key] = Method(label, "baseline", config, m.dim, None, encoder)
         return list(seen.values())
 
