@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from aevision.benchmark import load_benchmark, parse_budget, parse_budgets, run_benchmark
 from aevision.benchmark import protocols as protocols_module
@@ -206,3 +207,37 @@ def test_each_fine_tuned_model_names_the_scratch_baseline_of_its_own_architectur
         "conv": "scratch:conv", "conv-l1": "scratch:conv", "conv-wide": "scratch:conv-wide"}
     finetuned = {r["method"] for r in board["rows"] if r["protocol"] == "finetune"}
     assert finetuned == {*models, "scratch:conv", "scratch:conv-wide"}
+
+
+def test_resume_reads_back_finished_runs_and_reruns_only_what_changed(tmp_path, capsys):
+    config = ["benchmark", "quick", "models={conv: {model: {name: conv, channels: [8, 16], code_dim: 16}}}",
+              "baselines=[pixels,scratch]", "protocols.finetune.train.epochs=1",
+              "protocols.finetune.labels=[all]", "imbalance.seeds=1", "confusion_png=false"]
+    flags = ["--labels", "5,all", "--seeds", "2", "--epochs", "1", "--imbalance", "5", "-o", str(tmp_path),
+             "--resume"]
+    assert main([*config, *flags]) == 0
+    first = json.loads((tmp_path / "leaderboard.json").read_text())["records"]
+    assert not any(r["reused"] for r in first)
+    assert main([*config, "protocols.knn.k=5", *flags]) == 0  # a changed protocol runs again, nothing else
+    second = json.loads((tmp_path / "leaderboard.json").read_text())["records"]
+    assert "reused)" in capsys.readouterr().out
+    assert len(second) == len(first)
+    key = ("method", "protocol", "budget", "seed", "imbalance", "loss")
+    before = {tuple(r[k] for k in key): r for r in first}
+    for r in second:
+        old = before[tuple(r[k] for k in key)]
+        assert r["reused"] == (r["protocol"] != "knn"), (r["method"], r["protocol"])
+        if r["reused"]:  # the stored predictions, scored again: the same numbers
+            assert (r["accuracy"], r["confusion_matrix"], r["selection"]) == (
+                old["accuracy"], old["confusion_matrix"], old["selection"])
+    assert {r["protocol"] for r in second if r["imbalance"]} == {"linear", "finetune"}
+    reused = sum(r["reused"] for r in second)
+    assert f"{reused} of {len(second)} runs were read back" in (tmp_path / "leaderboard.md").read_text()
+    # other weights under the same config (e.g. pretrained again on a nondeterministic GPU)
+    # invalidate every run of that model, and only those
+    weights = tmp_path / "models" / "digits" / "conv" / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in tensors.items()}, weights)
+    assert main([*config, "protocols.knn.k=5", *flags]) == 0
+    third = json.loads((tmp_path / "leaderboard.json").read_text())["records"]
+    assert {r["method"] for r in third if not r["reused"]} == {"conv"}

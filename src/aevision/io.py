@@ -7,6 +7,7 @@ writer fills a temporary file in the destination folder, fsyncs it and renames i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -67,6 +68,18 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256 (hex), read in blocks: identifies a model's weights without loading them."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise AevisionError(f"{path}: model weights not found") from None
+    return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

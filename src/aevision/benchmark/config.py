@@ -188,6 +188,7 @@ class BenchmarkConfig:
     protocols: Protocols = field(default_factory=Protocols)
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
     reuse_pretrained: bool = True  # load a model whose folder holds the identical config
+    reuse_runs: bool = False  # read back protocol runs finished from identical inputs (--resume)
     confusion_png: bool = True  # a confusion-matrix PNG per method/protocol at the largest budget
     progress: bool = False  # per-epoch lines from pretraining / fine-tuning
 

@@ -158,6 +158,10 @@ def markdown(board: dict[str, Any]) -> str:
              f"({run['machine']['torch_threads']} torch threads); load average "
              f"{run['load_average_start'][0]} -> {run['load_average_end'][0]} (the machine may be "
              f"shared: timings are indicative).\n"]
+    reused = sum(bool(r.get("reused")) for r in board["records"])
+    if reused:
+        lines.append(f"{reused} of {len(board['records'])} runs were read back from an earlier run with "
+                     f"identical inputs (`--resume`); their times are that run's.\n")
     for title, header, body in tables(board):
         lines += [f"## {title}\n", markdown_table(header, body)]
     ver = board["verdicts"]

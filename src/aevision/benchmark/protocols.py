@@ -32,6 +32,7 @@ class Outcome:
     seconds: float = 0.0  # fit + predict, wall clock
     images: int = 0  # images processed: training passes + test predictions (for images/s)
     history: list[dict[str, Any]] = field(default_factory=list)
+    reused: bool = False  # read back from an earlier benchmark run, not run now
 
 
 def linear(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, test_features: Tensor,

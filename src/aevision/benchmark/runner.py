@@ -4,23 +4,30 @@ every protocol, label budget and seed, and score the predictions on the test spl
 The order of work keeps memory flat and reuses everything that can be reused: a model is
 pretrained once (or loaded, when its folder already holds a run with the identical config), its
 features are extracted once and shared by the linear probe and kNN at every budget and seed, then
-freed before the next method. Test labels are used in exactly one place, :meth:`DatasetRun.score`.
+freed before the next method. With ``reuse_runs`` (``--resume``) a protocol run that an earlier
+benchmark finished from the identical inputs (data, method config and weights, protocol config,
+budget, seed, aevision version) is read back instead of run again: its test predictions are stored,
+so it is scored exactly like a fresh one. Test labels are used in exactly one place,
+:meth:`DatasetRun.score`.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from aevision import __version__
 from aevision.api import machine_info, model_from_config, pretrain
 from aevision.benchmark import leaderboard
 from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
@@ -29,7 +36,7 @@ from aevision.config import DataConfig, PretrainConfig, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
 from aevision.data.splits import long_tailed_subset
 from aevision.errors import AevisionError
-from aevision.io import read_json, write_json
+from aevision.io import file_sha256, read_json, write_json
 from aevision.models import Autoencoder, load_model
 from aevision.tasks.features import FeatureEncoder, extract
 from aevision.tasks.losses import LossConfig
@@ -49,6 +56,7 @@ class Method:
     features: tuple[Tensor, Tensor | None, Tensor] | None = None  # train, val, test
     encoder: Callable[[int], FeatureEncoder] | None = None  # a fresh trainable copy, given a seed
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. the FeatureEncoder to extract with
+    weights_sha256: str | None = None  # a pretrained model's weights: part of what a run depends on
 
 
 @dataclass
@@ -197,7 +205,8 @@ class DatasetRun:
         stats["feature_dim"] = fe.dim
         self.pretraining[name] = stats
         self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": config}
-        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe})
+        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe},
+                      file_sha256(Path(pcfg.output_dir) / "model.safetensors"))
 
     def _extract(self, method: Method) -> None:
         """Features of the train / val / test images for the probe and kNN (timed)."""
@@ -334,20 +343,24 @@ class DatasetRun:
         y = self.train.labels[idx]  # type: ignore[index]
         val_labels = self.val.labels if self.val is not None else None
         use_val = budget.is_all and self.val is not None and val_labels is not None
-        if protocol == "finetune":
-            outcome = finetune_protocol(
-                method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
-                self.test.images, self._finetune_cfg(method),
-                self.out / "runs" / safe_name(method.name) / f"{protocol}-{safe_name(budget.name)}"
-                / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress)
-        else:
+
+        def run() -> Outcome:
+            if protocol == "finetune":
+                return finetune_protocol(
+                    method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
+                    self.test.images, self._finetune_cfg(method),
+                    self.out / "runs" / safe_name(method.name) / f"{protocol}-{safe_name(budget.name)}"
+                    / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress)
             f_train, f_val, f_test = method.features  # type: ignore[misc]
             if protocol == "linear":
-                outcome = linear((f_train[idx], y), (f_val, val_labels) if use_val else None,  # type: ignore[arg-type]
-                                 f_test, cfg.protocols.linear, n_classes=self.k, seed=seed,
-                                 scaler_data=f_train)
-            else:
-                outcome = knn((f_train[idx], y), f_test, cfg.protocols.knn, n_classes=self.k)
+                return linear((f_train[idx], y), (f_val, val_labels) if use_val else None,  # type: ignore[arg-type]
+                              f_test, cfg.protocols.linear, n_classes=self.k, seed=seed,
+                              scaler_data=f_train)
+            return knn((f_train[idx], y), f_test, cfg.protocols.knn, n_classes=self.k)
+
+        proto_cfg = self._finetune_cfg(method) if protocol == "finetune" else getattr(cfg.protocols, protocol)
+        outcome = self._run_or_reuse(method, run, protocol=protocol, protocol_config=to_dict(proto_cfg),
+                                     budget=budget.name, seed=seed, validation=use_val)
         self.score(method, protocol, budget.name, seed, outcome, labels=len(idx),
                    confusion=budget == self.largest and seed == cfg.seed)
 
@@ -365,25 +378,55 @@ class DatasetRun:
             val = self.val.subset(vidx) if vidx is not None else None  # type: ignore[union-attr]
             for loss_name, loss in losses.items():
                 for protocol in imb.protocols:
+                    run: Callable[[], Outcome]
                     if protocol == "linear" and method.features is not None:
                         f_train, f_val, f_test = method.features
-                        outcome = linear(
-                            (f_train[idx], self.train.labels[idx]),
+                        proto_cfg: Any = self.cfg.protocols.linear
+                        run = partial(
+                            linear, (f_train[idx], self.train.labels[idx]),
                             (f_val[vidx], val.labels) if val is not None else None,  # type: ignore[index]
-                            f_test, self.cfg.protocols.linear, n_classes=self.k, seed=seed,
-                            scaler_data=f_train, class_weight=loss.class_weight,
-                            metric="balanced_accuracy")
+                            f_test, proto_cfg, n_classes=self.k, seed=seed, scaler_data=f_train,
+                            class_weight=loss.class_weight, metric="balanced_accuracy")
                     elif protocol == "finetune" and method.encoder is not None:
-                        proto = replace(self._finetune_cfg(method), loss=loss)
-                        outcome = finetune_protocol(
-                            method.encoder(seed), self.train.subset(idx), val, self.test.images, proto,
+                        proto_cfg = replace(self._finetune_cfg(method), loss=loss)
+                        run = partial(
+                            finetune_protocol, method.encoder(seed), self.train.subset(idx), val,
+                            self.test.images, proto_cfg,
                             self.out / "runs" / safe_name(method.name) / f"imbalance-{loss_name}"
                             / f"seed{seed}", n_classes=self.k, seed=seed, progress=self.cfg.progress)
                     else:
                         continue
+                    outcome = self._run_or_reuse(
+                        method, run, protocol=protocol, protocol_config=to_dict(proto_cfg), budget="all",
+                        seed=seed, validation=val is not None, imbalance=ratio, loss=to_dict(loss))
                     self.score(method, protocol, "all", seed, outcome, labels=len(idx),
                                imbalance=ratio, loss=loss_name, loss_config=to_dict(loss),
                                confusion=seed == self.cfg.seed)
+
+    def _run_or_reuse(self, method: Method, run: Callable[[], Outcome], **inputs: Any) -> Outcome:
+        """``run()``, or with ``reuse_runs`` the stored outcome of a run from identical inputs.
+
+        The stored outcome holds test *predictions*, never scores: a reused run goes through
+        :meth:`score` like a fresh one. Inputs include the weights' hash and aevision's version,
+        not the code itself: a change to a protocol between runs needs a fresh benchmark."""
+        if not self.cfg.reuse_runs:
+            return run()
+        key = {"aevision": __version__, "data": to_dict(self.data_cfg), "benchmark_seed": self.cfg.seed,
+               "method": method.name, "method_config": method.config,
+               "weights_sha256": method.weights_sha256, **inputs}
+        key = json.loads(json.dumps(key, default=str))
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        path = self.out / "outcomes" / safe_name(method.name) / f"{digest}.json"
+        if path.is_file():
+            done = read_json(path)
+            if done.get("inputs") == key:
+                return Outcome(torch.tensor(done["pred"]), done["selection"], done["seconds"],
+                               done["images"], done["history"], reused=True)
+        outcome = run()
+        write_json(path, {"inputs": key, "pred": outcome.pred.tolist(), "selection": outcome.selection,
+                          "seconds": outcome.seconds, "images": outcome.images,
+                          "history": outcome.history})
+        return outcome
 
     # --- scoring: the only place test labels are read ------------------------------------------
 
@@ -403,6 +446,7 @@ class DatasetRun:
             "wall_seconds": round(outcome.seconds, 3),
             "images_per_s": round(outcome.images / outcome.seconds, 1) if outcome.seconds > 0 else None,
             "selection": outcome.selection,
+            "reused": outcome.reused,  # read back from an earlier run (reuse_runs): its time and speed
             "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
             "config": {"data": to_dict(self.data_cfg), "method": method.config,
                        "protocol": proto_cfg, "seed": seed},
@@ -411,7 +455,7 @@ class DatasetRun:
         extra = f" imbalance 1:{imbalance:g} {loss}" if imbalance else ""
         self.say(f"[{self.name}] {method.name:<16} {protocol:<8} {budget:<10} seed {seed}{extra}: "
                  f"acc {m['accuracy']:.4f}  bal {m['balanced_accuracy']:.4f}  "
-                 f"({outcome.seconds:.1f}s)")
+                 f"({outcome.seconds:.1f}s{', reused' if outcome.reused else ''})")
         if confusion and self.cfg.confusion_png:
             stem = "__".join(safe_name(p) for p in (method.name, protocol, budget, loss or "") if p)
             save_confusion(self.out / "confusion" / stem, m,

@@ -35,6 +35,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default from CONFIG)")
     p.add_argument("--retrain", action="store_true",
                    help="pretrain again even when a model with the same config is saved")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse every protocol run that an earlier run of this benchmark finished from "
+                   "identical inputs (config, model weights, aevision version): a killed or extended "
+                   "benchmark only runs what is new. Not for checking a code change")
     p.add_argument("--progress", action="store_true", help="per-epoch lines while training")
     p.add_argument("--pretrain-only", action="store_true",
                    help="only pretrain the models (or find them pretrained), then stop; run several "
@@ -62,6 +66,8 @@ def overrides_from(args: argparse.Namespace, models: list[str], n_datasets: int)
         out.append(f"output_dir={args.out}")
     if args.retrain:
         out.append("reuse_pretrained=false")
+    if args.resume:
+        out.append("reuse_runs=true")
     if args.progress:
         out.append("progress=true")
     return out

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
 from aevision.errors import AevisionError
+from aevision.io import file_sha256
 
 WEIGHTS = "model.safetensors"
 
@@ -60,17 +60,6 @@ def add_parser(sub: Any) -> None:
 def weights_path(model: str | Path) -> Path:
     path = Path(model)
     return path if path.suffix == ".safetensors" else path / WEIGHTS
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except FileNotFoundError:
-        raise AevisionError(f"{path}: model weights not found") from None
-    return h.hexdigest()
 
 
 def run_index(args: argparse.Namespace) -> int:
