@@ -231,8 +231,15 @@ def test_resume_reads_back_finished_runs_and_reruns_only_what_changed(tmp_path, 
             assert (r["accuracy"], r["confusion_matrix"], r["selection"]) == (
                 old["accuracy"], old["confusion_matrix"], old["selection"])
     assert {r["protocol"] for r in second if r["imbalance"]} == {"linear", "finetune"}
+    knn_runs = sum(r["protocol"] == "knn" for r in second)  # stored for k=20 and for k=5
+    assert len(list((tmp_path / "digits" / "outcomes").rglob("*.json"))) == len(second) + knn_runs
     reused = sum(r["reused"] for r in second)
     assert f"{reused} of {len(second)} runs were read back" in (tmp_path / "leaderboard.md").read_text()
+    # a damaged stored run is run again, not fatal
+    damaged = next((tmp_path / "digits" / "outcomes" / "pixels").glob("*.json"))
+    damaged.write_text("{not json")
+    assert main([*config, "protocols.knn.k=5", *flags]) == 0
+    assert "not valid JSON" in capsys.readouterr().out and json.loads(damaged.read_text())["pred"]
     # other weights under the same config (e.g. pretrained again on a nondeterministic GPU)
     # invalidate every run of that model, and only those
     weights = tmp_path / "models" / "digits" / "conv" / "model.safetensors"

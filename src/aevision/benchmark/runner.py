@@ -418,7 +418,11 @@ class DatasetRun:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = self.out / "outcomes" / safe_name(method.name) / f"{digest}.json"
         if path.is_file():
-            done = read_json(path)
+            try:
+                done = read_json(path, "stored run")
+            except AevisionError as e:  # e.g. edited by hand: run it again, and say so
+                self.say(f"[{self.name}] {e}; running it again")
+                done = {}
             if done.get("inputs") == key:
                 return Outcome(torch.tensor(done["pred"]), done["selection"], done["seconds"],
                                done["images"], done["history"], reused=True)
