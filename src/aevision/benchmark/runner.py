@@ -56,7 +56,7 @@ class Method:
     features: tuple[Tensor, Tensor | None, Tensor] | None = None  # train, val, test
     encoder: Callable[[int], FeatureEncoder] | None = None  # a fresh trainable copy, given a seed
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. the FeatureEncoder to extract with
-    weights_sha256: str | None = None  # a pretrained model's weights: part of what a run depends on
+    weights_sha256: str | None = None  # with reuse_runs: a pretrained model's weights, part of a run's inputs
 
 
 @dataclass
@@ -205,8 +205,8 @@ class DatasetRun:
         stats["feature_dim"] = fe.dim
         self.pretraining[name] = stats
         self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": config}
-        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe},
-                      file_sha256(Path(pcfg.output_dir) / "model.safetensors"))
+        weights = file_sha256(Path(pcfg.output_dir) / "model.safetensors") if self.cfg.reuse_runs else None
+        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe}, weights)
 
     def _extract(self, method: Method) -> None:
         """Features of the train / val / test images for the probe and kNN (timed)."""
