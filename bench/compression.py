@@ -22,6 +22,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
+import aevision  # noqa: E402
 from aevision.api import load, machine_info, pretrain  # noqa: E402
 from aevision.config import DataConfig, build_config  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
@@ -152,15 +155,51 @@ def evaluate_codec(model_dir: Path, images: list[torch.Tensor]) -> dict[str, Any
             "mean_header_bytes": header / len(images)}
 
 
-def sweep(fmt: str, images: list[torch.Tensor]) -> dict[int, list[dict[str, float]]]:
+def sweep(fmt: str, images: list[torch.Tensor], cache: Path | None = None
+          ) -> tuple[dict[int, list[dict[str, float]]], bool]:
+    """Every quality of ``fmt`` on every image, and whether it was read back: with ``cache`` (a
+    folder), a sweep made earlier on the same images, qualities, Pillow codecs and aevision version
+    is reused instead of redone (the Kodak sweeps take most of an hour on a shared core and never
+    depend on the trained codecs); a damaged cache file is swept again."""
+    qualities = classic_codecs.QUALITIES[fmt]
+    path = key = None
+    if cache is not None:
+        key = sweep_key(fmt, images)
+        path = cache / f"{fmt}-{key[:16]}.json"
+        try:
+            saved = json.loads(path.read_text())
+            rows = {int(q): r for q, r in saved["rows"].items()}
+            if saved["key"] == key and sorted(rows) == sorted(qualities) \
+                    and all(len(r) == len(images) for r in rows.values()):
+                return rows, True
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # missing or damaged: sweep again
     out = {}
-    for q in classic_codecs.QUALITIES[fmt]:
-        rows = []
+    for q in qualities:
+        rows_q = []
         for img in images:
             decoded, nbytes = classic_codecs.roundtrip(img, fmt, q)  # type: ignore[arg-type]
-            rows.append(metrics(img, decoded, nbytes))
-        out[q] = rows
-    return out
+            rows_q.append(metrics(img, decoded, nbytes))
+        out[q] = rows_q
+    if path is not None:
+        write_json(path, {"key": key, "rows": out})
+    return out, False
+
+
+def sweep_key(fmt: str, images: list[torch.Tensor]) -> str:
+    """What a baseline sweep's numbers depend on: the images' pixels, the qualities, the Pillow build
+    (libjpeg / libwebp versions) and aevision's version (its PSNR / MS-SSIM code)."""
+    import PIL
+    from PIL import features
+
+    h = hashlib.sha256()
+    for img in images:
+        h.update(str(tuple(img.shape)).encode())
+        h.update(img.contiguous().numpy().tobytes())
+    meta = {"fmt": fmt, "qualities": classic_codecs.QUALITIES[fmt], "pillow": PIL.__version__,
+            "codec": features.version("jpg" if fmt == "jpeg" else "webp"), "aevision": aevision.__version__,
+            "images": h.hexdigest()}
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def mean_point(rows: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
@@ -195,9 +234,9 @@ def matched(ours: list[dict[str, float]], curve: dict[int, list[dict[str, float]
 
 
 def compare(name: str, images: list[torch.Tensor], models: list[tuple[float, Path, dict[str, Any]]],
-            ) -> dict[str, Any]:
+            cache: Path | None = None) -> dict[str, Any]:
     t = time.time()
-    jpeg, webp = sweep("jpeg", images), sweep("webp", images)
+    (jpeg, jpeg_reused), (webp, webp_reused) = sweep("jpeg", images, cache), sweep("webp", images, cache)
     baseline_seconds = time.time() - t
     ours = []
     for weight, folder, training in models:
@@ -220,6 +259,7 @@ def compare(name: str, images: list[torch.Tensor], models: list[tuple[float, Pat
         "images": len(images), "image_size": list(images[0].shape),
         "ms_ssim_settings": ms_ssim_settings(*images[0].shape[1:]),
         "baseline_seconds": round(baseline_seconds, 1),
+        "baselines_read_back": {"jpeg": jpeg_reused, "webp": webp_reused},  # from an earlier run's sweep
     }
 
 
@@ -316,7 +356,7 @@ def main() -> None:
         models = train_codecs("kodak", base, crops, weights, args.base_epochs, args.finetune_epochs,
                               runs, args.seed)
         kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
-        kodak = compare("kodak", kodak_images, models)
+        kodak = compare("kodak", kodak_images, models, runs / "baselines")
         kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
                                "crop": args.crop}
         kodak["target_0.25_0.5_bpp_above_jpeg"] = target_check(kodak)
@@ -338,7 +378,7 @@ def main() -> None:
         fsplits = Splits(train=splits.train, test=None, val=None)
         models = train_codecs("fmnist", base, fsplits, fweights, args.fmnist_epochs, 1, runs, args.seed)
         test = list(splits.test.images[: args.fmnist_test])
-        fm = compare("fashion_mnist", test, models)
+        fm = compare("fashion_mnist", test, models, runs / "baselines")
         # the same codec with all test images in one file: the header is paid once
         best = min(fm["aevision"], key=lambda p: abs(p["bpp"] - 1.0))
         codec = Codec(load(best["model"]))
@@ -355,8 +395,6 @@ def main() -> None:
     results["plot"] = str(plot_path.relative_to(ROOT.parent)) if plot_path.is_relative_to(ROOT.parent) \
         else str(plot_path)
     write_json(args.out, results)
-    import json
-
     print(json.dumps(results, default=float))
 
 

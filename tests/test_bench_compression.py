@@ -1,0 +1,49 @@
+"""bench/compression.py: the JPEG / WebP sweeps are read back from an earlier run only when nothing
+they depend on changed, and a damaged cache is swept again."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module("compression")
+    yield module
+    sys.modules.pop("compression", None)
+
+
+def images(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (3, 40, 48), generator=g, dtype=torch.uint8) for _ in range(2)]
+
+
+def test_sweep_is_read_back_only_for_the_same_inputs(bench, monkeypatch, tmp_path):
+    monkeypatch.setitem(bench.classic_codecs.QUALITIES, "jpeg", (10, 50))
+    first, reused = bench.sweep("jpeg", images(0), tmp_path)
+    assert not reused and sorted(first) == [10, 50] and len(first[10]) == 2
+    again, reused = bench.sweep("jpeg", images(0), tmp_path)
+    assert reused and again == first
+    other, reused = bench.sweep("jpeg", images(1), tmp_path)  # other pixels: another key
+    assert not reused and other != first
+    monkeypatch.setitem(bench.classic_codecs.QUALITIES, "jpeg", (10, 50, 90))  # other qualities
+    more, reused = bench.sweep("jpeg", images(0), tmp_path)
+    assert not reused and sorted(more) == [10, 50, 90] and more[10] == first[10]
+
+
+def test_damaged_sweep_cache_is_swept_again(bench, monkeypatch, tmp_path):
+    monkeypatch.setitem(bench.classic_codecs.QUALITIES, "webp", (20,))
+    first, _ = bench.sweep("webp", images(0), tmp_path)
+    (path,) = tmp_path.glob("webp-*.json")
+    path.write_text(path.read_text()[:40])  # truncated
+    again, reused = bench.sweep("webp", images(0), tmp_path)
+    assert not reused and again == first
+    assert bench.sweep("webp", images(0), None) == (first, False)  # no cache folder: always swept
