@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
                    help="rate weights (loss = MSE + weight * bpp); the first is the base model")
     p.add_argument("--base-epochs", type=int, default=4, help="epochs of the base Kodak codec")
     p.add_argument("--finetune-epochs", type=int, default=1, help="epochs of each fine-tune")
+    p.add_argument("--finetune-lr", type=float, default=2e-4,
+                   help="learning rate of each fine-tune (cosine from there); a fresh Adam at the base "
+                        "model's --lr jolts the trained codec (its first steps move every weight by ~lr)")
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--code-channels", type=int, default=96)
     p.add_argument("--crop", type=int, default=128)
@@ -80,7 +83,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[float], base_epochs: int,
-                 finetune_epochs: int, runs: Path, seed: int) -> list[tuple[float, Path, dict[str, Any]]]:
+                 finetune_epochs: int, finetune_lr: float, runs: Path, seed: int
+                 ) -> list[tuple[float, Path, dict[str, Any]]]:
     """A base codec at ``weights[0]``, then each other weight fine-tuned from it.
 
     Fine-tuning a trained codec to a new rate weight converges in a fraction of the steps of a
@@ -105,7 +109,7 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         started = time.time()
         ft = {**cfg, "output_dir": str(runs / f"{name}-w{w:g}")}
         ft["regularizers"] = [{**cfg["regularizers"][0], "weight": w}]
-        ft["train"] = {**cfg["train"], "epochs": finetune_epochs}
+        ft["train"] = {**cfg["train"], "epochs": finetune_epochs, "lr": finetune_lr}
         config = build_config(base=ft)
         done = finished_model(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
         if done is not None:
@@ -354,7 +358,7 @@ def main() -> None:
             "data": {"name": "crops:PennFudanPed/PNGImages"},
         }
         models = train_codecs("kodak", base, crops, weights, args.base_epochs, args.finetune_epochs,
-                              runs, args.seed)
+                              args.finetune_lr, runs, args.seed)
         kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
         kodak = compare("kodak", kodak_images, models, runs / "baselines")
         kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
@@ -376,7 +380,8 @@ def main() -> None:
         }
         fweights = [float(w) for w in args.fmnist_weights.split(",")]
         fsplits = Splits(train=splits.train, test=None, val=None)
-        models = train_codecs("fmnist", base, fsplits, fweights, args.fmnist_epochs, 1, runs, args.seed)
+        models = train_codecs("fmnist", base, fsplits, fweights, args.fmnist_epochs, 1, args.finetune_lr,
+                              runs, args.seed)
         test = list(splits.test.images[: args.fmnist_test])
         fm = compare("fashion_mnist", test, models, runs / "baselines")
         # the same codec with all test images in one file: the header is paid once
