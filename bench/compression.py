@@ -72,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--fmnist-weights", default="0.02,0.006,0.002")
     p.add_argument("--fmnist-epochs", type=int, default=3)
+    p.add_argument("--fmnist-finetune-lr", type=float, default=1e-3,
+                   help="learning rate of the Fashion-MNIST fine-tunes (its base model is far from "
+                        "converged, so a fine-tune still has a long way to go)")
     p.add_argument("--fmnist-test", type=int, default=1000, help="Fashion-MNIST test images used")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the cores)")
     p.add_argument("--skip", choices=("kodak", "fmnist"), action="append", default=[])
@@ -380,8 +383,8 @@ def main() -> None:
         }
         fweights = [float(w) for w in args.fmnist_weights.split(",")]
         fsplits = Splits(train=splits.train, test=None, val=None)
-        models = train_codecs("fmnist", base, fsplits, fweights, args.fmnist_epochs, 1, args.finetune_lr,
-                              runs, args.seed)
+        models = train_codecs("fmnist", base, fsplits, fweights, args.fmnist_epochs, 1,
+                              args.fmnist_finetune_lr, runs, args.seed)
         test = list(splits.test.images[: args.fmnist_test])
         fm = compare("fashion_mnist", test, models, runs / "baselines")
         # the same codec with all test images in one file: the header is paid once
