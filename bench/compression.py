@@ -60,8 +60,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default="0.006,0.0025,0.001",
                    help="rate weights (loss = MSE + weight * bpp); the first is the base model")
-    p.add_argument("--base-epochs", type=int, default=4, help="epochs of the base Kodak codec")
-    p.add_argument("--finetune-epochs", type=int, default=1, help="epochs of each fine-tune")
+    p.add_argument("--base-epochs", type=int, default=10, help="epochs of the base Kodak codec")
+    p.add_argument("--finetune-epochs", type=int, default=2, help="epochs of each fine-tune")
     p.add_argument("--finetune-lr", type=float, default=2e-4,
                    help="learning rate of each fine-tune (cosine from there); a fresh Adam at the base "
                         "model's --lr jolts the trained codec (its first steps move every weight by ~lr)")
