@@ -95,6 +95,23 @@ def test_rate_term_trains_and_estimates_the_real_file_size(prior):
     assert abs(payload_bits - estimate) < 0.05 * estimate + 64
 
 
+@pytest.mark.parametrize("prior", ["factorized", "hyperprior"])
+def test_rate_is_priced_in_float32_under_bf16_autocast(prior):
+    """bf16-mixed training: the transforms run in bfloat16, the likelihoods must not (bfloat16
+    has no CPU log_ndtr and its 8-bit mantissa misprices latents far in the tails)."""
+    model = tiny_codec(prior, (3, 32, 32))
+    x = torch.stack(images([(32, 32)] * 2)).float() / 255
+    with torch.no_grad():
+        code = model.encode(x)
+        ctx = type("Ctx", (), {"x": x, "z": code})()
+        reference = model.regularizers[0].penalty(ctx)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.regularizers[0].penalty(ctx)
+            terms = model(x)  # the whole step runs, transforms in bfloat16
+    assert mixed.dtype == torch.float32 and float(mixed) == pytest.approx(float(reference), rel=1e-6)
+    assert terms["rate"].dtype == torch.float32 and torch.isfinite(terms["loss"])
+
+
 def test_entropy_model_needs_a_spatial_code():
     with pytest.raises(ConfigError, match=r"regularizers\[0\].name.*spatial code"):
         build_model("conv", (1, 8, 8), {"code_dim": 16}, [{"name": "factorized"}])

@@ -206,7 +206,11 @@ class EntropyModel(Regularizer):
         self._y = None
         x = ctx.x
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
-        return self.bits(y_tilde, q) / pixels
+        # the likelihoods take differences of CDFs far in their tails: float32 even under bf16/fp16
+        # autocast (bfloat16's 8-bit mantissa would misprice every latent, and CPU has no
+        # bfloat16 log_ndtr); the entropy model's own layers are tiny, so this costs nothing
+        with torch.autocast(x.device.type, enabled=False):
+            return self.bits(y_tilde.float(), q.float()) / pixels
 
     def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
         """Total bits of a batch: ``y_tilde`` is priced, ``q`` is what the decoder sees."""
