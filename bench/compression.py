@@ -58,18 +58,23 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"), help="shared datasets folder")
     p.add_argument("--runs", default="runs/bench-compression", help="where the trained codecs go")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default="0.006,0.0025,0.001",
-                   help="rate weights (loss = MSE + weight * bpp); the first is the base model")
+    p.add_argument("--weights", default="0.0015,0.0035,0.0007,0.0004",
+                   help="rate weights (loss = MSE + weight * bpp); the first is the base model, in the "
+                        "middle of the range the target is about, so that no fine-tune goes far")
     p.add_argument("--base-epochs", type=int, default=10, help="epochs of the base Kodak codec")
-    p.add_argument("--finetune-epochs", type=int, default=2, help="epochs of each fine-tune")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="epochs of each Kodak fine-tune")
     p.add_argument("--finetune-lr", type=float, default=2e-4,
                    help="learning rate of each fine-tune (cosine from there); a fresh Adam at the base "
                         "model's --lr jolts the trained codec (its first steps move every weight by ~lr)")
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--code-channels", type=int, default=96)
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--crops-per-image", type=int, default=24)
+    p.add_argument("--crops-per-image", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--precision", default="bf16-mixed",
+                   help="of the Kodak codecs' training (with channels_last): bf16 convolutions train "
+                        "1.7x faster on CPUs with AVX512-BF16; the entropy model stays float32, and "
+                        "compression runs in float32")
     p.add_argument("--fmnist-weights", default="0.02,0.006,0.002")
     p.add_argument("--fmnist-epochs", type=int, default=3)
     p.add_argument("--fmnist-finetune-lr", type=float, default=1e-3,
@@ -357,7 +362,7 @@ def main() -> None:
             "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
             "regularizers": [{"name": "hyperprior"}],
             "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
-                      "log_every_n_steps": 100},
+                      "log_every_n_steps": 100, "precision": args.precision, "channels_last": True},
             "data": {"name": "crops:PennFudanPed/PNGImages"},
         }
         models = train_codecs("kodak", base, crops, weights, args.base_epochs, args.finetune_epochs,
