@@ -25,7 +25,9 @@ def tiny_codec(prior: str = "hyperprior", shape=(3, 16, 16), seed: int = 0):
     torch.manual_seed(seed)
     options = {"channels": 8, "code_channels": 6, "stages": 2}
     reg = {"name": prior, "weight": 0.01}
-    if prior == "hyperprior":
+    if prior == "mean-scale":
+        reg = {"name": "hyperprior", "weight": 0.01, "means": True}
+    if reg["name"] == "hyperprior":
         reg["channels"] = 5
     return build_model("codec", shape, options, [reg]).eval()
 
@@ -76,7 +78,7 @@ def test_gaussian_likelihood_matches_the_cdf_difference_and_stays_finite_in_the_
     assert torch.isfinite(got).all() and got[4] < -1000  # direct would be log(0)
 
 
-@pytest.mark.parametrize("prior", ["factorized", "hyperprior"])
+@pytest.mark.parametrize("prior", ["factorized", "hyperprior", "mean-scale"])
 def test_rate_term_trains_and_estimates_the_real_file_size(prior):
     model = tiny_codec(prior, (3, 32, 32))
     x = torch.stack(images([(32, 32)] * 4)).float() / 255
@@ -84,7 +86,9 @@ def test_rate_term_trains_and_estimates_the_real_file_size(prior):
     terms = model(x)
     assert set(terms) == {"loss", "recon", "rate"} and terms["rate"] > 0
     terms["loss"].backward()
-    assert model.regularizers[0].h_a[0].weight.grad is not None if prior == "hyperprior" else True
+    if prior != "factorized":  # the side information learns from the rate
+        for net in (model.regularizers[0].h_a, model.regularizers[0].h_s):
+            assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
     model.eval()
     with torch.no_grad():
         estimate = float(model(x)["rate"]) * 4 * 32 * 32  # bits of the 4 images
@@ -167,6 +171,38 @@ def test_round_trip_is_bit_exact_in_latents_at_any_size(prior):
             # and the integers are the rounded code of the image
             code = sized.encoder(img.unsqueeze(0).float() / 255)
             assert torch.equal(q.flatten(), torch.round(code[0]))
+
+
+def test_mean_scale_codes_integers_around_predicted_means():
+    model = tiny_codec("mean-scale")
+    with torch.no_grad():  # means far from zero, so that a decoder ignoring them would show
+        model.regularizers[0].h_s[-1].bias[6:].fill_(3.3)
+    codec = Codec(model)
+    imgs = images([(16, 16), (13, 21)])
+    result = codec.compress_latents(imgs)
+    _, symbols, values = codec._decode(result.data, "test")
+    decoded = codec.decompress(result.data)
+    for img, q, sent, y_hat, out in zip(imgs, symbols, result.latents, values, decoded, strict=True):
+        assert torch.equal(q, sent) and torch.equal(q, torch.round(q))  # integers, bit-exact
+        means = y_hat - q
+        assert means.abs().mean() > 1.0  # the decoder adds the predicted means back
+        sized = at_input_shape(model, img.shape)
+        with torch.no_grad():
+            # the model's own quantized code (float32 means) is what the file decodes to
+            code = sized.encode(img.unsqueeze(0).float() / 255)[0]
+            torch.testing.assert_close(y_hat.flatten(), code, atol=1e-4, rtol=0)
+            ref = sized.decode(y_hat.unsqueeze(0).flatten(1))[0].clamp(0, 1).mul(255).round()
+            assert torch.equal(out, ref.to(torch.uint8))
+
+
+def test_mean_scale_trains_under_bf16_autocast_with_a_float32_rate():
+    model = tiny_codec("mean-scale", (3, 32, 32)).train()
+    x = torch.stack(images([(32, 32)] * 2)).float() / 255
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = model(x)
+    assert terms["rate"].dtype == torch.float32 and torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.regularizers[0].h_s.parameters())
 
 
 def test_huge_latents_survive_the_escape_code():

@@ -218,12 +218,14 @@ class EntropyModel(Regularizer):
 
     # --- the codec interface -------------------------------------------------------------------
 
-    def encode_latents(self, y: Tensor, writer: SymbolWriter) -> Tensor:
-        """Quantize ``y`` (1, M, h, w), write its symbols; returns the integers (float tensor)."""
+    def encode_latents(self, y: Tensor, writer: SymbolWriter) -> tuple[Tensor, Tensor]:
+        """Quantize ``y`` (1, M, h, w) and write its symbols; returns the integer symbols and the
+        synthesis input (the same integers, or, for a model that predicts means, symbols + means),
+        both (1, M, h, w) float tensors."""
         raise NotImplementedError
 
-    def decode_latents(self, reader: SymbolReader) -> Tensor:
-        """Read back the (1, M, h, w) integers of one image of this model's size."""
+    def decode_latents(self, reader: SymbolReader) -> tuple[Tensor, Tensor]:
+        """Read back one image of this model's size: (symbols, synthesis input), as encoded."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -265,14 +267,14 @@ class Factorized(EntropyModel):
         m, h, w = self.code_shape
         return np.broadcast_to(np.arange(m).reshape(m, 1, 1), (m, h, w))
 
-    def encode_latents(self, y: Tensor, writer: SymbolWriter) -> Tensor:
+    def encode_latents(self, y: Tensor, writer: SymbolWriter) -> tuple[Tensor, Tensor]:
         q = quantize_for_coding(y)
         writer.write(q[0].numpy().astype(np.int64), self._channel_ids(), self._tables())
-        return q.float()
+        return q.float(), q.float()
 
-    def decode_latents(self, reader: SymbolReader) -> Tensor:
-        values = reader.read(self._channel_ids(), self._tables())
-        return torch.from_numpy(values).float().unsqueeze(0)
+    def decode_latents(self, reader: SymbolReader) -> tuple[Tensor, Tensor]:
+        q = torch.from_numpy(reader.read(self._channel_ids(), self._tables())).float().unsqueeze(0)
+        return q, q
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", filters={self.filters}"

@@ -12,6 +12,14 @@ sky gets a narrow Gaussian, texture a wide one. For coding, the scales are snapp
 log-spaced table of ``levels`` values, so that encoder and decoder pick identical discrete
 tables; ``h_s`` is evaluated in float64 there, so that no last-bit difference between machines
 moves a scale across a level boundary (the file's latent checksum would catch it).
+
+``means=True`` is the mean-scale hyperprior (Minnen, Ballé & Toderici 2018, without the
+autoregressive context): h_s predicts a mean mu beside each scale, z = h_a(y) sees the code's
+signs, the symbols are round(y - mu) under N(0, sigma) and the decoder gets round(y - mu) + mu.
+A latent whose value the side information can predict costs almost nothing, which is where the
+mean-scale model saves its bits over the scale-only one. The symbols (and the file's checksum)
+stay integers; mu is added back after decoding, so a last-bit difference in mu between machines
+moves a latent by ~1e-16, never a symbol.
 """
 
 from __future__ import annotations
@@ -69,40 +77,75 @@ class Hyperprior(EntropyModel):
     registry_name = "hyperprior"
 
     def __init__(self, *, quantizer: Quantizer = "ste", channels: int = 64, scale_min: float = 0.11,
-                 scale_max: float = 256.0, levels: int = 64):
+                 scale_max: float = 256.0, levels: int = 64, means: bool = False):
         super().__init__(quantizer=quantizer)
         check(channels >= 1, "channels", channels, "an integer >= 1")
         check(0 < scale_min < scale_max, "scale_min", scale_min, "a number in (0, scale_max)")
         check(levels >= 2, "levels", levels, "an integer >= 2")
+        check(isinstance(means, bool), "means", means, "true or false")
         self.channels, self.scale_min, self.scale_max, self.levels = channels, scale_min, scale_max, levels
+        self.means = means
         self.h_a: nn.Sequential | None = None
         self.h_s: nn.Sequential | None = None
         self.z_density: FactorizedDensity | None = None
+        self._priced: tuple[Tensor, Tensor, Tensor] | None = None  # means: what penalty() prices
 
     def bind(self, channels: int) -> None:
         if self.h_a is None or self.h_a[0].in_channels != channels:
             self.h_a = hyper_analysis(channels, self.channels)
-            self.h_s = hyper_synthesis(channels, self.channels)
+            self.h_s = hyper_synthesis(channels * (2 if self.means else 1), self.channels)
             self.z_density = FactorizedDensity(self.channels)
 
     # --- training ------------------------------------------------------------------------------
 
-    def scales(self, z_hat: Tensor, size: tuple[int, int], h_s: nn.Module | None = None) -> Tensor:
-        """sigma for every latent of y: (N, M, h, w), at least ``scale_min``."""
+    def gaussian(self, z_hat: Tensor, size: tuple[int, int], h_s: nn.Module | None = None
+                 ) -> tuple[Tensor, Tensor | None]:
+        """(sigma, mu) for every latent of y, (N, M, h, w) each: sigma at least ``scale_min``,
+        mu None unless ``means``."""
         out = (h_s or self.h_s)(z_hat)[..., :size[0], :size[1]]  # type: ignore[operator]
-        return self.scale_min + F.softplus(out)
+        raw, mu = out.chunk(2, dim=1) if self.means else (out, None)
+        return self.scale_min + F.softplus(raw), mu
+
+    def _hyper(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(z_tilde priced, z_hat seen by h_s): noisy in training, rounded otherwise."""
+        if not self.training:
+            z_hat = torch.round(z)
+            return z_hat, z_hat
+        z_tilde = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        return z_tilde, z_tilde if self.quantizer == "noise" else z + (torch.round(z) - z).detach()
 
     def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
         assert self.h_a is not None and self.z_density is not None
-        z = self.h_a(q.abs())
-        if self.training:
-            z_tilde = z + torch.empty_like(z).uniform_(-0.5, 0.5)
-            z_hat = z_tilde if self.quantizer == "noise" else z + (torch.round(z) - z).detach()
+        if self.means:  # priced in transform_code, which needs mu before the decoder runs
+            assert self._priced is not None, "mean-scale hyperprior priced before transform_code ran"
+            y_tilde, sigma, z_tilde = self._priced
+            self._priced = None
         else:
-            z_tilde = z_hat = torch.round(z)
-        sigma = self.scales(z_hat, (q.shape[-2], q.shape[-1]))
+            z_tilde, z_hat = self._hyper(self.h_a(q.abs()))
+            sigma = self.gaussian(z_hat, (q.shape[-2], q.shape[-1]))[0]
         nats = -gaussian_log_likelihood(y_tilde, sigma).sum() - self.z_density.log_likelihood(z_tilde).sum()
         return nats / math.log(2.0)
+
+    def transform_code(self, z: Tensor) -> Tensor:
+        if not self.means:
+            return super().transform_code(z)
+        assert self.h_a is not None
+        with torch.autocast(z.device.type, enabled=False):  # small nets; mu decides the rounding
+            y = self.spatial(z).float()
+            z_tilde, z_hat = self._hyper(self.h_a(y))
+            sigma, mu = self.gaussian(z_hat, (y.shape[-2], y.shape[-1]))
+            assert mu is not None
+            if not self.training:
+                y_hat = torch.round(y - mu) + mu
+                priced = y_hat - mu
+            elif self.quantizer == "noise":
+                y_hat = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+                priced = y_hat - mu
+            else:  # the decoder sees round(y - mu) + mu, the rate prices y + noise
+                y_hat = y + (torch.round(y - mu) + mu - y).detach()
+                priced = y + torch.empty_like(y).uniform_(-0.5, 0.5) - mu
+        self._priced = (priced, sigma, z_tilde)
+        return y_hat.flatten(1)
 
     # --- coding --------------------------------------------------------------------------------
 
@@ -128,15 +171,17 @@ class Hyperprior(EntropyModel):
         return self._cache["z"]  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _levels(self, z_hat: Tensor) -> np.ndarray:
-        """The scale-table index of every latent of y, from float64 hyper-synthesis."""
+    def _levels(self, z_hat: Tensor) -> tuple[np.ndarray, Tensor]:
+        """The scale-table index of every latent of y, and its mean ((1, M, h, w) float64, zero
+        without ``means``), from float64 hyper-synthesis."""
         if "h_s64" not in self._cache:
             self._cache["h_s64"] = copy.deepcopy(self.h_s).cpu().double()
         assert self.code_shape is not None
-        sigma = self.scales(z_hat.double(), self.code_shape[1:], self._cache["h_s64"])[0]  # type: ignore[arg-type]
+        sigma, mu = self.gaussian(z_hat.double(), self.code_shape[1:], self._cache["h_s64"])  # type: ignore[arg-type]
         step = (math.log(self.scale_max) - math.log(self.scale_min)) / (self.levels - 1)
-        index = torch.round((torch.log(sigma) - math.log(self.scale_min)) / step)
-        return index.clamp(0, self.levels - 1).to(torch.int64).numpy()
+        index = torch.round((torch.log(sigma[0]) - math.log(self.scale_min)) / step)
+        return (index.clamp(0, self.levels - 1).to(torch.int64).numpy(),
+                torch.zeros_like(sigma) if mu is None else mu)
 
     def _z_ids(self) -> np.ndarray:
         assert self.code_shape is not None
@@ -144,20 +189,23 @@ class Hyperprior(EntropyModel):
         return np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), (self.channels, hz, wz))
 
     @torch.no_grad()
-    def encode_latents(self, y: Tensor, writer: SymbolWriter) -> Tensor:
+    def encode_latents(self, y: Tensor, writer: SymbolWriter) -> tuple[Tensor, Tensor]:
         assert self.h_a is not None
-        q = quantize_for_coding(y).float()
         device = next(self.h_a.parameters()).device
-        z_hat = quantize_for_coding(self.h_a(q.abs().to(device)))
+        hyper_in = y.float() if self.means else quantize_for_coding(y).float().abs()
+        z_hat = quantize_for_coding(self.h_a(hyper_in.to(device)))
         writer.write(z_hat[0].numpy().astype(np.int64), self._z_ids(), self._z_tables())
-        writer.write(q[0].numpy().astype(np.int64), self._levels(z_hat), self._gaussian_tables())
-        return q
+        index, mu = self._levels(z_hat)
+        q = quantize_for_coding(y.detach().cpu().double() - mu)
+        writer.write(q[0].numpy().astype(np.int64), index, self._gaussian_tables())
+        return q.float(), (q + mu).float()
 
     @torch.no_grad()
-    def decode_latents(self, reader: SymbolReader) -> Tensor:
+    def decode_latents(self, reader: SymbolReader) -> tuple[Tensor, Tensor]:
         z_hat = torch.from_numpy(reader.read(self._z_ids(), self._z_tables())).double().unsqueeze(0)
-        values = reader.read(self._levels(z_hat), self._gaussian_tables())
-        return torch.from_numpy(values).float().unsqueeze(0)
+        index, mu = self._levels(z_hat)
+        q = torch.from_numpy(reader.read(index, self._gaussian_tables())).double().unsqueeze(0)
+        return q.float(), (q + mu).float()
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", channels={self.channels}, levels={self.levels}"
+        return super().extra_repr() + f", channels={self.channels}, levels={self.levels}, means={self.means}"

@@ -127,7 +127,7 @@ class Codec:
             h, w = int(img.shape[1]), int(img.shape[2])
             model = self.at_size(h, w)
             y = self._analysis(model, to_float(img.unsqueeze(0)).to(device))
-            q = self._entropy(model).encode_latents(y, writer)
+            q, _ = self._entropy(model).encode_latents(y, writer)
             crc = _latent_crc(q, crc)
             sizes.append((h, w))
             latents.append(q[0])
@@ -140,7 +140,13 @@ class Codec:
 
     @torch.no_grad()
     def decompress_latents(self, data: bytes, source: str = "compressed file") -> tuple[Header, list[Tensor]]:
-        """File bytes -> (header, latents per image), every check passed."""
+        """File bytes -> (header, integer latents per image), every check passed."""
+        header, symbols, _ = self._decode(data, source)
+        return header, symbols
+
+    def _decode(self, data: bytes, source: str) -> tuple[Header, list[Tensor], list[Tensor]]:
+        """(header, integer symbols, the synthesis inputs) per image: the inputs are the symbols
+        plus the entropy model's predicted means, if it predicts any."""
         header, payload = parse(data, source)
         if header.model_hash != self.hash:
             raise AevisionError(
@@ -148,12 +154,13 @@ class Codec:
                 f"this model's is {self.hash.hex()})"
             )
         reader = SymbolReader(payload)
-        latents, crc = [], 0
+        latents, values, crc = [], [], 0
         try:
             for h, w in header.sizes:
-                q = self._entropy(self.at_size(h, w)).decode_latents(reader)
+                q, y_hat = self._entropy(self.at_size(h, w)).decode_latents(reader)
                 crc = _latent_crc(q, crc)
                 latents.append(q[0])
+                values.append(y_hat[0])
         except (ValueError, RuntimeError, OverflowError, AssertionError) as e:
             # constriction reports data that no encoder could have produced with an AssertionError
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -163,12 +170,12 @@ class Codec:
                 f"{source}: decoded latents fail their checksum (the entropy model evaluated "
                 "differently from the encoder's; the file cannot be decoded faithfully here)"
             )
-        return header, latents
+        return header, latents, values
 
     @torch.no_grad()
     def decompress(self, data: bytes, source: str = "compressed file") -> list[Tensor]:
         """File bytes -> the reconstructed images, (C, H, W) uint8 each."""
-        header, latents = self.decompress_latents(data, source)
+        header, _, latents = self._decode(data, source)
         device = next(self.model.parameters()).device
         out = []
         for (h, w), q in zip(header.sizes, latents, strict=True):
