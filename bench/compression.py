@@ -71,6 +71,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--crops-per-image", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--means", action="store_true",
+                   help="Kodak codecs with the mean-scale hyperprior (hyperprior:means=true)")
     p.add_argument("--precision", default="bf16-mixed",
                    help="of the Kodak codecs' training (with channels_last): bf16 convolutions train "
                         "1.7x faster on CPUs with AVX512-BF16; the entropy model stays float32, and "
@@ -360,13 +362,13 @@ def main() -> None:
                      "seed": args.seed}), args.seed)
         base = {
             "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
-            "regularizers": [{"name": "hyperprior"}],
+            "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
             "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
                       "log_every_n_steps": 100, "precision": args.precision, "channels_last": True},
             "data": {"name": "crops:PennFudanPed/PNGImages"},
         }
-        models = train_codecs("kodak", base, crops, weights, args.base_epochs, args.finetune_epochs,
-                              args.finetune_lr, runs, args.seed)
+        models = train_codecs("kodak-ms" if args.means else "kodak", base, crops, weights, args.base_epochs,
+                              args.finetune_epochs, args.finetune_lr, runs, args.seed)
         kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
         kodak = compare("kodak", kodak_images, models, runs / "baselines")
         kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
