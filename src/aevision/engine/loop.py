@@ -263,8 +263,16 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 fabric.backward(loss)
                 if cfg.gradient_clip_norm is not None:
-                    fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
-                                          error_if_nonfinite=False)
+                    norm = fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
+                                                 error_if_nonfinite=False)
+                    if norm is not None and not bool(torch.isfinite(norm)):
+                        # a finite loss can still overflow its gradients (a spike under bf16);
+                        # one step on them leaves inf in Adam's second moments, which freezes
+                        # those weights for the rest of the run without any error
+                        optimizer.zero_grad(set_to_none=True)
+                        self._nonfinite({"grad_norm": norm}, epoch, batch_no, loop, "gradient norm")
+                        batch_no += 1
+                        continue
                 optimizer.step()
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
@@ -302,20 +310,21 @@ class Trainer:
         done = max(1, batches - loop.sums.get("__skipped__", 0.0))
         return {k: v / done for k, v in loop.sums.items() if not k.startswith("__")}
 
-    def _nonfinite(self, terms: dict[str, Tensor], epoch: int, batch: int, loop: LoopState) -> None:
+    def _nonfinite(self, terms: dict[str, Tensor], epoch: int, batch: int, loop: LoopState,
+                   what: str = "loss terms") -> None:
         values = {k: float(v.detach()) for k, v in terms.items()}
         bad = ", ".join(f"{k}={v:g}" for k, v in values.items() if not math.isfinite(v))
         where = f"step {loop.step + 1} (epoch {epoch + 1}, batch {batch + 1})"
         if self.cfg.skip_nonfinite and loop.bad_batches < self.cfg.max_bad_batches:
             loop.bad_batches += 1
             loop.sums["__skipped__"] = loop.sums.get("__skipped__", 0.0) + 1
-            log.warning("skipped batch at %s: non-finite loss terms %s", where, bad)
+            log.warning("skipped batch at %s: non-finite %s %s", where, what, bad)
             return
         keep = self.ckpt_dir / LAST
         kept = f"; last good checkpoint: {keep}" if keep.is_file() else ""
         hint = ("" if self.cfg.skip_nonfinite else
                 "; lower train.lr or a regularizer weight, or set train.skip_nonfinite=true")
-        raise DivergenceError(f"training diverged at {where}: non-finite loss terms {bad}{kept}{hint}")
+        raise DivergenceError(f"training diverged at {where}: non-finite {what} {bad}{kept}{hint}")
 
     @torch.no_grad()
     def _evaluate(self, wrapped: nn.Module, val: TensorBatches) -> dict[str, float]:
