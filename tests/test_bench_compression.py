@@ -47,3 +47,19 @@ def test_damaged_sweep_cache_is_swept_again(bench, monkeypatch, tmp_path):
     again, reused = bench.sweep("webp", images(0), tmp_path)
     assert not reused and again == first
     assert bench.sweep("webp", images(0), None) == (first, False)  # no cache folder: always swept
+
+
+def test_the_kodak_target_needs_the_whole_range_covered_and_above_jpeg(bench):
+    jpeg = [{"bpp": b, "psnr": 20 + 20 * b} for b in (0.1, 0.3, 0.6)]
+
+    def kodak(points):  # (bpp, psnr, gain over JPEG at that point's bpp, image by image)
+        return {"jpeg": jpeg, "aevision": [{"bpp": b, "psnr": p, "vs_jpeg_at_equal_bpp": {"psnr_gain_db": g}}
+                                           for b, p, g in points]}
+
+    above = [(0.24, 26.0, 1.0), (0.4, 29.0, 1.0), (0.55, 32.0, 1.0)]
+    assert bench.target_check(kodak(above))["met"]
+    # the same points, but the curve starts at 0.3 bpp: 0.25 is not measured, so not met
+    late = bench.target_check(kodak([(0.3, 27.0, 1.0), *above[1:]]))
+    assert not late["met"] and late["mean_curves"][0]["gain_db"] is None
+    # one point below JPEG at its own bpp
+    assert not bench.target_check(kodak([above[0], (0.4, 29.0, -0.1), above[2]]))["met"]
