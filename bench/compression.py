@@ -366,9 +366,9 @@ def main() -> None:
             "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
             "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
                       "log_every_n_steps": 100, "precision": args.precision, "channels_last": True,
-                      # a bf16 spike once overflowed the gradients under a finite loss, and the
-                      # step put inf into Adam's moments (frozen convolutions): clip far above the
-                      # usual norms (0.02-0.9 early in training), skip a non-finite step
+                      # bf16 training blew up once in every run (see bench/README); unclipped, the
+                      # overflowing gradients put inf into Adam's moments (frozen convolutions):
+                      # clip far above the usual norms (0.02-0.9 early on), skip a non-finite step
                       "gradient_clip_norm": 1.0, "skip_nonfinite": True},
             "data": {"name": "crops:PennFudanPed/PNGImages"},
         }
