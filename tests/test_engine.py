@@ -129,6 +129,48 @@ def test_skip_nonfinite_skips_a_bounded_number_of_batches(tmp_path):
     assert result.bad_batches == 1 and result.steps == 7
 
 
+class InfiniteGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class Overflowing(nn.Module):
+    """A finite loss whose gradient overflows on one batch (as a bf16 spike does)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.calls, self.at = 0, at
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.lin(x.flatten(1))
+        if self.calls == self.at:
+            out = InfiniteGradient.apply(out)
+        recon = (out - x.flatten(1)).pow(2).mean()
+        assert torch.isfinite(recon)
+        return {"loss": recon, "recon": recon}
+
+
+def test_a_finite_loss_with_an_overflowing_gradient_never_reaches_the_optimizer(tmp_path):
+    # without the check, Adam's second moments would hold inf and freeze the weights silently
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", gradient_clip_norm=1.0)
+    with pytest.raises(DivergenceError, match=r"step 3 .*non-finite gradient norm grad_norm=(inf|nan)"):
+        Trainer(cfg, tmp_path / "a").fit(Overflowing(at=3), _batches(), None)
+
+    model = Overflowing(at=3)
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", gradient_clip_norm=1.0,
+                      skip_nonfinite=True)
+    result = Trainer(cfg, tmp_path / "b").fit(model, _batches(), None)
+    assert result.bad_batches == 1 and result.steps == 7
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))
