@@ -32,4 +32,3 @@ def test_gradients_are_clipped_before_each_step(tmp_path, monkeypatch):
 def test_gradient_clip_norm_is_validated():
     with pytest.raises(ConfigError, match=r"train\.gradient_clip_norm"):
         build_config(overrides=["train.gradient_clip_norm=0"])
-
