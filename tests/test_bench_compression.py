@@ -63,3 +63,11 @@ def test_the_kodak_target_needs_the_whole_range_covered_and_above_jpeg(bench):
     assert not late["met"] and late["mean_curves"][0]["gain_db"] is None
     # one point below JPEG at its own bpp
     assert not bench.target_check(kodak([above[0], (0.4, 29.0, -0.1), above[2]]))["met"]
+
+
+def test_fine_tunes_start_from_the_nearest_base_at_a_higher_rate(bench):
+    bases = [0.0015, 0.0004]
+    assert bench.parent_base(0.006, bases) == 0.0015  # toward a lower rate: from the nearest base
+    assert bench.parent_base(0.0007, bases) == 0.0004  # not from 0.0015, the nearer one in weight
+    assert bench.parent_base(0.0002, bases) == 0.0004  # no base at a higher rate: the highest-rate one
+    assert bench.parent_base(0.0015, bases) == 0.0015
