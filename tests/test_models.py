@@ -20,7 +20,9 @@ REGULARIZERS = [
 ]
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 13, 17), (3, 9, 8)]
 # the code-size option of each architecture (a codec's code is spatial: channels x h x w)
-CODE_OPTIONS = {"codec": ({"code_channels": 8, "channels": 8}, 8 * 1 * 2)}
+CODE_OPTIONS = {"codec": ({"code_channels": 8, "channels": 8}, 8 * 1 * 2),
+                # a U-Net's code is all the decoder sees: the input and every stage map
+                "unet": ({"channels": [4, 8]}, 1 * 13 * 17 + 4 * 7 * 9 + 8 * 4 * 5)}
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -59,6 +61,19 @@ def test_conv_spatial_code_keeps_the_feature_map():
     z = model.encode(torch.rand(3, 1, 28, 28))
     assert z.shape == (3, 16 * 7 * 7)
     assert len(model.encoder.forward_features(torch.rand(3, 1, 28, 28))) == 2
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("down", ["stride", "pool"])
+def test_unet_reconstructs_the_exact_shape_from_the_input_and_every_stage(shape, down):
+    model = build_model("unet", shape, {"channels": [8, 16, 16], "downsample": down, "batch_norm": True})
+    x = torch.rand(2, *shape)
+    assert model.reconstruct(x).shape == x.shape
+    z = model.encode(x)
+    feats = model.encoder.forward_features(x)
+    assert z.shape == (2, x[0].numel() + sum(f[0].numel() for f in feats)) == (2, model.code_dim)
+    assert torch.equal(z[:, : x[0].numel()], x.flatten(1))  # the decoder's stem sees the input
+    assert torch.equal(z[:, -feats[-1][0].numel():], feats[-1].flatten(1))
 
 
 def test_dense_default_is_the_classic_recipe():

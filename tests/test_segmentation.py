@@ -280,6 +280,35 @@ def test_pretrained_encoder_weights_are_loaded_and_scratch_is_not(tmp_path):
     assert pre.logits(torch.rand(1, 3, 20, 13)).shape == (1, 4, 20, 13)  # any size
 
 
+def test_a_unet_autoencoder_brings_its_decoder_too(tmp_path):
+    ae = build_model("unet", (3, 16, 16), {"channels": [8, 12]},
+                     [{"name": "denoising", "noise": "blocks", "p": 0.3, "block": 4}])
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.add_(0.5)  # unmistakably not a fresh initialisation
+    save_model(ae, tmp_path / "ae")
+    train = _tiny_splits().train
+    base = {"encoder": str(tmp_path / "ae")}
+    pre = make_segmenter(build_segment_config(base=base), ae, train)
+    scratch = make_segmenter(build_segment_config(base={**base, "init": "scratch"}), ae, train)
+    unet = ae.decoder.unet.state_dict()
+    assert set(pre.decoder.state_dict()) == set(unet)  # the same network: stem, every block
+    for name, value in pre.decoder.state_dict().items():
+        assert torch.equal(value, unet[name]), name
+    fresh = dict(scratch.decoder.named_parameters())
+    for name, value in pre.decoder.named_parameters():  # (batch-norm statistics start equal)
+        assert not torch.equal(value, fresh[name]), name
+    for name, value in pre.encoder.state_dict().items():
+        assert torch.equal(value, ae.encoder.state_dict()[name]), name
+    assert pre.logits(torch.rand(1, 3, 20, 13)).shape == (1, 4, 20, 13)  # any size
+    # a decoder section that disagrees with the autoencoder's is a clear error, not a silent change
+    with pytest.raises(ConfigError, match=r"decoder.stem_channels: got 8, expected 16 \(the 'unet'"):
+        make_segmenter(build_segment_config(base={**base, "decoder": {"stem_channels": 8}}), ae, train)
+    with pytest.raises(ConfigError, match=r"decoder.channels: got \[8, 8\], expected \[8, 12\]"):
+        narrow = {**base, "init": "scratch", "decoder": {"channels": [8, 8]}}
+        make_segmenter(build_segment_config(base=narrow), ae, train)
+
+
 def test_dense_encoder_is_refused():
     ae = build_model("dense", (3, 16, 16), {"code_dim": 8})
     with pytest.raises(ConfigError, match=r"encoder: got 'dense', expected a convolutional architecture"):

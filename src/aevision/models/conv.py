@@ -83,6 +83,27 @@ def up_block(c_in: int, c_out: int, k: int, source: tuple[int, int], target: tup
     return layers
 
 
+def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int, downsample: str,
+                   bn: bool, activation: str, last_activation: str) -> nn.ModuleList:
+    """One stage per width in ``channels``, each halving the resolution (rounding up); the last
+    block of the last stage ends with ``last_activation``."""
+    stages = nn.ModuleList()
+    prev = c_in
+    for i, c in enumerate(channels):
+        acts = [activation] * blocks_per_stage
+        if i == len(channels) - 1:
+            acts[-1] = last_activation
+        first_stride = 2 if downsample == "stride" else 1
+        layers = conv_block(prev, c, k, first_stride, bn, acts[0])
+        for act in acts[1:]:
+            layers += conv_block(c, c, k, 1, bn, act)
+        if downsample == "pool":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        stages.append(nn.Sequential(*layers))
+        prev = c
+    return stages
+
+
 def stage_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]:
     """[(H, W), ceil(H/2) x ceil(W/2), ...]: the map size after each stage."""
     sizes = [(height, width)]
@@ -120,22 +141,9 @@ def conv(
     k, bn, n = kernel_size, batch_norm, len(channels)
     sizes = stage_sizes(height, width, n)
 
-    stages = nn.ModuleList()
-    prev = c_in
-    for i, c in enumerate(channels):
-        # with a spatial code, the last stage's activation is the code's
-        acts = [activation] * blocks_per_stage
-        if i == n - 1 and code_dim is None:
-            acts[-1] = code_activation
-        first_stride = 2 if downsample == "stride" else 1
-        layers = conv_block(prev, c, k, first_stride, bn, acts[0])
-        for act in acts[1:]:
-            layers += conv_block(c, c, k, 1, bn, act)
-        if downsample == "pool":
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
-        stages.append(nn.Sequential(*layers))
-        prev = c
-
+    # with a spatial code, the last stage's activation is the code's
+    stages = encoder_stages(c_in, channels, k, blocks_per_stage, downsample, bn, activation,
+                            code_activation if code_dim is None else activation)
     last_shape = (channels[-1], *sizes[-1])
     flat = last_shape[0] * last_shape[1] * last_shape[2]
     if code_dim is None:

@@ -22,49 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aevision.errors import AevisionError, ConfigError
 from aevision.models.inference import eval_mode
 from aevision.models.registry import MODELS
+from aevision.models.unet import UNetDecoder
 from aevision.tasks.segmentation.loss import SegLoss
-
-
-def conv_bn_relu(c_in: int, c_out: int, bn: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=not bn)]
-    if bn:
-        layers.append(nn.BatchNorm2d(c_out))
-    layers.append(nn.ReLU(inplace=True))
-    return layers
-
-
-class UNetDecoder(nn.Module):
-    """Skips (finest first, channels ``skips``) + the input -> (N, widths[0], H, W) features."""
-
-    def __init__(self, in_channels: int, skips: Sequence[int], widths: Sequence[int], stem: int,
-                 batch_norm: bool):
-        super().__init__()
-        n = len(skips)
-        self.stem = nn.Sequential(*conv_bn_relu(in_channels, stem, batch_norm)) if stem > 0 else None
-        # blocks[i] produces level i (0 = full resolution) from level i + 1 and skip i
-        blocks = []
-        for i in range(n):
-            below = skips[-1] if i == n - 1 else widths[i + 1]
-            side = stem if i == 0 else skips[i - 1]
-            blocks.append(nn.Sequential(*conv_bn_relu(below + side, widths[i], batch_norm),
-                                        *conv_bn_relu(widths[i], widths[i], batch_norm)))
-        self.blocks = nn.ModuleList(blocks)
-        self.out_channels = int(widths[0])
-
-    def forward(self, x: Tensor, feats: list[Tensor]) -> Tensor:
-        h = feats[-1]
-        for i in range(len(self.blocks) - 1, -1, -1):
-            side = (self.stem(x) if self.stem is not None else None) if i == 0 else feats[i - 1]
-            size = x.shape[2:] if i == 0 else side.shape[2:]  # type: ignore[union-attr]
-            h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
-            h = self.blocks[i](h if side is None else torch.cat([h, side], dim=1))
-        return h
 
 
 class Segmenter(nn.Module):

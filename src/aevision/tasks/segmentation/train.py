@@ -31,6 +31,7 @@ from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
 from aevision.models import Autoencoder, load_model
+from aevision.models.unet import UNetDecoder
 from aevision.report.masks import example_sheet, save_mask, save_overlay
 from aevision.tasks.segmentation.augment import SegAugment
 from aevision.tasks.segmentation.config import SegmentConfig, as_segment_config
@@ -149,9 +150,34 @@ def make_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) ->
                 "input_shape": list(train.image_shape)}
         encoder = feature_encoder(spec["name"], spec["input_shape"], spec["options"])
     d = cfg.decoder
-    return build_segmenter(encoder, spec, input_shape=train.image_shape, classes=train.classes,
-                           palette=train.palette or [], decoder_channels=d.channels,
-                           stem_channels=d.stem_channels, batch_norm=d.batch_norm)
+    pretrained = pretrained_decoder(ae)
+    if pretrained is not None:
+        check_decoder_matches(cfg, pretrained)
+    seg = build_segmenter(encoder, spec, input_shape=train.image_shape, classes=train.classes,
+                          palette=train.palette or [], decoder_channels=d.channels,
+                          stem_channels=d.stem_channels, batch_norm=d.batch_norm)
+    if pretrained is not None and cfg.init == "pretrained":
+        seg.decoder.load_state_dict(pretrained.state_dict())
+    return seg
+
+
+def pretrained_decoder(ae: Autoencoder | None) -> UNetDecoder | None:
+    """The U-Net decoder of a ``unet`` autoencoder (which the segmenter takes over), else None."""
+    unet = getattr(getattr(ae, "decoder", None), "unet", None)
+    return unet if isinstance(unet, UNetDecoder) else None
+
+
+def check_decoder_matches(cfg: SegmentConfig, pretrained: UNetDecoder) -> None:
+    """A ``unet`` autoencoder fixes the segmenter's decoder architecture (for both inits, so that
+    scratch trains the same network): the ``decoder`` section must agree with it."""
+    d = cfg.decoder
+    wanted = "the 'unet' autoencoder's decoder, which the segmenter takes over"
+    if d.channels is not None and list(d.channels) != pretrained.widths:
+        raise ConfigError("decoder.channels", d.channels, f"{pretrained.widths} ({wanted}) or null")
+    if d.stem_channels != pretrained.stem_channels:
+        raise ConfigError("decoder.stem_channels", d.stem_channels, f"{pretrained.stem_channels} ({wanted})")
+    if d.batch_norm != pretrained.batch_norm:
+        raise ConfigError("decoder.batch_norm", d.batch_norm, f"{pretrained.batch_norm} ({wanted})")
 
 
 def make_loss(cfg: SegmentConfig, train: SegSet) -> SegLoss:
@@ -216,6 +242,8 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
         "options": spec.get("options", cfg.arch.options),
         "regularizers": spec.get("regularizers", []),
         "freeze_epochs": cfg.freeze_epochs if cfg.init == "pretrained" else 0,
+        "decoder": ("pretrained" if cfg.init == "pretrained" and pretrained_decoder(ae) is not None
+                    else "random"),
     }
 
 
