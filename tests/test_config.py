@@ -42,6 +42,16 @@ def test_bad_values_name_field_value_and_allowed(override, field):
     assert "expected" in str(e.value)
 
 
+def test_builder_options_may_be_nested_under_options_or_flat_but_not_both():
+    flat = build_config(overrides=["model.name=conv", "model.channels=[8,16]", "data.n_train=64"])
+    nested = build_config(base={"model": {"name": "conv", "options": {"channels": [8, 16]}}},
+                          overrides=["data.options.n_train=64"])
+    assert nested == flat and nested.model.options == {"channels": [8, 16]}
+    assert nested.data.options == {"n_train": 64}
+    with pytest.raises(ConfigError, match=r"^model\.channels: got \[4\], expected one value"):
+        build_config(base={"model": {"name": "conv", "channels": [8], "options": {"channels": [4]}}})
+
+
 def test_bool_is_not_an_int():
     with pytest.raises(ConfigError, match=r"train\.epochs"):
         build_config(overrides=["train.epochs=true"])

@@ -205,7 +205,14 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
         if key in fields and not (key == "options" and cls in _OPEN_SECTIONS):
             kwargs[key] = _field_value(name, value, hints[key])
         elif cls in _OPEN_SECTIONS:
-            options[key] = value  # checked against the builder's signature later
+            # nested under ``options`` (the dataclass's own layout, which users write too) or flat
+            # beside ``name``: the same options either way, each given once
+            given = value if key == "options" and isinstance(value, dict) else {key: value}
+            for k, v in given.items():
+                if k in options:
+                    raise ConfigError(f"{where}.{k}", v, "one value (it is set both beside 'name' "
+                                      "and under 'options')")
+                options[k] = v  # checked against the builder's signature later
         else:
             raise ConfigError(name, value, "a known option: " + ", ".join(fields))
     if cls in _OPEN_SECTIONS:
