@@ -10,10 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aevision.config import same_config
+
 
 def finished_model(out_dir: Path, config: dict[str, Any], **extra: Any) -> dict[str, Any] | None:
-    """Training info of the model saved in ``out_dir`` when its ``config.json`` holds exactly
-    ``config`` (compared as JSON, so tuples equal lists) and every ``extra`` key, else None."""
+    """Training info of the model saved in ``out_dir`` when its ``config.json`` holds ``config``
+    (:func:`aevision.config.same_config`: fields added since take their defaults) and every
+    ``extra`` key, else None."""
     try:
         saved = json.loads((out_dir / "config.json").read_text())
         history = (out_dir / "history.csv").read_text().splitlines()
@@ -21,8 +24,7 @@ def finished_model(out_dir: Path, config: dict[str, Any], **extra: Any) -> dict[
         return None
     if not (out_dir / "model.safetensors").exists():
         return None
-    if saved.get("config") != json.loads(json.dumps(config)) \
-            or any(saved.get(k) != v for k, v in extra.items()):
+    if not same_config(saved.get("config"), config) or any(saved.get(k) != v for k, v in extra.items()):
         return None
     rows = [dict(zip(history[0].split(","), line.split(","), strict=True)) for line in history[1:]]
     return {"epochs": len(rows), "steps": int(rows[-1]["step"]) if rows else None,

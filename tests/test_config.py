@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aevision.config import apply_override, build_config, parse_regularizer
+from aevision.config import apply_override, build_config, parse_regularizer, same_config
 from aevision.errors import AevisionError, ConfigError
 
 
@@ -50,6 +50,16 @@ def test_builder_options_may_be_nested_under_options_or_flat_but_not_both():
     assert nested.data.options == {"n_train": 64}
     with pytest.raises(ConfigError, match=r"^model\.channels: got \[4\], expected one value"):
         build_config(base={"model": {"name": "conv", "channels": [8], "options": {"channels": [4]}}})
+
+
+def test_a_stored_config_from_before_a_new_field_is_still_the_same_config():
+    wanted = build_config(overrides=["model.name=conv", "train.epochs=3"]).to_dict()
+    older = {**wanted, "train": {k: v for k, v in wanted["train"].items() if k != "skip_nonfinite"}}
+    assert older != wanted and same_config(older, wanted)  # the new field takes its default
+    changed = {**wanted, "train": {**wanted["train"], "epochs": 4}}
+    assert not same_config(changed, wanted)
+    assert not same_config({**older, "train": {**older["train"], "skip_nonfinite": True}}, wanted)
+    assert not same_config(None, wanted) and not same_config({"train": {"epochs": 0}}, wanted)
 
 
 def test_bool_is_not_an_int():

@@ -338,6 +338,26 @@ def build_config(
     return PretrainConfig.from_dict(data)
 
 
+def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
+    """Whether a pretraining config saved by an earlier run equals ``wanted`` (a ``to_dict()``).
+
+    The stored one is read back through :func:`build_config` first, so fields added to aevision
+    since it was saved take their defaults: a new option whose default keeps the old behaviour
+    does not make finished runs look different (and trained again).
+    """
+    try:
+        normalised = build_config(base=stored).to_dict()
+    except (AevisionError, TypeError, ValueError):
+        return False
+    return _as_json(normalised) == _as_json(wanted)
+
+
+def _as_json(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))  # tuples -> lists, as a JSON file reads back
+
+
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):

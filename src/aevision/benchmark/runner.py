@@ -32,7 +32,7 @@ from aevision.api import machine_info, model_from_config, pretrain
 from aevision.benchmark import leaderboard
 from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
 from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
-from aevision.config import DataConfig, PretrainConfig, to_dict
+from aevision.config import DataConfig, PretrainConfig, same_config, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
 from aevision.data.splits import long_tailed_subset
 from aevision.errors import AevisionError
@@ -224,11 +224,10 @@ class DatasetRun:
 
     def _pretrain_or_reuse(self, name: str, pcfg: PretrainConfig) -> tuple[Autoencoder, dict[str, Any]]:
         folder = Path(pcfg.output_dir)
-        wanted = json.loads(json.dumps(pcfg.to_dict()))
         timing = folder / "benchmark_timing.json"
         if self.cfg.reuse_pretrained and (folder / "summary.json").is_file() and timing.is_file():
             summary = read_json(folder / "summary.json")
-            if summary.get("config") == wanted:
+            if same_config(summary.get("config"), pcfg.to_dict()):
                 model = load_model(folder)
                 stats = _pretrain_stats(summary, read_json(timing), reused=True)
                 self.say(f"[{self.name}] reusing pretrained {name} from {folder} "
