@@ -151,6 +151,11 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     done = finished(out, key, "bench.json")
     if done is not None:
         return str(out), done["seconds"], done["cpu_seconds"]
+    # the segmenters of this seed were trained around the autoencoder about to be replaced (their
+    # keys name its folder, not its config): they are stale, whatever their own config says
+    for stale in out.parent.glob("*/bench.json"):
+        if stale.parent != out:
+            stale.unlink()
     images = data.train.images
     if ae.get("flips"):
         images = torch.cat([images, images.flip(-1)])
