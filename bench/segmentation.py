@@ -1,8 +1,9 @@
 """Claim: an autoencoder-pretrained encoder gives better masks than random init when masks are few.
 
-For each seed, a convolutional autoencoder is pretrained on all training images (no masks), then
-U-Net segmenters are trained on masks with that encoder ("pretrained": frozen for the first
-epochs, then fine-tuned) or with the same architecture from random weights ("scratch"):
+For each seed, an autoencoder is pretrained on all training images (no masks), then U-Net
+segmenters are trained on masks with its encoder ("pretrained": frozen for the first epochs, then
+fine-tuned; a ``unet`` autoencoder brings its U-Net decoder too) or with the same architecture
+from random weights ("scratch"):
 
 - ``shapes-seg`` (generated, 32 x 32, circle / square / triangle / background): all training
   masks; 10 and 50 masks (the same seeded choice for both inits);
@@ -54,9 +55,13 @@ CONFIG: dict[str, Any] = {
         # 6000 training images: with 2000, all-mask training reached 0.83 mIoU on validation
         # images carved from the training stream; with 6000 (same 30 epochs), 0.92
         "data": {"name": "shapes-seg", "n_train": 6000, "n_test": 500, "size": 32, "val_fraction": 0.0},
+        # the whole U-Net pretrained to inpaint (a 'unet' autoencoder, denoising with blocks), not
+        # only its encoder: on 600 validation images carved from the training images (3 seeds, the
+        # rule fixed beforehand), 10 masks 0.442 vs scratch 0.391 mIoU, 50 masks 0.514 vs 0.433;
+        # a conv autoencoder's encoder alone (masking noise) had been level with scratch
         "autoencoder": {
-            "model": {"name": "conv", "channels": [16, 32, 64, 128], "code_dim": None},
-            "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
+            "model": {"name": "unet", "channels": [16, 32, 64, 128]},
+            "regularizers": [{"name": "denoising", "noise": "blocks"}],
             "train": {"epochs": 40, "batch_size": 64, "lr": 2e-3},
         },
         "segment": {
