@@ -307,6 +307,11 @@ def test_a_unet_autoencoder_brings_its_decoder_too(tmp_path):
     with pytest.raises(ConfigError, match=r"decoder.channels: got \[8, 8\], expected \[8, 12\]"):
         narrow = {**base, "init": "scratch", "decoder": {"channels": [8, 8]}}
         make_segmenter(build_segment_config(base=narrow), ae, train)
+    # decoder widths of its own: the segmenter's default decoder is the model's, not the encoder's widths
+    own = build_model("unet", (3, 16, 16), {"channels": [8, 12], "decoder_channels": [6, 10]})
+    seg = make_segmenter(build_segment_config(base=base), own, train)
+    assert seg.spec["decoder"]["channels"] == [6, 10]
+    assert all(torch.equal(v, own.decoder.unet.state_dict()[k]) for k, v in seg.decoder.state_dict().items())
 
 
 def test_dense_encoder_is_refused():

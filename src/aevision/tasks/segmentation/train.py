@@ -153,8 +153,9 @@ def make_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) ->
     pretrained = pretrained_decoder(ae)
     if pretrained is not None:
         check_decoder_matches(cfg, pretrained)
+    channels = d.channels if d.channels is not None or pretrained is None else pretrained.widths
     seg = build_segmenter(encoder, spec, input_shape=train.image_shape, classes=train.classes,
-                          palette=train.palette or [], decoder_channels=d.channels,
+                          palette=train.palette or [], decoder_channels=channels,
                           stem_channels=d.stem_channels, batch_norm=d.batch_norm)
     if pretrained is not None and cfg.init == "pretrained":
         seg.decoder.load_state_dict(pretrained.state_dict())
