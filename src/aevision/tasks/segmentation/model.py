@@ -2,10 +2,10 @@
 
 The encoder is any registered architecture whose encoder exposes ``forward_features(x)`` (the map
 of every stage, finest first), such as ``conv``; its code head (flatten + linear) is not used and
-not kept. The decoder climbs back from the coarsest map: at each level it upsamples to the next
-finer skip's size, concatenates that skip, and applies two 3x3 convolutions; at full resolution
-it concatenates a small convolution of the input itself (the strided encoder has no full-size
-map, and edges are sharpest there). A 1x1 convolution gives per-pixel class scores.
+not kept. The decoder (:class:`aevision.models.unet.UNetDecoder`) climbs back from the coarsest
+map through the skips to full resolution, where a small convolution of the input joins in; a 1x1
+convolution gives per-pixel class scores. A ``unet`` autoencoder has that very decoder, so a
+segmenter built on one starts from its decoder's weights as well.
 
     x (N, C, H, W) -> encoder stages f_1 (H/2) ... f_L (H/2^L)
     h = f_L;  for i = L-1 .. 1:  h = block_i([up(h, f_i), f_i])
