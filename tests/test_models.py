@@ -104,16 +104,21 @@ def test_wrong_image_size_is_a_one_line_error():
         model.check_input(torch.rand(2, 3, 8, 8))
 
 
-@pytest.mark.parametrize("options,field", [
-    ({"code_dim": 0}, "model.code_dim"),
-    ({"channels": []}, "model.channels"),
-    ({"kernel_size": 4}, "model.kernel_size"),
-    ({"downsample": "avg"}, "model.downsample"),
-    ({"colour": "red"}, "model.colour"),
+@pytest.mark.parametrize("name,options,field", [
+    ("conv", {"code_dim": 0}, "model.code_dim"),
+    ("conv", {"channels": []}, "model.channels"),
+    ("conv", {"kernel_size": 4}, "model.kernel_size"),
+    ("conv", {"downsample": "avg"}, "model.downsample"),
+    ("conv", {"colour": "red"}, "model.colour"),
+    ("unet", {"channels": []}, "model.channels"),
+    ("unet", {"kernel_size": 4}, "model.kernel_size"),
+    ("unet", {"channels": [8, 8], "decoder_channels": [8]}, "model.decoder_channels"),
+    ("unet", {"stem_channels": -1}, "model.stem_channels"),
+    ("unet", {"code_dim": 8}, "model.code_dim"),  # its code is what its decoder sees: no size option
 ])
-def test_bad_model_options_name_the_field(options, field):
+def test_bad_model_options_name_the_field(name, options, field):
     with pytest.raises(ConfigError) as e:
-        build_model("conv", (1, 8, 8), options)
+        build_model(name, (1, 8, 8), options)
     assert e.value.field == field
 
 

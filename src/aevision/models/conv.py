@@ -87,6 +87,10 @@ def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int
                    bn: bool, activation: str, last_activation: str) -> nn.ModuleList:
     """One stage per width in ``channels``, each halving the resolution (rounding up); the last
     block of the last stage ends with ``last_activation``."""
+    check(len(channels) >= 1 and all(c >= 1 for c in channels), "model.channels", channels,
+          "a non-empty list of positive integers")
+    check(k >= 1 and k % 2 == 1, "model.kernel_size", k, "an odd integer >= 1")
+    check(blocks_per_stage >= 1, "model.blocks_per_stage", blocks_per_stage, "an integer >= 1")
     stages = nn.ModuleList()
     prev = c_in
     for i, c in enumerate(channels):
@@ -130,11 +134,6 @@ def conv(
 ) -> Parts:
     """``code_dim=None`` keeps the last feature map as the code (flattened: C_L * h * w units)."""
     channels = list(channels) if channels is not None else [32, 64]
-    check(len(channels) >= 1 and all(c >= 1 for c in channels), "model.channels", channels,
-          "a non-empty list of positive integers")
-    check(kernel_size >= 1 and kernel_size % 2 == 1, "model.kernel_size", kernel_size,
-          "an odd integer >= 1")
-    check(blocks_per_stage >= 1, "model.blocks_per_stage", blocks_per_stage, "an integer >= 1")
     if code_dim is not None:
         check(code_dim >= 1, "model.code_dim", code_dim, "an integer >= 1 or null")
     c_in, height, width = input_shape

@@ -125,18 +125,13 @@ def unet(
     section (``channels`` -> ``decoder_channels``, default: the encoder's widths), so that the
     segmenter can take the decoder over."""
     channels = list(channels) if channels is not None else [32, 64]
-    check(len(channels) >= 1 and all(c >= 1 for c in channels), "model.channels", channels,
-          "a non-empty list of positive integers")
-    check(kernel_size >= 1 and kernel_size % 2 == 1, "model.kernel_size", kernel_size,
-          "an odd integer >= 1")
-    check(blocks_per_stage >= 1, "model.blocks_per_stage", blocks_per_stage, "an integer >= 1")
-    widths = list(decoder_channels) if decoder_channels is not None else list(channels)
-    check(len(widths) == len(channels) and min(widths) >= 1, "model.decoder_channels", decoder_channels,
-          f"{len(channels)} positive widths (one per encoder stage, full resolution first)")
-    check(stem_channels >= 0, "model.stem_channels", stem_channels, "an integer >= 0")
     c_in, height, width = input_shape
     stages = encoder_stages(c_in, channels, kernel_size, blocks_per_stage, downsample, batch_norm,
-                            activation, activation)
+                            activation, activation)  # checks the encoder options
+    widths = list(decoder_channels) if decoder_channels is not None else list(channels)
+    check(len(widths) == len(channels) and min(widths) >= 1, "model.decoder_channels", decoder_channels,
+          f"one positive width per encoder stage ({len(channels)}), full resolution first")
+    check(stem_channels >= 0, "model.stem_channels", stem_channels, "an integer >= 0")
     sizes = stage_sizes(height, width, len(channels))
     shapes = [(c_in, height, width), *((c, *hw) for c, hw in zip(channels, sizes[1:], strict=True))]
     climb = UNetDecoder(c_in, channels, widths, stem_channels, decoder_batch_norm)
