@@ -267,7 +267,8 @@ def main() -> None:
         "config": {n: cfg[n] for n in names},
         "data_root": args.data_root,  # from --data-root or $AEVISION_DATA (Penn-Fudan's photos)
         "protocol": ("per seed: pretrain the autoencoder on all training images (no masks); segmenters "
-                     "'pretrained' (encoder from it, frozen for freeze_epochs, then fine-tuned) and "
+                     "'pretrained' (encoder from it, and a unet's decoder too; the encoder frozen for "
+                     "freeze_epochs, then fine-tuned) and "
                      "'scratch' (same architecture, random init) on the same seeded mask subset; fixed "
                      "schedules chosen beforehand on validation images carved from the training split; "
                      "last weights, no validation-based selection; test split scored once; mean and "
