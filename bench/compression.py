@@ -388,6 +388,8 @@ def main() -> None:
             "data": {"name": "crops:PennFudanPed/PNGImages"},
         }
         bases = [float(w) for w in args.bases.split(",")]
+        if not set(bases) <= set(weights):
+            sys.exit(f"--bases: got {args.bases}, expected some of the --weights ({args.weights})")
         models = train_codecs("kodak-ms" if args.means else "kodak", base, crops, weights, bases,
                               args.base_epochs, args.finetune_epochs, args.finetune_lr, runs, args.seed)
         kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
