@@ -365,6 +365,9 @@ def main() -> None:
     root = Path(args.data_root)
     runs = Path(args.runs)
     weights = [float(w) for w in args.weights.split(",")]
+    bases = [float(w) for w in args.bases.split(",")]
+    if not set(bases) <= set(weights):
+        sys.exit(f"--bases: got {args.bases}, expected some of the --weights ({args.weights})")
     results: dict[str, Any] = {
         "command": "python " + " ".join(sys.argv),
         "config": vars(args),
@@ -387,9 +390,6 @@ def main() -> None:
                       "gradient_clip_norm": 1.0, "skip_nonfinite": True},
             "data": {"name": "crops:PennFudanPed/PNGImages"},
         }
-        bases = [float(w) for w in args.bases.split(",")]
-        if not set(bases) <= set(weights):
-            sys.exit(f"--bases: got {args.bases}, expected some of the --weights ({args.weights})")
         models = train_codecs("kodak-ms" if args.means else "kodak", base, crops, weights, bases,
                               args.base_epochs, args.finetune_epochs, args.finetune_lr, runs, args.seed)
         kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
