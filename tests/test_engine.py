@@ -139,13 +139,8 @@ class InfiniteGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
-class Overflowing(nn.Module):
-    """A finite loss whose gradient overflows on one batch (as a bf16 spike does)."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-        self.calls, self.at = 0, at
+class Overflowing(Exploding):
+    """A finite loss whose gradient overflows on call ``at`` only (as a bf16 spike does)."""
 
     def forward(self, x):
         self.calls += 1
