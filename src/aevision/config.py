@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import typing
 from dataclasses import dataclass, field
@@ -349,13 +350,8 @@ def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
         normalised = build_config(base=stored).to_dict()
     except (AevisionError, TypeError, ValueError):
         return False
-    return _as_json(normalised) == _as_json(wanted)
-
-
-def _as_json(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value))  # tuples -> lists, as a JSON file reads back
+    # compared as a JSON file reads back (tuples are lists there)
+    return json.loads(json.dumps(normalised)) == json.loads(json.dumps(wanted))
 
 
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
