@@ -145,6 +145,16 @@ def finished(folder: Path, config: dict[str, Any], summary: str) -> dict[str, An
     return done if done.get("bench_config") == config else None
 
 
+def run_key(config: dict[str, Any], runs: Path, **extra: Any) -> dict[str, Any]:
+    """What makes a finished run reusable: its config with paths relative to ``runs``, so that a
+    runs folder copied or moved elsewhere is still read back."""
+    key = {**config, **extra}
+    for field in ("output_dir", "encoder"):
+        if field in key:
+            key[field] = Path(key[field]).relative_to(runs).as_posix()
+    return key
+
+
 def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
                      runs: Path) -> tuple[str, float, float]:
     ae = cfg["autoencoder"]
@@ -152,7 +162,7 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
               "data": {"name": name}, "train": {**ae["train"], "progress": False}}
     # the data are passed in, not configured: their options (e.g. n_train) belong to the key too
-    key = {**config, "flips": ae.get("flips", False), "dataset": cfg["data"]}
+    key = run_key(config, runs, flips=ae.get("flips", False), dataset=cfg["data"])
     done = finished(out, key, "bench.json")
     if done is not None:
         return str(out), done["seconds"], done["cpu_seconds"]
@@ -184,7 +194,7 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
         "decoder": seg["decoder"], "augment": seg["augment"],
         "train": {**seg["train"], "epochs": sched["epochs"], "progress": False},
     }
-    key = {**config, "dataset": cfg["data"]}
+    key = run_key(config, runs, dataset=cfg["data"])
     done = finished(Path(config["output_dir"]), key, "bench.json")
     if done is not None:
         return done["result"]
