@@ -78,10 +78,12 @@ CONFIG: dict[str, Any] = {
         # 64 x 80 with 4 stages 0.620; + batch norm 0.687; 128 x 160 with batch norm 0.736, and
         # with a 5th stage (a receptive field that spans a pedestrian) 0.759
         "data": {"name": "penn-fudan", "image_size": [128, 160], "val_fraction": 0.0},
+        # the whole U-Net pretrained to inpaint 16-px holes: on the 24 validation photos (10 masks,
+        # 3 seeds, the rule 'adopt if the mean gain over scratch is > 0' fixed beforehand) 0.486 vs
+        # scratch 0.469 person IoU; the conv encoder alone (masking noise) had lost to scratch
         "autoencoder": {
-            "model": {"name": "conv", "channels": [16, 32, 64, 128, 256], "batch_norm": True,
-                      "code_dim": None},
-            "regularizers": [{"name": "denoising", "noise": "masking", "p": 0.5}],
+            "model": {"name": "unet", "channels": [16, 32, 64, 128, 256], "batch_norm": True},
+            "regularizers": [{"name": "denoising", "noise": "blocks", "p": 0.25, "block": 16}],
             "train": {"epochs": 60, "batch_size": 16, "lr": 2e-3},
             "flips": True,  # pretrain on the training photos and their mirror images
         },
