@@ -348,6 +348,47 @@ def test_encoder_is_frozen_for_freeze_epochs_then_fine_tuned(tmp_path):
     assert all(p.requires_grad for p in seg.encoder.parameters()) and seg.encoder.training
 
 
+def test_freeze_decoder_holds_a_pretrained_decoder_and_pretrained_weights_get_their_own_lr(tmp_path):
+    ae = build_model("unet", (3, 16, 16), {"channels": [8, 12]},
+                     [{"name": "denoising", "noise": "blocks", "p": 0.3, "block": 4}])
+    save_model(ae, tmp_path / "ae")
+    splits = _tiny_splits()
+    base = {"encoder": str(tmp_path / "ae"), "examples": 0,
+            "train": {"epochs": 2, "batch_size": 8, "progress": False}}
+    held = segment({**base, "freeze_epochs": 2, "freeze_decoder": True, "output_dir": str(tmp_path / "h")},
+                   data=splits)
+    for part, start in ((held.segmenter.encoder, ae.encoder), (held.segmenter.decoder, ae.decoder.unet)):
+        for k, v in part.state_dict().items():  # weights and batch-norm statistics alike
+            assert torch.equal(v, start.state_dict()[k]), k
+    fresh_head = make_segmenter(build_segment_config(base=base), ae, splits.train).head
+    assert not torch.equal(held.segmenter.head.weight, fresh_head.weight)  # only the head learned
+    assert held.metrics and json.loads((tmp_path / "h" / "metrics.json").read_text())["encoder"][
+        "freeze_decoder"] is True
+    # without freeze_decoder (the default) the same schedule moves the pretrained decoder
+    moved = segment({**base, "freeze_epochs": 2, "output_dir": str(tmp_path / "m")}, data=splits)
+    assert any(not torch.equal(v, ae.decoder.unet.state_dict()[k])
+               for k, v in moved.segmenter.decoder.state_dict().items())
+
+    seg = make_segmenter(build_segment_config(base=base), ae, splits.train)
+    assert [g["lr"] for g in seg.param_groups(0.01)] == [0.01]  # scale 1: one group, as before
+    seg.pretrained_lr_scale = 0.1
+    new, pretrained = seg.param_groups(0.01)
+    assert new["lr"] == 0.01 and pretrained["lr"] == pytest.approx(0.001)
+    assert {id(p) for p in new["params"]} == {id(p) for p in seg.head.parameters()}
+    assert len(new["params"]) + len(pretrained["params"]) == len(list(seg.parameters()))
+    seg.decoder_pretrained = False  # a conv autoencoder's segmenter: its decoder is new
+    new, _ = seg.param_groups(0.01)
+    assert len(new["params"]) == len(list(seg.head.parameters())) + len(list(seg.decoder.parameters()))
+
+    conv = build_model("conv", (3, 16, 16), {"channels": [8, 12]})
+    save_model(conv, tmp_path / "conv")
+    with pytest.raises(ConfigError, match=r"freeze_decoder: got True, expected false: this decoder is new"):
+        segment({**base, "encoder": str(tmp_path / "conv"), "freeze_decoder": True,
+                 "output_dir": str(tmp_path / "c")}, data=splits)
+    with pytest.raises(ConfigError, match=r"pretrained_lr_scale: got 0.0, expected a number > 0"):
+        build_segment_config(base={**base, "pretrained_lr_scale": 0})
+
+
 def load_model_eval(path):
     from aevision import load
 

@@ -82,6 +82,8 @@ class SegmentConfig:
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: same architecture, random weights
     arch: ModelConfig = field(default_factory=ModelConfig)  # the encoder when there is no model folder
     freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
+    freeze_decoder: bool = False  # freeze a pretrained ('unet') decoder too: only the head learns at first
+    pretrained_lr_scale: float = 1.0  # lr of the autoencoder's weights = train.lr * this (init: pretrained)
     labels: int | None = None  # train on this many masks (seeded choice); None: all
     epoch_images: int | None = None  # cycle a small labelled set until an epoch has this many images
     examples: int | None = 16  # test images written as mask and overlay PNGs (None: all)
@@ -94,6 +96,8 @@ class SegmentConfig:
     def validate(self) -> None:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         check(self.freeze_epochs >= 0, "freeze_epochs", self.freeze_epochs, "an integer >= 0")
+        check(isinstance(self.freeze_decoder, bool), "freeze_decoder", self.freeze_decoder, "true or false")
+        check(self.pretrained_lr_scale > 0, "pretrained_lr_scale", self.pretrained_lr_scale, "a number > 0")
         if self.labels is not None:
             check(self.labels >= 1, "labels", self.labels, "a positive integer or null (all)")
         if self.epoch_images is not None:

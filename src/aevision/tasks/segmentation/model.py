@@ -37,7 +37,13 @@ class Segmenter(nn.Module):
     ``freeze_epochs``: the Trainer calls :meth:`on_train_epoch_start` before every epoch; during
     the first ``freeze_epochs`` epochs the encoder gets no gradient and stays in eval mode (its
     batch-norm statistics too), so the new decoder learns on fixed pretrained features before
-    fine-tuning can disturb them.
+    fine-tuning can disturb them. With ``freeze_decoder`` a pretrained decoder (from a ``unet``
+    autoencoder) is held the same way, so that only the new class head learns at first: a randomly
+    initialised head sends random gradients into whatever it sits on (the argument of
+    linear-probe-then-fine-tune, Kumar et al. 2022).
+
+    ``pretrained_lr_scale``: the weights that came from the autoencoder train at ``lr`` times this,
+    the new ones at ``lr`` (the engine's ``param_groups`` hook).
     """
 
     def __init__(self, encoder: nn.Module, decoder: UNetDecoder, num_classes: int, spec: dict[str, Any],
@@ -50,6 +56,9 @@ class Segmenter(nn.Module):
         self.spec = spec  # how to rebuild it: written to config.json
         self.loss_fn = loss or SegLoss(num_classes)
         self.freeze_epochs = 0
+        self.decoder_pretrained = False  # set by whoever loads the decoder's weights
+        self.freeze_decoder = False
+        self.pretrained_lr_scale = 1.0
         self.encoder_frozen = False
 
     @property
@@ -82,14 +91,19 @@ class Segmenter(nn.Module):
         """Loss terms for images ``x`` (N, C, H, W) and masks (N, H, W) (255 = unknown)."""
         return self.loss_fn(self.logits(x), masks)
 
+    def frozen_parts(self) -> list[nn.Module]:
+        """What ``freeze_epochs`` holds still: the encoder, and with ``freeze_decoder`` the decoder."""
+        return [self.encoder, self.decoder] if self.freeze_decoder else [self.encoder]
+
     def set_encoder_frozen(self, frozen: bool) -> None:
         self.encoder_frozen = frozen
-        for p in self.encoder.parameters():
-            p.requires_grad_(not frozen)
-        if frozen:
-            self.encoder.eval()
-        elif self.training:
-            self.encoder.train()
+        for part in self.frozen_parts():
+            for p in part.parameters():
+                p.requires_grad_(not frozen)
+            if frozen:
+                part.eval()
+            elif self.training:
+                part.train()
 
     def on_train_epoch_start(self, epoch: int) -> None:
         self.set_encoder_frozen(epoch < self.freeze_epochs)
@@ -97,8 +111,19 @@ class Segmenter(nn.Module):
     def train(self, mode: bool = True) -> Segmenter:
         super().train(mode)
         if self.encoder_frozen:
-            self.encoder.eval()
+            for part in self.frozen_parts():
+                part.eval()
         return self
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The engine's optimizer hook: pretrained weights at ``lr * pretrained_lr_scale``."""
+        if self.pretrained_lr_scale == 1.0:
+            return [{"params": list(self.parameters()), "lr": lr}]
+        pretrained = [self.encoder, self.decoder] if self.decoder_pretrained else [self.encoder]
+        new = [self.head] if self.decoder_pretrained else [self.head, self.decoder]
+        scaled = lr * self.pretrained_lr_scale
+        return [{"params": [p for m in new for p in m.parameters()], "lr": lr},
+                {"params": [p for m in pretrained for p in m.parameters()], "lr": scaled}]
 
 
 def feature_encoder(name: str, input_shape: Sequence[int], options: dict[str, Any]) -> nn.Module:

@@ -77,7 +77,12 @@ def segment(
     train = labelled(splits.train, cfg.labels, cfg.seed)
     seg = make_segmenter(cfg, ae, train)
     seg.loss_fn = make_loss(cfg, train)
-    seg.freeze_epochs = cfg.freeze_epochs if cfg.init == "pretrained" else 0
+    if cfg.init == "pretrained":  # scratch has nothing pretrained to hold still or slow down
+        seg.freeze_epochs, seg.pretrained_lr_scale = cfg.freeze_epochs, cfg.pretrained_lr_scale
+        if cfg.freeze_decoder and not seg.decoder_pretrained:
+            raise ConfigError("freeze_decoder", True, "false: this decoder is new (only a 'unet' "
+                              "autoencoder brings a pretrained one)")
+        seg.freeze_decoder = cfg.freeze_decoder
 
     reps = max(1, math.ceil(cfg.epoch_images / len(train))) if cfg.epoch_images else 1
     order = torch.arange(len(train)).repeat(reps)
@@ -159,6 +164,7 @@ def make_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) ->
                           stem_channels=d.stem_channels, batch_norm=d.batch_norm)
     if pretrained is not None and cfg.init == "pretrained":
         seg.decoder.load_state_dict(pretrained.state_dict())
+        seg.decoder_pretrained = True
     return seg
 
 
@@ -243,6 +249,8 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
         "options": spec.get("options", cfg.arch.options),
         "regularizers": spec.get("regularizers", []),
         "freeze_epochs": cfg.freeze_epochs if cfg.init == "pretrained" else 0,
+        "freeze_decoder": cfg.freeze_decoder and cfg.init == "pretrained",
+        "pretrained_lr_scale": cfg.pretrained_lr_scale if cfg.init == "pretrained" else 1.0,
         "decoder": ("pretrained" if cfg.init == "pretrained" and pretrained_decoder(ae) is not None
                     else "random"),
     }
