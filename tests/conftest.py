@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from pathlib import Path
 
 # OpenMP threads that spin while waiting burn the CPU other jobs need, and on a busy machine a
 # parallel region then waits for a descheduled thread on every op (tiny models ran 28x slower
@@ -17,6 +20,22 @@ import torch
 # root at a folder that does not exist, so a test that would need downloads fails loudly instead.
 os.environ["AEVISION_DATA"] = os.path.join(os.path.dirname(__file__), "_no_data_here")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture()
+def bench_script(monkeypatch):
+    """``bench_script("compression")``: a script of bench/ imported as a module (and forgotten after
+    the test, so that each test gets a fresh one)."""
+    loaded: list[str] = []
+
+    def load(name: str):
+        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+        loaded.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(autouse=True)

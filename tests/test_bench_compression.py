@@ -3,22 +3,13 @@ they depend on changed, and a damaged cache is swept again."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
 
 @pytest.fixture()
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    module = importlib.import_module("compression")
-    yield module
-    sys.modules.pop("compression", None)
+def bench(bench_script):
+    return bench_script("compression")
 
 
 def images(seed: int) -> list[torch.Tensor]:

@@ -4,23 +4,16 @@ folder now lies (the keys hold paths relative to it)."""
 from __future__ import annotations
 
 import copy
-import importlib
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
 
 @pytest.fixture()
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    module = importlib.import_module("segmentation")
-    yield module
-    sys.modules.pop("segmentation", None)
+def bench(bench_script):
+    return bench_script("segmentation")
 
 
 def test_finished_runs_are_read_back_from_a_moved_folder_and_only_for_the_same_config(
