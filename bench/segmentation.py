@@ -18,6 +18,12 @@ Penn-Fudan), mean +- std over seeds (population std).
 
     AEVISION_DATA=../shared/datasets python bench/segmentation.py            # full (3 seeds)
     python bench/segmentation.py --quick --skip penn-fudan                    # smoke test
+    AEVISION_DATA=../shared/datasets python bench/segmentation.py --keep shapes-seg  # re-run one dataset
+
+Runs (each autoencoder, then the segmenters around it) go to ``--jobs`` worker processes as soon as
+what they need is done; ``--keep`` reads a dataset's runs back from the results file when its config
+there is the current one, and ``provenance`` says which command, time and machine each dataset's
+runs come from.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +116,10 @@ def parse_args() -> argparse.Namespace:
                    "runs finished there with the same config are reused, so a killed bench resumes")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared, oversubscribed machine extra threads only wait)")
-    p.add_argument("--jobs", type=int, default=2, help="datasets run in parallel processes")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained at once, in parallel processes")
+    p.add_argument("--keep", choices=tuple(CONFIG), action="append", default=[],
+                   help="read this dataset's runs back from the results file (--out) instead of running "
+                   "them; refused unless the file holds them under the current config")
     p.add_argument("--out", default=str(ROOT / "results" / "segmentation.json"))
     return p.parse_args()
 
@@ -217,43 +227,110 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
-def run_dataset(name: str, cfg: dict[str, Any], seeds: list[int], data_root: str | None, runs: Path,
-                threads: int) -> dict[str, list[dict[str, Any]]]:
-    """Every run of one dataset: per seed, pretrain, then the segmenters of the plan."""
+_DATA: dict[str, SegSplits] = {}
+
+
+def dataset(name: str, cfg: dict[str, Any], root: str | None) -> SegSplits:
+    """The dataset, loaded once per worker process."""
+    key = json.dumps([name, cfg["data"], root], sort_keys=True)
+    if key not in _DATA:
+        _DATA[key] = load(name, cfg, root)
+    return _DATA[key]
+
+
+def autoencoder_job(name: str, cfg: dict[str, Any], seed: int, root: str | None, runs: Path,
+                    threads: int) -> tuple[str, float, float]:
     torch.set_num_threads(threads)
-    data = load(name, cfg, data_root)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for seed in seeds:
-        encoder, ae_seconds, ae_cpu = pretrain_encoder(name, cfg, data, seed, runs)
-        plan: list[tuple[str, int | None, str]] = [("all", None, "pretrained")]
-        for b in cfg["budgets"]:
-            plan += [(str(b), b, "pretrained"), (str(b), b, "scratch")]
-        for tag, labels, init in plan:
-            r = run_segment(name, cfg, data, seed, runs, encoder=encoder, init=init, labels=labels)
-            r.update(seed=seed, pretrain_seconds=round(ae_seconds, 1), pretrain_cpu_seconds=round(ae_cpu, 1))
-            out.setdefault(f"{tag}_{init}", []).append(r)
-            print(json.dumps({"dataset": name, "run": f"{tag}_{init}", "seed": seed,
-                              "miou": round(r["miou"], 4), "iou": r["iou"], "s": r["seconds"]}),
-                  file=sys.stderr, flush=True)
-    return out
+    return pretrain_encoder(name, cfg, dataset(name, cfg, root), seed, runs)
+
+
+def segment_job(name: str, cfg: dict[str, Any], seed: int, root: str | None, runs: Path, threads: int,
+                encoder: str, init: str, labels: int | None) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    return run_segment(name, cfg, dataset(name, cfg, root), seed, runs, encoder=encoder, init=init,
+                       labels=labels)
+
+
+def plan(cfg: dict[str, Any]) -> list[tuple[str, int | None, str]]:
+    """The segmenters trained around each autoencoder, longest first (all masks)."""
+    runs: list[tuple[str, int | None, str]] = [("all", None, "pretrained")]
+    for b in cfg["budgets"]:
+        runs += [(str(b), b, "pretrained"), (str(b), b, "scratch")]
+    return runs
+
+
+def run_datasets(names: list[str], cfg: dict[str, Any], seeds: list[int], root: str | None, runs: Path,
+                 threads: int, jobs: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every run of every dataset, ``jobs`` at a time: each (dataset, seed) autoencoder, and as soon
+    as it is done the segmenters around it (the scratch ones too: they take its architecture)."""
+    found: dict[str, dict[str, dict[int, dict[str, Any]]]] = {n: {} for n in names}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(autoencoder_job, n, cfg[n], seed, root, runs, threads): (n, seed, None)
+                   for n in names for seed in seeds}
+        pretrained: dict[tuple[str, int], tuple[float, float]] = {}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                name, seed, run = pending.pop(future)
+                if run is None:  # an autoencoder: now its segmenters
+                    encoder, seconds, cpu = future.result()
+                    pretrained[name, seed] = (seconds, cpu)
+                    for tag, labels, init in plan(cfg[name]):
+                        job = pool.submit(segment_job, name, cfg[name], seed, root, runs, threads,
+                                          encoder, init, labels)
+                        pending[job] = (name, seed, f"{tag}_{init}")
+                    continue
+                r = future.result()
+                seconds, cpu = pretrained[name, seed]
+                r.update(seed=seed, pretrain_seconds=round(seconds, 1), pretrain_cpu_seconds=round(cpu, 1))
+                found[name].setdefault(run, {})[seed] = r
+                print(json.dumps({"dataset": name, "run": run, "seed": seed, "miou": round(r["miou"], 4),
+                                  "iou": r["iou"], "s": r["seconds"]}), file=sys.stderr, flush=True)
+    order = [f"{tag}_{init}" for n in names for tag, _, init in plan(cfg[n])]
+    return {n: {run: [by_seed[s] for s in seeds] for run, by_seed in sorted(
+        found[n].items(), key=lambda item: order.index(item[0]))} for n in names}
+
+
+def kept_runs(out: str, names: list[str], cfg: dict[str, Any], seeds: list[int]
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The runs and provenance of ``names`` read back from the results file ``out``, which must hold
+    them under the current config and seeds (else a one-line exit)."""
+    if not names:
+        return {}, {}
+    try:
+        old = json.loads(Path(out).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        sys.exit(f"--keep: cannot read the results file {out}: {e}")
+    if old.get("seeds") != seeds:
+        sys.exit(f"--keep: {out} holds runs of seeds {old.get('seeds')}, this run is for seeds {seeds}")
+    runs, provenance = {}, {}
+    for name in names:
+        if name not in old.get("runs", {}):
+            sys.exit(f"--keep {name}: {out} has no runs of {name}")
+        if json.dumps(old["config"].get(name), sort_keys=True) != json.dumps(cfg[name], sort_keys=True):
+            sys.exit(f"--keep {name}: {out} holds {name} runs of another config than this script's; "
+                     "run them again instead")
+        runs[name] = old["runs"][name]
+        provenance[name] = old.get("provenance", {}).get(name) or {
+            k: old.get(k) for k in ("command", "wall_seconds", "machine")}
+    return runs, provenance
 
 
 def main() -> None:
     args = parse_args()
+    torch.set_num_threads(args.threads)  # what machine_info() reports: the workers' setting
     cfg = quick(CONFIG) if args.quick else CONFIG
     runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="aevision-bench-seg-"))
     seeds = list(range(args.seeds))
-    names = [n for n in CONFIG if n not in args.skip]
+    keep = [n for n in CONFIG if n in args.keep and n not in args.skip]
+    names = [n for n in CONFIG if n not in args.skip and n not in keep]
+    kept, provenance = kept_runs(args.out, keep, cfg, seeds)
     started = time.time()
-    jobs = [(n, cfg[n], seeds, args.data_root, runs, args.threads) for n in names]
-    if args.jobs > 1 and len(jobs) > 1:
-        # one process per dataset: on a shared machine two single-threaded processes get more of it
-        # than one, and neither waits for the other's threads
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(args.jobs, len(jobs))) as pool:
-            per_run = dict(zip(names, pool.starmap(run_dataset, jobs), strict=True))
-    else:
-        per_run = {n: run_dataset(*job) for n, job in zip(names, jobs, strict=True)}
+    per_run = {**kept, **run_datasets(names, cfg, seeds, args.data_root, runs, args.threads, args.jobs)}
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    for name in names:
+        provenance[name] = {"command": command, "wall_seconds": round(time.time() - started, 1),
+                            "machine": machine_info()}
     results: dict[str, float] = {}
     for name, runs_here in per_run.items():
         for key, runs_list in runs_here.items():
@@ -278,8 +355,9 @@ def main() -> None:
         "claims_met": claims,
         "seeds": seeds,
         "runs": per_run,
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "config": {n: cfg[n] for n in names},
+        "command": command,
+        "config": {n: cfg[n] for n in per_run},
+        "provenance": provenance,  # per dataset: the command, time and machine its runs come from
         "data_root": args.data_root,  # from --data-root or $AEVISION_DATA (Penn-Fudan's photos)
         "protocol": ("per seed: pretrain the autoencoder on all training images (no masks); segmenters "
                      "'pretrained' (encoder from it, and a unet's decoder too; the encoder frozen for "
@@ -289,7 +367,7 @@ def main() -> None:
                      "last weights, no validation-based selection; test split scored once; mean and "
                      "population std over seeds"),
         "notes": (f"shared machine: 2 cores with several other jobs; torch threads = {args.threads} per "
-                  f"process, {min(args.jobs, len(jobs))} process(es), OMP_WAIT_POLICY=PASSIVE (extra "
+                  f"process, {args.jobs} process(es), OMP_WAIT_POLICY=PASSIVE (extra "
                   "threads only spin-wait when the cores are oversubscribed); 'seconds' are wall time "
                   "under that load, 'cpu_seconds' the process CPU time"),
         "wall_seconds": round(time.time() - started, 1),
