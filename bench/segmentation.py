@@ -330,6 +330,7 @@ def main() -> None:
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     for name in names:
         provenance[name] = {"command": command, "wall_seconds": round(time.time() - started, 1),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "machine": machine_info()}
     results: dict[str, float] = {}
     for name, runs_here in per_run.items():
