@@ -59,7 +59,7 @@ class Segmenter(nn.Module):
         self.decoder_pretrained = False  # set by whoever loads the decoder's weights
         self.freeze_decoder = False
         self.pretrained_lr_scale = 1.0
-        self.encoder_frozen = False
+        self.frozen = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -95,8 +95,8 @@ class Segmenter(nn.Module):
         """What ``freeze_epochs`` holds still: the encoder, and with ``freeze_decoder`` the decoder."""
         return [self.encoder, self.decoder] if self.freeze_decoder else [self.encoder]
 
-    def set_encoder_frozen(self, frozen: bool) -> None:
-        self.encoder_frozen = frozen
+    def set_frozen(self, frozen: bool) -> None:
+        self.frozen = frozen
         for part in self.frozen_parts():
             for p in part.parameters():
                 p.requires_grad_(not frozen)
@@ -106,11 +106,11 @@ class Segmenter(nn.Module):
                 part.train()
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        self.set_encoder_frozen(epoch < self.freeze_epochs)
+        self.set_frozen(epoch < self.freeze_epochs)
 
     def train(self, mode: bool = True) -> Segmenter:
         super().train(mode)
-        if self.encoder_frozen:
+        if self.frozen:
             for part in self.frozen_parts():
                 part.eval()
         return self

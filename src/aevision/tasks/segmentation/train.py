@@ -96,7 +96,7 @@ def segment(
     out_dir = Path(cfg.output_dir)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
     fit = trainer.fit(seg, train_batches, val_batches, cfg.to_dict(), resume=resume)
-    seg.set_encoder_frozen(False)
+    seg.set_frozen(False)
     seg.eval()
 
     device = trainer.fabric.device
