@@ -93,3 +93,11 @@ def test_reg_flag_parsing():
     assert parse_regularizer("l1") == {"name": "l1"}
     with pytest.raises(AevisionError):
         parse_regularizer(":weight=1")
+
+
+def test_config_error_survives_pickling_for_worker_processes():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ConfigError("data.n_train", -1, "an integer >= 1")))
+    assert isinstance(err, ConfigError) and str(err) == "data.n_train: got -1, expected an integer >= 1"
+    assert (err.field, err.value, err.expected) == ("data.n_train", -1, "an integer >= 1")

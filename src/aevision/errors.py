@@ -19,6 +19,11 @@ class ConfigError(AevisionError):
         self.field, self.value, self.expected = field, value, expected
         super().__init__(f"{field}: got {value!r}, expected {expected}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, object, str]]:
+        # rebuilt from its own fields: a ConfigError raised in a worker process (DDP, DataLoader
+        # workers, a process pool) reaches the parent as itself, not as a TypeError from unpickling
+        return type(self), (self.field, self.value, self.expected)
+
 
 class DataError(AevisionError):
     """A dataset or image file cannot be used."""
