@@ -268,24 +268,30 @@ def run_datasets(names: list[str], cfg: dict[str, Any], seeds: list[int], root: 
         pending = {pool.submit(autoencoder_job, n, cfg[n], seed, root, runs, threads): (n, seed, None)
                    for n in names for seed in seeds}
         pretrained: dict[tuple[str, int], tuple[float, float]] = {}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                name, seed, run = pending.pop(future)
-                if run is None:  # an autoencoder: now its segmenters
-                    encoder, seconds, cpu = future.result()
-                    pretrained[name, seed] = (seconds, cpu)
-                    for tag, labels, init in plan(cfg[name]):
-                        job = pool.submit(segment_job, name, cfg[name], seed, root, runs, threads,
-                                          encoder, init, labels)
-                        pending[job] = (name, seed, f"{tag}_{init}")
-                    continue
-                r = future.result()
-                seconds, cpu = pretrained[name, seed]
-                r.update(seed=seed, pretrain_seconds=round(seconds, 1), pretrain_cpu_seconds=round(cpu, 1))
-                found[name].setdefault(run, {})[seed] = r
-                print(json.dumps({"dataset": name, "run": run, "seed": seed, "miou": round(r["miou"], 4),
-                                  "iou": r["iou"], "s": r["seconds"]}), file=sys.stderr, flush=True)
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, seed, run = pending.pop(future)
+                    if run is None:  # an autoencoder: now its segmenters
+                        encoder, seconds, cpu = future.result()
+                        pretrained[name, seed] = (seconds, cpu)
+                        for tag, labels, init in plan(cfg[name]):
+                            job = pool.submit(segment_job, name, cfg[name], seed, root, runs, threads,
+                                              encoder, init, labels)
+                            pending[job] = (name, seed, f"{tag}_{init}")
+                        continue
+                    r = future.result()
+                    seconds, cpu = pretrained[name, seed]
+                    r.update(seed=seed, pretrain_seconds=round(seconds, 1),
+                             pretrain_cpu_seconds=round(cpu, 1))
+                    found[name].setdefault(run, {})[seed] = r
+                    print(json.dumps({"dataset": name, "run": run, "seed": seed, "miou": round(r["miou"], 4),
+                                      "iou": r["iou"], "s": r["seconds"]}), file=sys.stderr, flush=True)
+        except BaseException:
+            # a failed run (or ^C) ends the bench now, not after hours of queued runs
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     order = [f"{tag}_{init}" for n in names for tag, _, init in plan(cfg[n])]
     return {n: {run: [by_seed[s] for s in seeds] for run, by_seed in sorted(
         found[n].items(), key=lambda item: order.index(item[0]))} for n in names}

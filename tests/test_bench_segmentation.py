@@ -63,3 +63,11 @@ def test_keep_reads_a_dataset_back_only_under_the_same_config_and_seeds(bench, t
         bench.kept_runs(str(results), ["shapes-seg"], other, [0])
     with pytest.raises(SystemExit, match=r"--keep: cannot read the results file"):
         bench.kept_runs(str(tmp_path / "missing.json"), ["shapes-seg"], cfg, [0])
+
+
+def test_a_failed_run_ends_the_bench_with_its_error(bench, tmp_path):
+    cfg = copy.deepcopy(bench.CONFIG)
+    cfg["shapes-seg"]["data"]["n_train"] = -1  # every autoencoder job fails on loading the data
+    with pytest.raises(Exception, match="n_train"):
+        bench.run_datasets(["shapes-seg"], cfg, [0, 1, 2], None, tmp_path, 1, 1)
+    assert not list(tmp_path.rglob("bench.json"))
