@@ -91,9 +91,13 @@ class Segmenter(nn.Module):
         """Loss terms for images ``x`` (N, C, H, W) and masks (N, H, W) (255 = unknown)."""
         return self.loss_fn(self.logits(x), masks)
 
+    def pretrained_parts(self) -> list[nn.Module]:
+        """The parts whose weights came from the autoencoder: the encoder, and a ``unet``'s decoder."""
+        return [self.encoder, self.decoder] if self.decoder_pretrained else [self.encoder]
+
     def frozen_parts(self) -> list[nn.Module]:
         """What ``freeze_epochs`` holds still: the encoder, and with ``freeze_decoder`` the decoder."""
-        return [self.encoder, self.decoder] if self.freeze_decoder else [self.encoder]
+        return self.pretrained_parts() if self.freeze_decoder else [self.encoder]
 
     def set_frozen(self, frozen: bool) -> None:
         self.frozen = frozen
@@ -119,8 +123,8 @@ class Segmenter(nn.Module):
         """The engine's optimizer hook: pretrained weights at ``lr * pretrained_lr_scale``."""
         if self.pretrained_lr_scale == 1.0:
             return [{"params": list(self.parameters()), "lr": lr}]
-        pretrained = [self.encoder, self.decoder] if self.decoder_pretrained else [self.encoder]
-        new = [self.head] if self.decoder_pretrained else [self.head, self.decoder]
+        pretrained = self.pretrained_parts()
+        new = [m for m in (self.head, self.decoder) if m not in pretrained]
         scaled = lr * self.pretrained_lr_scale
         return [{"params": [p for m in new for p in m.parameters()], "lr": lr},
                 {"params": [p for m in pretrained for p in m.parameters()], "lr": scaled}]
