@@ -292,9 +292,8 @@ def run_datasets(names: list[str], cfg: dict[str, Any], seeds: list[int], root: 
             # a failed run (or ^C) ends the bench now, not after hours of queued runs
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    order = [f"{tag}_{init}" for n in names for tag, _, init in plan(cfg[n])]
-    return {n: {run: [by_seed[s] for s in seeds] for run, by_seed in sorted(
-        found[n].items(), key=lambda item: order.index(item[0]))} for n in names}
+    in_plan_order = {n: [f"{tag}_{init}" for tag, _, init in plan(cfg[n])] for n in names}
+    return {n: {run: [found[n][run][s] for s in seeds] for run in in_plan_order[n]} for n in names}
 
 
 def kept_runs(out: str, names: list[str], cfg: dict[str, Any], seeds: list[int]
@@ -334,10 +333,9 @@ def main() -> None:
     started = time.time()
     per_run = {**kept, **run_datasets(names, cfg, seeds, args.data_root, runs, args.threads, args.jobs)}
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    for name in names:
-        provenance[name] = {"command": command, "wall_seconds": round(time.time() - started, 1),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "machine": machine_info()}
+    this_run = {"command": command, "wall_seconds": round(time.time() - started, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info()}
+    provenance.update({name: this_run for name in names})
     results: dict[str, float] = {}
     for name, runs_here in per_run.items():
         for key, runs_list in runs_here.items():
