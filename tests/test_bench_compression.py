@@ -62,3 +62,28 @@ def test_fine_tunes_start_from_the_nearest_base_at_a_higher_rate(bench):
     assert bench.parent_base(0.0007, bases) == 0.0004  # not from 0.0015, the nearer one in weight
     assert bench.parent_base(0.0002, bases) == 0.0004  # no base at a higher rate: the highest-rate one
     assert bench.parent_base(0.0015, bases) == 0.0015
+
+
+def test_fine_tunes_toward_a_higher_rate_train_their_own_number_of_epochs(bench, tmp_path):
+    from aevision.data import ImageSet, Splits
+
+    g = torch.Generator().manual_seed(0)
+    splits = Splits(train=ImageSet(torch.randint(0, 256, (16, 3, 32, 32), generator=g, dtype=torch.uint8)),
+                    test=None)
+    base = {"model": {"name": "codec", "channels": 8, "code_channels": 8},
+            "regularizers": [{"name": "hyperprior"}],
+            "train": {"batch_size": 8, "lr": 1e-3, "progress": False},
+            "data": {"name": "generated"}}
+    out = bench.train_codecs("t", base, splits, [0.0015, 0.006, 0.0007], [0.0015], base_epochs=1,
+                             finetune_epochs=1, finetune_lr=2e-4, runs=tmp_path, seed=0,
+                             finetune_epochs_up=3)
+    done = {w: training for w, _, training in out}
+    assert [w for w, _, _ in out] == [0.0015, 0.006, 0.0007]
+    assert (done[0.0015]["steps"], done[0.006]["steps"], done[0.0007]["steps"]) == (2, 2, 6)
+    assert done[0.006]["epochs"] == 1 and done[0.0007]["epochs"] == 3
+    assert done[0.0007]["init_from"] == str(tmp_path / "t-w0.0015")
+    # the same call again reads every codec back instead of training it
+    again = bench.train_codecs("t", base, splits, [0.0015, 0.006, 0.0007], [0.0015], base_epochs=1,
+                               finetune_epochs=1, finetune_lr=2e-4, runs=tmp_path, seed=0,
+                               finetune_epochs_up=3)
+    assert all("reused" in training for _, _, training in again)
