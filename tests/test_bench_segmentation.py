@@ -71,3 +71,60 @@ def test_a_failed_run_ends_the_bench_with_its_error(bench, tmp_path):
     with pytest.raises(Exception, match="n_train"):
         bench.run_datasets(["shapes-seg"], cfg, [0, 1, 2], None, tmp_path, 1, 1)
     assert not list(tmp_path.rglob("bench.json"))
+
+
+def test_set_changes_one_existing_value_and_refuses_a_typo(bench):
+    cfg = bench.CONFIG
+    longer = bench.override(cfg, "shapes-seg.autoencoder.train.epochs=120")
+    assert longer["shapes-seg"]["autoencoder"]["train"]["epochs"] == 120
+    assert cfg["shapes-seg"]["autoencoder"]["train"]["epochs"] == 40  # the bench's own config untouched
+    masked = bench.override(cfg, "shapes-seg.autoencoder.regularizers.0.p=0.5")  # a new option of an item
+    assert masked["shapes-seg"]["autoencoder"]["regularizers"][0] == {"name": "denoising", "noise": "blocks",
+                                                                      "p": 0.5}
+    assert bench.override(cfg, "penn-fudan.segment.augment.zoom=1.5")["penn-fudan"]["segment"]["augment"][
+        "zoom"] == 1.5
+    assert bench.override(cfg, "shapes-seg.autoencoder.regularizers.0.noise=gaussian")[
+        "shapes-seg"]["autoencoder"]["regularizers"][0]["noise"] == "gaussian"  # not JSON: a string
+    assert bench.override(cfg, "shapes-seg.few.freeze_decoder=true")["shapes-seg"]["few"]["freeze_decoder"]
+    # a new key only where aevision checks it (train.epoch would be its ConfigError) or a known option
+    for typo in ("shapes-seg.few.freeze_decodr=true", "shapes-seg.autoencoder.epochs=1",
+                 "shapes.autoencoder.train.epochs=1", "shapes-seg.autoencoder.regularizers.3.p=0.5",
+                 "shapes-seg.budget=[10]", "epochs", "=3"):
+        with pytest.raises(ValueError, match="--set"):
+            bench.override(cfg, typo)
+
+
+def test_validation_carves_the_same_images_out_of_the_training_split(bench):
+    import torch
+
+    from aevision.data.segset import SegSet, SegSplits
+
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 1, 2, 2).contiguous()
+    data = SegSplits(train=SegSet(images, torch.zeros(20, 2, 2, dtype=torch.uint8), ["bg"]),
+                     test=SegSet(images[:3], torch.zeros(3, 2, 2, dtype=torch.uint8), ["bg"]))
+    a, b = bench.carve_validation(data, 5), bench.carve_validation(data, 5)
+    assert torch.equal(a.test.images, b.test.images) and len(a.test) == 5 and len(a.train) == 15
+    held_out = set(a.test.images[:, 0, 0, 0].tolist())
+    assert held_out.isdisjoint(a.train.images[:, 0, 0, 0].tolist())  # never trained on
+    assert held_out | set(a.train.images[:, 0, 0, 0].tolist()) == set(range(20))
+    with pytest.raises(ValueError, match="--validation 20: expected between 1 and 19"):
+        bench.carve_validation(data, 20)
+
+
+def test_validation_and_set_need_their_own_results_file(bench):
+    args = bench.parse_args(["--validation", "shapes-seg=600", "--validation", "24", "--out", "v.json"])
+    assert args.validation == {"shapes-seg": 24, "penn-fudan": 24}  # the later value wins
+    assert bench.parse_args(["--validation", "penn-fudan=24", "--out", "v.json"]).validation == {
+        "penn-fudan": 24}
+    assert bench.parse_args([]).out == str(bench.DEFAULT_OUT) and bench.parse_args([]).validation == {}
+    for argv in (["--validation", "600"], ["--set", "shapes-seg.all.epochs=3"],
+                 ["--validation", "shapes=600", "--out", "v.json"], ["--validation", "0", "--out", "v.json"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+
+
+def test_claims_are_judged_on_the_test_split_only(bench):
+    scores = {"miou_all": 0.92, "miou_10_pretrained": 0.5, "miou_10_scratch": 0.4, "miou_50_pretrained": 0.6,
+              "miou_50_scratch": 0.5}
+    assert all(bench.claims_met(scores).values())
+    assert bench.claims_met({}) == {}
