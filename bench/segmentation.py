@@ -24,7 +24,7 @@ Penn-Fudan), mean +- std over seeds (population std).
 
 ``--validation [DATASET=]N`` is how a recipe is chosen: N images carved from the training split (a fixed
 seeded permutation) take the test split's place, everything else trains on the rest, and the test
-split is not loaded at all; ``--set`` changes one config value (dotted path, JSON value) for such
+split is dropped unscored; ``--set`` changes one config value (dotted path, JSON value) for such
 a trial. The config a results file records includes both, so validation runs are never read back
 as test runs, and the claims are only judged on the test split.
 
