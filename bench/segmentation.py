@@ -182,7 +182,7 @@ def override(cfg: dict[str, Any], assignment: str) -> dict[str, Any]:
     for part in parents:
         try:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, TypeError):  # TypeError: a path below a value
             raise ValueError(f"--set {assignment!r}: no {part!r} in the config at {path!r}") from None
     if isinstance(node, list):
         try:

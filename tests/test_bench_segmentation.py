@@ -89,7 +89,7 @@ def test_set_changes_one_existing_value_and_refuses_a_typo(bench):
     # a new key only where aevision checks it (train.epoch would be its ConfigError) or a known option
     for typo in ("shapes-seg.few.freeze_decodr=true", "shapes-seg.autoencoder.epochs=1",
                  "shapes.autoencoder.train.epochs=1", "shapes-seg.autoencoder.regularizers.3.p=0.5",
-                 "shapes-seg.budget=[10]", "epochs", "=3"):
+                 "shapes-seg.budget=[10]", "shapes-seg.all.epochs.x=1", "epochs", "=3"):
         with pytest.raises(ValueError, match="--set"):
             bench.override(cfg, typo)
 
