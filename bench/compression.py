@@ -75,7 +75,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--code-channels", type=int, default=96)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--crops-per-image", type=int, default=96)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the Kodak base codecs")
     p.add_argument("--means", action="store_true",
                    help="Kodak codecs with the mean-scale hyperprior (hyperprior:means=true)")
     p.add_argument("--precision", default="bf16-mixed",
@@ -84,6 +84,8 @@ def parse_args() -> argparse.Namespace:
                         "compression runs in float32")
     p.add_argument("--fmnist-weights", default="0.02,0.006,0.002")
     p.add_argument("--fmnist-epochs", type=int, default=3)
+    p.add_argument("--fmnist-lr", type=float, default=1e-3,
+                   help="learning rate of the Fashion-MNIST base codec")
     p.add_argument("--fmnist-finetune-lr", type=float, default=1e-3,
                    help="learning rate of the Fashion-MNIST fine-tunes (its base model is far from "
                         "converged, so a fine-tune still has a long way to go)")
@@ -91,6 +93,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the cores)")
     p.add_argument("--skip", choices=("kodak", "fmnist"), action="append", default=[])
     p.add_argument("--out", default=str(ROOT / "results" / "compression.json"))
+    p.add_argument("--train-only", action="store_true",
+                   help="train (or read back) the codecs, print each one's last-epoch training loss as "
+                        "JSON and stop: recipe trials are judged on training loss, never on a test image")
     return p.parse_args()
 
 
@@ -133,7 +138,7 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         done = finished_model(base_dir, build_config(base=cfg).to_dict())
         if done is None:
             result = pretrain(cfg, data=splits)
-            done = {"epochs": base_epochs, "steps": result.fit.steps,
+            done = {"epochs": base_epochs, "steps": result.fit.steps, "threads": torch.get_num_threads(),
                     "train_seconds": result.fit.train_seconds,
                     "wall_seconds": round(time.time() - started, 1)}
         trained[w] = (base_dir, cfg, done)
@@ -162,10 +167,22 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
             model.eval()
             save_model(model, config.output_dir,
                        extra={"config": config.to_dict(), "init_from": str(base_dir)})
-            done = {"epochs": epochs, "steps": fit.steps, "train_seconds": fit.train_seconds,
+            done = {"epochs": epochs, "steps": fit.steps, "threads": torch.get_num_threads(),
+                    "train_seconds": fit.train_seconds,
                     "wall_seconds": round(time.time() - started, 1)}
         trained[w] = (Path(config.output_dir), ft, {**done, "init_from": str(base_dir)})
     return [(w, trained[w][0], trained[w][2]) for w in weights]
+
+
+def training_summary(models: list[tuple[float, Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each codec's last-epoch training terms (history.csv): what ``--train-only`` trials compare."""
+    out = []
+    for w, model_dir, done in models:
+        lines = (model_dir / "history.csv").read_text().splitlines()
+        last = dict(zip(lines[0].split(","), lines[-1].split(","), strict=True))
+        out.append({"weight": w, "dir": str(model_dir), **done,
+                    **{k: float(v) for k, v in last.items() if k.startswith("train_") and v}})
+    return out
 
 
 # --- evaluation --------------------------------------------------------------------------------------
@@ -390,6 +407,7 @@ def main() -> None:
         "machine": {**machine_info(), "note": "2 CPU cores shared with other jobs: timings are indicative"},
     }
     started = time.time()
+    trained: dict[str, Any] = {}
     if "kodak" not in args.skip:
         crops = load_dataset(DataConfig(
             name=f"crops:{root / 'PennFudanPed' / 'PNGImages'}", channels=3, val_fraction=0.0,
@@ -409,22 +427,25 @@ def main() -> None:
         models = train_codecs("kodak-ms" if args.means else "kodak", base, crops, weights, bases,
                               args.base_epochs, args.finetune_epochs, args.finetune_lr, runs, args.seed,
                               args.finetune_epochs_up)
-        kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
-        kodak = compare("kodak", kodak_images, models, runs / "baselines")
-        kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
-                               "crop": args.crop}
-        kodak["target_0.25_0.5_bpp_above_jpeg"] = target_check(kodak)
-        kodak["vs_compressai"] = compressai_check(kodak)
-        results["kodak"] = kodak
-        # the issue's layout: the Kodak curves at the top level
-        results.update({k: kodak[k] for k in ("aevision", "jpeg", "webp")})
+        if args.train_only:
+            trained["kodak"] = training_summary(models)
+        else:
+            kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
+            kodak = compare("kodak", kodak_images, models, runs / "baselines")
+            kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
+                                   "crop": args.crop}
+            kodak["target_0.25_0.5_bpp_above_jpeg"] = target_check(kodak)
+            kodak["vs_compressai"] = compressai_check(kodak)
+            results["kodak"] = kodak
+            # the issue's layout: the Kodak curves at the top level
+            results.update({k: kodak[k] for k in ("aevision", "jpeg", "webp")})
     if "fmnist" not in args.skip:
         splits = load_dataset(DataConfig(name="fashion-mnist", root=str(root), download=False,
                                          val_fraction=0.0), args.seed)
         base = {
             "model": {"name": "codec", "channels": 48, "code_channels": 32, "stages": 2},
             "regularizers": [{"name": "factorized"}],
-            "train": {"batch_size": 64, "lr": args.lr, "scheduler": "cosine", "progress": False,
+            "train": {"batch_size": 64, "lr": args.fmnist_lr, "scheduler": "cosine", "progress": False,
                       "log_every_n_steps": 100},
             "data": {"name": "fashion-mnist"},
         }
@@ -432,18 +453,26 @@ def main() -> None:
         fsplits = Splits(train=splits.train, test=None, val=None)
         models = train_codecs("fmnist", base, fsplits, fweights, fweights[:1], args.fmnist_epochs, 1,
                               args.fmnist_finetune_lr, runs, args.seed)
-        test = list(splits.test.images[: args.fmnist_test])
-        fm = compare("fashion_mnist", test, models, runs / "baselines")
-        # the same codec with all test images in one file: the header is paid once
-        best = min(fm["aevision"], key=lambda p: abs(p["bpp"] - 1.0))
-        codec = Codec(load(best["model"]))
-        data = codec.compress(test)
-        fm["one_file_for_all_images"] = {"model": best["model"], "bpp_one_file_each": best["bpp"],
-                                         "bpp_all_in_one_file": round(8 * len(data) / (len(test) * 784), 4)}
-        fm["smallest_files"] = {
-            "jpeg_quality1_bpp": fm["jpeg"][0]["bpp"], "webp_quality0_bpp": fm["webp"][0]["bpp"],
-            "aevision_lowest_bpp": fm["aevision"][0]["bpp"]}
-        results["fashion_mnist"] = fm
+        if args.train_only:
+            trained["fashion_mnist"] = training_summary(models)
+        else:
+            test = list(splits.test.images[: args.fmnist_test])
+            fm = compare("fashion_mnist", test, models, runs / "baselines")
+            # the same codec with all test images in one file: the header is paid once
+            best = min(fm["aevision"], key=lambda p: abs(p["bpp"] - 1.0))
+            codec = Codec(load(best["model"]))
+            data = codec.compress(test)
+            one_file_bpp = round(8 * len(data) / (len(test) * 784), 4)
+            fm["one_file_for_all_images"] = {"model": best["model"], "bpp_one_file_each": best["bpp"],
+                                             "bpp_all_in_one_file": one_file_bpp}
+            fm["smallest_files"] = {
+                "jpeg_quality1_bpp": fm["jpeg"][0]["bpp"], "webp_quality0_bpp": fm["webp"][0]["bpp"],
+                "aevision_lowest_bpp": fm["aevision"][0]["bpp"]}
+            results["fashion_mnist"] = fm
+    if args.train_only:
+        print(json.dumps({"command": results["command"], "config": results["config"], "trained": trained,
+                          "wall_seconds": round(time.time() - started, 1)}, default=float))
+        return
     results["wall_seconds"] = round(time.time() - started, 1)
     plot_path = Path(args.out).with_suffix(".png")
     plot(plot_path, results)
