@@ -24,7 +24,7 @@ Penn-Fudan), mean +- std over seeds (population std).
 
 ``--validation [DATASET=]N`` is how a recipe is chosen: N images carved from the training split (a fixed
 seeded permutation) take the test split's place, everything else trains on the rest, and the test
-split is dropped unscored; ``--set`` changes one config value (dotted path, JSON value) for such
+split is dropped unscored; ``--set`` changes one config value (dotted path, YAML value) for such
 a trial. The config a results file records includes both, so validation runs are never read back
 as test runs, and the claims are only judged on the test split.
 
@@ -58,9 +58,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from aevision.api import machine_info, pretrain  # noqa: E402
-from aevision.config import DataConfig  # noqa: E402
+from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
 from aevision.data.segset import SegSplits  # noqa: E402
+from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
 
@@ -135,7 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--validation", action="append", default=[], metavar="[DATASET=]N",
                    help="score on N images carved from the training split instead of the test split "
                    "(to choose a recipe), for every dataset or for the one named; needs --out")
-    p.add_argument("--set", action="append", default=[], metavar="DATASET.PATH=JSON", dest="overrides",
+    p.add_argument("--set", action="append", default=[], metavar="DATASET.PATH=VALUE", dest="overrides",
                    help="change one config value, e.g. shapes-seg.autoencoder.train.epochs=120; needs --out")
     p.add_argument("--out", default=None,
                    help=f"results file (default {DEFAULT_OUT.relative_to(ROOT.parent)}, only for the "
@@ -167,32 +168,13 @@ def validation_sizes(values: list[str]) -> dict[str, int]:
 
 
 def override(cfg: dict[str, Any], assignment: str) -> dict[str, Any]:
-    """``cfg`` with one value changed by ``DATASET.PATH=JSON`` (list items by index; a value that is not
-    JSON is a string); a path that does not exist is an error, so a typo cannot pass silently."""
-    path, eq, raw = assignment.partition("=")
-    if not eq or not path:
-        raise ValueError(f"--set {assignment!r}: expected DATASET.PATH=VALUE")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
+    """``cfg`` with one value changed by ``DATASET.PATH=VALUE`` (list items by index; the value read as
+    YAML); a path that does not exist is an error, so a typo cannot pass silently."""
     cfg = copy.deepcopy(cfg)
-    *parents, last = path.split(".")
-    node: Any = cfg
-    for part in parents:
-        try:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        except (KeyError, IndexError, ValueError, TypeError):  # TypeError: a path below a value
-            raise ValueError(f"--set {assignment!r}: no {part!r} in the config at {path!r}") from None
-    if isinstance(node, list):
-        try:
-            node[int(last)] = value
-        except (IndexError, ValueError):
-            raise ValueError(f"--set {assignment!r}: no item {last!r} in the list at {path!r}") from None
-    elif isinstance(node, dict) and (last in node or new_key_allowed(parents[1:], last)):
-        node[last] = value
-    else:
-        raise ValueError(f"--set {assignment!r}: no {last!r} in the config at {path!r}")
+    try:
+        apply_override(cfg, assignment, new_key=lambda section, key: new_key_allowed(section[1:], key))
+    except AevisionError as e:
+        raise ValueError(f"--set: {e}") from None
     return cfg
 
 

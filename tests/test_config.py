@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from aevision.config import apply_override, build_config, parse_regularizer, same_config
+from aevision.config import (
+    apply_override,
+    build_config,
+    load_yaml,
+    parse_regularizer,
+    parse_value,
+    same_config,
+)
 from aevision.errors import AevisionError, ConfigError
 
 
@@ -85,6 +92,33 @@ def test_override_syntax_errors():
         apply_override({}, "train.epochs")
     with pytest.raises(AevisionError, match="index 3 out of range"):
         apply_override({"regularizers": [{}]}, "regularizers.3.weight=1")
+
+
+def test_exponent_floats_are_numbers_not_strings(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads 1e-3 as the string '1e-3'
+    assert parse_value("1e-3") == 0.001 and parse_value("-2.5E4") == -25000.0 and parse_value("1.") == 1.0
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("e5") == "e5" and parse_value("1e") == "1e" and parse_value("v1e-3") == "v1e-3"
+    path = tmp_path / "cfg.yaml"
+    path.write_text("train: {lr: 1e-3}\nregularizers:\n  - {name: kl, weight: 5e-2, rho: 5e-2}\n")
+    assert load_yaml(path) == {"train": {"lr": 0.001},
+                               "regularizers": [{"name": "kl", "weight": 0.05, "rho": 0.05}]}
+    assert parse_regularizer("kl:rho=5e-2") == {"name": "kl", "rho": 0.05}
+
+
+def test_strict_override_needs_the_path_and_an_allowed_new_key():
+    data = {"train": {"epochs": 3}, "regularizers": [{"name": "l1"}]}
+    only_regularizer_options = {"new_key": lambda section, key: section[:1] == ["regularizers"]}
+    apply_override(data, "train.epochs=5", **only_regularizer_options)
+    apply_override(data, "regularizers.0.weight=1e-4", **only_regularizer_options)
+    assert data == {"train": {"epochs": 5}, "regularizers": [{"name": "l1", "weight": 1e-4}]}
+    for typo, problem in (("train.epoch=5", "no such key"), ("trian.epochs=5", "no such section"),
+                          ("train.epochs.x=1", "not a section"), ("regularizers.1.weight=1", "out of range")):
+        with pytest.raises(AevisionError, match=problem):
+            apply_override(data, typo, **only_regularizer_options)
+    assert data == {"train": {"epochs": 5}, "regularizers": [{"name": "l1", "weight": 1e-4}]}
+    apply_override(data, "trian.epochs=5")  # the default mode creates what is missing
+    assert data["trian"] == {"epochs": 5}
 
 
 def test_reg_flag_parsing():

@@ -12,7 +12,9 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -242,6 +244,22 @@ def _field_value(name: str, value: Any, annotation: Any) -> Any:
 # --- files and overrides -------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: PyYAML follows YAML 1.1, where ``1e-3`` (no dot)
+    is the *string* '1e-3' - the way everyone writes a learning rate or a sparsity target."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` reading ``1e-3`` as a number (see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -251,7 +269,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise AevisionError(f"{path}: cannot read config file ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -266,27 +284,36 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """Read an override value the way YAML would (``3`` -> int, ``[1, 2]`` -> list)."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return yaml_load(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 
 
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply ``a.b.c=value`` to nested dict ``data``; list items are addressed by index."""
+def apply_override(data: dict[str, Any], assignment: str, *,
+                   new_key: Callable[[list[str], str], bool] | None = None) -> None:
+    """Apply ``a.b.c=value`` to nested dict ``data``; list items are addressed by index.
+
+    By default a missing section or key is created (config files list only what they change).
+    With ``new_key``, every section on the path must exist and a key the section lacks is only
+    added where ``new_key(section_path, key)`` allows it: a strict mode for fixed configs, where a
+    typo would otherwise add a key nothing reads.
+    """
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise AevisionError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.epochs=5")
     parts = key.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: i + 1]), create=True)
+        node = _child(node, part, ".".join(parts[: i + 1]), create=new_key is None)
     last = parts[-1]
     if isinstance(node, list):
         node[_index(node, last, key)] = parse_value(raw)
-    elif isinstance(node, dict):
-        node[last] = parse_value(raw)
-    else:
+    elif not isinstance(node, dict):
         raise AevisionError(f"override {assignment!r}: {'.'.join(parts[:-1])} is not a section")
+    elif new_key is not None and last not in node and not new_key(parts[:-1], last):
+        raise AevisionError(f"override key {key.strip()!r}: no such key (a new key is not allowed here)")
+    else:
+        node[last] = parse_value(raw)
 
 
 def _child(node: Any, part: str, path: str, create: bool) -> Any:

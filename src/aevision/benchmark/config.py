@@ -44,6 +44,7 @@ from aevision.config import (
     from_dict,
     load_yaml,
     to_dict,
+    yaml_load,
 )
 from aevision.errors import AevisionError, ConfigError
 from aevision.tasks.features import FeatureConfig
@@ -323,9 +324,7 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
     if isinstance(source, dict):
         data = copy.deepcopy(source)
     elif str(source) in PRESETS and not Path(source).exists():
-        import yaml
-
-        data = yaml.safe_load(preset_text(str(source)))
+        data = yaml_load(preset_text(str(source)))
     else:
         path = Path(source)
         if not path.exists() and path.suffix not in (".yaml", ".yml"):
