@@ -87,3 +87,13 @@ def test_fine_tunes_toward_a_higher_rate_train_their_own_number_of_epochs(bench,
                                finetune_epochs=1, finetune_lr=2e-4, runs=tmp_path, seed=0,
                                finetune_epochs_up=3)
     assert all("reused" in training for _, _, training in again)
+    assert done[0.0015]["threads"] == torch.get_num_threads()
+    # --train-only's summary: each codec's last epoch, whose loss is recon + weight * rate
+    summary = bench.training_summary(out)
+    assert [s["weight"] for s in summary] == [0.0015, 0.006, 0.0007]
+    for s, (_, model_dir, _) in zip(summary, out, strict=True):
+        rows = (model_dir / "history.csv").read_text().splitlines()
+        last = dict(zip(rows[0].split(","), rows[-1].split(","), strict=True))
+        assert s["train_loss"] == float(last["train_loss"])
+        assert s["train_loss"] == pytest.approx(s["train_recon"] + s["weight"] * s["train_rate"], rel=1e-5)
+    assert len((tmp_path / "t-w0.0007" / "history.csv").read_text().splitlines()) == 1 + 3
