@@ -128,3 +128,14 @@ def test_claims_are_judged_on_the_test_split_only(bench):
               "miou_50_scratch": 0.5}
     assert all(bench.claims_met(scores).values())
     assert bench.claims_met({}) == {}
+    # a few-mask trial without the all-masks run: its few-mask claims are still judged
+    few_only = {k: v for k, v in scores.items() if k != "miou_all"}
+    assert bench.claims_met(few_only) == {"shapes_10_pretrained_beats_scratch_by_5_points": True,
+                                          "shapes_50_pretrained_not_worse": True}
+
+
+def test_all_null_drops_the_all_masks_run(bench):
+    full = bench.plan(bench.CONFIG["shapes-seg"])
+    few = bench.plan(bench.override(bench.CONFIG, "shapes-seg.all=null")["shapes-seg"])
+    assert full[0] == ("all", None, "pretrained") and few == full[1:]
+    assert {labels for _, labels, _ in few} == {10, 50}
