@@ -180,8 +180,9 @@ def training_summary(models: list[tuple[float, Path, dict[str, Any]]]) -> list[d
     for w, model_dir, done in models:
         lines = (model_dir / "history.csv").read_text().splitlines()
         last = dict(zip(lines[0].split(","), lines[-1].split(","), strict=True))
-        out.append({"weight": w, "dir": str(model_dir), **done,
-                    **{k: float(v) for k, v in last.items() if k.startswith("train_") and v}})
+        terms = {k.removeprefix("train_"): float(v) for k, v in last.items()
+                 if k.startswith("train_") and k != "train_seconds" and v}
+        out.append({"weight": w, "dir": str(model_dir), **done, "last_epoch": terms})
     return out
 
 

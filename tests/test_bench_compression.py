@@ -94,6 +94,9 @@ def test_fine_tunes_toward_a_higher_rate_train_their_own_number_of_epochs(bench,
     for s, (_, model_dir, _) in zip(summary, out, strict=True):
         rows = (model_dir / "history.csv").read_text().splitlines()
         last = dict(zip(rows[0].split(","), rows[-1].split(","), strict=True))
-        assert s["train_loss"] == float(last["train_loss"])
-        assert s["train_loss"] == pytest.approx(s["train_recon"] + s["weight"] * s["train_rate"], rel=1e-5)
+        terms = s["last_epoch"]
+        assert terms["loss"] == float(last["train_loss"]) and set(terms) == {"loss", "recon", "rate"}
+        assert terms["loss"] == pytest.approx(terms["recon"] + s["weight"] * terms["rate"], rel=1e-5)
+        assert s["train_seconds"] == pytest.approx(sum(float(r.split(",")[rows[0].split(",").index(
+            "train_seconds")]) for r in rows[1:]), abs=0.01)  # the whole run's, not the last epoch's
     assert len((tmp_path / "t-w0.0007" / "history.csv").read_text().splitlines()) == 1 + 3
