@@ -47,7 +47,7 @@ from aevision.models import save_model  # noqa: E402
 from aevision.tasks import classic_codecs  # noqa: E402
 from aevision.tasks.compress import Codec  # noqa: E402
 from aevision.tasks.quality import ms_ssim, ms_ssim_settings, psnr  # noqa: E402
-from reuse import finished_model  # noqa: E402
+from reuse import finished_model, history_rows  # noqa: E402
 
 COMPRESSAI_HYPERPRIOR_Q1 = {"bpp": 0.131, "psnr": 27.58,
                             "source": "CompressAI model zoo, bmshj2018-hyperprior (MSE), quality 1, Kodak"}
@@ -178,8 +178,7 @@ def training_summary(models: list[tuple[float, Path, dict[str, Any]]]) -> list[d
     """Each codec's last-epoch training terms (history.csv): what ``--train-only`` trials compare."""
     out = []
     for w, model_dir, done in models:
-        lines = (model_dir / "history.csv").read_text().splitlines()
-        last = dict(zip(lines[0].split(","), lines[-1].split(","), strict=True))
+        last = history_rows((model_dir / "history.csv").read_text())[-1]
         terms = {k.removeprefix("train_"): float(v) for k, v in last.items()
                  if k.startswith("train_") and k != "train_seconds" and v}
         out.append({"weight": w, "dir": str(model_dir), **done, "last_epoch": terms})
