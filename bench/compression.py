@@ -78,8 +78,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the Kodak base codecs")
     p.add_argument("--means", action="store_true",
                    help="Kodak codecs with the mean-scale hyperprior (hyperprior:means=true)")
-    p.add_argument("--igdn-float32", action="store_true",
-                   help="the Kodak codecs' decoder inverse GDNs in float32 under mixed precision")
     p.add_argument("--precision", default="bf16-mixed",
                    help="of the Kodak codecs' training (with channels_last): bf16 convolutions train "
                         "1.7x faster on CPUs with AVX512-BF16; the entropy model stays float32, and "
@@ -416,8 +414,7 @@ def main() -> None:
             options={"size": args.crop, "per_image": args.crops_per_image, "min_scale": 0.5,
                      "seed": args.seed}), args.seed)
         base = {
-            "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels,
-                      **({"igdn_float32": True} if args.igdn_float32 else {})},
+            "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
             "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
             "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
                       "log_every_n_steps": 100, "precision": args.precision, "channels_last": True,

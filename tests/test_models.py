@@ -126,36 +126,3 @@ def test_clips_are_flattened_for_the_loss():
     model = build_model("dense", (1, 8, 8), {"code_dim": 4})
     terms = model(torch.rand(2, 3, 1, 8, 8))  # 2 clips of 3 frames
     assert terms["loss"].dim() == 0
-
-
-
-def test_codec_igdn_float32_keeps_the_decoder_gdns_in_float32_under_bf16_autocast():
-    """The option exists because bf16 inverse GDNs in series overflowed in training: under autocast
-    the decoder's must compute (and return) float32, with float32 math; the encoder's stay bf16."""
-    from aevision.models.gdn import GDN
-
-    torch.manual_seed(0)
-    model = build_model("codec", (3, 32, 32), {"channels": 8, "code_channels": 8, "stages": 3,
-                                               "igdn_float32": True}, [{"name": "factorized"}])
-    gdns = [m for m in model.modules() if isinstance(m, GDN)]
-    assert sorted((g.inverse, g.float32) for g in gdns) == [(False, False)] * 2 + [(True, True)] * 2
-    seen: dict[bool, torch.dtype] = {}
-    hooks = [g.register_forward_hook(lambda m, i, o: seen.__setitem__(m.inverse, o.dtype)) for g in gdns]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        model(torch.rand(2, 3, 32, 32))["loss"].backward()
-    for h in hooks:
-        h.remove()
-    assert seen == {True: torch.float32, False: torch.bfloat16}
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-
-    igdn = GDN(4, inverse=True, float32=True)
-    x = (torch.randn(3, 4, 5, 5) * 30).bfloat16()  # large inputs: where bf16 loses the most
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        precise, plain = igdn(x), GDN(4, inverse=True)(x)
-    exact = igdn.double()._normalize(x.double())  # the same bf16 input, float64 math
-    assert precise.dtype == torch.float32 and plain.dtype == torch.bfloat16
-    assert torch.allclose(precise.double(), exact, rtol=1e-5)
-    assert (precise.double() - exact).abs().max() < (plain.double() - exact).abs().max()
-    assert "float32" in repr(igdn) and "float32" not in repr(GDN(4, inverse=True))
-    with pytest.raises(ConfigError, match="igdn_float32"):
-        build_model("codec", (3, 32, 32), {"igdn_float32": "yes"}, [{"name": "factorized"}])

@@ -48,7 +48,6 @@ def codec(
     stages: int = 4,
     kernel_size: int = 5,
     code_gain: float = 1.0,
-    igdn_float32: bool = False,
 ) -> Parts:
     """``channels`` (N) inside the transforms, ``code_channels`` (M) in the code.
 
@@ -56,9 +55,6 @@ def codec(
     transform's code is a fraction of the quantization step, so rounding erases it and the
     codec spends its first thousands of steps growing it; starting the code at a few steps of
     scale lets short trainings learn from the first step.
-
-    ``igdn_float32`` runs the synthesis' inverse GDNs in float32 under mixed precision (see
-    :class:`~aevision.models.gdn.GDN`): the encoder's GDNs divide, so they cannot overflow.
     """
     check(channels >= 1, "model.channels", channels, "an integer >= 1")
     check(code_channels >= 1, "model.code_channels", code_channels, "an integer >= 1")
@@ -66,7 +62,6 @@ def codec(
     check(kernel_size >= 3 and kernel_size % 2 == 1, "model.kernel_size", kernel_size,
           "an odd integer >= 3")
     check(code_gain > 0, "model.code_gain", code_gain, "a number > 0")
-    check(isinstance(igdn_float32, bool), "model.igdn_float32", igdn_float32, "true or false")
     c, height, width = input_shape
     k, pad = kernel_size, kernel_size // 2
     sizes = stage_sizes(height, width, stages)
@@ -89,7 +84,7 @@ def codec(
         synthesis.append(nn.ConvTranspose2d(widths[stages - j], widths[stages - j - 1], k, 2, pad,
                                             output_padding=(h1 - (2 * h0 - 1), w1 - (2 * w0 - 1))))
         if j < stages - 1:
-            synthesis.append(GDN(widths[stages - j - 1], inverse=True, float32=igdn_float32))
+            synthesis.append(GDN(widths[stages - j - 1], inverse=True))
     synthesis.append(Affine(offset=0.5))
     dim = code_shape[0] * code_shape[1] * code_shape[2]
     return Parts(nn.Sequential(*analysis), nn.Sequential(*synthesis), dim,

@@ -8,10 +8,6 @@ bank: the nonlinearity of choice for learned image codecs, where it matches deep
 a fraction of the compute (one 1x1 convolution of the squared input). ``beta`` and ``gamma`` are
 stored as square roots so that they stay non-negative under unconstrained gradient steps;
 ``beta`` keeps a floor so the denominator never reaches zero.
-
-``float32=True`` computes the normalization in float32 under mixed precision. The inverse GDNs of
-a decoder in series grow like x^2 each, so under bfloat16 one large update can overflow the
-chain and blow the training up (bench/README); the rest of the network stays in low precision.
 """
 
 from __future__ import annotations
@@ -25,23 +21,17 @@ class GDN(nn.Module):
     """(N, C, H, W) -> same shape; ``inverse=True`` multiplies instead of dividing (IGDN)."""
 
     def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6,
-                 gamma_init: float = 0.1, float32: bool = False):
+                 gamma_init: float = 0.1):
         super().__init__()
-        self.channels, self.inverse, self.beta_min, self.float32 = channels, inverse, beta_min, float32
+        self.channels, self.inverse, self.beta_min = channels, inverse, beta_min
         self.beta_sqrt = nn.Parameter(torch.ones(channels))
         self.gamma_sqrt = nn.Parameter(torch.eye(channels) * gamma_init**0.5)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.float32 and torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return self._normalize(x.float())
-        return self._normalize(x)
-
-    def _normalize(self, x: Tensor) -> Tensor:
         beta = self.beta_sqrt.pow(2) + self.beta_min
         gamma = self.gamma_sqrt.pow(2).view(self.channels, self.channels, 1, 1)
         norm = F.conv2d(x * x, gamma, beta).sqrt()
         return x * norm if self.inverse else x / norm
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, inverse={self.inverse}" + (", float32" if self.float32 else "")
+        return f"{self.channels}, inverse={self.inverse}"
