@@ -209,3 +209,64 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_loss_curve(tmp_path
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+def _lrs(cfg: TrainConfig, total: int) -> list[float]:
+    from aevision.engine.schedule import lr_scheduler
+
+    opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = lr_scheduler(opt, cfg, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return lrs
+
+
+def test_warmup_rises_linearly_then_the_scheduler_decays():
+    import math
+
+    warm_cos = _lrs(TrainConfig(lr=0.1, warmup_steps=4, scheduler="cosine"), 12)
+    assert warm_cos[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    # the cosine spans the 8 steps after the warmup, from lr down toward zero
+    assert warm_cos[4:] == pytest.approx([0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)])
+    assert _lrs(TrainConfig(lr=0.1, warmup_steps=4), 8) == pytest.approx([0.025, 0.05, 0.075] + [0.1] * 5)
+    # a warmup longer than the run ends where the run does
+    assert _lrs(TrainConfig(lr=0.1, warmup_steps=50), 5) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    # without warmup: torch's own cosine (old runs reproduce), or a constant rate
+    assert _lrs(TrainConfig(lr=0.1, scheduler="cosine"), 4) == pytest.approx(
+        [0.05 * (1 + math.cos(math.pi * i / 4)) for i in range(4)])
+    assert _lrs(TrainConfig(lr=0.1), 3) == [0.1] * 3
+    with pytest.raises(AevisionError, match=r"train\.warmup_steps"):
+        TrainConfig(warmup_steps=-1).validate()
+
+
+def test_a_warmup_run_killed_mid_warmup_resumes_exactly(tmp_path, monkeypatch):
+    train = {"batch_size": 32, "progress": False, "deterministic": True, "lr": 3e-3,
+             "scheduler": "cosine", "warmup_steps": 12, "epochs": 3}  # 270 images: 8 steps an epoch
+    history = aevision.pretrain(tiny_config(tmp_path / "full", train=train)).history
+    # the lr column: the rate the next step will take, still rising after epoch 1's 8 steps
+    assert history[0]["step"] == 8 and history[0]["lr"] == pytest.approx(3e-3 * 9 / 12)
+    assert history[1]["lr"] < 3e-3 and history[2]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    epochs_started = []
+    real_epoch = Trainer._train_epoch
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        epochs_started.append(1)
+        if len(epochs_started) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args, **kwargs)
+
+    part = tiny_config(tmp_path / "part", train=train)
+    monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        aevision.pretrain(part)
+    monkeypatch.undo()
+    resumed = aevision.pretrain(part, resume=True)
+    assert resumed.fit.resumed_from.endswith("last.ckpt")
+    assert [h["lr"] for h in resumed.history] == pytest.approx([h["lr"] for h in history])
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)

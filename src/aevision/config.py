@@ -95,6 +95,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     scheduler: Literal["none", "cosine"] = "none"
+    warmup_steps: int = 0  # linear warmup to lr over the first steps, before the scheduler's decay
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps", "tpu"] = "auto"
     devices: int | str = 1
     num_nodes: int = 1
@@ -119,6 +120,7 @@ class TrainConfig:
         check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
         check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
         check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
+        check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, "an integer >= 0")
         check(self.num_nodes >= 1, f"{prefix}.num_nodes", self.num_nodes, "an integer >= 1")
         check(self.log_every_n_steps >= 1, f"{prefix}.log_every_n_steps",
               self.log_every_n_steps, "an integer >= 1")

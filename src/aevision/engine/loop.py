@@ -38,6 +38,7 @@ from aevision.engine.checkpoint import (
 from aevision.engine.determinism import rng_state, set_rng_state
 from aevision.engine.progress import Reporter, format_terms
 from aevision.engine.resources import is_out_of_memory
+from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
 
@@ -144,8 +145,7 @@ class Trainer:
         batches = train.num_batches(world)
         if batches == 0:
             raise AevisionError("train: no training batches (empty training set)")
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * batches)
-                     if cfg.scheduler == "cosine" else None)
+        scheduler = lr_scheduler(optimizer, cfg, cfg.epochs * batches)
         run_config = run_config or {}
         loop = LoopState()
         resumed_from = None

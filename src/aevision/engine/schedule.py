@@ -1,0 +1,39 @@
+"""The learning rate over a run: an optional linear warmup, then constant or cosine decay to zero.
+
+Warmup is what keeps Adam's first steps small while its second-moment estimates are still
+unreliable (a few hundred steps of averages): without it a fresh model at a high learning rate
+can take one huge update early on, which GDN codecs in particular amplify (bench/README).
+The schedule is stepped once per optimizer step (a skipped non-finite step does not count).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from aevision.config import TrainConfig
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                 total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``cfg.scheduler`` over ``total_steps`` optimizer steps, after ``cfg.warmup_steps`` of linear
+    warmup (from lr / warmup_steps up to lr); None when the rate never changes."""
+    if cfg.warmup_steps == 0:
+        # the plain cosine stays torch's own: runs and checkpoints from before warmup existed
+        # resume and reproduce exactly
+        if cfg.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return None
+    warmup = min(cfg.warmup_steps, total_steps)
+    decay_steps = max(1, total_steps - warmup)
+    cosine = cfg.scheduler == "cosine"
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if not cosine:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / decay_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
