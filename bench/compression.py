@@ -76,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--crops-per-image", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the Kodak base codecs")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="linear lr warmup of the Kodak base codecs (train.warmup_steps; fine-tunes: none)")
     p.add_argument("--means", action="store_true",
                    help="Kodak codecs with the mean-scale hyperprior (hyperprior:means=true)")
     p.add_argument("--precision", default="bf16-mixed",
@@ -151,7 +153,9 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         epochs = finetune_epochs_up if w < parent and finetune_epochs_up is not None else finetune_epochs
         ft = {**cfg, "output_dir": str(runs / f"{name}-w{w:g}")}
         ft["regularizers"] = [{**cfg["regularizers"][0], "weight": w}]
-        ft["train"] = {**cfg["train"], "epochs": epochs, "lr": finetune_lr}
+        # a fine-tune starts from trained weights at a low rate: no warmup
+        ft["train"] = {**{k: v for k, v in cfg["train"].items() if k != "warmup_steps"},
+                       "epochs": epochs, "lr": finetune_lr}
         config = build_config(base=ft)
         done = finished_model(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
         if done is None:
@@ -417,6 +421,7 @@ def main() -> None:
             "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
             "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
             "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
+                      **({"warmup_steps": args.warmup_steps} if args.warmup_steps else {}),
                       "log_every_n_steps": 100, "precision": args.precision, "channels_last": True,
                       # bf16 training blew up once in every run (see bench/README); unclipped, the
                       # overflowing gradients put inf into Adam's moments (frozen convolutions):

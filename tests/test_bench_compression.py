@@ -3,6 +3,8 @@ they depend on changed, and a damaged cache is swept again."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -72,12 +74,16 @@ def test_fine_tunes_toward_a_higher_rate_train_their_own_number_of_epochs(bench,
                     test=None)
     base = {"model": {"name": "codec", "channels": 8, "code_channels": 8},
             "regularizers": [{"name": "hyperprior"}],
-            "train": {"batch_size": 8, "lr": 1e-3, "progress": False},
+            "train": {"batch_size": 8, "lr": 1e-3, "progress": False, "warmup_steps": 2},
             "data": {"name": "generated"}}
     out = bench.train_codecs("t", base, splits, [0.0015, 0.006, 0.0007], [0.0015], base_epochs=1,
                              finetune_epochs=1, finetune_lr=2e-4, runs=tmp_path, seed=0,
                              finetune_epochs_up=3)
     done = {w: training for w, _, training in out}
+    # the base warms up; a fine-tune starts from trained weights, at its own low rate at once
+    warmup = {w: json.loads((d / "config.json").read_text())["config"]["train"]["warmup_steps"]
+              for w, d, _ in out}
+    assert warmup == {0.0015: 2, 0.006: 0, 0.0007: 0}
     assert [w for w, _, _ in out] == [0.0015, 0.006, 0.0007]
     assert (done[0.0015]["steps"], done[0.006]["steps"], done[0.0007]["steps"]) == (2, 2, 6)
     assert done[0.006]["epochs"] == 1 and done[0.0007]["epochs"] == 3
