@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -14,6 +15,7 @@ from aevision.config import TrainConfig
 from aevision.data.batches import TensorBatches
 from aevision.engine import Trainer
 from aevision.engine.checkpoint import load_checkpoint
+from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, DivergenceError
 from aevision.io import read_safetensors
 from conftest import tiny_config
@@ -212,8 +214,6 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_loss_curve(tmp_path
 
 
 def _lrs(cfg: TrainConfig, total: int) -> list[float]:
-    from aevision.engine.schedule import lr_scheduler
-
     opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched = lr_scheduler(opt, cfg, total)
     lrs = []
@@ -226,8 +226,6 @@ def _lrs(cfg: TrainConfig, total: int) -> list[float]:
 
 
 def test_warmup_rises_linearly_then_the_scheduler_decays():
-    import math
-
     warm_cos = _lrs(TrainConfig(lr=0.1, warmup_steps=4, scheduler="cosine"), 12)
     assert warm_cos[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
     # the cosine spans the 8 steps after the warmup, from lr down toward zero

@@ -1,8 +1,8 @@
 """The learning rate over a run: an optional linear warmup, then constant or cosine decay to zero.
 
-Warmup is what keeps Adam's first steps small while its second-moment estimates are still
-unreliable (a few hundred steps of averages): without it a fresh model at a high learning rate
-can take one huge update early on, which GDN codecs in particular amplify (bench/README).
+Warmup keeps Adam's first steps small while its moment estimates are averages of only a few
+gradients, the usual guard for high learning rates and large batches. (It is no cure for every
+instability: the GDN codec of bench/compression.py blew up during a warmup as well.)
 The schedule is stepped once per optimizer step (a skipped non-finite step does not count).
 """
 
