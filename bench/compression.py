@@ -154,8 +154,7 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         ft = {**cfg, "output_dir": str(runs / f"{name}-w{w:g}")}
         ft["regularizers"] = [{**cfg["regularizers"][0], "weight": w}]
         # a fine-tune starts from trained weights at a low rate: no warmup
-        ft["train"] = {**{k: v for k, v in cfg["train"].items() if k != "warmup_steps"},
-                       "epochs": epochs, "lr": finetune_lr}
+        ft["train"] = {**cfg["train"], "epochs": epochs, "lr": finetune_lr, "warmup_steps": 0}
         config = build_config(base=ft)
         done = finished_model(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
         if done is None:
@@ -421,8 +420,8 @@ def main() -> None:
             "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
             "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
             "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
-                      **({"warmup_steps": args.warmup_steps} if args.warmup_steps else {}),
-                      "log_every_n_steps": 100, "precision": args.precision, "channels_last": True,
+                      "warmup_steps": args.warmup_steps, "log_every_n_steps": 100,
+                      "precision": args.precision, "channels_last": True,
                       # bf16 training blew up once in every run (see bench/README); unclipped, the
                       # overflowing gradients put inf into Adam's moments (frozen convolutions):
                       # clip far above the usual norms (0.02-0.9 early on), skip a non-finite step
