@@ -29,7 +29,8 @@ a trial. The config a results file records includes both, so validation runs are
 as test runs, and the claims are only judged on the test split.
 
 Runs (each autoencoder, then the segmenters around it) go to ``--jobs`` worker processes as soon as
-what they need is done; ``--keep`` reads a dataset's runs back from the results file when its config
+what they need is done; a killed bench, run again with the same ``--runs``, reads its finished runs
+back and resumes an unfinished autoencoder from its last checkpoint; ``--keep`` reads a dataset's runs back from the results file when its config
 there is the current one, and ``provenance`` says which command, time and machine each dataset's
 runs come from.
 """
@@ -61,6 +62,7 @@ from aevision.api import machine_info, pretrain  # noqa: E402
 from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
 from aevision.data.segset import SegSplits  # noqa: E402
+from aevision.engine.checkpoint import LAST  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
@@ -252,7 +254,7 @@ def run_key(config: dict[str, Any], runs: Path, **extra: Any) -> dict[str, Any]:
 
 
 def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
-                     runs: Path) -> tuple[str, float, float]:
+                     runs: Path) -> tuple[str, float, float | None]:
     ae = cfg["autoencoder"]
     out = runs / name / f"seed{seed}" / "autoencoder"
     config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
@@ -267,14 +269,28 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     for stale in out.parent.glob("*/bench.json"):
         if stale.parent != out:
             stale.unlink()
+    # a killed bench resumes the autoencoder from its last checkpoint (the engine makes that give the
+    # uninterrupted run's weights), but only one started under this very key: the data and flips
+    # are not in the checkpoint's own config, so the engine's own check cannot see them change
+    last = out / "checkpoints" / LAST
+    resume = finished(out, key, "bench.started.json") is not None and last.is_file()
+    if not resume:  # a checkpoint of another key must not be resumed by a later run under this one
+        last.unlink(missing_ok=True)
+    write_json(out / "bench.started.json", {"bench_config": key})
     images = data.train.images
     if ae.get("flips"):
         images = torch.cat([images, images.flip(-1)])
     t0, c0 = time.time(), time.process_time()
-    pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None))
+    fit = pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None),
+                   resume=resume).fit
     seconds, cpu = time.time() - t0, time.process_time() - c0
-    write_json(out / "bench.json", {"bench_config": key, "seconds": seconds, "cpu_seconds": cpu})
-    return str(out), seconds, cpu
+    record: dict[str, Any] = {"bench_config": key, "seconds": seconds, "cpu_seconds": cpu}
+    if fit.resumed_from is not None:
+        # this process's time covers only the epochs after the resume: the whole run's training time
+        # is the engine's sum over all epochs, and the CPU time of the killed process is unknown
+        record.update(seconds=fit.train_seconds, cpu_seconds=None, resumed=True)
+    write_json(out / "bench.json", record)
+    return str(out), record["seconds"], record["cpu_seconds"]
 
 
 def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs: Path, *, encoder: str,
@@ -323,7 +339,7 @@ def dataset(name: str, cfg: dict[str, Any], root: str | None) -> SegSplits:
 
 
 def autoencoder_job(name: str, cfg: dict[str, Any], seed: int, root: str | None, runs: Path,
-                    threads: int) -> tuple[str, float, float]:
+                    threads: int) -> tuple[str, float, float | None]:
     torch.set_num_threads(threads)
     return pretrain_encoder(name, cfg, dataset(name, cfg, root), seed, runs)
 
@@ -352,7 +368,7 @@ def run_datasets(names: list[str], cfg: dict[str, Any], seeds: list[int], root: 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = {pool.submit(autoencoder_job, n, cfg[n], seed, root, runs, threads): (n, seed, None)
                    for n in names for seed in seeds}
-        pretrained: dict[tuple[str, int], tuple[float, float]] = {}
+        pretrained: dict[tuple[str, int], tuple[float, float | None]] = {}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -369,7 +385,7 @@ def run_datasets(names: list[str], cfg: dict[str, Any], seeds: list[int], root: 
                     r = future.result()
                     seconds, cpu = pretrained[name, seed]
                     r.update(seed=seed, pretrain_seconds=round(seconds, 1),
-                             pretrain_cpu_seconds=round(cpu, 1))
+                             pretrain_cpu_seconds=None if cpu is None else round(cpu, 1))
                     found[name].setdefault(run, {})[seed] = r
                     print(json.dumps({"dataset": name, "run": run, "seed": seed, "miou": round(r["miou"], 4),
                                       "iou": r["iou"], "s": r["seconds"]}), file=sys.stderr, flush=True)
@@ -485,7 +501,8 @@ def main() -> None:
         "notes": (f"shared machine: 2 cores with several other jobs; torch threads = {args.threads} per "
                   f"process, {args.jobs} process(es), OMP_WAIT_POLICY=PASSIVE (extra "
                   "threads only spin-wait when the cores are oversubscribed); 'seconds' are wall time "
-                  "under that load, 'cpu_seconds' the process CPU time"),
+                  "under that load, 'cpu_seconds' the process CPU time; an autoencoder resumed after a "
+                  "kill has its 'pretrain_seconds' summed over its epochs and no 'pretrain_cpu_seconds'"),
         "wall_seconds": round(time.time() - started, 1),
         "machine": machine_info(),
     }

@@ -139,3 +139,52 @@ def test_all_null_drops_the_all_masks_run(bench):
     few = bench.plan(bench.override(bench.CONFIG, "shapes-seg.all=null")["shapes-seg"])
     assert full[0] == ("all", None, "pretrained") and few == full[1:]
     assert {labels for _, labels, _ in few} == {10, 50}
+
+
+def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_its_own_key(
+        bench, monkeypatch, tmp_path):
+    from aevision.engine.loop import Trainer
+    from aevision.io import read_safetensors
+
+    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
+    cfg["data"].update(n_train=64, n_test=8, size=16)
+    cfg["autoencoder"]["model"]["channels"] = [4, 8]
+    data = bench.dataset("shapes-seg", cfg, None)
+    train_epoch = Trainer._train_epoch
+
+    def folder(runs: Path) -> Path:
+        return runs / "shapes-seg" / "seed0" / "autoencoder"
+
+    def killed_at(epoch: int, config: dict, runs: Path) -> None:
+        """A run that dies as ``epoch`` starts (after the checkpoints of the epochs before it)."""
+        def train(self, *args, **kwargs):
+            if args[4] == epoch:  # (wrapped, optimizer, scheduler, train, epoch, ...)
+                raise KeyboardInterrupt
+            return train_epoch(self, *args, **kwargs)
+
+        monkeypatch.setattr(Trainer, "_train_epoch", train)
+        with pytest.raises(KeyboardInterrupt):
+            bench.pretrain_encoder("shapes-seg", config, data, 0, runs)
+        monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+
+    bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "ref")
+    ref = read_safetensors(folder(tmp_path / "ref") / "model.safetensors")
+
+    killed_at(1, cfg, tmp_path / "killed")
+    out = folder(tmp_path / "killed")
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "bench.json").exists()
+    bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "killed")
+    record = json.loads((out / "bench.json").read_text())
+    assert record["resumed"] is True and record["cpu_seconds"] is None and record["seconds"] > 0
+    resumed = read_safetensors(out / "model.safetensors")
+    assert set(resumed) == set(ref) and all((resumed[k] == ref[k]).all() for k in ref)
+
+    # a run under another key (the data's flips are not in the checkpoint's own config), killed
+    # before its first checkpoint, then re-run: it starts afresh, not from the first key's checkpoint
+    flipped = copy.deepcopy(cfg)
+    flipped["autoencoder"]["flips"] = True
+    killed_at(1, cfg, tmp_path / "other")
+    killed_at(0, flipped, tmp_path / "other")
+    bench.pretrain_encoder("shapes-seg", flipped, data, 0, tmp_path / "other")
+    record = json.loads((folder(tmp_path / "other") / "bench.json").read_text())
+    assert "resumed" not in record and record["cpu_seconds"] is not None
