@@ -82,6 +82,27 @@ def test_resume_refuses_a_changed_config(tmp_path):
         aevision.pretrain(cfg, resume=True)
 
 
+def test_resume_accepts_a_checkpoint_written_before_an_option_existed(tmp_path):
+    """An upgrade between a kill and ``--resume`` adds config fields whose defaults keep the old
+    behaviour: the checkpoint's config lacks them, and that is not a change of config."""
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "progress": False})
+    aevision.pretrain(cfg)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+
+    def written_before_the_options():
+        ckpt = torch.load(path, weights_only=True)
+        del ckpt["config"]["train"]["warmup_steps"], ckpt["config"]["data"]["clip_stride"]
+        torch.save(ckpt, path)
+
+    written_before_the_options()
+    cfg["train"]["epochs"] = 2
+    assert aevision.pretrain(cfg, resume=True).fit.resumed_from.endswith("last.ckpt")
+    written_before_the_options()
+    cfg["train"]["warmup_steps"] = 3  # a new option set to something else is a change
+    with pytest.raises(AevisionError, match=r"config changed \(train.warmup_steps: 0 in the checkpoint vs 3"):
+        aevision.pretrain(cfg, resume=True)
+
+
 class Exploding(nn.Module):
     """Returns a finite loss until call ``at``, then NaN in the 'recon' term."""
 

@@ -460,3 +460,17 @@ def test_segment_config_errors():
         build_segment_config(base={"init": "scratch", "augment": {"zoom": 0.5}})
     with pytest.raises(AevisionError, match=r"data\.name: got 'mnist', expected one of"):
         segment({"init": "scratch", "data": {"name": "mnist"}})
+
+
+def test_a_segmenter_resumes_from_a_checkpoint_written_before_an_option_existed(tmp_path):
+    _autoencoder(tmp_path)
+    splits = _tiny_splits()
+    cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
+           "train": {"epochs": 1, "batch_size": 8, "progress": False}}
+    segment(cfg, data=splits)
+    path = tmp_path / "seg" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["train"]["warmup_steps"]  # as written before train.warmup_steps existed
+    torch.save(ckpt, path)
+    cfg["train"]["epochs"] = 2
+    assert segment(cfg, data=splits, resume=True).fit.resumed_from.endswith("last.ckpt")

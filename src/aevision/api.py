@@ -91,7 +91,8 @@ def pretrain(
            if splits.val is not None and len(splits.val) else None)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
     started = time.time()
-    fit = trainer.fit(model, train, val, cfg.to_dict(), resume=resume)
+    fit = trainer.fit(model, train, val, cfg.to_dict(), resume=resume,
+                      upgrade_config=lambda saved: build_config(base=saved).to_dict())
     model.eval()
     if trainer.fabric.is_global_zero:
         provenance = {"config": cfg.to_dict(), "data": data_summary(splits)}

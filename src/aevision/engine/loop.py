@@ -13,9 +13,11 @@ ones included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +124,14 @@ class Trainer:
     # --- public ------------------------------------------------------------------------------
 
     def fit(self, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
-            run_config: dict[str, Any] | None = None, *, resume: bool = False) -> FitResult:
+            run_config: dict[str, Any] | None = None, *, resume: bool = False,
+            upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> FitResult:
+        """Train ``model``; with ``resume``, continue from ``last.ckpt`` if its config is this one.
+
+        ``upgrade_config`` reads a checkpoint's config as this version of aevision would write it
+        (fields added since take their defaults), so that an upgrade between a kill and the resume
+        is not mistaken for a change of config.
+        """
         cfg, fabric = self.cfg, self.fabric
         fabric.launch()
         if cfg.tune_allocator:
@@ -157,7 +166,7 @@ class Trainer:
             batches = train.num_batches(world)
         if resume:
             if last_path.is_file():
-                loop = self._restore(last_path, raw, optimizer, scheduler, run_config)
+                loop = self._restore(last_path, raw, optimizer, scheduler, run_config, upgrade_config)
                 resumed_from = str(last_path)
             else:
                 log.warning("--resume: no checkpoint at %s; starting from scratch", last_path)
@@ -379,9 +388,15 @@ class Trainer:
         self.fabric.barrier()
 
     def _restore(self, path: Path, raw: nn.Module, optimizer: Any, scheduler: Any,
-                 run_config: dict[str, Any]) -> LoopState:
+                 run_config: dict[str, Any],
+                 upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None) -> LoopState:
         ckpt = load_checkpoint(path)
-        diff = config_mismatch(ckpt.get("config") or {}, run_config)
+        saved = ckpt.get("config") or {}
+        if saved and upgrade_config is not None:
+            # one not readable as a config of today is compared as written: the difference shows
+            with contextlib.suppress(AevisionError, TypeError, ValueError):
+                saved = upgrade_config(saved)
+        diff = config_mismatch(saved, run_config)
         if diff:
             raise AevisionError(f"{path}: cannot resume, the config changed ({diff}); "
                                 f"use another output_dir for a new run")

@@ -34,7 +34,7 @@ from aevision.models import Autoencoder, load_model
 from aevision.models.unet import UNetDecoder
 from aevision.report.masks import example_sheet, save_mask, save_overlay
 from aevision.tasks.segmentation.augment import SegAugment
-from aevision.tasks.segmentation.config import SegmentConfig, as_segment_config
+from aevision.tasks.segmentation.config import SegmentConfig, as_segment_config, build_segment_config
 from aevision.tasks.segmentation.io import save_segmenter
 from aevision.tasks.segmentation.loss import SegLoss, balanced_weights
 from aevision.tasks.segmentation.metrics import SegMetrics
@@ -95,7 +95,8 @@ def segment(
                    if val is not None else None)
     out_dir = Path(cfg.output_dir)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
-    fit = trainer.fit(seg, train_batches, val_batches, cfg.to_dict(), resume=resume)
+    fit = trainer.fit(seg, train_batches, val_batches, cfg.to_dict(), resume=resume,
+                      upgrade_config=lambda saved: build_segment_config(base=saved).to_dict())
     seg.set_frozen(False)
     seg.eval()
 
