@@ -41,13 +41,13 @@ from aevision.config import DataConfig, build_config  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.data.images import load_image  # noqa: E402
-from aevision.engine import Trainer, seed_everything  # noqa: E402
+from aevision.engine import FitResult, Trainer, seed_everything  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.models import save_model  # noqa: E402
 from aevision.tasks import classic_codecs  # noqa: E402
 from aevision.tasks.compress import Codec  # noqa: E402
 from aevision.tasks.quality import ms_ssim, ms_ssim_settings, psnr  # noqa: E402
-from reuse import finished_model, history_rows  # noqa: E402
+from reuse import fingerprint, finished_model, history_rows, resumable  # noqa: E402
 
 COMPRESSAI_HYPERPRIOR_Q1 = {"bpp": 0.131, "psnr": 27.58,
                             "source": "CompressAI model zoo, bmshj2018-hyperprior (MSE), quality 1, Kodak"}
@@ -133,6 +133,13 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
     if unknown:
         raise ValueError(f"base weights {unknown} are not among the rate weights {weights}")
     trained: dict[float, tuple[Path, dict[str, Any], dict[str, Any]]] = {}
+    data: list[str] = []  # the training images' fingerprint, taken once, when a run needs it
+
+    def key(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        if not data:
+            data.append(fingerprint(splits.train.images))
+        return {"config": config, **extra, "data": data[0]}
+
     for w in bases:
         started = time.time()
         cfg = {**base, "seed": seed, "output_dir": str(runs / f"{name}-w{w:g}")}
@@ -141,10 +148,11 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         base_dir = Path(cfg["output_dir"])
         done = finished_model(base_dir, build_config(base=cfg).to_dict())
         if done is None:
-            result = pretrain(cfg, data=splits)
+            resume = resumable(base_dir, key(build_config(base=cfg).to_dict()))
+            result = pretrain(cfg, data=splits, resume=resume)
             done = {"epochs": base_epochs, "steps": result.fit.steps, "threads": torch.get_num_threads(),
                     "train_seconds": result.fit.train_seconds,
-                    "wall_seconds": round(time.time() - started, 1)}
+                    "wall_seconds": round(time.time() - started, 1), **resumed(result.fit)}
         trained[w] = (base_dir, cfg, done)
     for w in weights:
         if w in trained:
@@ -168,15 +176,23 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
             bs = config.train.batch_size
             train = TensorBatches(splits.train.images, bs, seed=seed + 1, shuffle=True, drop_last=True)
             trainer = Trainer(config.train, config.output_dir, seed=seed)
-            fit = trainer.fit(model, train, None, config.to_dict())
+            resume = resumable(Path(config.output_dir), key(config.to_dict(), init_from=str(base_dir)))
+            fit = trainer.fit(model, train, None, config.to_dict(), resume=resume,
+                              upgrade_config=lambda saved: build_config(base=saved).to_dict())
             model.eval()
             save_model(model, config.output_dir,
                        extra={"config": config.to_dict(), "init_from": str(base_dir)})
             done = {"epochs": epochs, "steps": fit.steps, "threads": torch.get_num_threads(),
                     "train_seconds": fit.train_seconds,
-                    "wall_seconds": round(time.time() - started, 1)}
+                    "wall_seconds": round(time.time() - started, 1), **resumed(fit)}
         trained[w] = (Path(config.output_dir), ft, {**done, "init_from": str(base_dir)})
     return [(w, trained[w][0], trained[w][2]) for w in weights]
+
+
+def resumed(fit: FitResult) -> dict[str, Any]:
+    """A resumed run's mark: its ``train_seconds`` sum every epoch, its ``wall_seconds`` only this
+    process's part."""
+    return {} if fit.resumed_from is None else {"resumed": "continued from a checkpoint of a killed run"}
 
 
 def training_summary(models: list[tuple[float, Path, dict[str, Any]]]) -> list[dict[str, Any]]:

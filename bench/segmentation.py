@@ -30,9 +30,9 @@ as test runs, and the claims are only judged on the test split.
 
 Runs (each autoencoder, then the segmenters around it) go to ``--jobs`` worker processes as soon as
 what they need is done; a killed bench, run again with the same ``--runs``, reads its finished runs
-back and resumes an unfinished autoencoder from its last checkpoint; ``--keep`` reads a dataset's runs back from the results file when its config
-there is the current one, and ``provenance`` says which command, time and machine each dataset's
-runs come from.
+back and resumes an unfinished autoencoder from its last checkpoint; ``--keep`` reads a dataset's
+runs back from the results file when its config there is the current one, and ``provenance`` says
+which command, time and machine each dataset's runs come from.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ from aevision.api import machine_info, pretrain  # noqa: E402
 from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
 from aevision.data.segset import SegSplits  # noqa: E402
-from aevision.engine.checkpoint import LAST  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
+from reuse import resumable  # noqa: E402
 
 # Everything a run depends on; written to the results file. Chosen on validation images only.
 CONFIG: dict[str, Any] = {
@@ -271,11 +271,7 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     # a killed bench resumes the autoencoder from its last checkpoint (the engine makes that give the
     # uninterrupted run's weights), but only one started under this very key: the data and flips
     # are not in the checkpoint's own config, so the engine's own check cannot see them change
-    last = out / "checkpoints" / LAST
-    resume = finished(out, key, "bench.started.json") is not None and last.is_file()
-    if not resume:  # a checkpoint of another key must not be resumed by a later run under this one
-        last.unlink(missing_ok=True)
-    write_json(out / "bench.started.json", {"bench_config": key})
+    resume = resumable(out, key)
     images = data.train.images
     if ae.get("flips"):
         images = torch.cat([images, images.flip(-1)])

@@ -106,3 +106,56 @@ def test_fine_tunes_toward_a_higher_rate_train_their_own_number_of_epochs(bench,
         assert s["train_seconds"] == pytest.approx(sum(float(r.split(",")[rows[0].split(",").index(
             "train_seconds")]) for r in rows[1:]), abs=0.01)  # the whole run's, not the last epoch's
     assert len((tmp_path / "t-w0.0007" / "history.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_a_killed_codec_resumes_to_the_uninterrupted_weights_only_on_the_same_data(
+        bench, monkeypatch, tmp_path):
+    from aevision.data import ImageSet, Splits
+    from aevision.engine.loop import Trainer
+    from aevision.io import read_safetensors
+
+    def splits(seed: int) -> Splits:
+        g = torch.Generator().manual_seed(seed)
+        return Splits(train=ImageSet(torch.randint(0, 256, (16, 3, 32, 32), generator=g, dtype=torch.uint8)),
+                      test=None)
+
+    base = {"model": {"name": "codec", "channels": 8, "code_channels": 8},
+            "regularizers": [{"name": "hyperprior"}],
+            "train": {"batch_size": 8, "lr": 1e-3, "progress": False}, "data": {"name": "generated"}}
+    train_epoch = Trainer._train_epoch
+
+    def train(runs, data=None, kill=None):
+        """Train the codecs; ``kill``: the run (folder name) that dies as its 2nd epoch starts."""
+        def killed(self, *args, **kwargs):
+            if args[4] == 1 and self.ckpt_dir.parent.name == kill:  # (wrapped, optimizer, ..., epoch, ...)
+                raise KeyboardInterrupt
+            return train_epoch(self, *args, **kwargs)
+
+        monkeypatch.setattr(Trainer, "_train_epoch", killed)
+        try:
+            return {w: done for w, _, done in bench.train_codecs(
+                "t", base, data or splits(0), [0.0015, 0.0007], [0.0015], base_epochs=2, finetune_epochs=1,
+                finetune_lr=2e-4, runs=runs, seed=0, finetune_epochs_up=2)}
+        finally:
+            monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+
+    def weights(runs, w):
+        return read_safetensors(runs / f"t-w{w:g}" / "model.safetensors")
+
+    train(tmp_path / "ref")
+    # killed in the base's 2nd epoch, then (the base resumed and finished) in the fine-tune's 2nd
+    for kill in ("t-w0.0015", "t-w0.0007"):
+        with pytest.raises(KeyboardInterrupt):
+            train(tmp_path / "killed", kill=kill)
+    done = train(tmp_path / "killed")
+    assert "reused" in done[0.0015]
+    assert "resumed" in done[0.0007] and done[0.0007]["epochs"] == 2
+    for w in (0.0015, 0.0007):
+        a, b = weights(tmp_path / "ref", w), weights(tmp_path / "killed", w)
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), w
+
+    # other training images (the checkpoint's own config cannot tell): a kill, then a fresh start
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "other", kill="t-w0.0015")
+    done = train(tmp_path / "other", data=splits(1))
+    assert "resumed" not in done[0.0015] and "reused" not in done[0.0015]

@@ -75,9 +75,10 @@ def test_a_failed_run_ends_the_bench_with_its_error(bench, tmp_path):
 
 def test_set_changes_one_existing_value_and_refuses_a_typo(bench):
     cfg = bench.CONFIG
+    before = copy.deepcopy(cfg)
     longer = bench.override(cfg, "shapes-seg.autoencoder.train.epochs=120")
     assert longer["shapes-seg"]["autoencoder"]["train"]["epochs"] == 120
-    assert cfg["shapes-seg"]["autoencoder"]["train"]["epochs"] == 40  # the bench's own config untouched
+    assert cfg == before  # the bench's own config untouched
     masked = bench.override(cfg, "shapes-seg.autoencoder.regularizers.0.p=0.5")  # a new option of an item
     assert masked["shapes-seg"]["autoencoder"]["regularizers"][0] == {"name": "denoising", "noise": "blocks",
                                                                       "p": 0.5}
