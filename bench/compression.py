@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 import aevision  # noqa: E402
 from aevision.api import load, machine_info, pretrain  # noqa: E402
-from aevision.config import DataConfig, build_config  # noqa: E402
+from aevision.config import DataConfig, build_config, upgraded_config  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.data.images import load_image  # noqa: E402
@@ -146,9 +146,10 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         cfg["regularizers"] = [{**base["regularizers"][0], "weight": w}]
         cfg["train"] = {**base["train"], "epochs": base_epochs}
         base_dir = Path(cfg["output_dir"])
-        done = finished_model(base_dir, build_config(base=cfg).to_dict())
+        base_config = build_config(base=cfg).to_dict()
+        done = finished_model(base_dir, base_config)
         if done is None:
-            resume = resumable(base_dir, key(build_config(base=cfg).to_dict()))
+            resume = resumable(base_dir, key(base_config))
             result = pretrain(cfg, data=splits, resume=resume)
             done = {"epochs": base_epochs, "steps": result.fit.steps, "threads": torch.get_num_threads(),
                     "train_seconds": result.fit.train_seconds,
@@ -178,7 +179,7 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
             trainer = Trainer(config.train, config.output_dir, seed=seed)
             resume = resumable(Path(config.output_dir), key(config.to_dict(), init_from=str(base_dir)))
             fit = trainer.fit(model, train, None, config.to_dict(), resume=resume,
-                              upgrade_config=lambda saved: build_config(base=saved).to_dict())
+                              upgrade_config=upgraded_config)
             model.eval()
             save_model(model, config.output_dir,
                        extra={"config": config.to_dict(), "init_from": str(base_dir)})

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aevision.config import PretrainConfig, build_config, to_dict
+from aevision.config import PretrainConfig, build_config, to_dict, upgraded_config
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, to_float, training_data
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import float_batches
@@ -91,8 +91,7 @@ def pretrain(
            if splits.val is not None and len(splits.val) else None)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
     started = time.time()
-    fit = trainer.fit(model, train, val, cfg.to_dict(), resume=resume,
-                      upgrade_config=lambda saved: build_config(base=saved).to_dict())
+    fit = trainer.fit(model, train, val, cfg.to_dict(), resume=resume, upgrade_config=upgraded_config)
     model.eval()
     if trainer.fabric.is_global_zero:
         provenance = {"config": cfg.to_dict(), "data": data_summary(splits)}

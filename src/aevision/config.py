@@ -368,15 +368,19 @@ def build_config(
     return PretrainConfig.from_dict(data)
 
 
-def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
-    """Whether a pretraining config saved by an earlier run equals ``wanted`` (a ``to_dict()``).
+def upgraded_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A pretraining config saved by an earlier run, as this version writes it: read back through
+    :func:`build_config`, so fields added to aevision since it was saved take their defaults."""
+    return build_config(base=stored).to_dict()
 
-    The stored one is read back through :func:`build_config` first, so fields added to aevision
-    since it was saved take their defaults: a new option whose default keeps the old behaviour
-    does not make finished runs look different (and trained again).
+
+def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
+    """Whether a pretraining config saved by an earlier run equals ``wanted`` (a ``to_dict()``),
+    read as :func:`upgraded_config`: a new option whose default keeps the old behaviour does not
+    make finished runs look different (and trained again).
     """
     try:
-        normalised = build_config(base=stored).to_dict()
+        normalised = upgraded_config(stored)
     except (AevisionError, TypeError, ValueError):
         return False
     # compared as a JSON file reads back (tuples are lists there)
