@@ -142,6 +142,27 @@ def test_all_null_drops_the_all_masks_run(bench):
     assert {labels for _, labels, _ in few} == {10, 50}
 
 
+def test_all_masks_inits_the_first_is_the_headline(bench):
+    cfg = bench.override(bench.CONFIG, "penn-fudan.all.inits=[scratch, pretrained]")["penn-fudan"]
+    assert bench.plan(cfg)[:2] == [("all", None, "scratch"), ("all", None, "pretrained")]
+    with pytest.raises(ValueError, match="inits"):
+        bench.override(bench.CONFIG, "penn-fudan.few.inits=[scratch]")  # few masks always run both
+
+    def runs(*person: float) -> list[dict]:
+        return [{"miou": 0.0, "iou": {"person": p}} for p in person]
+
+    both = bench.summary_keys("penn-fudan", {"all_scratch": runs(0.7, 0.8), "all_pretrained": runs(0.6, 0.6),
+                                             "10_pretrained": runs(0.5, 0.5)}, ["scratch", "pretrained"])
+    assert both["pennfudan_person_iou_all"] == both["pennfudan_person_iou_all_scratch"] == pytest.approx(0.75)
+    assert both["pennfudan_person_iou_all_std"] == pytest.approx(0.05)
+    assert both["pennfudan_person_iou_all_pretrained"] == pytest.approx(0.6)
+    assert both["pennfudan_person_iou_10_pretrained"] == pytest.approx(0.5)
+    # one all-mask init (the default): its run is reported as <prefix>_all only, as before
+    one = bench.summary_keys("shapes-seg", {"all_pretrained": [{"miou": 0.9}], "10_scratch": [{"miou": 0.4}]},
+                             ["pretrained"])
+    assert set(one) == {"miou_all", "miou_all_std", "miou_10_scratch", "miou_10_scratch_std"}
+
+
 def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_its_own_key(
         bench, monkeypatch, tmp_path):
     from aevision.engine.loop import Trainer
