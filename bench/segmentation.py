@@ -8,7 +8,8 @@ from random weights ("scratch"):
 - ``shapes-seg`` (generated, 32 x 32, circle / square / triangle / background): all training
   masks; 10 and 50 masks (the same seeded choice for both inits);
 - ``penn-fudan`` (170 street photos resized to 128 x 160, person / background, fixed 120 train /
-  50 test split): all 120 training masks; 10 masks.
+  50 test split): all 120 training masks (both inits; scratch, chosen on validation, is the
+  headline ``pennfudan_person_iou_all``); 10 masks.
 
 The protocol never lets the test split choose anything: no validation-based selection at all
 (every run trains for a fixed schedule, decided beforehand on validation images carved from the
@@ -119,7 +120,11 @@ CONFIG: dict[str, Any] = {
             "augment": {"hflip": True, "zoom": 1.3, "jitter": 0.1},
             "train": {"batch_size": 8, "lr": 2e-3, "scheduler": "cosine"},
         },
-        "all": {"epochs": 100, "freeze_epochs": 5},
+        # all 120 masks: both inits, scratch the headline. On the 24 validation photos (3 seeds, rule
+        # fixed beforehand: the init with the higher mean) scratch 0.699 / 0.677 / 0.689 = 0.688 vs
+        # pretrained 0.670 / 0.686 / 0.657 = 0.671 person IoU. Stronger augmentation (zoom 1.6,
+        # jitter 0.25) was tried first the same way: 0.656 (pretrained), not adopted
+        "all": {"epochs": 100, "freeze_epochs": 5, "inits": ["scratch", "pretrained"]},
         # 10 masks: a longer freeze (20 of 40 epochs) and pretrained_lr_scale 0.3 were each tried on
         # the 24 validation photos (3 seeds, rule fixed beforehand: adopt at >= 1 point over this
         # schedule): 0.428 and 0.428 vs 0.447 person IoU (scratch 0.457), so not adopted
