@@ -362,7 +362,11 @@ def segment_job(name: str, cfg: dict[str, Any], seed: int, root: str | None, run
 
 def all_inits(cfg: dict[str, Any]) -> list[str]:
     """The inits trained on all masks; the first is the headline (``<prefix>_all``), chosen on validation."""
-    return [] if cfg["all"] is None else list(cfg["all"].get("inits", ["pretrained"]))
+    inits = [] if cfg["all"] is None else cfg["all"].get("inits", ["pretrained"])
+    if cfg["all"] is not None and (not isinstance(inits, list) or not inits or len(set(inits)) != len(inits)
+                                   or not set(inits) <= {"pretrained", "scratch"}):
+        raise ValueError(f"all.inits: expected a list of distinct 'pretrained' / 'scratch', got {inits!r}")
+    return list(inits)
 
 
 def plan(cfg: dict[str, Any]) -> list[tuple[str, int | None, str]]:
@@ -477,6 +481,8 @@ def main() -> None:
     try:
         for assignment in args.overrides:
             cfg = override(cfg, assignment)
+        for name in cfg:
+            all_inits(cfg[name])
     except ValueError as e:
         sys.exit(str(e))
     if args.validation:

@@ -147,6 +147,9 @@ def test_all_masks_inits_the_first_is_the_headline(bench):
     assert bench.plan(cfg)[:2] == [("all", None, "scratch"), ("all", None, "pretrained")]
     with pytest.raises(ValueError, match="inits"):
         bench.override(bench.CONFIG, "penn-fudan.few.inits=[scratch]")  # few masks always run both
+    for bad in ("[]", "[scratch, scratch]", "[random]", "scratch"):
+        with pytest.raises(ValueError, match=r"all\.inits: expected a list of distinct"):
+            bench.plan(bench.override(bench.CONFIG, f"penn-fudan.all.inits={bad}")["penn-fudan"])
 
     def runs(*person: float) -> list[dict]:
         return [{"miou": 0.0, "iou": {"person": p}} for p in person]
