@@ -11,6 +11,11 @@ default conv encoder, and the contractive penalty's cost (stochastic JVP vs exac
     python bench/throughput.py                 # everything, writes bench/results/throughput.json
     python bench/throughput.py --model M1      # one model, JSON on stdout
     python bench/throughput.py --peers ../shared/peers --tf-python /path/to/tf-venv/bin/python
+    python bench/throughput.py --device cuda   # GPU: writes bench/results/throughput_gpu.json
+
+On a GPU each model runs in three variants, both loops alike: fp32, bf16 autocast (+ channels_last
+for conv models) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
+takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is reported too.
 
 With ``--peers`` the peers' own scripts run in the same session (plain PyTorch with this python,
 Keras with ``--tf-python``, a separate environment), each right after aevision's run of the same
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 THREADS = 2
@@ -53,6 +59,26 @@ CONFIG = {
 # training FLOPs per image of the peer models (peers' convention: 3 x 2 x MACs)
 TRAIN_MFLOP = {"M1": 2.4, "M2": 5.0, "M3": 551.0}
 KERAS = {"M1": 30.5e3, "M2": 19.3e3, "M3": 223.0}  # best Keras figures from the performance issue
+# on a GPU: same batches, more images per epoch (an epoch must last well past timer noise)
+GPU_CONFIG = {
+    "M1": (262144, 256, 4), "M2": (262144, 256, 4), "M3": (32768, 128, 4),
+    "conv": (131072, 256, 4), "conv+contractive": (65536, 256, 4),
+}
+CONV_MODELS = ("M3", "conv", "conv+contractive")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How both loops run a model: precision, memory layout, compilation."""
+
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+
+
+CPU_VARIANTS = {"fp32": Variant()}
+GPU_VARIANTS = {"fp32": Variant(), "bf16": Variant("bf16-mixed", True),
+                "bf16+compile": Variant("bf16-mixed", True, True)}
 
 
 def m3_parts() -> Parts:
@@ -89,17 +115,27 @@ def shape_of(name: str) -> tuple[int, int, int]:
     return (1, 28, 28) if name in ("M1", "M2") else (3, 32, 32)
 
 
-def plain_loop(model: nn.Module, x: torch.Tensor, batch: int, epochs: int) -> list[float]:
-    """The peers' loop: float data in memory, randperm gather, Adam, loss, backward, step."""
+def plain_loop(model: nn.Module, x: torch.Tensor, batch: int, epochs: int,
+               variant: Variant = Variant()) -> list[float]:
+    """The peers' loop: float data in memory (on the model's device), randperm gather, Adam, loss,
+    backward, step; on a GPU with the variant's autocast, layout and compilation."""
+    device = x.device
+    model = model.to(device)
+    if variant.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step_model = torch.compile(model) if variant.compile else model
+    bf16 = variant.precision.startswith("bf16")
     times = []
     n = len(x)
     for _ in range(epochs):
         t = time.perf_counter()
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=device)
         for i in range(0, n, batch):
             xb = x[perm[i:i + batch]]
-            loss = model(xb)["loss"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = step_model(xb)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,50 +145,68 @@ def plain_loop(model: nn.Module, x: torch.Tensor, batch: int, epochs: int) -> li
 
 
 def aevision_loop(model: nn.Module, x_u8: torch.Tensor, batch: int, epochs: int,
-                  out: Path) -> tuple[list[float], list[float]]:
-    cfg = TrainConfig(epochs=epochs, batch_size=batch, accelerator="cpu", progress=False)
+                  out: Path, device: str = "cpu",
+                  variant: Variant = Variant()) -> tuple[list[float], list[float]]:
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, accelerator=device, progress=False,
+                      precision=variant.precision, channels_last=variant.channels_last,
+                      compile=variant.compile)
     trainer = Trainer(cfg, out)
     result = trainer.fit(model, TensorBatches(x_u8, batch, seed=0), None)
     return ([h["train_seconds"] for h in result.history],
             [h["data_wait_fraction"] for h in result.history])
 
 
-def run_model(name: str) -> dict:
+def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dict:
     torch.set_num_threads(THREADS)
-    n, batch, epochs = CONFIG[name]
+    gpu = device != "cpu"
+    variant = (GPU_VARIANTS if gpu else CPU_VARIANTS)[variant_name]
+    n, batch, epochs = (GPU_CONFIG if gpu else CONFIG)[name]
     torch.manual_seed(0)
     x_u8 = torch.randint(0, 256, (n, *shape_of(name)), dtype=torch.uint8)
-    x = x_u8.float() / 255
-    rounds = {"plain": [], "aevision": [], "wait": []}
+    x = (x_u8.float() / 255).to(device)
+    rounds: dict[str, list[float]] = {"plain": [], "aevision": [], "wait": []}
+    peak_gpu = {"plain": 0.0, "aevision": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(2 if name == "M3" else 3):  # alternate: drift in machine load hits both alike
-            torch.manual_seed(0)
-            rounds["plain"].append(n / statistics.median(plain_loop(build(name), x, batch, epochs)[1:]))
-            torch.manual_seed(0)
-            times, wait = aevision_loop(build(name), x_u8, batch, epochs, Path(tmp) / f"r{r}")
-            rounds["aevision"].append(n / statistics.median(times[1:]))
-            rounds["wait"].append(statistics.median(wait[1:]))
+        # alternate: drift in machine load hits both alike. Compiled variants: one round (the
+        # compilation is warm-up, excluded like every first epoch, but costs a minute a loop)
+        for r in range(1 if variant.compile else 2 if name == "M3" or gpu else 3):
+            for which in ("plain", "aevision"):
+                if gpu:
+                    torch.cuda.reset_peak_memory_stats()
+                torch.manual_seed(0)
+                if which == "plain":
+                    times = plain_loop(build(name), x, batch, epochs, variant)
+                else:
+                    times, wait = aevision_loop(build(name), x_u8, batch, epochs, Path(tmp) / f"r{r}",
+                                                device, variant)
+                    rounds["wait"].append(statistics.median(wait[1:]))
+                rounds[which].append(n / statistics.median(times[1:]))
+                if gpu:
+                    peak_gpu[which] = max(peak_gpu[which], torch.cuda.max_memory_allocated() / 2**20)
     plain, ours = max(rounds["plain"]), max(rounds["aevision"])
     res = {
-        "model": name, "n": n, "batch": batch, "epochs": epochs,
+        "model": name, "variant": variant_name, "n": n, "batch": batch, "epochs": epochs,
         "images_per_s": round(ours, 1), "plain_torch_images_per_s": round(plain, 1),
         "ratio_vs_plain_torch": round(ours / plain, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "data_wait_fraction": round(statistics.median(rounds["wait"]), 4),
         "rounds": {k: [round(v, 4) for v in vs] for k, vs in rounds.items()},
     }
+    if gpu:
+        res["peak_gpu_mib"] = {k: round(v, 1) for k, v in peak_gpu.items()}
     if name in TRAIN_MFLOP:
         res["achieved_gflops"] = round(ours * TRAIN_MFLOP[name] / 1e3, 1)
-        res["ratio_vs_keras_best"] = round(ours / KERAS[name], 2)
+        if not gpu:
+            res["ratio_vs_keras_best"] = round(ours / KERAS[name], 2)
     return res
 
 
-def contractive_costs() -> dict:
+def contractive_costs(device: str = "cpu") -> dict:
     """Step time of conv with the contractive penalty relative to plain conv: the default estimate
     (JVP on a quarter of each batch), the JVP on the whole batch, and the exact Jacobian (one step:
     a backward per code unit). Alternated over two rounds; the faster round of each counts."""
     torch.set_num_threads(THREADS)
-    x = torch.rand(256, 3, 32, 32)
+    x = torch.rand(256, 3, 32, 32, device=device)
     variants = (("none", []), ("jvp", [{"name": "contractive", "method": "jvp"}]),
                 ("jvp_full_batch", [{"name": "contractive", "method": "jvp", "samples": 1.0}]),
                 ("exact", [{"name": "contractive", "method": "exact"}]))
@@ -162,31 +216,39 @@ def contractive_costs() -> dict:
             if label == "exact" and r:
                 continue
             torch.manual_seed(0)
-            model = build_model("conv", (3, 32, 32), {}, regs)
+            model = build_model("conv", (3, 32, 32), {}, regs).to(device)
             opt = torch.optim.Adam(model.parameters(), fused=True)
-            steps = 1 if label == "exact" else 15
+            steps = 1 if label == "exact" else 15 if device == "cpu" else 100
             for i in range(steps + 2):
                 if i == 2:
+                    synchronize(device)
                     t = time.perf_counter()
                 loss = model(x)["loss"]
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            synchronize(device)
             seconds = (time.perf_counter() - t) / steps
             out[label] = min(out.get(label, seconds), seconds)
-    return {"step_s": {k: round(v, 4) for k, v in out.items()},
+    return {"step_s": {k: round(v, 5) for k, v in out.items()},
             "jvp_cost_ratio": round(out["jvp"] / out["none"], 3),
             "jvp_full_batch_cost_ratio": round(out["jvp_full_batch"] / out["none"], 3),
             "exact_cost_ratio": round(out["exact"] / out["none"], 2),
             "note": "default estimate: samples=0.25 of each batch (unbiased), 1 projection"}
 
 
-def encode_60k() -> float:
-    """Seconds to encode 60k 28x28 images with the default conv encoder (batches of 1024)."""
+def synchronize(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def encode_60k(device: str = "cpu") -> float:
+    """Seconds to encode 60k 28x28 images with the default conv encoder (batches of 1024), from
+    uint8 images in host memory to float features in host memory."""
     from aevision.api import encode
 
     torch.set_num_threads(THREADS)
-    model = build_model("conv", (1, 28, 28)).eval()
+    model = build_model("conv", (1, 28, 28)).eval().to(device)
     x = torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8)
     encode(model, x[:2048])  # warm-up
     t = time.perf_counter()
@@ -241,37 +303,63 @@ def main() -> None:
     ap.add_argument("--peers", help="folder of the peers' benchmark scripts: run them in this session")
     ap.add_argument("--tf-python", help="python of an environment with tensorflow (Keras peer)")
     ap.add_argument("--model", choices=list(CONFIG))
+    ap.add_argument("--variant", default="fp32", choices=list(GPU_VARIANTS))
+    ap.add_argument("--variants", default=",".join(GPU_VARIANTS),
+                    help="with --device cuda: the comma-separated variants to run (default: all)")
+    ap.add_argument("--models-only", action="store_true",
+                    help="skip the contractive-cost and encode parts")
     ap.add_argument("--part", choices=["contractive", "encode"])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--out", help="results file (default bench/results/throughput.json, "
+                                  "throughput_gpu.json with --device cuda)")
     a = ap.parse_args()
+    gpu = a.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        sys.exit("throughput: --device cuda, but torch sees no CUDA device")
+    variants = a.variants.split(",")
+    for v in [a.variant, *variants] if gpu else [a.variant]:
+        if v not in (GPU_VARIANTS if gpu else CPU_VARIANTS):
+            sys.exit(f"throughput: unknown variant {v!r} for --device {a.device}; expected one of "
+                     f"{', '.join(GPU_VARIANTS if gpu else CPU_VARIANTS)}")
     if a.model:
-        print(json.dumps(run_model(a.model)))
+        print(json.dumps(run_model(a.model, a.device, a.variant)))
         return
     if a.part == "contractive":
-        print(json.dumps(contractive_costs()))
+        print(json.dumps(contractive_costs(a.device)))
         return
     if a.part == "encode":
-        print(json.dumps({"encode_mnist_60k_s": encode_60k()}))
+        print(json.dumps({"encode_mnist_60k_s": encode_60k(a.device)}))
         return
+    out = a.out or str(Path(__file__).parent / "results" / ("throughput_gpu.json" if gpu
+                                                           else "throughput.json"))
     result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
+    if gpu:
+        result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        result["machine"]["cudnn_tf32"] = torch.backends.cudnn.allow_tf32
     peers: dict = {"matmul_ceiling": []}
     runs = peer_runs(Path(a.peers), a.tf_python) if a.peers else []
     if a.peers:
         peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
+    device_args = ["--device", a.device]
     for name in CONFIG:
-        result[name] = child(["--model", name])
+        if gpu:
+            result[name] = {v: child(["--model", name, "--variant", v, *device_args])
+                            for v in variants}
+        else:
+            result[name] = child(["--model", name])
         print(json.dumps({name: result[name]}), file=sys.stderr)
         for label, python, script, extra in runs if name in TRAIN_MFLOP else []:
             # right after ours: the machine's speed drifts, so peers run at the same moment
             peers.setdefault(label, {})[name] = json_child(python, script, ["--model", name, *extra])
-    result["contractive_cost"] = child(["--part", "contractive"])
-    result.update(child(["--part", "encode"]))
+    if not a.models_only:
+        result["contractive_cost"] = child(["--part", "contractive", *device_args])
+        result.update(child(["--part", "encode", *device_args]))
     if a.peers:
         peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
         result["peers"] = peers
         compare(result, peers)
     result["command"] = "python bench/throughput.py " + " ".join(sys.argv[1:])
-    write_json(a.out, result)
+    write_json(out, result)
     print(json.dumps(result))
 
 
