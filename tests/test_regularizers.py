@@ -195,3 +195,40 @@ def test_extra_encoder_passes_leave_batch_norm_statistics_alone(method, samples)
     plain(x)
     for (name, a), b in zip(with_penalty.state_dict().items(), plain.state_dict().values(), strict=True):
         assert torch.equal(a, b), name  # running mean / var / batch count: one update, as without it
+
+
+@pytest.mark.parametrize("regularizer", [
+    {"name": "contractive", "method": "jvp"},  # a quarter of the batch: a second, dual pass
+    {"name": "contractive", "method": "jvp", "samples": 1.0},  # the tangent rides the model's pass
+    {"name": "contractive", "method": "vjp"},
+])
+def test_contractive_penalty_stays_eager_under_torch_compile(regularizer):
+    """Inductor drops forward-mode tangents (pytorch#187284; a crash on torch 2.11 + CUDA + bf16):
+    no compiled graph may hold the penalty's autograd, and the compiled model's terms and gradients
+    must be the eager model's."""
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = build_model("conv", (3, 16, 16), {"channels": [8, 16], "code_dim": 12}, [regularizer])
+    x = torch.rand(8, 3, 16, 16)
+    compiled = torch.compile(model, backend=recording_backend)
+    torch.manual_seed(1)
+    eager = model(x)
+    eager["loss"].backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch.manual_seed(1)
+    traced = compiled(x)
+    traced["loss"].backward()
+    assert graphs, "torch.compile traced nothing"
+    traced_ops = {str(node.target) for gm in graphs for node in gm.graph.nodes}
+    assert not [op for op in traced_ops if "dual" in op or "autograd.grad" in op], traced_ops
+    assert set(traced) == set(eager)
+    for k in eager:
+        torch.testing.assert_close(traced[k], eager[k])
+    for p, g in zip(model.parameters(), eager_grads, strict=True):
+        torch.testing.assert_close(p.grad, g)

@@ -9,7 +9,7 @@ regularizer's penalty. It returns the named terms and their weighted sum ``loss`
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,6 +69,20 @@ class LossContext:
     frames: int | None = None
     tangent: Tensor | None = None
     jvp: Tensor | None = None
+
+
+@torch.compiler.disable
+def encode_with_tangent(encode: Callable[[Tensor], Tensor], x: Tensor,
+                        tangent: Tensor) -> tuple[Tensor, Tensor]:
+    """``encode(x)`` and the Jacobian-vector product J(x) @ tangent, by forward-mode AD.
+
+    Always eager, also inside a ``torch.compile``d model (the rest of the model still compiles):
+    Inductor does not carry forward-mode tangents (pytorch/pytorch#187284: the tangent is silently
+    dropped; with torch 2.11, CUDA and bf16 the backward fails with "ZeroTensors are immutable").
+    """
+    with fwAD.dual_level():
+        z, jvp = fwAD.unpack_dual(encode(fwAD.make_dual(x, tangent)))
+    return z, jvp
 
 
 class Autoencoder(nn.Module):
@@ -148,8 +162,7 @@ class Autoencoder(nn.Module):
         else:
             # one pass gives the code and J(x_in) @ tangent (forward-mode AD), so a Jacobian
             # penalty costs a tangent propagation instead of a second encoder pass
-            with fwAD.dual_level():
-                z, jvp = fwAD.unpack_dual(self.encode(fwAD.make_dual(x_in, tangent)))
+            z, jvp = encode_with_tangent(self.encode, x_in, tangent)
         x_hat = self.decode(z)
         recon = self.reconstruction_loss(x_hat, target)
         terms: dict[str, Tensor] = {"loss": recon, "recon": recon}

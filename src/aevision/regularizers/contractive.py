@@ -28,11 +28,10 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from aevision.errors import ConfigError
-from aevision.models.base import Autoencoder, LossContext
+from aevision.models.base import Autoencoder, LossContext, encode_with_tangent
 from aevision.regularizers.base import Regularizer
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
@@ -138,6 +137,9 @@ class Contractive(Regularizer):
         with running_stats_frozen(ctx.model.encoder):
             return self._estimate(ctx, self.subset(ctx.x_in))
 
+    # autograd inside the forward (tangents, batched or plain grad): eager under torch.compile,
+    # as encode_with_tangent says why
+    @torch.compiler.disable
     def _estimate(self, ctx: LossContext, x_in: Tensor) -> Tensor:
         if self.method == "exact":
             return frobenius_exact(ctx.model, x_in, create_graph=self.training)
@@ -146,8 +148,7 @@ class Contractive(Regularizer):
             total = ctx.jvp.pow(2).sum(dim=1) if riding else x_in.new_zeros(x_in.shape[0])
             for _ in range(self.projections - 1 if riding else self.projections):
                 u = random_direction(x_in, self.distribution)
-                with fwAD.dual_level():
-                    _, jvp = fwAD.unpack_dual(ctx.model.encode(fwAD.make_dual(x_in, u)))
+                _, jvp = encode_with_tangent(ctx.model.encode, x_in, u)
                 total = total + jvp.pow(2).sum(dim=1)
             return total / self.projections
         # vjp: E_v ||J^T v||^2 with v in code space
