@@ -189,6 +189,82 @@ def test_a_finite_loss_with_an_overflowing_gradient_never_reaches_the_optimizer(
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class Glitch(Exploding):
+    """NaN loss on call ``at`` only; finite loss and gradients on every other."""
+
+    def forward(self, x):
+        self.calls += 1
+        recon = (self.lin(x.flatten(1)) - x.flatten(1)).pow(2).mean()
+        if self.calls == self.at:
+            recon = recon * float("nan")
+        return {"loss": recon, "recon": recon}
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    """The on-device NaN guard of GPUs (fused Adam's found_inf), forced on the CPU."""
+    import aevision.engine.loop as loop
+
+    seen = []
+    monkeypatch.setattr(loop, "defers_nonfinite_check", lambda *a: seen.append(True) or True)
+    return seen
+
+
+@pytest.mark.parametrize("make, clip", [(lambda: Glitch(at=4), None), (lambda: Overflowing(at=3), 1.0)])
+def test_the_on_device_guard_drops_the_same_steps_as_the_per_step_check(tmp_path, monkeypatch, make,
+                                                                         clip):
+    """Bad loss or overflowing gradient, skipped: same weights, epoch means and counts both ways."""
+    cfg = TrainConfig(epochs=2, progress=False, accelerator="cpu", skip_nonfinite=True,
+                      gradient_clip_norm=clip)
+    torch.manual_seed(0)
+    host_model = make()
+    host = Trainer(cfg, tmp_path / "host").fit(host_model, _batches(), None)
+    import aevision.engine.loop as loop
+
+    monkeypatch.setattr(loop, "defers_nonfinite_check", lambda *a: True)
+    torch.manual_seed(0)
+    device_model = make()
+    on_device = Trainer(cfg, tmp_path / "device").fit(device_model, _batches(), None)
+    assert on_device.bad_batches == host.bad_batches == 1
+    assert on_device.steps == host.steps == 15
+    for a, b in zip(host.history, on_device.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    for p, q in zip(host_model.parameters(), device_model.parameters(), strict=True):
+        assert torch.isfinite(p).all()
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_the_on_device_guard_stops_a_diverged_run_with_the_weights_untouched(tmp_path, deferred):
+    trainer = Trainer(TrainConfig(epochs=3, progress=False, accelerator="cpu"), tmp_path / "a")
+    model = Exploding(at=11)
+    with pytest.raises(DivergenceError, match=r"6 of steps 9-16 \(epoch 2\): non-finite loss or "
+                                              r"gradient norm.*last good checkpoint"):
+        trainer.fit(model, _batches(), None)
+    assert deferred  # the on-device path ran
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # bad steps never applied
+    ckpt = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    assert ckpt["loop"].epoch == 1
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", skip_nonfinite=True,
+                      max_bad_batches=3)
+    with pytest.raises(DivergenceError, match="4 of steps 1-8"):  # 4 bad > 3 allowed
+        Trainer(cfg, tmp_path / "b").fit(Exploding(at=5), _batches(), None)
+
+
+def test_the_on_device_guard_is_for_single_gpu_fused_adam_outside_16_bit():
+    from aevision.engine.loop import defers_nonfinite_check
+
+    p = [nn.Parameter(torch.zeros(2))]
+    fused, plain = torch.optim.Adam(p, fused=True), torch.optim.Adam(p)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert defers_nonfinite_check(cuda, 1, fused, "bf16-mixed")
+    assert defers_nonfinite_check(cuda, 1, torch.optim.AdamW(p, fused=True), "32-true")
+    assert not defers_nonfinite_check(cpu, 1, fused, "32-true")  # a host check costs nothing there
+    assert not defers_nonfinite_check(cuda, 2, fused, "32-true")
+    assert not defers_nonfinite_check(cuda, 1, plain, "32-true")
+    assert not defers_nonfinite_check(cuda, 1, torch.optim.SGD(p, lr=0.1), "32-true")
+    assert not defers_nonfinite_check(cuda, 1, fused, "16-mixed")
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))

@@ -106,6 +106,22 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
+def defers_nonfinite_check(device: torch.device, world_size: int, optimizer: Any,
+                           precision: str) -> bool:
+    """Whether the NaN guard runs on the device, without a host sync per step.
+
+    Asking the host ``isfinite(loss)`` every step stalls a GPU: the CPU cannot queue the next
+    step until the current one is done. On an H200 a plain loop with that one check ran at 0.74x
+    (M1), 0.91x (M2, conv) its speed without. A fused Adam/AdamW skips its whole update on a device
+    flag (``found_inf``, as under a GradScaler), so the bad step is dropped on the device and
+    counted there; the host reads the count at log points and epoch ends. Not under ``16-mixed``
+    (its GradScaler owns that flag) nor in DDP (a rank's bad loss reaches all ranks' gradients).
+    """
+    inner = getattr(optimizer, "optimizer", optimizer)
+    fused = isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) and bool(inner.defaults.get("fused"))
+    return device.type == "cuda" and world_size == 1 and fused and not precision.startswith("16")
+
+
 class Trainer:
     """Fit one model: ``Trainer(cfg, out_dir).fit(model, train, val, run_config)``.
 
@@ -253,6 +269,11 @@ class Trainer:
         wait = 0.0
         every_ckpt = cfg.checkpoint_every_n_steps
         log_every = cfg.log_every_n_steps
+        inner = getattr(optimizer, "optimizer", optimizer)
+        deferred = defers_nonfinite_check(fabric.device, fabric.world_size, optimizer, cfg.precision)
+        # steps dropped on the device since the host last looked, and the first of those steps
+        bad_steps = torch.zeros((), dtype=torch.int32, device=fabric.device) if deferred else None
+        first_unchecked = loop.step + 1
         start = time.perf_counter()
         batch_no = loop.batch
         it = train.epoch(epoch, fabric.global_rank, fabric.world_size, start=loop.batch)
@@ -265,7 +286,9 @@ class Trainer:
             try:
                 terms = wrapped(*xb) if isinstance(xb, tuple) else wrapped(xb)
                 loss = terms["loss"]
-                if not bool(torch.isfinite(loss)):
+                if deferred:
+                    bad = ~torch.isfinite(loss)
+                elif not bool(torch.isfinite(loss)):
                     self._nonfinite(terms, epoch, batch_no, loop)
                     batch_no += 1
                     continue
@@ -274,7 +297,9 @@ class Trainer:
                 if cfg.gradient_clip_norm is not None:
                     norm = fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
                                                  error_if_nonfinite=False)
-                    if norm is not None and not bool(torch.isfinite(norm)):
+                    if deferred and norm is not None:
+                        bad = bad | ~torch.isfinite(norm)
+                    elif norm is not None and not bool(torch.isfinite(norm)):
                         # a finite loss can still overflow its gradients (a spike under bf16);
                         # one step on them leaves inf in Adam's second moments, which freezes
                         # those weights for the rest of the run without any error
@@ -282,6 +307,8 @@ class Trainer:
                         self._nonfinite({"grad_norm": norm}, epoch, batch_no, loop, "gradient norm")
                         batch_no += 1
                         continue
+                if deferred:
+                    inner.found_inf = bad.float()  # 1: the fused kernel leaves weights and moments
                 optimizer.step()
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
@@ -292,20 +319,39 @@ class Trainer:
                 scheduler.step()
             loop.step += 1
             batch_no += 1
+            if deferred:
+                bad_steps += bad
             for k, v in terms.items():
-                d = v.detach()
+                d = torch.where(bad, 0.0, v.detach()) if deferred else v.detach()
                 sums[k] = sums[k] + d if k in sums else d.clone()
-            if loop.step % log_every == 0:
+            logging_now = loop.step % log_every == 0
+            checkpointing = bool(every_ckpt) and loop.step % every_ckpt == 0
+            if deferred and (logging_now or checkpointing):
+                first_unchecked = self._settle(bad_steps, first_unchecked, epoch, loop)
+            if logging_now:
                 fabric.log_dict({f"step/{k}": float(v.detach()) for k, v in terms.items()},
                                 step=loop.step)
             report.advance()
-            if every_ckpt and loop.step % every_ckpt == 0:
+            if checkpointing:
                 loop.batch = batch_no
                 self._merge_sums(loop, sums, wait, time.perf_counter() - start)
                 sums, wait, start = {}, 0.0, time.perf_counter()
                 self._save(self.ckpt_dir / LAST, raw, optimizer, scheduler, loop, run_config)
+        if deferred:  # also waits for the last step, so the epoch's time below is all of it
+            self._settle(bad_steps, first_unchecked, epoch, loop)
         loop.batch = batch_no
         self._merge_sums(loop, sums, wait, time.perf_counter() - start)
+
+    def _settle(self, bad_steps: Tensor, first: int, epoch: int, loop: LoopState) -> int:
+        """Read the device's count of dropped steps (a host sync); skip or stop as the per-step
+        check would. Returns the first step not yet checked."""
+        new = int(bad_steps)
+        if new:
+            bad_steps.zero_()
+            loop.step -= new  # steps count updates, as when the host skips a batch
+            where = f"{new} of steps {first}-{loop.step + new} (epoch {epoch + 1})"
+            self._skip_or_stop(where, "loss or gradient norm (dropped on the device)", new, loop)
+        return loop.step + 1
 
     @staticmethod
     def _merge_sums(loop: LoopState, sums: dict[str, Tensor], wait: float, seconds: float) -> None:
@@ -324,16 +370,19 @@ class Trainer:
         values = {k: float(v.detach()) for k, v in terms.items()}
         bad = ", ".join(f"{k}={v:g}" for k, v in values.items() if not math.isfinite(v))
         where = f"step {loop.step + 1} (epoch {epoch + 1}, batch {batch + 1})"
-        if self.cfg.skip_nonfinite and loop.bad_batches < self.cfg.max_bad_batches:
-            loop.bad_batches += 1
-            loop.sums["__skipped__"] = loop.sums.get("__skipped__", 0.0) + 1
-            log.warning("skipped batch at %s: non-finite %s %s", where, what, bad)
+        self._skip_or_stop(where, f"{what} {bad}", 1, loop)
+
+    def _skip_or_stop(self, where: str, what: str, count: int, loop: LoopState) -> None:
+        if self.cfg.skip_nonfinite and loop.bad_batches + count <= self.cfg.max_bad_batches:
+            loop.bad_batches += count
+            loop.sums["__skipped__"] = loop.sums.get("__skipped__", 0.0) + count
+            log.warning("skipped batch at %s: non-finite %s", where, what)
             return
         keep = self.ckpt_dir / LAST
         kept = f"; last good checkpoint: {keep}" if keep.is_file() else ""
         hint = ("" if self.cfg.skip_nonfinite else
                 "; lower train.lr or a regularizer weight, or set train.skip_nonfinite=true")
-        raise DivergenceError(f"training diverged at {where}: non-finite {what} {bad}{kept}{hint}")
+        raise DivergenceError(f"training diverged at {where}: non-finite {what}{kept}{hint}")
 
     @torch.no_grad()
     def _evaluate(self, wrapped: nn.Module, val: TensorBatches) -> dict[str, float]:
