@@ -45,12 +45,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a 
 import argparse
 import copy
 import json
-import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
+import workers  # noqa: E402
 from aevision.api import machine_info, pretrain  # noqa: E402
 from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
@@ -383,7 +383,7 @@ def run_datasets(names: list[str], cfg: dict[str, Any], seeds: list[int], root: 
     """Every run of every dataset, ``jobs`` at a time: each (dataset, seed) autoencoder, and as soon
     as it is done the segmenters around it (the scratch ones too: they take its architecture)."""
     found: dict[str, dict[str, dict[int, dict[str, Any]]]] = {n: {} for n in names}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with workers.pool(jobs) as pool:
         pending = {pool.submit(autoencoder_job, n, cfg[n], seed, root, runs, threads): (n, seed, None)
                    for n in names for seed in seeds}
         pretrained: dict[tuple[str, int], tuple[float, float | None]] = {}
