@@ -114,8 +114,9 @@ def defers_nonfinite_check(device: torch.device, world_size: int, optimizer: Any
     step until the current one is done. On an H200 a plain loop with that one check ran at 0.74x
     (M1), 0.91x (M2, conv) its speed without. A fused Adam/AdamW skips its whole update on a device
     flag (``found_inf``, as under a GradScaler), so the bad step is dropped on the device and
-    counted there; the host reads the count at log points and epoch ends. Not under ``16-mixed``
-    (its GradScaler owns that flag) nor in DDP (a rank's bad loss reaches all ranks' gradients).
+    counted there; the host reads the count at log points and epoch ends (the learning-rate
+    schedule alone still advances on a dropped step). Not under ``16-mixed`` (its GradScaler owns
+    that flag) nor in DDP (a rank's bad loss reaches all ranks' gradients).
     """
     inner = getattr(optimizer, "optimizer", optimizer)
     fused = isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) and bool(inner.defaults.get("fused"))
