@@ -232,3 +232,41 @@ def test_contractive_penalty_stays_eager_under_torch_compile(regularizer):
         torch.testing.assert_close(traced[k], eager[k])
     for p, g in zip(model.parameters(), eager_grads, strict=True):
         torch.testing.assert_close(p.grad, g)
+
+
+CONV = ("conv", (3, 16, 16), {"channels": [8, 16], "code_dim": 12})
+CODEC = ("codec", (3, 16, 16), {"channels": 8, "code_channels": 6, "stages": 2})
+
+
+@pytest.mark.parametrize("model, regularizer", [
+    (CONV, {"name": "denoising"}),
+    (CONV, {"name": "geometric"}),
+    (CONV, {"name": "l1", "weight": 1e-3}),
+    (CONV, {"name": "topk", "k": 4}),
+    (("conv", (3, 16, 16), {"channels": [8, 16], "code_dim": None}), {"name": "wta"}),
+    (("dense", (1, 4, 4), {"code_dim": 4, "code_activation": "sigmoid"}), {"name": "kl"}),
+    (CODEC, {"name": "factorized", "weight": 0.01}),
+    (CODEC, {"name": "hyperprior", "weight": 0.01, "channels": 5}),
+], ids=lambda v: v["name"] if isinstance(v, dict) else v[0])
+def test_train_compile_gives_the_eager_terms_and_gradients(model, regularizer):
+    """``train.compile=true`` with each regularizer (AOTAutograd tracing, without Inductor's code
+    generation, to stay fast): same loss terms and gradients as the eager model."""
+    arch, shape, options = model
+    torch.manual_seed(0)
+    m = build_model(arch, shape, options, [regularizer]).train()
+    x = torch.rand(8, *shape)
+    torch.manual_seed(1)
+    eager = m(x)
+    eager["loss"].backward()
+    eager_grads = [None if p.grad is None else p.grad.clone() for p in m.parameters()]
+    m.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    traced = torch.compile(m, backend="aot_eager")(x)
+    traced["loss"].backward()
+    assert set(traced) == set(eager)
+    for k in eager:
+        torch.testing.assert_close(traced[k], eager[k])
+    for p, g in zip(m.parameters(), eager_grads, strict=True):
+        assert (p.grad is None) == (g is None)
+        if g is not None:
+            torch.testing.assert_close(p.grad, g)
