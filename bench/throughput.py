@@ -11,7 +11,7 @@ default conv encoder, and the contractive penalty's cost (stochastic JVP vs exac
     python bench/throughput.py                 # everything, writes bench/results/throughput.json
     python bench/throughput.py --model M1      # one model, JSON on stdout
     python bench/throughput.py --peers ../shared/peers --tf-python /path/to/tf-venv/bin/python
-    python bench/throughput.py --device cuda   # GPU: writes bench/results/throughput_gpu.json
+    python bench/throughput.py --device cuda   # GPU: bench/results/throughput_gpu/throughput_gpu.json
 
 On a GPU each model runs in three variants, both loops alike: fp32, bf16 autocast (+ channels_last
 for conv models) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
@@ -310,8 +310,8 @@ def main() -> None:
                     help="skip the contractive-cost and encode parts")
     ap.add_argument("--part", choices=["contractive", "encode"])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--out", help="results file (default bench/results/throughput.json, "
-                                  "throughput_gpu.json with --device cuda)")
+    ap.add_argument("--out", help="results file (default bench/results/throughput.json; with "
+                                  "--device cuda, bench/results/throughput_gpu/throughput_gpu.json)")
     a = ap.parse_args()
     gpu = a.device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -330,8 +330,8 @@ def main() -> None:
     if a.part == "encode":
         print(json.dumps({"encode_mnist_60k_s": encode_60k(a.device)}))
         return
-    out = a.out or str(Path(__file__).parent / "results" / ("throughput_gpu.json" if gpu
-                                                           else "throughput.json"))
+    results = Path(__file__).parent / "results"
+    out = a.out or str(results / "throughput_gpu" / "throughput_gpu.json" if gpu else results / "throughput.json")
     result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
     if gpu:
         result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
