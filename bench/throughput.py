@@ -331,7 +331,8 @@ def main() -> None:
         print(json.dumps({"encode_mnist_60k_s": encode_60k(a.device)}))
         return
     results = Path(__file__).parent / "results"
-    out = a.out or str(results / "throughput_gpu" / "throughput_gpu.json" if gpu else results / "throughput.json")
+    default = results / "throughput_gpu" / "throughput_gpu.json" if gpu else results / "throughput.json"
+    out = a.out or str(default)
     result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
     if gpu:
         result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
