@@ -13,8 +13,8 @@ default conv encoder, and the contractive penalty's cost (stochastic JVP vs exac
     python bench/throughput.py --peers ../shared/peers --tf-python /path/to/tf-venv/bin/python
     python bench/throughput.py --device cuda   # GPU: bench/results/throughput_gpu/throughput_gpu.json
 
-On a GPU each model runs in three variants, both loops alike: fp32, bf16 autocast (+ channels_last
-for conv models) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
+On a GPU each model runs in three variants, both loops alike: fp32, bf16 autocast + channels_last
+(a no-op for the dense M1 and M2) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
 takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is reported too.
 
 With ``--peers`` the peers' own scripts run in the same session (plain PyTorch with this python,
@@ -64,7 +64,6 @@ GPU_CONFIG = {
     "M1": (262144, 256, 4), "M2": (262144, 256, 4), "M3": (32768, 128, 4),
     "conv": (131072, 256, 4), "conv+contractive": (65536, 256, 4),
 }
-CONV_MODELS = ("M3", "conv", "conv+contractive")
 
 
 @dataclass(frozen=True)
@@ -316,6 +315,8 @@ def main() -> None:
     gpu = a.device == "cuda"
     if gpu and not torch.cuda.is_available():
         sys.exit("throughput: --device cuda, but torch sees no CUDA device")
+    if gpu and a.peers:
+        sys.exit("throughput: --peers runs the peers' CPU scripts; it does not go with --device cuda")
     variants = a.variants.split(",")
     for v in [a.variant, *variants] if gpu else [a.variant]:
         if v not in (GPU_VARIANTS if gpu else CPU_VARIANTS):
