@@ -14,8 +14,9 @@ default conv encoder, and the contractive penalty's cost (stochastic JVP vs exac
     python bench/throughput.py --device cuda   # GPU: bench/results/throughput_gpu/throughput_gpu.json
 
 On a GPU each model runs in three variants, both loops alike: fp32, bf16 autocast + channels_last
-(a no-op for the dense M1 and M2) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
-takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is reported too.
+(a no-op for the dense M1 and M2) and bf16 + ``torch.compile``; with larger datasets (an epoch of
+the CPU sizes takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is
+reported too.
 
 With ``--peers`` the peers' own scripts run in the same session (plain PyTorch with this python,
 Keras with ``--tf-python``, a separate environment), each right after aevision's run of the same
