@@ -265,6 +265,44 @@ def test_the_on_device_guard_is_for_single_gpu_fused_adam_outside_16_bit():
     assert not defers_nonfinite_check(cuda, 1, fused, "16-mixed")
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_direct_calls_train_exactly_as_fabrics_wrappers(tmp_path, monkeypatch, precision):
+    """The hot loop's direct calls (one device) change nothing: same history and weights as with
+    Fabric's module and optimizer wrappers, LR schedule and validation included."""
+    from aevision.engine import loop
+    from aevision.models import build_model
+
+    def run(folder, direct):
+        monkeypatch.setattr(loop.DirectForward, "applies", staticmethod(lambda *a: direct))
+        torch.manual_seed(0)
+        model = build_model("conv", (3, 8, 8), {"channels": [4, 8], "code_dim": 6},
+                            [{"name": "l1", "weight": 1e-3}])
+        images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+        cfg = TrainConfig(epochs=2, progress=False, accelerator="cpu", precision=precision,
+                          scheduler="cosine", warmup_steps=2)
+        result = Trainer(cfg, folder).fit(model, TensorBatches(images[:48], 16, seed=0),
+                                          TensorBatches(images[48:], 16, shuffle=False))
+        return model, result
+
+    direct_model, direct = run(tmp_path / "direct", True)
+    wrapped_model, wrapped = run(tmp_path / "wrapped", False)
+    keys = [k for k in direct.history[0] if k.startswith(("train_", "val_", "lr")) and k != "train_seconds"]
+    assert [[h[k] for k in keys] for h in direct.history] == [[h[k] for k in keys] for h in wrapped.history]
+    for p, q in zip(direct_model.parameters(), wrapped_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_direct_calls_are_for_one_device_without_loss_scaling_or_input_casts():
+    from aevision.engine.loop import DirectForward, make_fabric
+
+    assert DirectForward.applies(make_fabric(TrainConfig(accelerator="cpu")), "32-true")
+    assert DirectForward.applies(make_fabric(TrainConfig(accelerator="cpu")), "bf16-mixed")
+    assert not DirectForward.applies(make_fabric(TrainConfig(accelerator="cpu")), "bf16-true")
+    assert not DirectForward.applies(make_fabric(TrainConfig(accelerator="cpu")), "16-mixed")
+    ddp = make_fabric(TrainConfig(accelerator="cpu", devices=2, strategy="ddp"))
+    assert not DirectForward.applies(ddp, "32-true")
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))
