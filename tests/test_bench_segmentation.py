@@ -183,7 +183,7 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
     def killed_at(epoch: int, config: dict, runs: Path) -> None:
         """A run that dies as ``epoch`` starts (after the checkpoints of the epochs before it)."""
         def train(self, *args, **kwargs):
-            if args[4] == epoch:  # (wrapped, optimizer, scheduler, train, epoch, ...)
+            if args[5] == epoch:  # (forward, wrapped, optimizer, scheduler, train, epoch, ...)
                 raise KeyboardInterrupt
             return train_epoch(self, *args, **kwargs)
 
