@@ -107,7 +107,7 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
-def defers_nonfinite_check(device: torch.device, world_size: int, optimizer: Any,
+def defers_nonfinite_check(device: torch.device, world_size: int, optimizer: torch.optim.Optimizer,
                            precision: str) -> bool:
     """Whether the NaN guard runs on the device, without a host sync per step.
 
@@ -119,8 +119,8 @@ def defers_nonfinite_check(device: torch.device, world_size: int, optimizer: Any
     schedule alone still advances on a dropped step). Not under ``16-mixed`` (its GradScaler owns
     that flag) nor in DDP (a rank's bad loss reaches all ranks' gradients).
     """
-    inner = getattr(optimizer, "optimizer", optimizer)
-    fused = isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) and bool(inner.defaults.get("fused"))
+    adam = isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+    fused = adam and bool(optimizer.defaults.get("fused"))
     return device.type == "cuda" and world_size == 1 and fused and not precision.startswith("16")
 
 
@@ -141,21 +141,19 @@ class DirectForward:
     precision, and runs DDP, 16-bit loss scaling and everything else.
     """
 
-    def __init__(self, module: nn.Module, fabric: Fabric, precision: str):
-        self.module, self.fabric = module, fabric
-        self.converts = precision not in ("32-true", "32")  # bf16-mixed: inputs to bf16, outputs to fp32
+    def __init__(self, module: nn.Module, fabric: Fabric):
+        self.module, self.precision = module, fabric.strategy.precision
 
     @staticmethod
     def applies(fabric: Fabric, precision: str) -> bool:
         return isinstance(fabric.strategy, SingleDeviceStrategy) and precision in DIRECT_PRECISIONS
 
     def __call__(self, *args: Any) -> Any:
-        precision = self.fabric.strategy.precision
-        if self.converts:
-            args = precision.convert_input(args)
-        with self.fabric.autocast():
+        # the plugin's own conversions (bf16-mixed: inputs to bf16, outputs to fp32; 32-true: none)
+        args = self.precision.convert_input(args)
+        with self.precision.forward_context():  # what fabric.autocast() enters
             out = self.module(*args)
-        return precision.convert_output(out) if self.converts else out
+        return self.precision.convert_output(out)
 
     def train(self, mode: bool = True) -> DirectForward:
         self.module.train(mode)
@@ -207,7 +205,9 @@ class Trainer:
         wrapped, optimizer = fabric.setup(module, optimizer)
         rank, world = fabric.global_rank, fabric.world_size
         direct = DirectForward.applies(fabric, cfg.precision)
-        forward: Any = DirectForward(module, fabric, cfg.precision) if direct else wrapped
+        forward: Any = DirectForward(module, fabric) if direct else wrapped
+        inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer Fabric wraps
+        deferred = defers_nonfinite_check(fabric.device, world, inner, cfg.precision)
         if fabric.device.type != "cpu":
             train.to(fabric.device)
             if val is not None:
@@ -216,7 +216,7 @@ class Trainer:
         if batches == 0:
             raise AevisionError("train: no training batches (empty training set)")
         # on the optimizer itself: the scheduler counts its steps, which the direct path takes
-        scheduler = lr_scheduler(getattr(optimizer, "optimizer", optimizer), cfg, cfg.epochs * batches)
+        scheduler = lr_scheduler(inner, cfg, cfg.epochs * batches)
         run_config = run_config or {}
         loop = LoopState()
         resumed_from = None
@@ -246,7 +246,7 @@ class Trainer:
                     hook(epoch)
                 report.start_epoch(epoch, loop.batch)
                 self._train_epoch(forward, wrapped, optimizer, scheduler, train, epoch, loop,
-                                  report, raw, run_config)
+                                  report, raw, run_config, inner=inner, deferred=deferred)
                 train_terms = self._epoch_means(loop, batches)
                 if world > 1:  # each rank saw its slice of every batch: report the global mean
                     reduced = fabric.all_reduce(
@@ -308,9 +308,11 @@ class Trainer:
 
     def _train_epoch(self, forward: Any, wrapped: nn.Module, optimizer: Any, scheduler: Any,
                      train: TensorBatches, epoch: int, loop: LoopState, report: Reporter,
-                     raw: nn.Module, run_config: dict[str, Any]) -> None:
+                     raw: nn.Module, run_config: dict[str, Any], *, inner: torch.optim.Optimizer,
+                     deferred: bool) -> None:
         """One epoch. ``forward`` is ``wrapped`` (Fabric's module) or a :class:`DirectForward`,
-        with which backward and the optimizer step are called directly too."""
+        with which backward and the optimizer step (``inner``, the optimizer Fabric wraps) are
+        called directly too; ``deferred``: the NaN check runs on the device."""
         cfg, fabric = self.cfg, self.fabric
         forward.train()
         direct = isinstance(forward, DirectForward)
@@ -318,8 +320,6 @@ class Trainer:
         wait = 0.0
         every_ckpt = cfg.checkpoint_every_n_steps
         log_every = cfg.log_every_n_steps
-        inner = getattr(optimizer, "optimizer", optimizer)
-        deferred = defers_nonfinite_check(fabric.device, fabric.world_size, optimizer, cfg.precision)
         # steps dropped on the device since the host last looked, and the first of those steps
         bad_steps = torch.zeros((), dtype=torch.int32, device=fabric.device) if deferred else None
         first_unchecked = loop.step + 1
