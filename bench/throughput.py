@@ -318,11 +318,12 @@ def main() -> None:
         sys.exit("throughput: --device cuda, but torch sees no CUDA device")
     if gpu and a.peers:
         sys.exit("throughput: --peers runs the peers' CPU scripts; it does not go with --device cuda")
-    variants = a.variants.split(",")
-    for v in [a.variant, *variants] if gpu else [a.variant]:
-        if v not in (GPU_VARIANTS if gpu else CPU_VARIANTS):
+    known = GPU_VARIANTS if gpu else CPU_VARIANTS
+    variants = a.variants.split(",") if gpu else []
+    for v in [a.variant, *variants]:
+        if v not in known:
             sys.exit(f"throughput: unknown variant {v!r} for --device {a.device}; expected one of "
-                     f"{', '.join(GPU_VARIANTS if gpu else CPU_VARIANTS)}")
+                     f"{', '.join(known)}")
     if a.model:
         print(json.dumps(run_model(a.model, a.device, a.variant)))
         return
