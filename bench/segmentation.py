@@ -200,6 +200,7 @@ def override(cfg: dict[str, Any], assignment: str) -> dict[str, Any]:
 # where --set may add a key the config does not have yet: the sections aevision checks itself (an
 # unknown option there is a ConfigError naming it), and the schedules' optional fine-tuning options
 _OPEN_SECTIONS = {("autoencoder", "model"), ("autoencoder", "train"), ("autoencoder", "regularizers", "*"),
+                  ("autoencoder", "augment"),
                   ("segment", "decoder"), ("segment", "augment"), ("segment", "train")}
 _SCHEDULE_OPTIONS = {"freeze_decoder", "pretrained_lr_scale"}
 
@@ -207,7 +208,7 @@ _SCHEDULE_OPTIONS = {"freeze_decoder", "pretrained_lr_scale"}
 def new_key_allowed(section: list[str], key: str) -> bool:
     shape = tuple("*" if part.isdigit() else part for part in section)
     return (shape in _OPEN_SECTIONS or (shape in {("all",), ("few",)} and key in _SCHEDULE_OPTIONS)
-            or (shape == ("all",) and key == "inits"))
+            or (shape == ("all",) and key == "inits") or (shape == ("autoencoder",) and key == "augment"))
 
 
 def carve_validation(data: SegSplits, images: int, seed: int = VALIDATION_SEED) -> SegSplits:
@@ -271,7 +272,9 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     ae = cfg["autoencoder"]
     out = runs / name / f"seed{seed}" / "autoencoder"
     config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
-              "data": {"name": name}, "train": {**ae["train"], "progress": False}}
+              "data": {"name": name}, "train": {**ae["train"], "progress": False},
+              # only when set, so that the keys of runs made before the option existed still match
+              **({"augment": ae["augment"]} if ae.get("augment") else {})}
     # the data are passed in, not configured: their options (e.g. n_train) belong to the key too
     key = run_key(config, runs, flips=ae.get("flips", False), dataset=cfg["data"])
     done = finished(out, key, "bench.json")

@@ -213,3 +213,21 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
     bench.pretrain_encoder("shapes-seg", flipped, data, 0, tmp_path / "other")
     record = json.loads((folder(tmp_path / "other") / "bench.json").read_text())
     assert "resumed" not in record and record["cpu_seconds"] is not None
+
+
+def test_autoencoder_augmentation_reaches_the_run_and_its_key_only_when_set(bench, tmp_path):
+    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
+    cfg["data"].update(n_train=32, n_test=8, size=16)
+    cfg["autoencoder"]["model"]["channels"] = [4, 8]
+    cfg["autoencoder"]["train"]["epochs"] = 1
+    data = bench.dataset("shapes-seg", cfg, None)
+    plain, _, _ = bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "plain")
+    # without the option the key is the one written before it existed: finished runs are still read back
+    assert "augment" not in json.loads((Path(plain) / "bench.json").read_text())["bench_config"]
+    cfg = bench.override({"shapes-seg": cfg}, "shapes-seg.autoencoder.augment={zoom: 1.3, jitter: 0.1}")[
+        "shapes-seg"]
+    out, _, _ = bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "aug")
+    assert json.loads((Path(out) / "bench.json").read_text())["bench_config"]["augment"] == {
+        "zoom": 1.3, "jitter": 0.1}
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    assert summary["config"]["augment"]["zoom"] == 1.3 and summary["config"]["augment"]["jitter"] == 0.1

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from aevision.config import PretrainConfig, build_config, to_dict, upgraded_config
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, to_float, training_data
+from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import float_batches
 from aevision.engine import FitResult, Trainer, seed_everything
@@ -85,7 +86,7 @@ def pretrain(
     bs = cfg.train.batch_size
     clip, stride = cfg.data.clip_length, cfg.data.clip_stride
     train = TensorBatches(training_data(splits.train, clip, stride), bs, seed=cfg.seed, shuffle=True,
-                          drop_last=True)
+                          drop_last=True, transform=Augment(cfg.augment) if cfg.augment.active else None)
     val = (TensorBatches(training_data(splits.val, clip, stride), max(bs, 256 // (clip or 1)),
                          shuffle=False)
            if splits.val is not None and len(splits.val) else None)

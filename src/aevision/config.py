@@ -145,6 +145,38 @@ class TrainConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Batch augmentation (:mod:`aevision.data.augment`), all off by default. Flips and zoomed crops suit
+    natural images and clothing, not digits or text."""
+
+    shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%)
+    rotate: float = 0.0  # max rotation in degrees (either way)
+    scale: float = 0.0  # max relative zoom in or out about the centre (0.1 = 90%..110%; zeros padding)
+    zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back (no padding)
+    hflip: bool = False  # mirror left-right with probability 1/2
+    jitter: float = 0.0  # brightness +-jitter, contrast x(1 +- jitter), per image
+    erase: float = 0.0  # probability of blanking one random rectangle (random erasing / cutout)
+    erase_size: float = 0.4  # its side, as a fraction of the image side, at most
+    noise: float = 0.0  # std of additive Gaussian noise
+
+    def validate(self, prefix: str = "augment") -> None:
+        check(0 <= self.shift <= 0.5, f"{prefix}.shift", self.shift, "a fraction in [0, 0.5]")
+        check(0 <= self.rotate <= 180, f"{prefix}.rotate", self.rotate, "degrees in [0, 180]")
+        check(0 <= self.scale < 1, f"{prefix}.scale", self.scale, "a fraction in [0, 1)")
+        check(self.zoom >= 1.0, f"{prefix}.zoom", self.zoom, "a number >= 1 (1: no zoom)")
+        check(0 <= self.jitter < 1, f"{prefix}.jitter", self.jitter, "a number in [0, 1)")
+        check(0 <= self.erase <= 1, f"{prefix}.erase", self.erase, "a probability in [0, 1]")
+        check(0 < self.erase_size <= 1, f"{prefix}.erase_size", self.erase_size,
+              "a fraction in (0, 1]")
+        check(self.noise >= 0, f"{prefix}.noise", self.noise, "a standard deviation >= 0")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale or self.zoom > 1.0 or self.hflip or self.jitter
+                    or self.erase or self.noise)
+
+
+@dataclass
 class PretrainConfig:
     """Everything ``aevision pretrain`` needs; ``to_dict()`` is written beside every result."""
 
@@ -154,11 +186,19 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     regularizers: list[RegularizerConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # random changes to each training batch, which the model then reconstructs: more distinct images
+    # from a small unlabeled set (crops, mirrors, exposure), not a corruption to undo (see denoising)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         self.data.validate()
         self.train.validate()
+        self.augment.validate()
+        if self.augment.active and self.data.clip_length:
+            raise ConfigError("data.clip_length", self.data.clip_length,
+                              "null when augment is on (augmentation changes each frame of a clip on its "
+                              "own, breaking the motion between them)")
         for i, reg in enumerate(self.regularizers):
             reg.validate(f"regularizers[{i}]")
 

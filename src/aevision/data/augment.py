@@ -1,4 +1,5 @@
-"""Training-time augmentation on whole batches of tensors: one affine warp, flips, erasing, noise.
+"""Training-time augmentation on whole batches of tensors: one affine warp, zoomed crops, flips,
+photometric jitter, erasing, noise.
 
 Batches come from in-memory tensors (:class:`~aevision.data.batches.TensorBatches`), so
 augmentation works on the float batch (N, C, H, W) in [0, 1] as a few tensor ops: every sample
@@ -10,39 +11,12 @@ the training run seeds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.validation import check
-
-
-@dataclass
-class AugmentConfig:
-    """All off by default. Flips suit natural images and clothing, not digits or text."""
-
-    shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%)
-    rotate: float = 0.0  # max rotation in degrees (either way)
-    scale: float = 0.0  # max relative zoom in or out (0.1 = 90%..110%)
-    hflip: bool = False  # mirror left-right with probability 1/2
-    erase: float = 0.0  # probability of blanking one random rectangle (random erasing / cutout)
-    erase_size: float = 0.4  # its side, as a fraction of the image side, at most
-    noise: float = 0.0  # std of additive Gaussian noise
-
-    def validate(self, prefix: str = "augment") -> None:
-        check(0 <= self.shift <= 0.5, f"{prefix}.shift", self.shift, "a fraction in [0, 0.5]")
-        check(0 <= self.rotate <= 180, f"{prefix}.rotate", self.rotate, "degrees in [0, 180]")
-        check(0 <= self.scale < 1, f"{prefix}.scale", self.scale, "a fraction in [0, 1)")
-        check(0 <= self.erase <= 1, f"{prefix}.erase", self.erase, "a probability in [0, 1]")
-        check(0 < self.erase_size <= 1, f"{prefix}.erase_size", self.erase_size,
-              "a fraction in (0, 1]")
-        check(self.noise >= 0, f"{prefix}.noise", self.noise, "a standard deviation >= 0")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.hflip or self.erase or self.noise)
+from aevision.config import AugmentConfig
 
 
 class Augment:
@@ -56,9 +30,14 @@ class Augment:
         cfg = self.cfg
         if cfg.shift or cfg.rotate or cfg.scale:
             x = self.warp(x)
+        if cfg.zoom > 1.0:
+            grid = zoom_grid(x.shape, cfg.zoom, x.device)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if cfg.hflip:
             flip = torch.rand(len(x), device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if cfg.jitter:
+            x = jitter(x, cfg.jitter)
         if cfg.erase:
             x = self.random_erase(x)
         if cfg.noise:
@@ -95,3 +74,27 @@ class Augment:
                & (cols >= left.view(-1, 1, 1)) & (cols < (left + side_w).view(-1, 1, 1)))
         on = (torch.rand(n, device=dev) < self.cfg.erase).view(-1, 1, 1)
         return x.masked_fill((box & on).unsqueeze(1), 0.0)
+
+
+def zoom_grid(shape: torch.Size | tuple[int, ...], zoom: float, device: torch.device | str | None = None
+              ) -> Tensor:
+    """Sampling grid of a random window per sample, of side fraction s in [1/zoom, 1], placed anywhere
+    inside the image: stretched to full size it is a zoomed crop (no padding, aspect kept). Shared by
+    image and image+mask augmentation, so both zoom the same way."""
+    n = shape[0]
+    s = 1.0 / zoom + torch.rand(n, device=device) * (1.0 - 1.0 / zoom)
+    tx = (torch.rand(n, device=device) * 2 - 1) * (1 - s)
+    ty = (torch.rand(n, device=device) * 2 - 1) * (1 - s)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = s, s, tx, ty
+    return F.affine_grid(theta, list(shape), align_corners=False)
+
+
+def jitter(x: Tensor, amount: float) -> Tensor:
+    """Per-image brightness shift in [-amount, amount] and contrast factor in [1 - amount, 1 + amount]
+    about the image's mean, clamped to [0, 1]: photos differ in exposure far more than in content."""
+    n, dev = x.shape[0], x.device
+    bright = (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * amount
+    contrast = 1 + (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * amount
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + bright).clamp_(0, 1)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aevision.data.augment import jitter, zoom_grid
 from aevision.tasks.segmentation.config import AugmentConfig
 
 
@@ -44,22 +45,12 @@ class SegAugment:
         if c.zoom > 1.0:
             x, masks = self._zoom(x, masks)
         if c.jitter > 0:
-            j = c.jitter
-            bright = (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * j
-            contrast = 1 + (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * j
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = ((x - mean) * contrast + mean + bright).clamp_(0, 1)
+            x = jitter(x, c.jitter)
         return x, masks
 
     def _zoom(self, x: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         """Crop a random window of side fraction s in [1/zoom, 1] and stretch it to full size."""
-        n, dev = x.shape[0], x.device
-        s = 1.0 / self.cfg.zoom + torch.rand(n, device=dev) * (1.0 - 1.0 / self.cfg.zoom)
-        tx = (torch.rand(n, device=dev) * 2 - 1) * (1 - s)
-        ty = (torch.rand(n, device=dev) * 2 - 1) * (1 - s)
-        theta = torch.zeros(n, 2, 3, device=dev)
-        theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = s, s, tx, ty
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = zoom_grid(x.shape, self.cfg.zoom, x.device)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         m = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="border",
                           align_corners=False)
