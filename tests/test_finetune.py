@@ -89,7 +89,8 @@ def test_stage_features_pool_and_concatenate():
 def test_augmentation_is_batched_seeded_and_label_preserving():
     x = torch.zeros(6, 1, 16, 16)
     x[:, :, 6:10, 6:10] = 1.0
-    aug = Augment(AugmentConfig(shift=0.2, rotate=15, scale=0.1, erase=1.0, noise=0.05, hflip=True))
+    aug = Augment(AugmentConfig(shift=0.2, rotate=15, scale=0.1, zoom=1.2, jitter=0.1, erase=1.0, noise=0.05,
+                                hflip=True))
     torch.manual_seed(3)
     a = aug(x)
     torch.manual_seed(3)
