@@ -146,8 +146,8 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    """Batch augmentation (:mod:`aevision.data.augment`), all off by default. Flips and zoomed crops suit
-    natural images and clothing, not digits or text."""
+    """Batch augmentation (:mod:`aevision.data.augment`), all off by default. Flips suit natural images and
+    clothing, not digits or text; zoomed crops and jitter suit photos."""
 
     shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%)
     rotate: float = 0.0  # max rotation in degrees (either way)
@@ -186,8 +186,8 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     regularizers: list[RegularizerConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
-    # random changes to each training batch, which the model then reconstructs: more distinct images
-    # from a small unlabeled set (crops, mirrors, exposure), not a corruption to undo (see denoising)
+    # random changes to each training batch, which the model then reconstructs (new images to learn
+    # from, not a corruption to undo: that is the denoising regularizer)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:

@@ -92,7 +92,8 @@ def zoom_grid(shape: torch.Size | tuple[int, ...], zoom: float, device: torch.de
 
 def jitter(x: Tensor, amount: float) -> Tensor:
     """Per-image brightness shift in [-amount, amount] and contrast factor in [1 - amount, 1 + amount]
-    about the image's mean, clamped to [0, 1]: photos differ in exposure far more than in content."""
+    about the image's mean, clamped to [0, 1]: the same scene under another exposure, so that a model
+    learns what is in a photo rather than how bright it was taken."""
     n, dev = x.shape[0], x.device
     bright = (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * amount
     contrast = 1 + (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * amount
