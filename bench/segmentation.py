@@ -260,6 +260,12 @@ def finished(folder: Path, config: dict[str, Any], summary: str) -> dict[str, An
     return done if done.get("bench_config") == config else None
 
 
+def finished_key(folder: Path) -> dict[str, Any] | None:
+    """The key of the run last finished in ``folder``, if any."""
+    path = folder / "bench.json"
+    return json.loads(path.read_text()).get("bench_config") if path.is_file() else None
+
+
 def run_key(config: dict[str, Any], runs: Path, **extra: Any) -> dict[str, Any]:
     """What makes a finished run reusable: its config with paths relative to ``runs``, so that a
     runs folder copied or moved elsewhere is still read back."""
@@ -284,9 +290,13 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     if done is not None:
         return str(out), done["seconds"], done["cpu_seconds"]
     # the segmenters of this seed were trained around the autoencoder about to be replaced (their
-    # keys name its folder, not its config): they are stale, whatever their own config says
+    # keys name its folder, not its config): they are stale, whatever their own config says. Except
+    # the scratch ones where the replaced autoencoder had the same architecture and data: they take
+    # only that from it (a change to its training, e.g. augmentation, leaves them as they were)
+    replaced = finished_key(out)
+    same_network = replaced is not None and all(replaced.get(k) == key[k] for k in ("model", "dataset"))
     for stale in out.parent.glob("*/bench.json"):
-        if stale.parent != out:
+        if stale.parent != out and not (same_network and stale.parent.name.endswith("-scratch")):
             stale.unlink()
     # a killed bench resumes the autoencoder from its last checkpoint (the engine makes that give the
     # uninterrupted run's weights), but only one started under this very key: the data and flips

@@ -231,3 +231,33 @@ def test_autoencoder_augmentation_reaches_the_run_and_its_key_only_when_set(benc
         "zoom": 1.3, "jitter": 0.1}
     summary = json.loads((Path(out) / "summary.json").read_text())
     assert summary["config"]["augment"]["zoom"] == 1.3 and summary["config"]["augment"]["jitter"] == 0.1
+
+
+def test_a_replaced_autoencoder_drops_its_segmenters_but_keeps_scratch_ones_of_the_same_network(
+        bench, monkeypatch, tmp_path):
+    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
+    cfg["data"].update(n_train=32, n_test=8, size=16)
+    cfg["autoencoder"]["model"]["channels"] = [4, 8]
+    cfg["autoencoder"]["train"]["epochs"] = 1
+    data = bench.dataset("shapes-seg", cfg, None)
+    monkeypatch.setattr(bench, "segment", lambda config, data: SimpleNamespace(metrics={
+        "miou": 0.5, "iou": {"circle": 0.4}, "mean_dice": 0.6, "pixel_accuracy": 0.9}))
+    seed = tmp_path / "shapes-seg" / "seed0"
+
+    def around(config: dict) -> set[str]:
+        """Train the autoencoder, then the segmenters that are not finished around it: which ran."""
+        encoder, _, _ = bench.pretrain_encoder("shapes-seg", config, data, 0, tmp_path)
+        fresh = {i for i in ("pretrained", "scratch") if not (seed / f"10-{i}" / "bench.json").exists()}
+        for init in ("pretrained", "scratch"):
+            bench.run_segment("shapes-seg", config, data, 0, tmp_path, encoder=encoder, init=init, labels=10)
+        return fresh
+
+    assert around(cfg) == {"pretrained", "scratch"}
+    assert around(cfg) == set()  # all finished: read back
+    def changed(config: dict, assignment: str) -> dict:
+        return bench.override({"shapes-seg": config}, f"shapes-seg.{assignment}")["shapes-seg"]
+
+    augmented = changed(cfg, "autoencoder.augment={jitter: 0.1}")
+    assert around(augmented) == {"pretrained"}  # same network, other weights: scratch stays
+    wider = changed(augmented, "autoencoder.model.channels=[4, 12]")
+    assert around(wider) == {"pretrained", "scratch"}  # another network: both retrain
