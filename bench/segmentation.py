@@ -250,20 +250,17 @@ def load(name: str, cfg: dict[str, Any], root: str | None) -> SegSplits:
     return data
 
 
+def last_finished(folder: Path, summary: str) -> dict[str, Any] | None:
+    """The summary of the run last finished in ``folder``, whatever its config, else None."""
+    path = folder / summary
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def finished(folder: Path, config: dict[str, Any], summary: str) -> dict[str, Any] | None:
     """The summary of a run already finished in ``folder`` with exactly ``config`` (a killed bench
     picks up where it stopped), else None."""
-    path = folder / summary
-    if not path.is_file():
-        return None
-    done = json.loads(path.read_text())
-    return done if done.get("bench_config") == config else None
-
-
-def finished_key(folder: Path) -> dict[str, Any] | None:
-    """The key of the run last finished in ``folder``, if any."""
-    path = folder / "bench.json"
-    return json.loads(path.read_text()).get("bench_config") if path.is_file() else None
+    done = last_finished(folder, summary)
+    return done if done is not None and done.get("bench_config") == config else None
 
 
 def run_key(config: dict[str, Any], runs: Path, **extra: Any) -> dict[str, Any]:
@@ -286,14 +283,14 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
               **({"augment": ae["augment"]} if ae.get("augment") else {})}
     # the data are passed in, not configured: their options (e.g. n_train) belong to the key too
     key = run_key(config, runs, flips=ae.get("flips", False), dataset=cfg["data"])
-    done = finished(out, key, "bench.json")
-    if done is not None:
-        return str(out), done["seconds"], done["cpu_seconds"]
+    last = last_finished(out, "bench.json")
+    if last is not None and last.get("bench_config") == key:
+        return str(out), last["seconds"], last["cpu_seconds"]
     # the segmenters of this seed were trained around the autoencoder about to be replaced (their
     # keys name its folder, not its config): they are stale, whatever their own config says. Except
     # the scratch ones where the replaced autoencoder had the same architecture and data: they take
     # only that from it (a change to its training, e.g. augmentation, leaves them as they were)
-    replaced = finished_key(out)
+    replaced = (last or {}).get("bench_config")
     same_network = replaced is not None and all(replaced.get(k) == key[k] for k in ("model", "dataset"))
     for stale in out.parent.glob("*/bench.json"):
         if stale.parent != out and not (same_network and stale.parent.name.endswith("-scratch")):
