@@ -247,14 +247,18 @@ CODEC = ("codec", (3, 16, 16), {"channels": 8, "code_channels": 6, "stages": 2})
     (("dense", (1, 4, 4), {"code_dim": 4, "code_activation": "sigmoid"}), {"name": "kl"}),
     (CODEC, {"name": "factorized", "weight": 0.01}),
     (CODEC, {"name": "hyperprior", "weight": 0.01, "channels": 5}),
-], ids=lambda v: v["name"] if isinstance(v, dict) else v[0])
+    # clips of 4 frames: the term needs frame order
+    (("dsae", (3, 32, 24), {"channels": [8], "keypoints": 5, "downsample": 4}, 4), {"name": "smoothness"}),
+    # the VAE brings its Gaussian latent (reparameterisation noise + KL) itself
+    (("vae", (1, 8, 8), {"hidden": [16], "code_dim": 4}), None),
+], ids=lambda v: (v or {"name": "gaussian"})["name"] if not isinstance(v, tuple) else v[0])
 def test_train_compile_gives_the_eager_terms_and_gradients(model, regularizer):
     """``train.compile=true`` with each regularizer (AOTAutograd tracing, without Inductor's code
     generation, to stay fast): same loss terms and gradients as the eager model."""
-    arch, shape, options = model
+    arch, shape, options, *clip = model
     torch.manual_seed(0)
-    m = build_model(arch, shape, options, [regularizer]).train()
-    x = torch.rand(8, *shape)
+    m = build_model(arch, shape, options, [regularizer] if regularizer else []).train()
+    x = torch.rand(2 if clip else 8, *clip, *shape)
     torch.manual_seed(1)
     eager = m(x)
     eager["loss"].backward()
