@@ -6,7 +6,9 @@ a fresh child process (so peak RSS is per model) alternates a plain PyTorch loop
 Trainer (Fabric, TensorBatches, checkpoints, NaN guard, logging) on the same random data, and
 reports images/s (median of timed epochs; epoch 1 is warm-up), their ratio, peak RSS and the
 fraction of step time spent waiting for data. Also: ``encode`` of 60k MNIST-sized images with the
-default conv encoder, and the contractive penalty's cost (stochastic JVP vs exact Jacobian).
+default conv encoder, the contractive penalty's cost (stochastic JVP vs exact Jacobian), and the
+peak RSS of ``aevision pretrain`` on real MNIST (from ``--data-root`` / ``$AEVISION_DATA``; skipped,
+with the reason, where MNIST is not there).
 
     python bench/throughput.py                 # everything, writes bench/results/throughput.json
     python bench/throughput.py --model M1      # one model, JSON on stdout
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,8 @@ from aevision.api import machine_info  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer  # noqa: E402
+from aevision.engine.resources import peak_rss_mib  # noqa: E402
+from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
 
@@ -188,7 +191,7 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
         "model": name, "variant": variant_name, "n": n, "batch": batch, "epochs": epochs,
         "images_per_s": round(ours, 1), "plain_torch_images_per_s": round(plain, 1),
         "ratio_vs_plain_torch": round(ours / plain, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "data_wait_fraction": round(statistics.median(rounds["wait"]), 4),
         "rounds": {k: [round(v, 4) for v in vs] for k, vs in rounds.items()},
     }
@@ -256,6 +259,27 @@ def encode_60k(device: str = "cpu") -> float:
     return round(time.perf_counter() - t, 3)
 
 
+def pretrain_mnist(root: str | None) -> dict:
+    """Peak RSS of ``aevision pretrain`` on MNIST (the default conv model, its default batch and
+    validation split, three epochs): the issue's memory bar is 1.5 GB for the whole process."""
+    from aevision.api import pretrain
+    from aevision.config import DataConfig
+    from aevision.data import load_dataset
+
+    torch.set_num_threads(THREADS)
+    data = DataConfig(name="mnist", root=root)
+    try:
+        splits = load_dataset(data, seed=0)
+    except AevisionError as e:  # no MNIST here (and offline): say so in the results
+        return {"skipped": str(e)}
+    with tempfile.TemporaryDirectory() as out:
+        pretrain({"data": {"name": "mnist", "root": root}, "seed": 0, "train": {"epochs": 3},
+                  "output_dir": out}, data=splits)
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    return {"peak_rss_mib": summary["peak_rss_mib"], "train_images": len(splits.train), "epochs": 3,
+            "wall_seconds": summary["wall_seconds"], "under_1.5_GB": summary["peak_rss_mib"] * 2**20 < 1.5e9}
+
+
 def json_child(python: str, script: Path, args: list[str]) -> dict:
     """The last JSON line a script prints (ours and the peers' print one), or the error."""
     p = subprocess.run([python, str(script), *args], capture_output=True, text=True)
@@ -308,7 +332,9 @@ def main() -> None:
                     help="with --device cuda: the comma-separated variants to run (default: all)")
     ap.add_argument("--models-only", action="store_true",
                     help="skip the contractive-cost and encode parts")
-    ap.add_argument("--part", choices=["contractive", "encode"])
+    ap.add_argument("--part", choices=["contractive", "encode", "pretrain-mnist"])
+    ap.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"),
+                    help="where MNIST is, for the pretraining memory part (default $AEVISION_DATA)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", help="results file (default bench/results/throughput.json; with "
                                   "--device cuda, bench/results/throughput_gpu/throughput_gpu.json)")
@@ -332,6 +358,9 @@ def main() -> None:
         return
     if a.part == "encode":
         print(json.dumps({"encode_mnist_60k_s": encode_60k(a.device)}))
+        return
+    if a.part == "pretrain-mnist":
+        print(json.dumps({"pretrain_mnist": pretrain_mnist(a.data_root)}))
         return
     results = Path(__file__).parent / "results"
     default = results / "throughput_gpu" / "throughput_gpu.json" if gpu else results / "throughput.json"
@@ -358,6 +387,9 @@ def main() -> None:
     if not a.models_only:
         result["contractive_cost"] = child(["--part", "contractive", *device_args])
         result.update(child(["--part", "encode", *device_args]))
+        if not gpu:
+            root = ["--data-root", a.data_root] if a.data_root else []
+            result.update(child(["--part", "pretrain-mnist", *root]))
     if a.peers:
         peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
         result["peers"] = peers

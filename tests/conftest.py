@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import struct
 import sys
 from pathlib import Path
 
@@ -60,3 +61,19 @@ def tiny_config(out_dir, **overrides):
         else:
             cfg[section] = value
     return cfg
+
+
+def fake_mnist(root: Path, folder: str = "MNIST", n_train: int = 20, n_test: int = 10) -> None:
+    """MNIST's files in torchvision's layout (``root/MNIST/raw/*-ubyte``), random pixels."""
+    raw = Path(root) / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    magic = 0x0800 | array.ndim  # unsigned bytes, then the number of dimensions
+    dims = b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(struct.pack(">I", magic) + dims + array.tobytes())

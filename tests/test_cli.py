@@ -32,6 +32,8 @@ def test_pretrain_writes_model_config_and_summary(trained):
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["config"]["train"]["epochs"] == 2
     assert len(summary["fit"]["history"]) == 2
+    # the process's peak memory, what a user sizes a machine by: at least the loaded torch
+    assert summary["peak_rss_mib"] > 100
 
 
 def test_pretrain_from_yaml_and_resume(tmp_path, capsys):

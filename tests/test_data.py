@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from aevision.data import labelled_subset, load_dataset
 from aevision.data.batches import TensorBatches
 from aevision.data.folder import load_folder
 from aevision.errors import AevisionError, ConfigError, DataError
+from conftest import fake_mnist
 
 
 def test_digits_splits_are_deterministic_and_disjoint():
@@ -42,24 +41,8 @@ def test_unknown_dataset_and_option():
         load_dataset(DataConfig(name="digits", options={"colour": 1}), 0)
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    dims = array.shape
-    magic = 0x0800 | len(dims)
-    data = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + array.tobytes()
-    path.write_bytes(data)
-
-
-def _fake_mnist(root, folder="MNIST", n_train=20, n_test=10):
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
-
-
 def test_mnist_reads_torchvision_layout_from_data_root(tmp_path):
-    _fake_mnist(tmp_path)
+    fake_mnist(tmp_path)
     s = load_dataset(DataConfig(name="mnist", root=str(tmp_path), download=False, val_fraction=0.0), 0)
     assert s.train.image_shape == (1, 28, 28) and len(s.train) == 20 and len(s.test) == 10
     assert s.train.labels.tolist() == [i % 10 for i in range(20)]

@@ -26,7 +26,7 @@ from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import float_batches
 from aevision.engine import FitResult, Trainer, seed_everything
-from aevision.engine.resources import limit_memory
+from aevision.engine.resources import limit_memory, peak_rss_mib
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
@@ -101,6 +101,7 @@ def pretrain(
             **provenance,
             "fit": fit.to_dict(),
             "wall_seconds": round(time.time() - started, 3),
+            "peak_rss_mib": peak_rss_mib(),  # the whole process: data, model and training
             "machine": machine_info(),
         })
     return PretrainResult(model, out_dir, fit, cfg, splits, trainer.fabric.global_rank)

@@ -9,6 +9,7 @@ reports as a one-line error.
 from __future__ import annotations
 
 import logging
+import sys
 
 import torch
 
@@ -59,3 +60,14 @@ def data_segment_bytes() -> int | None:
     except OSError:
         pass
     return None
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where POSIX ``getrusage`` is
+    missing): what a user sizes a machine by, recorded with each run's timing."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
