@@ -332,7 +332,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(GPU_VARIANTS),
                     help="with --device cuda: the comma-separated variants to run (default: all)")
     ap.add_argument("--models-only", action="store_true",
-                    help="skip the contractive-cost and encode parts")
+                    help="skip the contractive-cost, encode and MNIST-pretraining parts")
     ap.add_argument("--part", choices=["contractive", "encode", "pretrain-mnist"])
     ap.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"),
                     help="where MNIST is, for the pretraining memory part (default $AEVISION_DATA)")
