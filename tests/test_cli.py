@@ -46,6 +46,16 @@ def test_pretrain_from_yaml_and_resume(tmp_path, capsys):
     assert "2 epochs" in capsys.readouterr().out
 
 
+def test_overrides_on_both_sides_of_an_option_all_apply(tmp_path):
+    # argparse alone fills the overrides from the first run of them and rejects the rest
+    out = tmp_path / "m"
+    assert main([*PRETRAIN, "--epochs", "1", "model.code_dim=6", "-o", str(out), "train.lr=0.002",
+                 "model.code_dim=7"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["train"]["lr"] == 0.002
+    assert summary["config"]["model"]["code_dim"] == 7  # in order: the later one wins
+
+
 def test_encode_to_npy_and_safetensors(trained, tmp_path):
     npy = tmp_path / "f.npy"
     assert main(["encode", str(trained), "--dataset", "digits", "--split", "test", "-o", str(npy)]) == 0
@@ -97,6 +107,9 @@ def test_listing_commands(capsys):
     (["encode", "{model}", "-o", "f.npy"], "no input"),
     (["reconstruct", "{model}", "--dataset", "digits", "-n", "0", "-o", "g.png"], "--num: got 0"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["pretrain", "train.epochs=1", "-o", "{tmp}/x", "stray"], "unrecognized arguments: stray"),
+    (["encode", "{model}", "--dataset", "digits", "-o", "f.npy", "train.epochs=1"],
+     "unrecognized arguments: train.epochs=1"),
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, message, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -7,6 +7,7 @@ user can fix print one line and exit with status 2; nothing prints a traceback u
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
@@ -33,6 +34,19 @@ def build_parser() -> Parser:
     return parser
 
 
+def take_overrides(parser: Parser, args: argparse.Namespace, extra: list[str]) -> None:
+    """argparse fills a ``nargs="*"`` positional from one run of arguments only, so in
+    ``pretrain model.name=conv -o runs/x train.epochs=5`` the override after the option came back
+    unrecognized; a command with KEY=VALUE overrides takes them wherever they stand, in order."""
+    if not extra:
+        return
+    if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+        return
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("lightning").setLevel(logging.WARNING)
@@ -41,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("AEVISION_DEBUG") == "1"
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        take_overrides(parser, args, extra)
         if not getattr(args, "run", None):
             parser.print_help()
             return 2
