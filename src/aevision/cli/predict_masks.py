@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from aevision.cli.common import Parser
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     seg = load_segmenter(args.segmenter, args.device)
     done = predict_files(seg, args.inputs, args.out, overlays=not args.no_overlays, device=args.device)
-    print(f"wrote {len(done)} masks to {args.out}/masks"
-          + ("" if args.no_overlays else f" and overlays to {args.out}/overlays"))
+    out = Path(args.out)
+    print(f"wrote {len(done)} masks to {out / 'masks'}"
+          + ("" if args.no_overlays else f" and overlays to {out / 'overlays'}"))
     return 0
