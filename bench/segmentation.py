@@ -72,8 +72,13 @@ from reuse import resumable  # noqa: E402
 CONFIG: dict[str, Any] = {
     "shapes-seg": {
         # 6000 training images: with 2000, all-mask training reached 0.83 mIoU on validation
-        # images carved from the training stream; with 6000 (same 30 epochs), 0.92
-        "data": {"name": "shapes-seg", "n_train": 6000, "n_test": 500, "size": 32, "val_fraction": 0.0},
+        # images carved from the training stream; with 6000 (same 30 epochs), 0.92. Then 18000, with
+        # the autoencoder's epochs cut from 80 to 27 so that it sees as many images as before: more
+        # unlabelled images, the same pretraining compute. On the 600 validation images (3 seeds,
+        # rule fixed beforehand: adopt iff the 10-mask gain over scratch is >= 1 point above the
+        # base's +5.4 and 50 masks are not worse) 10 masks 0.463 vs scratch 0.384 (+8.0; per seed
+        # +14.5, +6.5, +2.9), 50 masks 0.576 vs 0.442, so adopted
+        "data": {"name": "shapes-seg", "n_train": 18000, "n_test": 500, "size": 32, "val_fraction": 0.0},
         # the whole U-Net pretrained to inpaint (a 'unet' autoencoder, denoising with blocks), not
         # only its encoder: on 600 validation images carved from the training images (3 seeds, the
         # rule fixed beforehand), 10 masks 0.442 vs scratch 0.391 mIoU, 50 masks 0.514 vs 0.433;
@@ -88,7 +93,7 @@ CONFIG: dict[str, Any] = {
         "autoencoder": {
             "model": {"name": "unet", "channels": [16, 32, 64, 128]},
             "regularizers": [{"name": "denoising", "noise": "blocks"}],
-            "train": {"epochs": 80, "batch_size": 64, "lr": 2e-3},
+            "train": {"epochs": 27, "batch_size": 64, "lr": 2e-3},  # 27 x 18000 ~ 80 x 6000 images
         },
         "segment": {
             "decoder": {"stem_channels": 16},
