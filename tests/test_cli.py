@@ -56,6 +56,15 @@ def test_overrides_on_both_sides_of_an_option_all_apply(tmp_path):
     assert summary["config"]["model"]["code_dim"] == 7  # in order: the later one wins
 
 
+def test_images_on_both_sides_of_an_option_are_all_read(trained, tmp_path):
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    npy = tmp_path / "f.npy"
+    assert main(["encode", str(trained), str(tmp_path / "0.png"), "--batch-size", "4",
+                 str(tmp_path / "1.png"), "-o", str(npy)]) == 0
+    assert np.load(npy).shape[0] == 2
+
+
 def test_encode_to_npy_and_safetensors(trained, tmp_path):
     npy = tmp_path / "f.npy"
     assert main(["encode", str(trained), "--dataset", "digits", "--split", "test", "-o", str(npy)]) == 0
@@ -108,8 +117,7 @@ def test_listing_commands(capsys):
     (["reconstruct", "{model}", "--dataset", "digits", "-n", "0", "-o", "g.png"], "--num: got 0"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["pretrain", "train.epochs=1", "-o", "{tmp}/x", "stray"], "unrecognized arguments: stray"),
-    (["encode", "{model}", "--dataset", "digits", "-o", "f.npy", "train.epochs=1"],
-     "unrecognized arguments: train.epochs=1"),
+    (["reconstruct", "{model}", "-n", "2", "-o", "g.png", "--seed", "1", "-x"], "unrecognized arguments: -x"),
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, message, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -34,16 +34,24 @@ def build_parser() -> Parser:
     return parser
 
 
-def take_overrides(parser: Parser, args: argparse.Namespace, extra: list[str]) -> None:
-    """argparse fills a ``nargs="*"`` positional from one run of arguments only, so in
-    ``pretrain model.name=conv -o runs/x train.epochs=5`` the override after the option came back
-    unrecognized; a command with KEY=VALUE overrides takes them wherever they stand, in order."""
+# each command's open-ended positional list (at most one per command): images, or KEY=VALUE overrides
+LIST_POSITIONALS = ("inputs", "overrides", "items")
+
+
+def take_stray_positionals(parser: Parser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Python < 3.13's argparse fills a ``nargs="*"`` positional from one run of arguments only (and
+    a ``"+"`` one from one run after the first): in ``pretrain model.name=conv -o runs/x
+    train.epochs=5`` or ``encode runs/ae --batch-size 64 photos/`` the argument after the option
+    came back unrecognized. The command's list takes them wherever they stand, in order; overrides
+    must still look like KEY=VALUE."""
     if not extra:
         return
-    if isinstance(getattr(args, "overrides", None), list) and all(
-            "=" in a and not a.startswith("-") for a in extra):
-        args.overrides = [*args.overrides, *extra]
-        return
+    for dest in LIST_POSITIONALS:
+        have = getattr(args, dest, None)
+        if isinstance(have, list) and all(
+                not a.startswith("-") and (dest != "overrides" or "=" in a) for a in extra):
+            setattr(args, dest, [*have, *extra])
+            return
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
 
@@ -56,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        take_overrides(parser, args, extra)
+        take_stray_positionals(parser, args, extra)
         if not getattr(args, "run", None):
             parser.print_help()
             return 2
