@@ -31,9 +31,9 @@ as test runs, and the claims are only judged on the test split.
 
 Runs (each autoencoder, then the segmenters around it) go to ``--jobs`` worker processes as soon as
 what they need is done; a killed bench, run again with the same ``--runs``, reads its finished runs
-back and resumes an unfinished autoencoder from its last checkpoint; ``--keep`` reads a dataset's
-runs back from the results file when its config there is the current one, and ``provenance`` says
-which command, time and machine each dataset's runs come from.
+back and resumes each unfinished autoencoder or segmenter from its last checkpoint; ``--keep`` reads
+a dataset's runs back from the results file when its config there is the current one, and
+``provenance`` says which command, time and machine each dataset's runs come from.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from aevision.data.segset import SegSplits  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
-from reuse import resumable  # noqa: E402
+from reuse import STARTED, resumable  # noqa: E402
 
 # Everything a run depends on; written to the results file. Chosen on validation images only.
 CONFIG: dict[str, Any] = {
@@ -303,9 +303,10 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     # only that from it (a change to its training, e.g. augmentation, leaves them as they were)
     replaced = (last or {}).get("bench_config")
     same_network = replaced is not None and all(replaced.get(k) == key[k] for k in ("model", "dataset"))
-    for stale in out.parent.glob("*/bench.json"):
-        if stale.parent != out and not (same_network and stale.parent.name.endswith("-scratch")):
-            stale.unlink()
+    for stale in out.parent.glob("*"):  # nothing when the folder is new
+        if stale.is_dir() and stale != out and not (same_network and stale.name.endswith("-scratch")):
+            (stale / "bench.json").unlink(missing_ok=True)
+            (stale / STARTED).unlink(missing_ok=True)  # nor is an unfinished one resumed
     # a killed bench resumes the autoencoder from its last checkpoint (the engine makes that give the
     # uninterrupted run's weights), but only one started under this very key: the data and flips
     # are not in the checkpoint's own config, so the engine's own check cannot see them change
@@ -346,12 +347,17 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
     done = finished(Path(config["output_dir"]), key, "bench.json")
     if done is not None:
         return done["result"]
+    # a killed bench resumes an unfinished segmenter from its last checkpoint too (started under this
+    # very key, so around this very autoencoder: pretrain_encoder forgets the runs it replaces)
+    resume = resumable(Path(config["output_dir"]), key)
     t0, c0 = time.time(), time.process_time()
-    result = segment(config, data=data)
+    result = segment(config, data=data, resume=resume)
     m = result.metrics
     out = {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
            "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
            "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+    if result.fit.resumed_from is not None:  # as for the autoencoder: the whole run's training time
+        out.update(seconds=round(result.fit.train_seconds, 1), cpu_seconds=None, resumed=True)
     write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": key, "result": out})
     return out
 

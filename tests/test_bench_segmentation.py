@@ -21,10 +21,11 @@ def test_finished_runs_are_read_back_from_a_moved_folder_and_only_for_the_same_c
         bench, monkeypatch, tmp_path):
     trained: list[str] = []
 
-    def fake_segment(config, data):
+    def fake_segment(config, data, resume):
         trained.append(config["output_dir"])
         return SimpleNamespace(metrics={"miou": 0.5 + len(trained) / 100, "iou": {"circle": 0.4},
-                                        "mean_dice": 0.6, "pixel_accuracy": 0.9})
+                                        "mean_dice": 0.6, "pixel_accuracy": 0.9},
+                               fit=SimpleNamespace(resumed_from=None))
 
     monkeypatch.setattr(bench, "segment", fake_segment)
     cfg = bench.CONFIG["shapes-seg"]
@@ -215,6 +216,52 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
     assert "resumed" not in record and record["cpu_seconds"] is not None
 
 
+def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the_same_autoencoder(
+        bench, monkeypatch, tmp_path):
+    from aevision.engine.loop import Trainer
+    from aevision.io import read_safetensors
+
+    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
+    cfg["data"].update(n_train=64, n_test=8, size=16)
+    cfg["autoencoder"]["model"]["channels"] = [4, 8]
+    cfg["autoencoder"]["train"]["epochs"] = 1
+    cfg["few"].update(epochs=3, freeze_epochs=1)  # the kill falls after the frozen epoch
+    data = bench.dataset("shapes-seg", cfg, None)
+    train_epoch = Trainer._train_epoch
+
+    def segmenter(config: dict, runs: Path) -> tuple[dict, Path]:
+        encoder, _, _ = bench.pretrain_encoder("shapes-seg", config, data, 0, runs)
+        result = bench.run_segment("shapes-seg", config, data, 0, runs, encoder=encoder, init="pretrained",
+                                   labels=10)
+        return result, runs / "shapes-seg" / "seed0" / "10-pretrained"
+
+    def killed(config: dict, runs: Path) -> None:
+        """A run that dies as its epoch 2 starts (after the checkpoints of epochs 0 and 1)."""
+        def train(self, *args, **kwargs):
+            if args[5] == 2 and "10-pretrained" in str(self.out_dir):
+                raise KeyboardInterrupt
+            return train_epoch(self, *args, **kwargs)
+
+        monkeypatch.setattr(Trainer, "_train_epoch", train)
+        with pytest.raises(KeyboardInterrupt):
+            segmenter(config, runs)
+        monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+
+    ref, ref_dir = segmenter(cfg, tmp_path / "ref")
+    killed(cfg, tmp_path / "killed")
+    result, out = segmenter(cfg, tmp_path / "killed")
+    assert result["resumed"] is True and result["cpu_seconds"] is None and result["seconds"] > 0
+    assert result["miou"] == ref["miou"]
+    want, got = (read_safetensors(d / "model.safetensors") for d in (ref_dir, out))
+    assert set(got) == set(want) and all((got[k] == want[k]).all() for k in want)
+
+    # killed around one autoencoder, re-run around a retrained one: starts afresh
+    killed(cfg, tmp_path / "other")
+    retrained = bench.override({"shapes-seg": cfg}, "shapes-seg.autoencoder.augment={jitter: 0.1}")
+    result, _ = segmenter(retrained["shapes-seg"], tmp_path / "other")
+    assert "resumed" not in result and result["cpu_seconds"] is not None
+
+
 def test_autoencoder_augmentation_reaches_the_run_and_its_key_only_when_set(bench, tmp_path):
     cfg = bench.quick(bench.CONFIG)["shapes-seg"]
     cfg["data"].update(n_train=32, n_test=8, size=16)
@@ -240,8 +287,9 @@ def test_a_replaced_autoencoder_drops_its_segmenters_but_keeps_scratch_ones_of_t
     cfg["autoencoder"]["model"]["channels"] = [4, 8]
     cfg["autoencoder"]["train"]["epochs"] = 1
     data = bench.dataset("shapes-seg", cfg, None)
-    monkeypatch.setattr(bench, "segment", lambda config, data: SimpleNamespace(metrics={
-        "miou": 0.5, "iou": {"circle": 0.4}, "mean_dice": 0.6, "pixel_accuracy": 0.9}))
+    monkeypatch.setattr(bench, "segment", lambda config, data, resume: SimpleNamespace(metrics={
+        "miou": 0.5, "iou": {"circle": 0.4}, "mean_dice": 0.6, "pixel_accuracy": 0.9},
+        fit=SimpleNamespace(resumed_from=None)))
     seed = tmp_path / "shapes-seg" / "seed0"
 
     def around(config: dict) -> set[str]:
