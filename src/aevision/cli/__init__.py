@@ -39,11 +39,12 @@ LIST_POSITIONALS = ("inputs", "overrides", "items")
 
 
 def take_stray_positionals(parser: Parser, args: argparse.Namespace, extra: list[str]) -> None:
-    """argparse fills a ``nargs="*"`` positional from one run of arguments only (and a ``"+"`` one
-    from one run after the first; cpython gh-87139, closed as not planned): in ``pretrain
-    model.name=conv -o runs/x train.epochs=5`` or ``encode runs/ae --batch-size 64 photos/`` the
-    argument after the option came back unrecognized. The command's list takes them wherever they
-    stand, in order; overrides must still look like KEY=VALUE."""
+    """argparse fills a ``nargs="*"`` positional from one run of arguments only (cpython gh-87139,
+    closed as not planned; gh-59317 fixed, in newer Pythons, only a list left empty by the first
+    run): in ``pretrain model.name=conv -o runs/x train.epochs=5`` or, on Python 3.11, ``encode
+    runs/ae --batch-size 64 photos/`` the argument after the option came back unrecognized. The
+    command's list takes them wherever they stand, in order; overrides must still look like
+    KEY=VALUE."""
     if not extra:
         return
     for dest in LIST_POSITIONALS:
