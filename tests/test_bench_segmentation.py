@@ -17,6 +17,17 @@ def bench(bench_script):
     return bench_script("segmentation")
 
 
+def tiny(bench, n_train: int, ae_epochs: int | None = 1) -> dict:
+    """The quick shapes-seg config shrunk to seconds: 16-px images, a two-stage autoencoder trained
+    for ``ae_epochs`` (None: the quick config's)."""
+    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
+    cfg["data"].update(n_train=n_train, n_test=8, size=16)
+    cfg["autoencoder"]["model"]["channels"] = [4, 8]
+    if ae_epochs is not None:
+        cfg["autoencoder"]["train"]["epochs"] = ae_epochs
+    return cfg
+
+
 def test_finished_runs_are_read_back_from_a_moved_folder_and_only_for_the_same_config(
         bench, monkeypatch, tmp_path):
     trained: list[str] = []
@@ -172,9 +183,7 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
     from aevision.engine.loop import Trainer
     from aevision.io import read_safetensors
 
-    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
-    cfg["data"].update(n_train=64, n_test=8, size=16)
-    cfg["autoencoder"]["model"]["channels"] = [4, 8]
+    cfg = tiny(bench, 64, ae_epochs=None)  # two epochs: the kill falls between them
     data = bench.dataset("shapes-seg", cfg, None)
     train_epoch = Trainer._train_epoch
 
@@ -221,10 +230,7 @@ def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the
     from aevision.engine.loop import Trainer
     from aevision.io import read_safetensors
 
-    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
-    cfg["data"].update(n_train=64, n_test=8, size=16)
-    cfg["autoencoder"]["model"]["channels"] = [4, 8]
-    cfg["autoencoder"]["train"]["epochs"] = 1
+    cfg = tiny(bench, 64)
     cfg["few"].update(epochs=3, freeze_epochs=1)  # the kill falls after the frozen epoch
     data = bench.dataset("shapes-seg", cfg, None)
     train_epoch = Trainer._train_epoch
@@ -263,10 +269,7 @@ def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the
 
 
 def test_autoencoder_augmentation_reaches_the_run_and_its_key_only_when_set(bench, tmp_path):
-    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
-    cfg["data"].update(n_train=32, n_test=8, size=16)
-    cfg["autoencoder"]["model"]["channels"] = [4, 8]
-    cfg["autoencoder"]["train"]["epochs"] = 1
+    cfg = tiny(bench, 32)
     data = bench.dataset("shapes-seg", cfg, None)
     plain, _, _ = bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "plain")
     # without the option the key is the one written before it existed: finished runs are still read back
@@ -282,10 +285,7 @@ def test_autoencoder_augmentation_reaches_the_run_and_its_key_only_when_set(benc
 
 def test_a_replaced_autoencoder_drops_its_segmenters_but_keeps_scratch_ones_of_the_same_network(
         bench, monkeypatch, tmp_path):
-    cfg = bench.quick(bench.CONFIG)["shapes-seg"]
-    cfg["data"].update(n_train=32, n_test=8, size=16)
-    cfg["autoencoder"]["model"]["channels"] = [4, 8]
-    cfg["autoencoder"]["train"]["epochs"] = 1
+    cfg = tiny(bench, 32)
     data = bench.dataset("shapes-seg", cfg, None)
     monkeypatch.setattr(bench, "segment", lambda config, data, resume: SimpleNamespace(metrics={
         "miou": 0.5, "iou": {"circle": 0.4}, "mean_dice": 0.6, "pixel_accuracy": 0.9},
