@@ -66,6 +66,12 @@ def resumable(out_dir: Path, key: dict[str, Any]) -> bool:
     return resume
 
 
+def forget(out_dir: Path) -> None:
+    """Keep :func:`resumable` from resuming the unfinished run in ``out_dir``: for a run whose inputs
+    changed in a way its key cannot see (a bench retrained the model it was built around)."""
+    (out_dir / STARTED).unlink(missing_ok=True)
+
+
 def fingerprint(images: torch.Tensor) -> str:
     """SHA-256 of a tensor's contents: the training data's part of a :func:`resumable` key."""
     return hashlib.sha256(images.contiguous().numpy()).hexdigest()  # no copy of the bytes

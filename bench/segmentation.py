@@ -66,7 +66,7 @@ from aevision.data.segset import SegSplits  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
-from reuse import STARTED, resumable  # noqa: E402
+from reuse import forget, resumable  # noqa: E402
 
 # Everything a run depends on; written to the results file. Chosen on validation images only.
 CONFIG: dict[str, Any] = {
@@ -306,7 +306,7 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     for stale in out.parent.glob("*"):  # nothing when the folder is new
         if stale.is_dir() and stale != out and not (same_network and stale.name.endswith("-scratch")):
             (stale / "bench.json").unlink(missing_ok=True)
-            (stale / STARTED).unlink(missing_ok=True)  # nor is an unfinished one resumed
+            forget(stale)  # nor is an unfinished one resumed
     # a killed bench resumes the autoencoder from its last checkpoint (the engine makes that give the
     # uninterrupted run's weights), but only one started under this very key: the data and flips
     # are not in the checkpoint's own config, so the engine's own check cannot see them change
