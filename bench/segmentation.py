@@ -63,6 +63,7 @@ from aevision.api import machine_info, pretrain  # noqa: E402
 from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
 from aevision.data.segset import SegSplits  # noqa: E402
+from aevision.engine import FitResult  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
@@ -320,14 +321,18 @@ def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
     t0, c0 = time.time(), time.process_time()
     fit = pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None),
                    resume=resume).fit
-    seconds, cpu = time.time() - t0, time.process_time() - c0
-    record: dict[str, Any] = {"bench_config": key, "seconds": seconds, "cpu_seconds": cpu}
-    if fit.resumed_from is not None:
-        # this process's time covers only the epochs after the resume: the whole run's training time
-        # is the engine's sum over all epochs, and the CPU time of the killed process is unknown
-        record.update(seconds=fit.train_seconds, cpu_seconds=None, resumed=True)
+    record = {"bench_config": key, **run_time(fit, t0, c0)}
     write_json(out / "bench.json", record)
     return str(out), record["seconds"], record["cpu_seconds"]
+
+
+def run_time(fit: FitResult, t0: float, c0: float) -> dict[str, Any]:
+    """Wall and CPU seconds of a training run started at ``time.time()`` t0 and ``process_time()`` c0.
+    A resumed run's process covers only the epochs after the resume: its time is then the engine's
+    sum over all epochs, and the CPU time of the killed process is unknown."""
+    if fit.resumed_from is not None:
+        return {"seconds": fit.train_seconds, "cpu_seconds": None, "resumed": True}
+    return {"seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0}
 
 
 def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs: Path, *, encoder: str,
@@ -355,12 +360,12 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
     resume = resumable(Path(config["output_dir"]), key)
     t0, c0 = time.time(), time.process_time()
     result = segment(config, data=data, resume=resume)
+    took = run_time(result.fit, t0, c0)
     m = result.metrics
     out = {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
            "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
-           "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
-    if result.fit.resumed_from is not None:  # as for the autoencoder: the whole run's training time
-        out.update(seconds=round(result.fit.train_seconds, 1), cpu_seconds=None, resumed=True)
+           **took, "seconds": round(took["seconds"], 1),
+           "cpu_seconds": None if took["cpu_seconds"] is None else round(took["cpu_seconds"], 1)}
     write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": key, "result": out})
     return out
 
