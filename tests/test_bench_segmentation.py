@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +27,25 @@ def tiny(bench, n_train: int, ae_epochs: int | None = 1) -> dict:
     if ae_epochs is not None:
         cfg["autoencoder"]["train"]["epochs"] = ae_epochs
     return cfg
+
+
+def kill_at(monkeypatch, epoch: int, run: Callable[[], object], folder: str = "") -> None:
+    """Calls ``run``, in which the training run whose output folder's path contains ``folder`` dies
+    as ``epoch`` starts (after the checkpoints of the epochs before it), as a killed process would."""
+    from aevision.engine.loop import Trainer
+
+    train_epoch = Trainer._train_epoch
+
+    def train(self, *args, **kwargs):
+        # _train_epoch(forward, wrapped, optimizer, scheduler, train, epoch, ...)
+        if args[5] == epoch and folder in str(self.out_dir):
+            raise KeyboardInterrupt
+        return train_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
 
 
 def test_finished_runs_are_read_back_from_a_moved_folder_and_only_for_the_same_config(
@@ -180,27 +200,16 @@ def test_all_masks_inits_the_first_is_the_headline(bench):
 
 def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_its_own_key(
         bench, monkeypatch, tmp_path):
-    from aevision.engine.loop import Trainer
     from aevision.io import read_safetensors
 
     cfg = tiny(bench, 64, ae_epochs=None)  # two epochs: the kill falls between them
     data = bench.dataset("shapes-seg", cfg, None)
-    train_epoch = Trainer._train_epoch
 
     def folder(runs: Path) -> Path:
         return runs / "shapes-seg" / "seed0" / "autoencoder"
 
     def killed_at(epoch: int, config: dict, runs: Path) -> None:
-        """A run that dies as ``epoch`` starts (after the checkpoints of the epochs before it)."""
-        def train(self, *args, **kwargs):
-            if args[5] == epoch:  # (forward, wrapped, optimizer, scheduler, train, epoch, ...)
-                raise KeyboardInterrupt
-            return train_epoch(self, *args, **kwargs)
-
-        monkeypatch.setattr(Trainer, "_train_epoch", train)
-        with pytest.raises(KeyboardInterrupt):
-            bench.pretrain_encoder("shapes-seg", config, data, 0, runs)
-        monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+        kill_at(monkeypatch, epoch, lambda: bench.pretrain_encoder("shapes-seg", config, data, 0, runs))
 
     bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "ref")
     ref = read_safetensors(folder(tmp_path / "ref") / "model.safetensors")
@@ -227,13 +236,11 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
 
 def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the_same_autoencoder(
         bench, monkeypatch, tmp_path):
-    from aevision.engine.loop import Trainer
     from aevision.io import read_safetensors
 
     cfg = tiny(bench, 64)
     cfg["few"].update(epochs=3, freeze_epochs=1)  # the kill falls after the frozen epoch
     data = bench.dataset("shapes-seg", cfg, None)
-    train_epoch = Trainer._train_epoch
 
     def segmenter(config: dict, runs: Path) -> tuple[dict, Path]:
         encoder, _, _ = bench.pretrain_encoder("shapes-seg", config, data, 0, runs)
@@ -241,17 +248,8 @@ def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the
                                    labels=10)
         return result, runs / "shapes-seg" / "seed0" / "10-pretrained"
 
-    def killed(config: dict, runs: Path) -> None:
-        """A run that dies as its epoch 2 starts (after the checkpoints of epochs 0 and 1)."""
-        def train(self, *args, **kwargs):
-            if args[5] == 2 and "10-pretrained" in str(self.out_dir):
-                raise KeyboardInterrupt
-            return train_epoch(self, *args, **kwargs)
-
-        monkeypatch.setattr(Trainer, "_train_epoch", train)
-        with pytest.raises(KeyboardInterrupt):
-            segmenter(config, runs)
-        monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    def killed(config: dict, runs: Path) -> None:  # the segmenter only, as its epoch 2 starts
+        kill_at(monkeypatch, 2, lambda: segmenter(config, runs), folder="10-pretrained")
 
     ref, ref_dir = segmenter(cfg, tmp_path / "ref")
     killed(cfg, tmp_path / "killed")
