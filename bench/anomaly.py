@@ -37,7 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from aevision.api import encode, load, machine_info, pretrain  # noqa: E402
+from aevision.api import encode, load, pretrain  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.io import write_json  # noqa: E402

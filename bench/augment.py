@@ -39,7 +39,8 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from aevision.api import load, machine_info, pretrain  # noqa: E402
+from aevision.api import load, pretrain  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig  # noqa: E402
 from aevision.data import labelled_subset, load_dataset  # noqa: E402
 from aevision.data.splits import generator  # noqa: E402

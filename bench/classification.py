@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from aevision.api import machine_info
+from aevision.provenance import machine_info
 from aevision.benchmark import load_benchmark, run_benchmark
 from aevision.io import write_json
 

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import aevision  # noqa: E402
-from aevision.api import load, machine_info, pretrain  # noqa: E402
+from aevision.api import load, pretrain  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig, build_config, upgraded_config  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402

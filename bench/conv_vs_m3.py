@@ -39,7 +39,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from aevision.api import machine_info  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import TrainConfig, build_config  # noqa: E402
 from aevision.data import load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402

@@ -35,7 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from aevision.api import load, machine_info, pretrain  # noqa: E402
+from aevision.api import load, pretrain  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig, build_config  # noqa: E402
 from aevision.data import Splits, load_dataset, to_float  # noqa: E402
 from aevision.data.images import load_image  # noqa: E402

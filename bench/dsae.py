@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 import aevision
-from aevision.api import encode, machine_info
+from aevision.api import encode
+from aevision.provenance import machine_info
 from aevision.config import DataConfig
 from aevision.data import Splits, load_dataset
 from aevision.io import write_json

@@ -59,7 +59,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import workers  # noqa: E402
-from aevision.api import machine_info, pretrain  # noqa: E402
+from aevision.api import pretrain  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
 from aevision.data.segset import SegSplits  # noqa: E402

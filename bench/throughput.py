@@ -46,7 +46,7 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from aevision.api import machine_info  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer  # noqa: E402

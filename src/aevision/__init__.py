@@ -1,7 +1,5 @@
 """aevision: learn image representations with autoencoders and put them to work."""
 
-__version__ = "0.1.0"
-
 from aevision.api import (
     FeatureExtractor,
     PretrainResult,
@@ -12,6 +10,7 @@ from aevision.api import (
 )
 from aevision.config import PretrainConfig, build_config
 from aevision.errors import AevisionError
+from aevision.provenance import __version__
 from aevision.tasks.segmentation import (
     SegmentConfig,
     load_segmenter,

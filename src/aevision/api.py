@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,13 +23,13 @@ from aevision.config import PretrainConfig, build_config, to_dict, upgraded_conf
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, to_float, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
-from aevision.data.imageset import float_batches
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory, peak_rss_mib
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
-from aevision.models.inference import eval_mode
+from aevision.models.inference import as_float_images, encode, reconstruct
+from aevision.provenance import machine_info
 
 
 @dataclass
@@ -123,41 +122,6 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:
     return load_model(path, device)
 
 
-def as_float_images(images: Tensor | np.ndarray | ImageSet | VideoSet) -> Tensor:
-    """uint8 or float images (tensor, array, ImageSet, or a VideoSet's frames) -> float32 in [0, 1]."""
-    if isinstance(images, (ImageSet, VideoSet)):
-        return to_float(images.images)
-    t = torch.as_tensor(images)
-    if t.dtype == torch.uint8:
-        return to_float(t)
-    return t.to(torch.float32)
-
-
-@torch.no_grad()
-def encode(model: Autoencoder, images: Tensor | np.ndarray | ImageSet | VideoSet, batch_size: int = 1024,
-           device: str | torch.device | None = None) -> Tensor:
-    """Features of ``images`` ((N, C, H, W), uint8 or float in [0, 1]; a VideoSet's frames in
-    order): (N, D) float32 on CPU."""
-    return _batched(model, model.encode, images, batch_size, device)
-
-
-@torch.no_grad()
-def reconstruct(model: Autoencoder, images: Tensor | np.ndarray | ImageSet | VideoSet,
-                batch_size: int = 1024,
-                device: str | torch.device | None = None) -> Tensor:
-    """Reconstructions of ``images``: float32 on CPU."""
-    return _batched(model, model.reconstruct, images, batch_size, device)
-
-
-def _batched(model: Autoencoder, fn: Any, images: Any, batch_size: int, device: Any) -> Tensor:
-    x_all = images.images if isinstance(images, (ImageSet, VideoSet)) else torch.as_tensor(images)
-    model.check_input(x_all)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    with eval_mode(model):
-        outs = [fn(x).float().cpu() for x in float_batches(x_all, batch_size, device)]
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
 def data_summary(splits: Splits) -> dict[str, Any]:
     def one(s: ImageSet | VideoSet | None) -> dict[str, Any] | None:
         if s is None:
@@ -174,17 +138,6 @@ def data_summary(splits: Splits) -> dict[str, Any]:
         "train": one(splits.train), "val": one(splits.val), "test": one(splits.test),
         "classes": splits.train.classes,
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in skipped],
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 

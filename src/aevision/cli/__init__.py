@@ -23,7 +23,7 @@ COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark
 
 
 def build_parser() -> Parser:
-    from aevision import __version__
+    from aevision.provenance import __version__
 
     parser = Parser(prog="aevision", description="Learn image representations with autoencoders "
                     "and put them to work.")

@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevision.api import load, machine_info
+    from aevision.api import load
+    from aevision.provenance import machine_info
     from aevision.cli.common import positive
     from aevision.config import to_dict
     from aevision.data import VideoSet, load_dataset

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from aevision.api import load, machine_info
+    from aevision.api import load
+    from aevision.provenance import machine_info
     from aevision.cli.common import positive
     from aevision.cli.compress import image_paths
     from aevision.data.images import BadImage, load_image, open_image

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from aevision.api import as_float_images, encode
 from aevision.data.splits import generator
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
-from aevision.models.inference import eval_mode
+from aevision.models.inference import as_float_images, encode, eval_mode
 
 
 @dataclass

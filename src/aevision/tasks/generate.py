@@ -13,10 +13,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from aevision.api import as_float_images
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
-from aevision.models.inference import eval_mode
+from aevision.models.inference import as_float_images, eval_mode
 
 Route = Literal["linear", "slerp"]
 

@@ -22,7 +22,7 @@ FORMAT = 1
 def save_segmenter(seg: Segmenter, folder: str | os.PathLike[str],
                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically)."""
-    from aevision import __version__
+    from aevision.provenance import __version__
 
     folder = Path(folder)
     config = {"format": FORMAT, "aevision_version": __version__, "segmenter": seg.spec, **(extra or {})}

@@ -258,6 +258,6 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
 
 
 def _machine() -> dict[str, Any]:
-    from aevision.api import machine_info
+    from aevision.provenance import machine_info
 
     return machine_info()
