@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from aevision.api import encode, load, pretrain  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.io import write_json  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks.anomaly import CodeDensity, auroc, reconstruction_error  # noqa: E402
 from aevision.tasks.retrieval import set_threads  # noqa: E402
 

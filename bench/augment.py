@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from aevision.api import load, pretrain  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig  # noqa: E402
 from aevision.data import labelled_subset, load_dataset  # noqa: E402
 from aevision.data.splits import generator  # noqa: E402
 from aevision.io import write_json  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.report.plots import image_grid, save_image  # noqa: E402
 from aevision.tasks.augment import latent_mixes  # noqa: E402
 from aevision.tasks.probe import LinearProbe  # noqa: E402

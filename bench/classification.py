@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from aevision.provenance import machine_info
 from aevision.benchmark import load_benchmark, run_benchmark
 from aevision.io import write_json
+from aevision.provenance import machine_info
 
 TARGETS = {
     "mnist": {"linear_probe_all": 0.990, "linear_probe_10pc_mean": 0.90, "finetune_all": 0.994},

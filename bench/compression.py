@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 import aevision  # noqa: E402
 from aevision.api import load, pretrain  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig, build_config, upgraded_config  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
@@ -45,6 +44,7 @@ from aevision.data.images import load_image  # noqa: E402
 from aevision.engine import FitResult, Trainer, seed_everything  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.models import save_model  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks import classic_codecs  # noqa: E402
 from aevision.tasks.compress import Codec  # noqa: E402
 from aevision.tasks.quality import ms_ssim, ms_ssim_settings, psnr  # noqa: E402

@@ -39,13 +39,13 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import TrainConfig, build_config  # noqa: E402
 from aevision.data import load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer, seed_everything  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.models import Autoencoder, build_model  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract  # noqa: E402
 from aevision.tasks.probe import LinearProbe  # noqa: E402
 from throughput import m3_parts  # noqa: E402

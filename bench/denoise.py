@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from aevision.api import load, pretrain  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig, build_config  # noqa: E402
 from aevision.data import Splits, load_dataset, to_float  # noqa: E402
 from aevision.data.images import load_image  # noqa: E402
 from aevision.io import write_json  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.report.plots import reconstruction_grid  # noqa: E402
 from aevision.tasks import classic_restore  # noqa: E402
 from aevision.tasks.quality import psnr, ssim  # noqa: E402

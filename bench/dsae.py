@@ -32,11 +32,11 @@ import torch.nn.functional as F
 
 import aevision
 from aevision.api import encode
-from aevision.provenance import machine_info
 from aevision.config import DataConfig
 from aevision.data import Splits, load_dataset
 from aevision.io import write_json
 from aevision.models.dsae import prune_keypoints
+from aevision.provenance import machine_info
 from aevision.report.keypoints import draw_keypoints, save_gif, save_strip
 from aevision.tasks.keypoints import (
     frame_classification,

@@ -46,10 +46,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
 
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.cli import main as cli  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 
 
 @dataclass

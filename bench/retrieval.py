@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from aevision.api import encode, load, pretrain  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig  # noqa: E402
 from aevision.data import ImageSet, load_dataset  # noqa: E402
 from aevision.io import write_json  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks.retrieval import GalleryIndex, retrieval_metrics, set_threads  # noqa: E402
 
 CODE_DIM = 32

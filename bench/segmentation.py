@@ -60,13 +60,13 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 import workers  # noqa: E402
 from aevision.api import pretrain  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import DataConfig, apply_override  # noqa: E402
 from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
 from aevision.data.segset import SegSplits  # noqa: E402
 from aevision.engine import FitResult  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks.segmentation import segment  # noqa: E402
 from reuse import forget, resumable  # noqa: E402
 

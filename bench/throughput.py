@@ -46,7 +46,6 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer  # noqa: E402
@@ -54,6 +53,7 @@ from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.io import write_json  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
+from aevision.provenance import machine_info  # noqa: E402
 
 # peers' sizes: (n, batch, epochs); epoch 1 is warm-up
 CONFIG = {

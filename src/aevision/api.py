@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from aevision.config import PretrainConfig, build_config, to_dict, upgraded_config
-from aevision.data import ImageSet, Splits, VideoSet, load_dataset, to_float, training_data
+from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
 from aevision.engine import FitResult, Trainer, seed_everything
@@ -28,7 +27,9 @@ from aevision.engine.resources import limit_memory, peak_rss_mib
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
-from aevision.models.inference import as_float_images, encode, reconstruct
+from aevision.models.inference import as_float_images as as_float_images  # re-exported: the API
+from aevision.models.inference import encode as encode
+from aevision.models.inference import reconstruct as reconstruct
 from aevision.provenance import machine_info
 
 

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aevision import __version__
 from aevision.api import machine_info, model_from_config, pretrain
 from aevision.benchmark import leaderboard
 from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
@@ -38,6 +37,7 @@ from aevision.data.splits import long_tailed_subset
 from aevision.errors import AevisionError
 from aevision.io import file_sha256, read_json, write_json
 from aevision.models import Autoencoder, load_model
+from aevision.provenance import __version__
 from aevision.tasks.features import FeatureEncoder, extract
 from aevision.tasks.losses import LossConfig
 from aevision.tasks.metrics import classification_metrics, save_confusion

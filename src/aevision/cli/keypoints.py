@@ -48,7 +48,6 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.provenance import machine_info
     from aevision.cli.common import positive
     from aevision.config import to_dict
     from aevision.data import VideoSet, load_dataset
@@ -56,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from aevision.io import write_json, write_safetensors
     from aevision.models import save_model
     from aevision.models.dsae import keypoint_encoder, prune_keypoints
+    from aevision.provenance import machine_info
     from aevision.report.keypoints import draw_keypoints, save_gif, save_strip
     from aevision.tasks.keypoints import (
         frame_classification,

@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from aevision.api import load
-    from aevision.provenance import machine_info
     from aevision.cli.common import positive
     from aevision.cli.compress import image_paths
     from aevision.data.images import BadImage, load_image, open_image
     from aevision.data.imageset import to_float, to_uint8
     from aevision.errors import AevisionError
     from aevision.io import write_json
+    from aevision.provenance import machine_info
     from aevision.report.plots import reconstruction_grid, save_image
     from aevision.tasks.quality import psnr, ssim
     from aevision.tasks.restore import Degradation, restore
