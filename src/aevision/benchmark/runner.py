@@ -14,7 +14,6 @@ so it is scored exactly like a fresh one. Test labels are used in exactly one pl
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import time
@@ -27,20 +26,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aevision.api import machine_info, model_from_config, pretrain
 from aevision.benchmark import leaderboard
 from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
 from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
-from aevision.config import DataConfig, PretrainConfig, same_config, to_dict
+from aevision.config import DataConfig, PretrainConfig, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
 from aevision.data.splits import long_tailed_subset
+from aevision.engine.run import Run, digest, run_key
 from aevision.errors import AevisionError
 from aevision.io import file_sha256, read_json, write_json
 from aevision.models import Autoencoder, load_model
-from aevision.provenance import __version__
+from aevision.provenance import machine_info
 from aevision.tasks.features import FeatureEncoder, extract
 from aevision.tasks.losses import LossConfig
 from aevision.tasks.metrics import classification_metrics, save_confusion
+from aevision.tasks.pretrain import PretrainResult, model_from_config, pretrain
 
 Say = Callable[[str], None]
 
@@ -223,26 +223,20 @@ class DatasetRun:
         self.say(f"[{self.name}] features of {method.name}: {method.dim} per image ({seconds:.1f}s)")
 
     def _pretrain_or_reuse(self, name: str, pcfg: PretrainConfig) -> tuple[Autoencoder, dict[str, Any]]:
-        folder = Path(pcfg.output_dir)
-        timing = folder / "benchmark_timing.json"
-        if self.cfg.reuse_pretrained and (folder / "summary.json").is_file() and timing.is_file():
-            summary = read_json(folder / "summary.json")
-            if same_config(summary.get("config"), pcfg.to_dict()):
-                model = load_model(folder)
-                stats = _pretrain_stats(summary, read_json(timing), reused=True)
-                self.say(f"[{self.name}] reusing pretrained {name} from {folder} "
-                         f"(trained in {stats['wall_seconds']:.0f}s)")
-                return model, stats
-        self.say(f"[{self.name}] pretraining {name} ({pcfg.train.epochs} epochs)")
-        load0, cpu0, wall0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
-        result = pretrain(pcfg, data=self.splits)
-        timing_info = {"wall_seconds": round(time.perf_counter() - wall0, 2),
-                       "cpu_seconds": round(time.process_time() - cpu0, 2),
-                       "load_average_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
-        write_json(timing, timing_info)
-        stats = _pretrain_stats(read_json(folder / "summary.json"), timing_info, reused=False)
-        self.say(f"[{self.name}] pretrained {name}: {stats['wall_seconds']:.0f}s, "
-                 f"val recon {stats.get('val_recon')}")
+        """Pretrain ``name``, or with ``reuse_pretrained`` read back the identical finished run (same
+        config, data and aevision version: the run lifecycle's key) and resume an unfinished one."""
+        reuse = self.cfg.reuse_pretrained
+        if not reuse or Run(pcfg.output_dir, {}).record() is None:
+            self.say(f"[{self.name}] pretraining {name} ({pcfg.train.epochs} epochs)")
+        load0 = os.getloadavg()[0]
+        result = pretrain(pcfg, data=self.splits, reuse=reuse)
+        stats = _pretrain_stats(result, [round(load0, 2), round(os.getloadavg()[0], 2)])
+        if result.reused:
+            self.say(f"[{self.name}] reusing pretrained {name} from {pcfg.output_dir} "
+                     f"(trained in {stats['wall_seconds']:.0f}s)")
+        else:
+            self.say(f"[{self.name}] pretrained {name}: {stats['wall_seconds']:.0f}s, "
+                     f"val recon {stats.get('val_recon')}")
         return result.model, stats
 
     def _pixels(self) -> Method:
@@ -410,12 +404,10 @@ class DatasetRun:
         not the code itself: a change to a protocol between runs needs a fresh benchmark."""
         if not self.cfg.reuse_runs:
             return run()
-        key = {"aevision": __version__, "data": to_dict(self.data_cfg), "benchmark_seed": self.cfg.seed,
-               "method": method.name, "method_config": method.config,
-               "weights_sha256": method.weights_sha256, **inputs}
-        key = json.loads(json.dumps(key, default=str))
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        path = self.out / "outcomes" / safe_name(method.name) / f"{digest}.json"
+        key = run_key({"method": method.name, "method_config": method.config, **inputs},
+                      data=json.dumps(to_dict(self.data_cfg), sort_keys=True),
+                      init=method.weights_sha256, benchmark_seed=self.cfg.seed)
+        path = self.out / "outcomes" / safe_name(method.name) / f"{digest(key)}.json"
         if path.is_file():
             try:
                 done = read_json(path, "stored run")
@@ -488,17 +480,17 @@ def _loss_name(loss: LossConfig) -> str:
     return scheme + extra
 
 
-def _pretrain_stats(summary: dict[str, Any], timing: dict[str, Any], reused: bool) -> dict[str, Any]:
-    fit = summary.get("fit") or {}
-    history = fit.get("history") or []
+def _pretrain_stats(result: PretrainResult, load_average: list[float]) -> dict[str, Any]:
+    """What the leaderboard says of a pretraining run: its config, timing, speed and last losses."""
+    history = result.fit.history
     last = history[-1] if history else {}
     speeds = [h["images_per_s"] for h in history if h.get("images_per_s")]
     return {
-        "config": summary.get("config"), "reused": reused, "epochs": len(history),
-        "wall_seconds": timing.get("wall_seconds"), "cpu_seconds": timing.get("cpu_seconds"),
-        "train_seconds": fit.get("train_seconds"),
-        "load_average_1min": timing.get("load_average_1min"),
+        "config": result.config.to_dict(), "reused": result.reused, "epochs": len(history),
+        "wall_seconds": result.timing.get("wall_seconds"), "cpu_seconds": result.timing.get("cpu_seconds"),
+        "train_seconds": result.fit.train_seconds,
+        "load_average_1min": None if result.reused else load_average,
         "images_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
-        "best_epoch": fit.get("best_epoch"), "val_recon": last.get("val_recon"),
+        "best_epoch": result.fit.best_epoch, "val_recon": last.get("val_recon"),
         "val_loss": last.get("val_loss"), "history": history,
     }

@@ -27,6 +27,8 @@ def add_parser(sub: Any) -> None:
                    help="add a regularizer, e.g. --reg l1:weight=1e-4 --reg denoising:sigma=0.3")
     p.add_argument("--data-root", metavar="DIR", help="dataset folder (default $AEVISION_DATA)")
     p.add_argument("--limit", type=int, metavar="N", help="use at most N training images")
+    p.add_argument("--init-from", metavar="MODEL", help="start from these trained weights (a model folder "
+                   "or .safetensors of the same architecture): continued pretraining, fine-tuning, transfer")
     add_engine_arguments(p, "runs/pretrain")
     p.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
     p.add_argument("--num-nodes", type=int)
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reg:
         base["regularizers"] = list(base.get("regularizers") or []) + [parse_regularizer(s) for s in args.reg]
     cfg = build_config(base=base, overrides=overrides)
-    result = pretrain(cfg, resume=args.resume)
+    result = pretrain(cfg, resume=args.resume, init_from=args.init_from)
     if result.global_rank != 0:
         return 0
     fit = result.fit
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         last = fit.history[-1]
         val = f", best val loss {fit.best_val_loss:.5g} (epoch {fit.best_epoch})" \
             if fit.best_val_loss is not None and "val_loss" in last else ""
-        print(f"trained {cfg.model.name} on {cfg.data.name}: {len(fit.history)} epochs, "
+        start = f" from {args.init_from}" if args.init_from else ""
+        print(f"trained {cfg.model.name} on {cfg.data.name}{start}: {len(fit.history)} epochs, "
               f"{fit.steps} steps{val}")
     print(f"saved {result.out_dir}/model.safetensors and config.json")
     return 0

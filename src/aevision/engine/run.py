@@ -1,0 +1,164 @@
+"""One run's life, the same for every training run (pretraining, segmenters, fine-tunes, benches).
+
+    run = Run(out_dir, run_key(config, data=fingerprint(images), init=weights_sha256(path)))
+    done = run.finished()                  # the identical run, already finished here: reuse it
+    resume = run.start(resume=..., reuse=...)  # record the key; resume only a run of this key
+    fit = run.fit(trainer, model, train, val, config)  # timed: wall and CPU seconds
+    run.finish(lambda folder: save_model(model, folder), {"summary.json": {...}})
+
+A run is identified by its **key**: the normalised config, a fingerprint of the data it trains on,
+a hash of the weights it starts from, and aevision's version. ``run.json`` in the run folder
+records the key and the state (``started``, then ``finished`` once every output is written, last of
+all), so a run killed at any point is never taken for finished, and a checkpoint is resumed
+automatically only by a run of the very same key: a run whose data or starting weights changed
+(which the checkpoint's own config cannot see) starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aevision.data.batches import TensorBatches
+from aevision.engine.checkpoint import LAST
+from aevision.engine.loop import FitResult, Trainer
+from aevision.engine.resources import peak_rss_mib
+from aevision.errors import AevisionError
+from aevision.io import file_sha256, read_json, write_json
+from aevision.provenance import __version__, machine_info
+
+RECORD = "run.json"
+WEIGHTS = "model.safetensors"
+
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None,
+            **extra: Any) -> dict[str, Any]:
+    """What makes two runs the same run, as JSON reads it back (tuples are lists).
+
+    ``config``: the run's config without where it is written (``output_dir`` is dropped: the same
+    run in a moved folder is still the same run); ``data``: :func:`fingerprint` of the data passed
+    in; ``init``: what the weights start from (:func:`weights_sha256`, or an architecture spec for a
+    run that only takes a network's shape); ``extra``: anything else the outputs depend on.
+    """
+    config = {k: v for k, v in config.items() if k != "output_dir"}
+    key = {"aevision": __version__, "config": config, "data": data, "init": init, **extra}
+    return json.loads(json.dumps(key, default=str))
+
+
+def digest(key: dict[str, Any]) -> str:
+    """A short stable name for a key (a file name for a stored result)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def fingerprint(*tensors: torch.Tensor | None) -> str:
+    """SHA-256 over the contents, dtypes and shapes of ``tensors`` (None counts as absent): the
+    data's part of a :func:`run_key`. Hashes the tensors' memory without copying it."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a saved model's weights (a run folder or a ``.safetensors`` file)."""
+    path = Path(path)
+    return file_sha256(path / WEIGHTS if path.is_dir() else path)
+
+
+class Run:
+    """A run folder and the key of the run that belongs in it (see the module docstring)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], key: dict[str, Any], *,
+                 upgrade: Upgrade | None = None, writer: bool = True):
+        self.out_dir = Path(out_dir)
+        self.key = key
+        self.upgrade = upgrade  # reads a stored config as this version writes it (added fields)
+        self.writer = writer  # under DDP only the global-zero process writes
+        self.timing: dict[str, Any] = {}
+
+    # --- what the folder holds ---------------------------------------------------------------
+
+    def record(self) -> dict[str, Any] | None:
+        """``run.json``, or None when absent or unreadable (then no run here counts as identical)."""
+        try:
+            rec = read_json(self.out_dir / RECORD, "run record")
+        except AevisionError:
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    def same_key(self, rec: dict[str, Any] | None) -> bool:
+        if rec is None or not isinstance(rec.get("key"), dict):
+            return False
+        stored = dict(rec["key"])
+        if self.upgrade is not None and isinstance(stored.get("config"), dict):
+            try:
+                stored["config"] = run_key(self.upgrade(stored["config"]))["config"]
+            except (AevisionError, TypeError, ValueError):
+                return False
+        return stored == self.key
+
+    def finished(self) -> dict[str, Any] | None:
+        """The record of the identical run when it finished here (every output written), else None."""
+        rec = self.record()
+        return rec if rec is not None and rec.get("state") == "finished" and self.same_key(rec) else None
+
+    # --- the life ----------------------------------------------------------------------------
+
+    def start(self, *, resume: bool = False, reuse: bool = False) -> bool:
+        """Record that this run starts here; return whether training continues from the last
+        checkpoint. ``resume`` (the user's ``--resume``) always tries (the engine checks the
+        checkpoint's config); ``reuse`` resumes automatically, but only a run of this very key. A
+        checkpoint that will not be resumed is deleted, so that no later run takes it for its own."""
+        last = self.out_dir / "checkpoints" / LAST
+        same = self.same_key(self.record())
+        go_on = resume or (reuse and same and last.is_file())
+        if self.writer:
+            if not go_on:
+                last.unlink(missing_ok=True)
+            self._write_record("started")
+        return go_on
+
+    def fit(self, trainer: Trainer, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
+            run_config: dict[str, Any], *, resume: bool, upgrade_config: Upgrade | None = None) -> FitResult:
+        """``trainer.fit`` timed. A resumed run's process saw only the epochs after the resume: its
+        wall time is then the engine's sum over all epochs, and the killed process's CPU time is
+        unknown (None)."""
+        t0, c0 = time.time(), time.process_time()
+        fit = trainer.fit(model, train, val, run_config, resume=resume, upgrade_config=upgrade_config)
+        if fit.resumed_from is not None:
+            self.timing = {"wall_seconds": fit.train_seconds, "cpu_seconds": None, "resumed": True}
+        else:
+            self.timing = {"wall_seconds": round(time.time() - t0, 3),
+                           "cpu_seconds": round(time.process_time() - c0, 3), "resumed": False}
+        return fit
+
+    def finish(self, save: Callable[[Path], Any], files: dict[str, dict[str, Any]]) -> None:
+        """Write the weights (``save(folder)``), then each JSON file of ``files`` with the run's
+        provenance added (key, timing, peak RSS, machine), then mark the run finished."""
+        if not self.writer:
+            return
+        save(self.out_dir)
+        provenance = {**self.timing, "peak_rss_mib": peak_rss_mib(), "machine": machine_info()}
+        for name, content in files.items():
+            write_json(self.out_dir / name, {**content, **provenance})
+        self._write_record("finished", **self.timing)
+
+    def _write_record(self, state: str, **extra: Any) -> None:
+        write_json(self.out_dir / RECORD, {"key": self.key, "state": state,
+                                           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                           **extra})

@@ -1,0 +1,98 @@
+"""The run lifecycle (engine/run.py) as every training run uses it: a key that says "this run is
+identical", reuse of a finished run, automatic resume only under the same key, ``init_from``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import aevision
+from aevision.engine.run import RECORD, Run, fingerprint, run_key
+from aevision.errors import AevisionError
+from aevision.io import read_safetensors
+from conftest import tiny_config
+
+
+def weights(folder):
+    return read_safetensors(folder / "model.safetensors")
+
+
+def test_a_finished_run_is_reused_only_when_identical(tmp_path):
+    cfg = tiny_config(tmp_path / "a")
+    first = aevision.pretrain(cfg, reuse=True)
+    assert not first.reused and first.timing["cpu_seconds"] is not None
+    record = json.loads((tmp_path / "a" / RECORD).read_text())
+    assert record["state"] == "finished" and record["key"]["aevision"] == aevision.__version__
+    assert "output_dir" not in record["key"]["config"]
+    again = aevision.pretrain(cfg, reuse=True)
+    assert again.reused and again.fit.history == first.fit.history
+    assert all(torch.equal(again.model.state_dict()[k], v) for k, v in first.model.state_dict().items())
+    # other data (the same config): trained again, not reused
+    data = again.data
+    fewer = type(data)(train=data.train.subset(torch.arange(200)), val=data.val, test=data.test)
+    assert not aevision.pretrain(cfg, data=fewer, reuse=True).reused
+    # without reuse, a rerun trains (and the record stays consistent)
+    assert not aevision.pretrain(cfg).reused
+
+
+def test_a_checkpoint_is_resumed_automatically_only_under_its_own_key(tmp_path):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    Run(tmp_path, run_key({"x": 1}, data="d")).start()
+    last.parent.mkdir()
+    last.write_bytes(b"checkpoint")
+    assert Run(tmp_path, run_key({"x": 1}, data="d")).start(reuse=True)
+    assert last.is_file()
+    assert Run(tmp_path, run_key({"x": 1}, data="d")).finished() is None  # started, never finished
+    assert not Run(tmp_path, run_key({"x": 1}, data="other")).start(reuse=True)
+    assert not last.exists()  # nobody may resume a checkpoint of another run later
+
+
+def test_the_key_ignores_where_the_run_is_written_and_sees_the_data():
+    a = run_key({"seed": 0, "output_dir": "runs/a"}, data=fingerprint(torch.zeros(2, 3)))
+    b = run_key({"seed": 0, "output_dir": "elsewhere/b"}, data=fingerprint(torch.zeros(2, 3)))
+    assert a == b
+    assert fingerprint(torch.zeros(2, 3)) != fingerprint(torch.zeros(3, 2))
+    assert fingerprint(torch.zeros(2, 3)) != fingerprint(torch.zeros(2, 3, dtype=torch.uint8))
+    assert fingerprint(torch.zeros(6)) != fingerprint(torch.ones(6))
+
+
+def test_init_from_starts_from_trained_weights(tmp_path):
+    base = aevision.pretrain(tiny_config(tmp_path / "base", train={"epochs": 3, "batch_size": 32,
+                                                                   "progress": False}))
+    still = {"epochs": 1, "batch_size": 32, "lr": 1e-12, "progress": False}  # the weights barely move
+    cont = aevision.pretrain(tiny_config(tmp_path / "cont", train=still), init_from=base.out_dir)
+    fresh = aevision.pretrain(tiny_config(tmp_path / "fresh", train=still))
+    w0, w1, w2 = weights(base.out_dir), weights(cont.out_dir), weights(fresh.out_dir)
+    assert all(torch.allclose(w0[k], w1[k], atol=1e-6) for k in w0)
+    assert not all(torch.allclose(w0[k], w2[k], atol=1e-3) for k in w0)
+    summary = json.loads((cont.out_dir / "summary.json").read_text())
+    assert summary["init_from"]["path"] == str(base.out_dir)
+    # the starting weights are part of the run's identity
+    assert json.loads((cont.out_dir / RECORD).read_text())["key"]["init"] == \
+        summary["init_from"]["weights_sha256"]
+
+
+def test_init_from_another_architecture_is_a_one_line_error(tmp_path):
+    base = aevision.pretrain(tiny_config(tmp_path / "base"))
+    other = tiny_config(tmp_path / "other", model={"name": "dense", "code_dim": 8})
+    with pytest.raises(AevisionError, match=r"weights do not match|has shape"):
+        aevision.pretrain(other, init_from=base.out_dir)
+    with pytest.raises(AevisionError, match=r"init_from: .*no model weights"):
+        aevision.pretrain(other, init_from=tmp_path / "nowhere")
+
+
+def test_cli_init_from(tmp_path):
+    base = aevision.pretrain(tiny_config(tmp_path / "base"))
+    cmd = [sys.executable, "-m", "aevision.cli", "pretrain", "--model", "dense", "--dataset", "digits",
+           "--limit", "300", "--epochs", "1", "--init-from", str(base.out_dir), "-o", str(tmp_path / "cont"),
+           "model.code_dim=16", "train.progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"from {base.out_dir}" in proc.stdout
+    bad = subprocess.run([*cmd[:-2], "model.code_dim=8", "train.progress=false"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
