@@ -96,3 +96,39 @@ def test_cli_init_from(tmp_path):
     bad = subprocess.run([*cmd[:-2], "model.code_dim=8", "train.progress=false"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_a_segmenter_is_reused_until_its_encoders_weights_change(tmp_path):
+    from aevision.config import DataConfig
+    from aevision.data.segmentation import load_segmentation
+    from aevision.models import build_model, save_model
+
+    ae = build_model("conv", (3, 16, 16), {"channels": [8, 12], "code_dim": 8}, [])
+    save_model(ae, tmp_path / "ae")
+    data = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.0,
+                                        options={"n_train": 16, "n_test": 8, "size": 16}), 0)
+
+    def run(init):
+        return aevision.segment({"encoder": str(tmp_path / "ae"), "init": init, "examples": 0,
+                                 "output_dir": str(tmp_path / init), "data": {"name": "shapes-seg"},
+                                 "train": {"epochs": 1, "batch_size": 8, "progress": False}},
+                                data=data, reuse=True)
+
+    first = {init: run(init) for init in ("pretrained", "scratch")}
+    again = {init: run(init) for init in ("pretrained", "scratch")}
+    assert again["pretrained"].metrics == first["pretrained"].metrics
+    assert (tmp_path / "pretrained" / RECORD).is_file()
+    record = json.loads((tmp_path / "pretrained" / RECORD).read_text())
+    assert record["state"] == "finished" and record["key"]["init"] != \
+        json.loads((tmp_path / "scratch" / RECORD).read_text())["key"]["init"]
+    mtimes = {i: (tmp_path / i / "model.safetensors").stat().st_mtime_ns for i in first}
+    assert all((tmp_path / i / "model.safetensors").stat().st_mtime_ns == mtimes[i] for i in first)
+    # the autoencoder retrained (same architecture, other weights): the pretrained segmenter trains
+    # again; the scratch one took only the architecture and is still the same run
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.add_(0.1)
+    save_model(ae, tmp_path / "ae")
+    run("pretrained"), run("scratch")
+    assert (tmp_path / "pretrained" / "model.safetensors").stat().st_mtime_ns != mtimes["pretrained"]
+    assert (tmp_path / "scratch" / "model.safetensors").stat().st_mtime_ns == mtimes["scratch"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,15 @@ from aevision.data.segmentation import load_segmentation
 from aevision.data.segset import SegSet, SegSplits
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
+from aevision.engine.run import Run, fingerprint, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
-from aevision.io import write_json
+from aevision.io import read_json
 from aevision.models import Autoencoder, load_model
 from aevision.models.unet import UNetDecoder
 from aevision.report.masks import example_sheet, save_mask, save_overlay
 from aevision.tasks.segmentation.augment import SegAugment
 from aevision.tasks.segmentation.config import SegmentConfig, as_segment_config, build_segment_config
-from aevision.tasks.segmentation.io import save_segmenter
+from aevision.tasks.segmentation.io import load_segmenter, save_segmenter
 from aevision.tasks.segmentation.loss import SegLoss, balanced_weights
 from aevision.tasks.segmentation.metrics import SegMetrics
 from aevision.tasks.segmentation.model import (
@@ -61,12 +61,15 @@ def segment(
     overrides: Sequence[str] = (),
     resume: bool = False,
     data: SegSplits | None = None,
+    reuse: bool = False,
 ) -> SegmentResult:
-    """Train and test a segmenter as configured (see :class:`SegmentConfig`).
+    """Train and test a segmenter as configured (see :class:`SegmentConfig`), through the run
+    lifecycle (engine/run.py).
 
     ``data`` lets callers that already loaded the dataset (benchmarks) skip loading it again.
+    ``reuse``: when ``output_dir`` holds the identical finished run (same config, data, encoder
+    weights, aevision version), return it without training; an unfinished one is resumed.
     """
-    started = time.time()
     cfg = as_segment_config(config, tuple(overrides))
     seed_everything(cfg.seed, cfg.train.deterministic)
     ae = load_model(cfg.encoder) if cfg.encoder else None
@@ -74,7 +77,65 @@ def segment(
     if splits.test is None or not len(splits.test):
         raise AevisionError(f"data: {cfg.data.name} has no test split to score on "
                             f"(for segfolder, set data.test_fraction > 0)")
+    run = Run(cfg.output_dir, segment_key(cfg, splits), upgrade=_upgraded)
+    if reuse and run.finished() is not None:
+        return read_back(run.out_dir, cfg)
     train = labelled(splits.train, cfg.labels, cfg.seed)
+    seg = prepared_segmenter(cfg, ae, train)
+    val = splits.val if splits.val is not None and len(splits.val) else None
+    trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
+    run.writer = trainer.fabric.is_global_zero
+    go_on = run.start(resume=resume, reuse=reuse)
+    fit = run.fit(trainer, seg, *segment_batches(cfg, train, val), cfg.to_dict(), resume=go_on,
+                  upgrade_config=_upgraded)
+    seg.set_frozen(False)
+    seg.eval()
+    test_preds = predict_set(seg, splits.test, trainer.fabric.device)
+    metrics = score(test_preds, splits.test)
+    provenance = {"config": cfg.to_dict(), "data": data_summary(splits, train, cfg),
+                  "encoder": encoder_summary(cfg, ae)}
+
+    def save(folder: Path) -> None:
+        save_segmenter(seg.cpu(), folder, extra=provenance)
+        write_examples(folder, splits.test, test_preds, cfg.examples)  # type: ignore[arg-type]
+
+    val_metrics = score(predict_set(seg, val, "cpu"), val) if val is not None and run.writer else None
+    run.finish(save, {"metrics.json": {
+        "test": metrics, "val": val_metrics, **provenance,
+        "fit": {k: v for k, v in fit.to_dict().items() if k != "history"}, "history": fit.history}})
+    return SegmentResult(seg, run.out_dir, metrics, fit, cfg)
+
+
+def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+    """A segment config saved by an earlier run, as this version writes it (fields added since take
+    their defaults)."""
+    return build_segment_config(base=saved).to_dict()
+
+
+def segment_key(cfg: SegmentConfig, splits: SegSplits) -> dict[str, Any]:
+    """The run's identity: the config, every split's images and masks (the test split is scored,
+    so it belongs to the outputs), and what the network starts from: the encoder's weights, or for
+    ``init: scratch`` only its architecture (a scratch segmenter takes nothing else from it)."""
+    init: Any = None
+    if cfg.encoder:
+        path = Path(cfg.encoder)
+        init = (weights_sha256(path) if cfg.init == "pretrained"
+                else read_json((path.parent if path.suffix == ".safetensors" else path) / "config.json",
+                               "model config").get("model"))
+    parts = [t for s in (splits.train, splits.val, splits.test) for t in
+             ((s.images, s.masks) if s is not None else (None, None))]
+    return run_key(cfg.to_dict(), data=fingerprint(*parts), init=init)
+
+
+def read_back(out_dir: Path, cfg: SegmentConfig) -> SegmentResult:
+    """The identical run already finished in ``out_dir``: its segmenter and its scores, as trained."""
+    m = read_json(out_dir / "metrics.json", "segmentation metrics")
+    fit = FitResult(**{**m["fit"], "history": m["history"]})
+    return SegmentResult(load_segmenter(out_dir), out_dir, m["test"], fit, cfg)
+
+
+def prepared_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) -> Segmenter:
+    """The segmenter with its loss, and how its pretrained parts are held still or slowed down."""
     seg = make_segmenter(cfg, ae, train)
     seg.loss_fn = make_loss(cfg, train)
     if cfg.init == "pretrained":  # scratch has nothing pretrained to hold still or slow down
@@ -83,45 +144,22 @@ def segment(
             raise ConfigError("freeze_decoder", True, "false: this decoder is new (only a 'unet' "
                               "autoencoder brings a pretrained one)")
         seg.freeze_decoder = cfg.freeze_decoder
+    return seg
 
+
+def segment_batches(cfg: SegmentConfig, train: SegSet, val: SegSet | None
+                    ) -> tuple[TensorBatches, TensorBatches | None]:
+    """Training batches (each image repeated so that an epoch holds ``epoch_images``; augmented),
+    and validation batches in order."""
     reps = max(1, math.ceil(cfg.epoch_images / len(train))) if cfg.epoch_images else 1
     order = torch.arange(len(train)).repeat(reps)
     augment = SegAugment(cfg.augment)
     bs = cfg.train.batch_size
     train_batches = TensorBatches(train.images[order], bs, seed=cfg.seed, shuffle=True, drop_last=True,
                                   targets=train.masks[order], transform=augment if augment.active else None)
-    val = splits.val if splits.val is not None and len(splits.val) else None
     val_batches = (TensorBatches(val.images, max(bs, 64), shuffle=False, targets=val.masks)
                    if val is not None else None)
-    out_dir = Path(cfg.output_dir)
-    trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
-    fit = trainer.fit(seg, train_batches, val_batches, cfg.to_dict(), resume=resume,
-                      upgrade_config=lambda saved: build_segment_config(base=saved).to_dict())
-    seg.set_frozen(False)
-    seg.eval()
-
-    device = trainer.fabric.device
-    test_preds = predict_set(seg, splits.test, device)
-    metrics = score(test_preds, splits.test)
-    if trainer.fabric.is_global_zero:
-        provenance = {
-            "config": cfg.to_dict(),
-            "data": data_summary(splits, train, cfg),
-            "encoder": encoder_summary(cfg, ae),
-        }
-        save_segmenter(seg.cpu(), out_dir, extra=provenance)
-        val_metrics = score(predict_set(seg, val, "cpu"), val) if val is not None else None
-        write_examples(out_dir, splits.test, test_preds, cfg.examples)
-        write_json(out_dir / "metrics.json", {
-            "test": metrics,
-            "val": val_metrics,
-            **provenance,
-            "fit": {k: v for k, v in fit.to_dict().items() if k != "history"},
-            "history": fit.history,
-            "wall_seconds": round(time.time() - started, 3),
-            "machine": _machine(),
-        })
-    return SegmentResult(seg, out_dir, metrics, fit, cfg)
+    return train_batches, val_batches
 
 
 def _load(cfg: SegmentConfig, ae: Autoencoder | None) -> SegSplits:
@@ -255,9 +293,3 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
         "decoder": ("pretrained" if cfg.init == "pretrained" and pretrained_decoder(ae) is not None
                     else "random"),
     }
-
-
-def _machine() -> dict[str, Any]:
-    from aevision.provenance import machine_info
-
-    return machine_info()
