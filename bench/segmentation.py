@@ -55,20 +55,17 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
+import workers
+from aevision.api import pretrain
+from aevision.config import DataConfig, apply_override
+from aevision.data import ImageSet, Splits, load_segmentation
+from aevision.data.segset import SegSplits
+from aevision.errors import AevisionError
+from aevision.io import write_json
+from aevision.provenance import machine_info
+from aevision.tasks.segmentation import segment
 
-import workers  # noqa: E402
-from aevision.api import pretrain  # noqa: E402
-from aevision.config import DataConfig, apply_override  # noqa: E402
-from aevision.data import ImageSet, Splits, load_segmentation  # noqa: E402
-from aevision.data.segset import SegSplits  # noqa: E402
-from aevision.engine import FitResult  # noqa: E402
-from aevision.errors import AevisionError  # noqa: E402
-from aevision.io import write_json  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
-from aevision.tasks.segmentation import segment  # noqa: E402
-from reuse import forget, resumable  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 # Everything a run depends on; written to the results file. Chosen on validation images only.
 CONFIG: dict[str, Any] = {
@@ -218,15 +215,15 @@ def override(cfg: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 # where --set may add a key the config does not have yet: the sections aevision checks itself (an
 # unknown option there is a ConfigError naming it), and the schedules' optional fine-tuning options
-_OPEN_SECTIONS = {("autoencoder", "model"), ("autoencoder", "train"), ("autoencoder", "regularizers", "*"),
-                  ("autoencoder", "augment"),
-                  ("segment", "decoder"), ("segment", "augment"), ("segment", "train")}
+_SETTABLE_SECTIONS = {("autoencoder", "model"), ("autoencoder", "train"),
+                      ("autoencoder", "regularizers", "*"), ("autoencoder", "augment"),
+                      ("segment", "decoder"), ("segment", "augment"), ("segment", "train")}
 _SCHEDULE_OPTIONS = {"freeze_decoder", "pretrained_lr_scale"}
 
 
 def new_key_allowed(section: list[str], key: str) -> bool:
     shape = tuple("*" if part.isdigit() else part for part in section)
-    return (shape in _OPEN_SECTIONS or (shape in {("all",), ("few",)} and key in _SCHEDULE_OPTIONS)
+    return (shape in _SETTABLE_SECTIONS or (shape in {("all",), ("few",)} and key in _SCHEDULE_OPTIONS)
             or (shape == ("all",) and key == "inits") or (shape == ("autoencoder",) and key == "augment"))
 
 
@@ -266,78 +263,27 @@ def load(name: str, cfg: dict[str, Any], root: str | None) -> SegSplits:
     return data
 
 
-def last_finished(folder: Path, summary: str) -> dict[str, Any] | None:
-    """The summary of the run last finished in ``folder``, whatever its config, else None."""
-    path = folder / summary
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def finished(folder: Path, config: dict[str, Any], summary: str) -> dict[str, Any] | None:
-    """The summary of a run already finished in ``folder`` with exactly ``config`` (a killed bench
-    picks up where it stopped), else None."""
-    done = last_finished(folder, summary)
-    return done if done is not None and done.get("bench_config") == config else None
-
-
-def run_key(config: dict[str, Any], runs: Path, **extra: Any) -> dict[str, Any]:
-    """What makes a finished run reusable: its config with paths relative to ``runs``, so that a
-    runs folder copied or moved elsewhere is still read back."""
-    key = {**config, **extra}
-    for field in ("output_dir", "encoder"):
-        if field in key:
-            key[field] = Path(key[field]).relative_to(runs).as_posix()
-    return key
-
-
 def pretrain_encoder(name: str, cfg: dict[str, Any], data: SegSplits, seed: int,
                      runs: Path) -> tuple[str, float, float | None]:
+    """The (dataset, seed) autoencoder: trained, or read back when this very run finished (the run
+    lifecycle's key holds its config and the images it trains on), or resumed when it was killed.
+    Returns its folder and its wall and CPU seconds (None: a resumed run's killed process)."""
     ae = cfg["autoencoder"]
     out = runs / name / f"seed{seed}" / "autoencoder"
     config = {"seed": seed, "output_dir": str(out), "model": ae["model"], "regularizers": ae["regularizers"],
               "data": {"name": name}, "train": {**ae["train"], "progress": False},
-              # only when set, so that the keys of runs made before the option existed still match
               **({"augment": ae["augment"]} if ae.get("augment") else {})}
-    # the data are passed in, not configured: their options (e.g. n_train) belong to the key too
-    key = run_key(config, runs, flips=ae.get("flips", False), dataset=cfg["data"])
-    last = last_finished(out, "bench.json")
-    if last is not None and last.get("bench_config") == key:
-        return str(out), last["seconds"], last["cpu_seconds"]
-    # the segmenters of this seed were trained around the autoencoder about to be replaced (their
-    # keys name its folder, not its config): they are stale, whatever their own config says. Except
-    # the scratch ones where the replaced autoencoder had the same architecture and data: they take
-    # only that from it (a change to its training, e.g. augmentation, leaves them as they were)
-    replaced = (last or {}).get("bench_config")
-    same_network = replaced is not None and all(replaced.get(k) == key[k] for k in ("model", "dataset"))
-    for stale in out.parent.glob("*"):  # nothing when the folder is new
-        if stale.is_dir() and stale != out and not (same_network and stale.name.endswith("-scratch")):
-            (stale / "bench.json").unlink(missing_ok=True)
-            forget(stale)  # nor is an unfinished one resumed
-    # a killed bench resumes the autoencoder from its last checkpoint (the engine makes that give the
-    # uninterrupted run's weights), but only one started under this very key: the data and flips
-    # are not in the checkpoint's own config, so the engine's own check cannot see them change
-    resume = resumable(out, key)
     images = data.train.images
     if ae.get("flips"):
         images = torch.cat([images, images.flip(-1)])
-    t0, c0 = time.time(), time.process_time()
-    fit = pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None),
-                   resume=resume).fit
-    record = {"bench_config": key, **run_time(fit, t0, c0)}
-    write_json(out / "bench.json", record)
-    return str(out), record["seconds"], record["cpu_seconds"]
-
-
-def run_time(fit: FitResult, t0: float, c0: float) -> dict[str, Any]:
-    """Wall and CPU seconds of a training run started at ``time.time()`` t0 and ``process_time()`` c0.
-    A resumed run's process covers only the epochs after the resume: its time is then the engine's
-    sum over all epochs, and the CPU time of the killed process is unknown."""
-    if fit.resumed_from is not None:
-        return {"seconds": fit.train_seconds, "cpu_seconds": None, "resumed": True}
-    return {"seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0}
+    result = pretrain(config, data=Splits(train=ImageSet(images, name=name), test=None, val=None), reuse=True)
+    return str(out), result.timing["wall_seconds"], result.timing["cpu_seconds"]
 
 
 def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs: Path, *, encoder: str,
                 init: str, labels: int | None) -> dict[str, Any]:
+    """One segmenter around ``encoder``: trained, read back when this very run finished (its key
+    holds the encoder's weights, so a retrained autoencoder retrains it), or resumed when killed."""
     sched = cfg["all"] if labels is None else cfg["few"]
     seg = cfg["segment"]
     tag = f"{'all' if labels is None else labels}-{init}"
@@ -352,23 +298,13 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
         "decoder": seg["decoder"], "augment": seg["augment"],
         "train": {**seg["train"], "epochs": sched["epochs"], "progress": False},
     }
-    key = run_key(config, runs, dataset=cfg["data"])
-    done = finished(Path(config["output_dir"]), key, "bench.json")
-    if done is not None:
-        return done["result"]
-    # a killed bench resumes an unfinished segmenter from its last checkpoint too (started under this
-    # very key, so around this very autoencoder: pretrain_encoder forgets the runs it replaces)
-    resume = resumable(Path(config["output_dir"]), key)
-    t0, c0 = time.time(), time.process_time()
-    result = segment(config, data=data, resume=resume)
-    took = run_time(result.fit, t0, c0)
-    m = result.metrics
-    out = {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
-           "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
-           **took, "seconds": round(took["seconds"], 1),
-           "cpu_seconds": None if took["cpu_seconds"] is None else round(took["cpu_seconds"], 1)}
-    write_json(Path(config["output_dir"]) / "bench.json", {"bench_config": key, "result": out})
-    return out
+    result = segment(config, data=data, reuse=True)
+    m, took = result.metrics, result.timing
+    return {"miou": m["miou"], "iou": m["iou"], "mean_dice": m["mean_dice"],
+            "pixel_accuracy": m["pixel_accuracy"], "labelled_images": labels,
+            "seconds": round(took["wall_seconds"], 1),
+            "cpu_seconds": None if took["cpu_seconds"] is None else round(took["cpu_seconds"], 1),
+            **({"resumed": True} if took.get("resumed") else {})}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

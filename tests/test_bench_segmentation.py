@@ -1,5 +1,5 @@
 """bench/segmentation.py: a finished run is read back only for the same config, wherever its runs
-folder now lies (the keys hold paths relative to it)."""
+folder now lies; a killed one resumes only under its own key (the run lifecycle's, engine/run.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -48,31 +47,41 @@ def kill_at(monkeypatch, epoch: int, run: Callable[[], object], folder: str = ""
     monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
 
 
+def trained_runs(monkeypatch) -> list[str]:
+    """The output folders of the training runs started from now on (read-back runs start none)."""
+    from aevision.engine.loop import Trainer
+
+    started: list[str] = []
+    fit = Trainer.fit
+
+    def counted(self, *args, **kwargs):
+        started.append(self.out_dir.name)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", counted)
+    return started
+
+
 def test_finished_runs_are_read_back_from_a_moved_folder_and_only_for_the_same_config(
         bench, monkeypatch, tmp_path):
-    trained: list[str] = []
-
-    def fake_segment(config, data, resume):
-        trained.append(config["output_dir"])
-        return SimpleNamespace(metrics={"miou": 0.5 + len(trained) / 100, "iou": {"circle": 0.4},
-                                        "mean_dice": 0.6, "pixel_accuracy": 0.9},
-                               fit=SimpleNamespace(resumed_from=None))
-
-    monkeypatch.setattr(bench, "segment", fake_segment)
-    cfg = bench.CONFIG["shapes-seg"]
+    cfg = tiny(bench, 32)
+    data = bench.dataset("shapes-seg", cfg, None)
+    trained = trained_runs(monkeypatch)
 
     def run(runs: Path, config: dict) -> dict:
-        encoder = str(runs / "shapes-seg" / "seed0" / "autoencoder")
-        return bench.run_segment("shapes-seg", config, None, 0, runs, encoder=encoder, init="pretrained",
+        encoder, _, _ = bench.pretrain_encoder("shapes-seg", config, data, 0, runs)
+        return bench.run_segment("shapes-seg", config, data, 0, runs, encoder=encoder, init="pretrained",
                                  labels=10)
 
     first = run(tmp_path / "a", cfg)
-    assert run(tmp_path / "a", cfg) == first and len(trained) == 1
+    assert trained == ["autoencoder", "10-pretrained"]
+    assert run(tmp_path / "a", cfg) == first and len(trained) == 2
     shutil.move(tmp_path / "a", tmp_path / "b")
-    assert run(tmp_path / "b", cfg) == first and len(trained) == 1
+    assert run(tmp_path / "b", cfg) == first and len(trained) == 2
     longer = copy.deepcopy(cfg)
     longer["few"]["epochs"] += 1
-    assert run(tmp_path / "b", longer)["miou"] != first["miou"] and len(trained) == 2
+    run(tmp_path / "b", longer)
+    assert trained[2:] == ["10-pretrained"]  # the autoencoder is still the same run
 
 
 def test_keep_reads_a_dataset_back_only_under_the_same_config_and_seeds(bench, tmp_path):
@@ -102,7 +111,7 @@ def test_a_failed_run_ends_the_bench_with_its_error(bench, tmp_path):
     cfg["shapes-seg"]["data"]["n_train"] = -1  # every autoencoder job fails on loading the data
     with pytest.raises(Exception, match="n_train"):
         bench.run_datasets(["shapes-seg"], cfg, [0, 1, 2], None, tmp_path, 1, 1)
-    assert not list(tmp_path.rglob("bench.json"))
+    assert not list(tmp_path.rglob("run.json"))  # nothing started
 
 
 def test_set_changes_one_existing_value_and_refuses_a_typo(bench):
@@ -216,10 +225,10 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
 
     killed_at(1, cfg, tmp_path / "killed")
     out = folder(tmp_path / "killed")
-    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "bench.json").exists()
-    bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "killed")
-    record = json.loads((out / "bench.json").read_text())
-    assert record["resumed"] is True and record["cpu_seconds"] is None and record["seconds"] > 0
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "summary.json").exists()
+    _, seconds, cpu = bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "killed")
+    record = json.loads((out / "summary.json").read_text())
+    assert record["resumed"] is True and record["cpu_seconds"] is None and cpu is None and seconds > 0
     resumed = read_safetensors(out / "model.safetensors")
     assert set(resumed) == set(ref) and all((resumed[k] == ref[k]).all() for k in ref)
 
@@ -229,9 +238,9 @@ def test_a_killed_autoencoder_resumes_to_the_uninterrupted_weights_only_under_it
     flipped["autoencoder"]["flips"] = True
     killed_at(1, cfg, tmp_path / "other")
     killed_at(0, flipped, tmp_path / "other")
-    bench.pretrain_encoder("shapes-seg", flipped, data, 0, tmp_path / "other")
-    record = json.loads((folder(tmp_path / "other") / "bench.json").read_text())
-    assert "resumed" not in record and record["cpu_seconds"] is not None
+    _, _, cpu = bench.pretrain_encoder("shapes-seg", flipped, data, 0, tmp_path / "other")
+    record = json.loads((folder(tmp_path / "other") / "summary.json").read_text())
+    assert record["resumed"] is False and record["cpu_seconds"] is not None and cpu is not None
 
 
 def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the_same_autoencoder(
@@ -266,40 +275,35 @@ def test_a_killed_segmenter_resumes_to_the_uninterrupted_weights_only_around_the
     assert "resumed" not in result and result["cpu_seconds"] is not None
 
 
-def test_autoencoder_augmentation_reaches_the_run_and_its_key_only_when_set(bench, tmp_path):
+def test_autoencoder_augmentation_reaches_the_run_only_when_set(bench, tmp_path):
     cfg = tiny(bench, 32)
     data = bench.dataset("shapes-seg", cfg, None)
     plain, _, _ = bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "plain")
-    # without the option the key is the one written before it existed: finished runs are still read back
-    assert "augment" not in json.loads((Path(plain) / "bench.json").read_text())["bench_config"]
+    assert json.loads((Path(plain) / "summary.json").read_text())["config"]["augment"]["zoom"] == 1.0
     cfg = bench.override({"shapes-seg": cfg}, "shapes-seg.autoencoder.augment={zoom: 1.3, jitter: 0.1}")[
         "shapes-seg"]
     out, _, _ = bench.pretrain_encoder("shapes-seg", cfg, data, 0, tmp_path / "aug")
-    assert json.loads((Path(out) / "bench.json").read_text())["bench_config"]["augment"] == {
-        "zoom": 1.3, "jitter": 0.1}
     summary = json.loads((Path(out) / "summary.json").read_text())
     assert summary["config"]["augment"]["zoom"] == 1.3 and summary["config"]["augment"]["jitter"] == 0.1
 
 
-def test_a_replaced_autoencoder_drops_its_segmenters_but_keeps_scratch_ones_of_the_same_network(
+def test_a_replaced_autoencoder_retrains_its_segmenters_but_not_scratch_ones_of_the_same_network(
         bench, monkeypatch, tmp_path):
     cfg = tiny(bench, 32)
     data = bench.dataset("shapes-seg", cfg, None)
-    monkeypatch.setattr(bench, "segment", lambda config, data, resume: SimpleNamespace(metrics={
-        "miou": 0.5, "iou": {"circle": 0.4}, "mean_dice": 0.6, "pixel_accuracy": 0.9},
-        fit=SimpleNamespace(resumed_from=None)))
-    seed = tmp_path / "shapes-seg" / "seed0"
+    trained = trained_runs(monkeypatch)
 
     def around(config: dict) -> set[str]:
         """Train the autoencoder, then the segmenters that are not finished around it: which ran."""
+        del trained[:]
         encoder, _, _ = bench.pretrain_encoder("shapes-seg", config, data, 0, tmp_path)
-        fresh = {i for i in ("pretrained", "scratch") if not (seed / f"10-{i}" / "bench.json").exists()}
         for init in ("pretrained", "scratch"):
             bench.run_segment("shapes-seg", config, data, 0, tmp_path, encoder=encoder, init=init, labels=10)
-        return fresh
+        return {name.removeprefix("10-") for name in trained if name != "autoencoder"}
 
     assert around(cfg) == {"pretrained", "scratch"}
     assert around(cfg) == set()  # all finished: read back
+
     def changed(config: dict, assignment: str) -> dict:
         return bench.override({"shapes-seg": config}, f"shapes-seg.{assignment}")["shapes-seg"]
 

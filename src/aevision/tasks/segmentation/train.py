@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class SegmentResult:
     metrics: dict[str, Any]  # test scores (miou, iou per class, dice, pixel_accuracy)
     fit: FitResult
     config: SegmentConfig
+    reused: bool = False  # the identical run had finished in out_dir: read back, not trained
+    timing: dict[str, Any] = field(default_factory=dict)  # wall_seconds, cpu_seconds, resumed
 
 
 def segment(
@@ -103,7 +105,7 @@ def segment(
     run.finish(save, {"metrics.json": {
         "test": metrics, "val": val_metrics, **provenance,
         "fit": {k: v for k, v in fit.to_dict().items() if k != "history"}, "history": fit.history}})
-    return SegmentResult(seg, run.out_dir, metrics, fit, cfg)
+    return SegmentResult(seg, run.out_dir, metrics, fit, cfg, timing=run.timing)
 
 
 def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
@@ -116,22 +118,24 @@ def segment_key(cfg: SegmentConfig, splits: SegSplits) -> dict[str, Any]:
     """The run's identity: the config, every split's images and masks (the test split is scored,
     so it belongs to the outputs), and what the network starts from: the encoder's weights, or for
     ``init: scratch`` only its architecture (a scratch segmenter takes nothing else from it)."""
-    init: Any = None
+    config, init = cfg.to_dict(), None
     if cfg.encoder:
         path = Path(cfg.encoder)
         init = (weights_sha256(path) if cfg.init == "pretrained"
                 else read_json((path.parent if path.suffix == ".safetensors" else path) / "config.json",
                                "model config").get("model"))
+        config["encoder"] = "see init"  # not its path: a run folder moved elsewhere is the same run
     parts = [t for s in (splits.train, splits.val, splits.test) for t in
              ((s.images, s.masks) if s is not None else (None, None))]
-    return run_key(cfg.to_dict(), data=fingerprint(*parts), init=init)
+    return run_key(config, data=fingerprint(*parts), init=init)
 
 
 def read_back(out_dir: Path, cfg: SegmentConfig) -> SegmentResult:
     """The identical run already finished in ``out_dir``: its segmenter and its scores, as trained."""
     m = read_json(out_dir / "metrics.json", "segmentation metrics")
     fit = FitResult(**{**m["fit"], "history": m["history"]})
-    return SegmentResult(load_segmenter(out_dir), out_dir, m["test"], fit, cfg)
+    timing = {k: m.get(k) for k in ("wall_seconds", "cpu_seconds", "resumed")}
+    return SegmentResult(load_segmenter(out_dir), out_dir, m["test"], fit, cfg, reused=True, timing=timing)
 
 
 def prepared_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) -> Segmenter:
