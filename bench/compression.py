@@ -37,18 +37,14 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 import aevision  # noqa: E402
 from aevision.api import load, pretrain  # noqa: E402
-from aevision.config import DataConfig, build_config, upgraded_config  # noqa: E402
+from aevision.config import DataConfig  # noqa: E402
 from aevision.data import Splits, load_dataset  # noqa: E402
-from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.data.images import load_image  # noqa: E402
-from aevision.engine import FitResult, Trainer, seed_everything  # noqa: E402
 from aevision.io import write_json  # noqa: E402
-from aevision.models import save_model  # noqa: E402
 from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks import classic_codecs  # noqa: E402
 from aevision.tasks.compress import Codec  # noqa: E402
 from aevision.tasks.quality import ms_ssim, ms_ssim_settings, psnr  # noqa: E402
-from reuse import fingerprint, finished_model, history_rows, resumable  # noqa: E402
 
 COMPRESSAI_HYPERPRIOR_Q1 = {"bpp": 0.131, "psnr": 27.58,
                             "source": "CompressAI model zoo, bmshj2018-hyperprior (MSE), quality 1, Kodak"}
@@ -134,32 +130,14 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
     if unknown:
         raise ValueError(f"base weights {unknown} are not among the rate weights {weights}")
     trained: dict[float, tuple[Path, dict[str, Any], dict[str, Any]]] = {}
-    data: list[str] = []  # the training images' fingerprint, taken once, when a run needs it
-
-    def key(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        if not data:
-            data.append(fingerprint(splits.train.images))
-        return {"config": config, **extra, "data": data[0]}
-
     for w in bases:
-        started = time.time()
         cfg = {**base, "seed": seed, "output_dir": str(runs / f"{name}-w{w:g}")}
         cfg["regularizers"] = [{**base["regularizers"][0], "weight": w}]
         cfg["train"] = {**base["train"], "epochs": base_epochs}
-        base_dir = Path(cfg["output_dir"])
-        base_config = build_config(base=cfg).to_dict()
-        done = finished_model(base_dir, base_config)
-        if done is None:
-            resume = resumable(base_dir, key(base_config))
-            result = pretrain(cfg, data=splits, resume=resume)
-            done = {"epochs": base_epochs, "steps": result.fit.steps, "threads": torch.get_num_threads(),
-                    "train_seconds": result.fit.train_seconds,
-                    "wall_seconds": round(time.time() - started, 1), **resumed(result.fit)}
-        trained[w] = (base_dir, cfg, done)
+        trained[w] = (Path(cfg["output_dir"]), cfg, codec_run(cfg, splits))
     for w in weights:
         if w in trained:
             continue
-        started = time.time()
         parent = parent_base(w, bases)
         base_dir, cfg, _ = trained[parent]
         epochs = finetune_epochs_up if w < parent and finetune_epochs_up is not None else finetune_epochs
@@ -167,43 +145,34 @@ def train_codecs(name: str, base: dict[str, Any], splits: Splits, weights: list[
         ft["regularizers"] = [{**cfg["regularizers"][0], "weight": w}]
         # a fine-tune starts from trained weights at a low rate: no warmup
         ft["train"] = {**cfg["train"], "epochs": epochs, "lr": finetune_lr, "warmup_steps": 0}
-        config = build_config(base=ft)
-        done = finished_model(Path(config.output_dir), config.to_dict(), init_from=str(base_dir))
-        if done is None:
-            seed_everything(seed)
-            model = load(base_dir)
-            model.regularizers[0].weight = w
-            model.spec["regularizers"][0]["weight"] = w
-            model.train()
-            bs = config.train.batch_size
-            train = TensorBatches(splits.train.images, bs, seed=seed + 1, shuffle=True, drop_last=True)
-            trainer = Trainer(config.train, config.output_dir, seed=seed)
-            resume = resumable(Path(config.output_dir), key(config.to_dict(), init_from=str(base_dir)))
-            fit = trainer.fit(model, train, None, config.to_dict(), resume=resume,
-                              upgrade_config=upgraded_config)
-            model.eval()
-            save_model(model, config.output_dir,
-                       extra={"config": config.to_dict(), "init_from": str(base_dir)})
-            done = {"epochs": epochs, "steps": fit.steps, "threads": torch.get_num_threads(),
-                    "train_seconds": fit.train_seconds,
-                    "wall_seconds": round(time.time() - started, 1), **resumed(fit)}
-        trained[w] = (Path(config.output_dir), ft, {**done, "init_from": str(base_dir)})
+        done = codec_run(ft, splits, init_from=base_dir)
+        trained[w] = (Path(ft["output_dir"]), ft, {**done, "init_from": str(base_dir)})
     return [(w, trained[w][0], trained[w][2]) for w in weights]
 
 
-def resumed(fit: FitResult) -> dict[str, Any]:
-    """A resumed run's mark: its ``train_seconds`` sum every epoch, its ``wall_seconds`` only this
-    process's part."""
-    return {} if fit.resumed_from is None else {"resumed": "continued from a checkpoint of a killed run"}
+def codec_run(config: dict[str, Any], splits: Splits, init_from: Path | None = None) -> dict[str, Any]:
+    """One codec trained (from ``init_from``'s weights when given), or read back when this very run
+    finished, or resumed when it was killed (the run lifecycle: its key holds the config, the
+    training images and the starting weights). Returns what the results say of its training."""
+    result = pretrain(config, data=splits, init_from=init_from, reuse=True)
+    done = {"epochs": len(result.fit.history), "steps": result.fit.steps,
+            "train_seconds": result.fit.train_seconds}
+    if result.reused:
+        return {**done, "reused": "trained by an earlier run of this script (same config)",
+                "dir": str(result.out_dir)}
+    done.update(threads=torch.get_num_threads(), wall_seconds=round(result.timing["wall_seconds"], 1))
+    # a resumed run's train_seconds sum every epoch, its wall_seconds too (the killed process's part)
+    return {**done, "resumed": "continued from a checkpoint of a killed run"} if result.timing["resumed"] \
+        else done
 
 
 def training_summary(models: list[tuple[float, Path, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Each codec's last-epoch training terms (history.csv): what ``--train-only`` trials compare."""
+    """Each codec's last-epoch training terms: what ``--train-only`` trials compare."""
     out = []
     for w, model_dir, done in models:
-        last = history_rows((model_dir / "history.csv").read_text())[-1]
+        last = json.loads((model_dir / "summary.json").read_text())["fit"]["history"][-1]
         terms = {k.removeprefix("train_"): float(v) for k, v in last.items()
-                 if k.startswith("train_") and k != "train_seconds" and v}
+                 if k.startswith("train_") and k != "train_seconds" and v is not None}
         out.append({"weight": w, "dir": str(model_dir), **done, "last_epoch": terms})
     return out
 
@@ -413,16 +382,81 @@ def plot(path: Path, results: dict[str, Any]) -> None:
     _figure_to_png(fig, path)
 
 
+def kodak_part(args: argparse.Namespace, root: Path, runs: Path) -> tuple[Any, dict[str, Any] | None]:
+    """Codecs trained on Penn-Fudan crops and compared with JPEG and WebP on the 24 Kodak photos:
+    (the training summary with --train-only, else None; the results, else None)."""
+    crops = load_dataset(DataConfig(
+        name=f"crops:{root / 'PennFudanPed' / 'PNGImages'}", channels=3, val_fraction=0.0,
+        options={"size": args.crop, "per_image": args.crops_per_image, "min_scale": 0.5,
+                 "seed": args.seed}), args.seed)
+    base = {
+        "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
+        "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
+        "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
+                  "warmup_steps": args.warmup_steps, "log_every_n_steps": 100,
+                  "precision": args.precision, "channels_last": True,
+                  # bf16 training blew up once in every run (see bench/README); unclipped, the
+                  # overflowing gradients put inf into Adam's moments (frozen convolutions):
+                  # clip far above the usual norms (0.02-0.9 early on), skip a non-finite step
+                  "gradient_clip_norm": 1.0, "skip_nonfinite": True},
+        "data": {"name": "crops:PennFudanPed/PNGImages"},
+    }
+    weights = [float(w) for w in args.weights.split(",")]
+    bases = [float(w) for w in args.bases.split(",")]
+    models = train_codecs("kodak-ms" if args.means else "kodak", base, crops, weights, bases,
+                          args.base_epochs, args.finetune_epochs, args.finetune_lr, runs, args.seed,
+                          args.finetune_epochs_up)
+    if args.train_only:
+        return training_summary(models), None
+    kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
+    kodak = compare("kodak", kodak_images, models, runs / "baselines")
+    kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
+                           "crop": args.crop}
+    kodak["target_0.25_0.5_bpp_above_jpeg"] = target_check(kodak)
+    kodak["vs_compressai"] = compressai_check(kodak)
+    return None, kodak
+
+
+def fmnist_part(args: argparse.Namespace, root: Path, runs: Path) -> tuple[Any, dict[str, Any] | None]:
+    """Codecs on Fashion-MNIST against JPEG and WebP, and one file for every test image."""
+    splits = load_dataset(DataConfig(name="fashion-mnist", root=str(root), download=False,
+                                     val_fraction=0.0), args.seed)
+    base = {
+        "model": {"name": "codec", "channels": 48, "code_channels": 32, "stages": 2},
+        "regularizers": [{"name": "factorized"}],
+        "train": {"batch_size": 64, "lr": args.fmnist_lr, "scheduler": "cosine", "progress": False,
+                  "log_every_n_steps": 100},
+        "data": {"name": "fashion-mnist"},
+    }
+    fweights = [float(w) for w in args.fmnist_weights.split(",")]
+    fsplits = Splits(train=splits.train, test=None, val=None)
+    models = train_codecs("fmnist", base, fsplits, fweights, fweights[:1], args.fmnist_epochs, 1,
+                          args.fmnist_finetune_lr, runs, args.seed)
+    if args.train_only:
+        return training_summary(models), None
+    test = list(splits.test.images[: args.fmnist_test])
+    fm = compare("fashion_mnist", test, models, runs / "baselines")
+    # the same codec with all test images in one file: the header is paid once
+    best = min(fm["aevision"], key=lambda p: abs(p["bpp"] - 1.0))
+    data = Codec(load(best["model"])).compress(test)
+    one_file_bpp = round(8 * len(data) / (len(test) * 784), 4)
+    fm["one_file_for_all_images"] = {"model": best["model"], "bpp_one_file_each": best["bpp"],
+                                     "bpp_all_in_one_file": one_file_bpp}
+    fm["smallest_files"] = {
+        "jpeg_quality1_bpp": fm["jpeg"][0]["bpp"], "webp_quality0_bpp": fm["webp"][0]["bpp"],
+        "aevision_lowest_bpp": fm["aevision"][0]["bpp"]}
+    return None, fm
+
+
 def main() -> None:
+    """Claim: learned codecs beat JPEG and WebP on Kodak (trained on other photos) and on
+    Fashion-MNIST at matched rates; writes bench/results/compression.json and its plot."""
     args = parse_args()
     torch.set_num_threads(max(1, args.threads))
     if not args.data_root:
         sys.exit("set AEVISION_DATA or --data-root to the shared datasets folder")
-    root = Path(args.data_root)
-    runs = Path(args.runs)
-    weights = [float(w) for w in args.weights.split(",")]
-    bases = [float(w) for w in args.bases.split(",")]
-    if not set(bases) <= set(weights):
+    root, runs = Path(args.data_root), Path(args.runs)
+    if not {float(w) for w in args.bases.split(",")} <= {float(w) for w in args.weights.split(",")}:
         sys.exit(f"--bases: got {args.bases}, expected some of the --weights ({args.weights})")
     results: dict[str, Any] = {
         "command": "python " + " ".join(sys.argv),
@@ -432,66 +466,14 @@ def main() -> None:
     started = time.time()
     trained: dict[str, Any] = {}
     if "kodak" not in args.skip:
-        crops = load_dataset(DataConfig(
-            name=f"crops:{root / 'PennFudanPed' / 'PNGImages'}", channels=3, val_fraction=0.0,
-            options={"size": args.crop, "per_image": args.crops_per_image, "min_scale": 0.5,
-                     "seed": args.seed}), args.seed)
-        base = {
-            "model": {"name": "codec", "channels": args.channels, "code_channels": args.code_channels},
-            "regularizers": [{"name": "hyperprior", **({"means": True} if args.means else {})}],
-            "train": {"batch_size": 8, "lr": args.lr, "scheduler": "cosine", "progress": False,
-                      "warmup_steps": args.warmup_steps, "log_every_n_steps": 100,
-                      "precision": args.precision, "channels_last": True,
-                      # bf16 training blew up once in every run (see bench/README); unclipped, the
-                      # overflowing gradients put inf into Adam's moments (frozen convolutions):
-                      # clip far above the usual norms (0.02-0.9 early on), skip a non-finite step
-                      "gradient_clip_norm": 1.0, "skip_nonfinite": True},
-            "data": {"name": "crops:PennFudanPed/PNGImages"},
-        }
-        models = train_codecs("kodak-ms" if args.means else "kodak", base, crops, weights, bases,
-                              args.base_epochs, args.finetune_epochs, args.finetune_lr, runs, args.seed,
-                              args.finetune_epochs_up)
-        if args.train_only:
-            trained["kodak"] = training_summary(models)
-        else:
-            kodak_images = [load_image(p, 3) for p in sorted((root / "kodak").glob("kodim*.png"))]
-            kodak = compare("kodak", kodak_images, models, runs / "baselines")
-            kodak["train_data"] = {"photos": "PennFudanPed/PNGImages (170)", "crops": len(crops.train),
-                                   "crop": args.crop}
-            kodak["target_0.25_0.5_bpp_above_jpeg"] = target_check(kodak)
-            kodak["vs_compressai"] = compressai_check(kodak)
+        trained["kodak"], kodak = kodak_part(args, root, runs)
+        if kodak is not None:
             results["kodak"] = kodak
             # the issue's layout: the Kodak curves at the top level
             results.update({k: kodak[k] for k in ("aevision", "jpeg", "webp")})
     if "fmnist" not in args.skip:
-        splits = load_dataset(DataConfig(name="fashion-mnist", root=str(root), download=False,
-                                         val_fraction=0.0), args.seed)
-        base = {
-            "model": {"name": "codec", "channels": 48, "code_channels": 32, "stages": 2},
-            "regularizers": [{"name": "factorized"}],
-            "train": {"batch_size": 64, "lr": args.fmnist_lr, "scheduler": "cosine", "progress": False,
-                      "log_every_n_steps": 100},
-            "data": {"name": "fashion-mnist"},
-        }
-        fweights = [float(w) for w in args.fmnist_weights.split(",")]
-        fsplits = Splits(train=splits.train, test=None, val=None)
-        models = train_codecs("fmnist", base, fsplits, fweights, fweights[:1], args.fmnist_epochs, 1,
-                              args.fmnist_finetune_lr, runs, args.seed)
-        if args.train_only:
-            trained["fashion_mnist"] = training_summary(models)
-        else:
-            test = list(splits.test.images[: args.fmnist_test])
-            fm = compare("fashion_mnist", test, models, runs / "baselines")
-            # the same codec with all test images in one file: the header is paid once
-            best = min(fm["aevision"], key=lambda p: abs(p["bpp"] - 1.0))
-            codec = Codec(load(best["model"]))
-            data = codec.compress(test)
-            one_file_bpp = round(8 * len(data) / (len(test) * 784), 4)
-            fm["one_file_for_all_images"] = {"model": best["model"], "bpp_one_file_each": best["bpp"],
-                                             "bpp_all_in_one_file": one_file_bpp}
-            fm["smallest_files"] = {
-                "jpeg_quality1_bpp": fm["jpeg"][0]["bpp"], "webp_quality0_bpp": fm["webp"][0]["bpp"],
-                "aevision_lowest_bpp": fm["aevision"][0]["bpp"]}
+        trained["fashion_mnist"], fm = fmnist_part(args, root, runs)
+        if fm is not None:
             results["fashion_mnist"] = fm
     if args.train_only:
         print(json.dumps({"command": results["command"], "config": results["config"], "trained": trained,

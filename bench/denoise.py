@@ -35,8 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from aevision.api import load, pretrain  # noqa: E402
-from aevision.config import DataConfig, build_config  # noqa: E402
+from aevision.api import pretrain  # noqa: E402
+from aevision.config import DataConfig  # noqa: E402
 from aevision.data import Splits, load_dataset, to_float  # noqa: E402
 from aevision.data.images import load_image  # noqa: E402
 from aevision.io import write_json  # noqa: E402
@@ -45,7 +45,6 @@ from aevision.report.plots import reconstruction_grid  # noqa: E402
 from aevision.tasks import classic_restore  # noqa: E402
 from aevision.tasks.quality import psnr, ssim  # noqa: E402
 from aevision.tasks.restore import Degradation, restore  # noqa: E402
-from reuse import finished_model  # noqa: E402
 
 SIGMAS = (0.1, 0.2, 0.3, 0.4, 0.5)
 TV_WEIGHTS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4)
@@ -89,22 +88,20 @@ def scores(clean: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
 
 def train_dae(name: str, model: dict[str, Any], reg: dict[str, Any], splits: Splits, epochs: int,
               batch_size: int, runs: Path, seed: int) -> Any:
-    started = time.time()
+    """A denoising autoencoder, trained, or read back when this very run finished in ``runs/name``
+    (the run lifecycle's key: config, data, version); its training info rides on the model."""
     cfg = {
         "seed": seed, "output_dir": str(runs / name), "model": model, "regularizers": [reg],
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": 1e-3, "scheduler": "cosine",
                   "progress": False},
         "data": {"name": splits.train.name},
     }
-    done = finished_model(runs / name, build_config(base=cfg).to_dict())
-    if done is not None:
-        model_ = load(runs / name)
-        model_.training_info = done  # type: ignore[attr-defined]
-        return model_
-    result = pretrain(cfg, data=splits)
-    result.model.training_info = {"epochs": epochs, "steps": result.fit.steps,  # type: ignore[attr-defined]
-                                  "train_seconds": result.fit.train_seconds,
-                                  "wall_seconds": round(time.time() - started, 1), "dir": str(result.out_dir)}
+    result = pretrain(cfg, data=splits, reuse=True)
+    result.model.training_info = {  # type: ignore[attr-defined]
+        "epochs": len(result.fit.history), "steps": result.fit.steps,
+        "train_seconds": round(result.fit.train_seconds, 1), "wall_seconds": result.timing["wall_seconds"],
+        "dir": str(result.out_dir),
+        **({"reused": "trained by an earlier run of this script (same config)"} if result.reused else {})}
     return result.model
 
 
