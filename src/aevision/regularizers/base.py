@@ -1,4 +1,4 @@
-"""The regularizer interface: four hooks into the autoencoder's objective.
+"""The regularizer contract: hooks into the autoencoder's objective, and what they are given.
 
 A regularizer may
 - ``corrupt`` the training input (denoising),
@@ -7,16 +7,71 @@ A regularizer may
   the code (contractive), and
 - add a ``penalty`` term to the loss, weighted by ``weight`` and logged under ``term``.
 Defaults do nothing, so each regularizer overrides only what it needs.
+
+The models import this contract and never the other way round: a regularizer sees the model it
+is part of through :class:`CodeModel`, the few things it may read of it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from aevision.models.base import Autoencoder, LossContext
+# torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which
+# warns about the deprecation of jit on every run: torch's own business, not the user's.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
+class CodeModel(Protocol):
+    """What a regularizer may read of its autoencoder (:class:`aevision.models.Autoencoder` is one)."""
+
+    encoder: nn.Module
+    regularizers: Sequence[Regularizer]  # the architecture's own first, then the configured ones
+    notes: dict[str, Any]  # architecture facts: code_activation, code_shape, channels, ...
+    code_dim: int
+    code_range: tuple[float, float] | None
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+
+@dataclass
+class LossContext:
+    """Everything a regularizer may need to compute its penalty for one batch.
+
+    ``x``: (N, C, H, W) clean input; ``x_in``: the input after corruption; ``z``: (N, D) code;
+    ``x_hat``: reconstruction; ``frames``: T when the batch was N/T clips of T ordered frames;
+    ``tangent``/``jvp``: an input direction u and J(x_in) u, when a regularizer asked for one.
+    """
+
+    model: CodeModel
+    x: Tensor
+    x_in: Tensor
+    z: Tensor
+    x_hat: Tensor
+    target: Tensor
+    frames: int | None = None
+    tangent: Tensor | None = None
+    jvp: Tensor | None = None
+
+
+@torch.compiler.disable
+def encode_with_tangent(encode: Callable[[Tensor], Tensor], x: Tensor,
+                        tangent: Tensor) -> tuple[Tensor, Tensor]:
+    """``encode(x)`` and the Jacobian-vector product J(x) @ tangent, by forward-mode AD.
+
+    Always eager, also inside a ``torch.compile``d model (the rest of the model still compiles):
+    Inductor does not carry forward-mode tangents (pytorch/pytorch#187284: the tangent is silently
+    dropped; with torch 2.11, CUDA and bf16 the backward fails with "ZeroTensors are immutable").
+    """
+    with fwAD.dual_level():
+        z, jvp = fwAD.unpack_dual(encode(fwAD.make_dual(x, tangent)))
+    return z, jvp
 
 
 class Regularizer(nn.Module):
@@ -44,7 +99,7 @@ class Regularizer(nn.Module):
         """The unweighted penalty for this batch (a scalar), or None."""
         return None
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         """Raise a :class:`ConfigError` naming ``field`` if ``model`` cannot take this regularizer."""
 
     def extra_repr(self) -> str:

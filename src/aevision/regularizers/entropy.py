@@ -36,7 +36,7 @@ from aevision.validation import check
 
 if TYPE_CHECKING:
     from aevision.coding.rangecoder import SymbolReader, SymbolWriter
-    from aevision.models.base import Autoencoder, LossContext
+    from aevision.regularizers.base import CodeModel, LossContext
 
 Quantizer = Literal["ste", "noise"]
 TAIL_MASS = 1e-9  # probability left to the escape symbols of each table
@@ -159,7 +159,7 @@ class EntropyModel(Regularizer):
 
     # --- binding to the model --------------------------------------------------------------------
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         shape = model.notes.get("code_shape")
         if not shape:
             raise ConfigError(f"{field}.name", self.registry_name,

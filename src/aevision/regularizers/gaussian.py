@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aevision.models.base import LossContext
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import LossContext, Regularizer
 
 # exp(logvar) must stay finite in float32 and float16; outside this range the posterior is
 # degenerate anyway (std below 3e-7 or above 2e4)

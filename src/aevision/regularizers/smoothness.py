@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from aevision.models.base import LossContext
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import LossContext, Regularizer
 from aevision.regularizers.registry import REGULARIZERS
 
 

@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 
 from aevision.errors import ConfigError
-from aevision.models.base import Autoencoder, LossContext
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import CodeModel, LossContext, Regularizer
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
 
@@ -31,7 +30,7 @@ class KLSparsity(Regularizer):
         check(0.0 < rho < 1.0, "rho", rho, "a target activation in (0, 1)")
         self.rho = rho
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         if model.code_range != (0.0, 1.0):
             raise ConfigError(f"{field}.name", "kl",
                               "a model whose code is in (0, 1): set model.code_activation=sigmoid")
@@ -63,7 +62,7 @@ class TopKSparsity(Regularizer):
         self.k = k
         self.eval_k = eval_k
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         for name, k in (("k", self.k), ("eval_k", self.eval_k)):
             if k is not None and k > model.code_dim:
                 raise ConfigError(f"{field}.{name}", k,
