@@ -23,6 +23,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
+from aevision.validation import check
+
 # torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which
 # warns about the deprecation of jit on every run: torch's own business, not the user's.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
@@ -75,13 +77,19 @@ def encode_with_tangent(encode: Callable[[Tensor], Tensor], x: Tensor,
 
 
 class Regularizer(nn.Module):
+    """A regularizer with a penalty takes ``weight`` as a keyword-only constructor option, like its
+    other options (``def __init__(self, *, weight: float = default_weight, ...)``), and passes it
+    on here, where it is checked."""
+
     term: str = ""  # key of the penalty in the loss dict; "" when there is no penalty
     default_weight: float = 1.0
     min_frames: int = 1  # > 1: the penalty needs clips of at least this many ordered frames
 
-    def __init__(self) -> None:
+    def __init__(self, *, weight: float | None = None) -> None:
         super().__init__()
-        self.weight = self.default_weight
+        weight = self.default_weight if weight is None else weight
+        check(weight >= 0, "weight", weight, "a number >= 0")
+        self.weight = float(weight)
 
     def corrupt(self, x: Tensor) -> Tensor:
         """Training-time input corruption; (N, C, H, W) -> same shape."""

@@ -96,9 +96,9 @@ class Contractive(Regularizer):
     term = "contractive"
     default_weight = 1e-3
 
-    def __init__(self, *, method: Method = "auto", projections: int = 1,
+    def __init__(self, *, weight: float = default_weight, method: Method = "auto", projections: int = 1,
                  distribution: Literal["rademacher", "gaussian"] = "rademacher", samples: float = 0.25):
-        super().__init__()
+        super().__init__(weight=weight)
         check(projections >= 1, "projections", projections, "an integer >= 1")
         check(0 < samples <= 1, "samples", samples, "a fraction of the batch in (0, 1]")
         self.method = method

@@ -150,8 +150,8 @@ class EntropyModel(Regularizer):
     default_weight = 0.01
     registry_name = ""
 
-    def __init__(self, *, quantizer: Quantizer = "ste"):
-        super().__init__()
+    def __init__(self, *, weight: float = default_weight, quantizer: Quantizer = "ste"):
+        super().__init__(weight=weight)
         self.quantizer = quantizer
         self.code_shape: tuple[int, int, int] | None = None
         self._y: Tensor | None = None  # the unquantized code of the current training batch
@@ -242,8 +242,9 @@ def quantize_for_coding(y: Tensor) -> Tensor:
 class Factorized(EntropyModel):
     registry_name = "factorized"
 
-    def __init__(self, *, quantizer: Quantizer = "ste", filters: list[int] | None = None):
-        super().__init__(quantizer=quantizer)
+    def __init__(self, *, weight: float = EntropyModel.default_weight, quantizer: Quantizer = "ste",
+                 filters: list[int] | None = None):
+        super().__init__(weight=weight, quantizer=quantizer)
         self.filters = list(filters) if filters is not None else [3, 3, 3]
         check(all(f >= 1 for f in self.filters), "filters", self.filters, "a list of positive integers")
         self.density: FactorizedDensity | None = None

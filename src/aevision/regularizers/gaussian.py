@@ -52,9 +52,8 @@ class GaussianLatent(Regularizer):
     term = "kld"
 
     def __init__(self, beta: float, pixels: int):
-        super().__init__()
+        super().__init__(weight=beta / pixels)
         self.beta = beta
-        self.weight = beta / pixels
         self.posterior: tuple[Tensor, Tensor] | None = None  # (mu, logvar) of the last encode
 
     def transform_code(self, h: Tensor) -> Tensor:

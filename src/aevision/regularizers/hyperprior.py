@@ -76,9 +76,10 @@ def hyper_size(h: int, w: int) -> tuple[int, int]:
 class Hyperprior(EntropyModel):
     registry_name = "hyperprior"
 
-    def __init__(self, *, quantizer: Quantizer = "ste", channels: int = 64, scale_min: float = 0.11,
-                 scale_max: float = 256.0, levels: int = 64, means: bool = False):
-        super().__init__(quantizer=quantizer)
+    def __init__(self, *, weight: float = EntropyModel.default_weight, quantizer: Quantizer = "ste",
+                 channels: int = 64, scale_min: float = 0.11, scale_max: float = 256.0, levels: int = 64,
+                 means: bool = False):
+        super().__init__(weight=weight, quantizer=quantizer)
         check(channels >= 1, "channels", channels, "an integer >= 1")
         check(0 < scale_min < scale_max, "scale_min", scale_min, "a number in (0, scale_max)")
         check(levels >= 2, "levels", levels, "an integer >= 2")

@@ -11,19 +11,18 @@ REGULARIZERS: Registry[Any] = Registry("regularizer")
 
 
 def build_regularizer(spec: dict[str, Any], field: str) -> Any:
-    """``{"name": "l1", "weight": 1e-4, **options}`` -> a :class:`Regularizer`."""
+    """``{"name": "l1", "weight": 1e-4, **options}`` -> a :class:`Regularizer`.
+
+    ``weight`` is one of the options (of the regularizers with a penalty); ``weight: null``, which
+    saved configs hold when none was given, means the regularizer's default weight.
+    """
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(field, spec, "a mapping with a 'name' (e.g. {name: l1, weight: 1e-4})")
-    options = {k: v for k, v in spec.items() if k not in ("name", "weight")}
+    options = {k: v for k, v in spec.items() if k != "name" and not (k == "weight" and v is None)}
     try:
         reg = REGULARIZERS.build(spec["name"], field=field, options=options)
     except ConfigError as e:
         if e.field.startswith(field):
             raise
         raise ConfigError(f"{field}.{e.field}", e.value, e.expected) from None
-    weight = spec.get("weight")
-    if weight is not None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"{field}.weight", weight, "a number >= 0")
-        reg.weight = float(weight)
     return reg

@@ -30,6 +30,9 @@ class TemporalSmoothness(Regularizer):
     default_weight = 0.2  # on moving-shapes: jitter down 4x, reconstruction unchanged (bench/dsae.py)
     min_frames = 3
 
+    def __init__(self, *, weight: float = default_weight):
+        super().__init__(weight=weight)
+
     def penalty(self, ctx: LossContext) -> Tensor | None:
         """None for batches of single images: they have no order to be smooth in."""
         if ctx.frames is None or ctx.frames < 3:

@@ -16,6 +16,9 @@ class L1Sparsity(Regularizer):
     term = "l1"
     default_weight = 1e-4
 
+    def __init__(self, *, weight: float = default_weight):
+        super().__init__(weight=weight)
+
     def penalty(self, ctx: LossContext) -> Tensor:
         return ctx.z.abs().sum(dim=1).mean()
 
@@ -25,8 +28,8 @@ class KLSparsity(Regularizer):
     term = "kl"
     default_weight = 1e-2
 
-    def __init__(self, *, rho: float = 0.05):
-        super().__init__()
+    def __init__(self, *, weight: float = default_weight, rho: float = 0.05):
+        super().__init__(weight=weight)
         check(0.0 < rho < 1.0, "rho", rho, "a target activation in (0, 1)")
         self.rho = rho
 
