@@ -70,10 +70,17 @@ class Autoencoder(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, D) code, after code transforms such as top-k."""
+        return self.encode_with_aux(x)[0]
+
+    def encode_with_aux(self, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]:
+        """The code and, per regularizer, what its penalty needs of this encode besides the code
+        (``transform_code_with_aux``: the code before rounding, a posterior; None for most)."""
         z = self.encoder(x)
+        aux = []
         for reg in self.regularizers:
-            z = reg.transform_code(z)
-        return z
+            z, a = reg.transform_code_with_aux(z)
+            aux.append(a)
+        return z, tuple(aux)
 
     def decode(self, z: Tensor) -> Tensor:
         """(N, D) -> reconstruction (the input's shape, or the target's)."""
@@ -115,16 +122,16 @@ class Autoencoder(nn.Module):
             if tangent is not None:
                 break
         if tangent is None:
-            z = self.encode(x_in)
+            z, aux = self.encode_with_aux(x_in)
             jvp = None
         else:
             # one pass gives the code and J(x_in) @ tangent (forward-mode AD), so a Jacobian
             # penalty costs a tangent propagation instead of a second encoder pass
-            z, jvp = encode_with_tangent(self.encode, x_in, tangent)
+            z, aux, jvp = encode_with_tangent(self.encode_with_aux, x_in, tangent)
         x_hat = self.decode(z)
         recon = self.reconstruction_loss(x_hat, target)
         terms: dict[str, Tensor] = {"loss": recon, "recon": recon}
-        ctx = LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp)
+        ctx = LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp, aux)
         loss = recon
         for reg in self.regularizers:
             penalty = reg.penalty(ctx)

@@ -2,7 +2,10 @@
 
 A regularizer may
 - ``corrupt`` the training input (denoising),
-- ``transform_code`` at every encode (top-k keeps k units, in training and at inference),
+- ``transform_code`` at every encode (top-k keeps k units, in training and at inference); one
+  whose penalty needs more of the encode than the code (what it was before rounding, a posterior)
+  returns that too, from ``transform_code_with_aux``, and finds it in the loss context: nothing
+  is kept on the regularizer between the encode and the penalty,
 - ask for an ``input_tangent`` whose Jacobian-vector product the forward pass computes alongside
   the code (contractive), and
 - add a ``penalty`` term to the loss, weighted by ``weight`` and logged under ``term``.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -28,6 +31,9 @@ from aevision.validation import check
 # torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which
 # warns about the deprecation of jit on every run: torch's own business, not the user's.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
+A = TypeVar("A")
 
 
 class CodeModel(Protocol):
@@ -41,6 +47,8 @@ class CodeModel(Protocol):
 
     def encode(self, x: Tensor) -> Tensor: ...
 
+    def encode_with_aux(self, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]: ...
+
 
 @dataclass
 class LossContext:
@@ -48,7 +56,9 @@ class LossContext:
 
     ``x``: (N, C, H, W) clean input; ``x_in``: the input after corruption; ``z``: (N, D) code;
     ``x_hat``: reconstruction; ``frames``: T when the batch was N/T clips of T ordered frames;
-    ``tangent``/``jvp``: an input direction u and J(x_in) u, when a regularizer asked for one.
+    ``tangent``/``jvp``: an input direction u and J(x_in) u, when a regularizer asked for one;
+    ``aux``: what each of ``model.regularizers`` returned beside the code in the encode (see
+    :meth:`aux_of`).
     """
 
     model: CodeModel
@@ -60,20 +70,33 @@ class LossContext:
     frames: int | None = None
     tangent: Tensor | None = None
     jvp: Tensor | None = None
+    aux: Sequence[Any] = ()
+
+    def aux_of(self, reg: Regularizer) -> Any:
+        """What ``reg.transform_code_with_aux`` returned beside the code in this batch's encode
+        (None when nothing, or when the context was made without an encode)."""
+        if not self.aux:
+            return None
+        for r, aux in zip(self.model.regularizers, self.aux, strict=True):
+            if r is reg:
+                return aux
+        return None
 
 
 @torch.compiler.disable
-def encode_with_tangent(encode: Callable[[Tensor], Tensor], x: Tensor,
-                        tangent: Tensor) -> tuple[Tensor, Tensor]:
-    """``encode(x)`` and the Jacobian-vector product J(x) @ tangent, by forward-mode AD.
+def encode_with_tangent(encode: Callable[[Tensor], tuple[Tensor, A]], x: Tensor,
+                        tangent: Tensor) -> tuple[Tensor, A, Tensor]:
+    """``encode(x)``, a code and its aux (``CodeModel.encode_with_aux``), and the code's
+    Jacobian-vector product J(x) @ tangent, by forward-mode AD.
 
     Always eager, also inside a ``torch.compile``d model (the rest of the model still compiles):
     Inductor does not carry forward-mode tangents (pytorch/pytorch#187284: the tangent is silently
     dropped; with torch 2.11, CUDA and bf16 the backward fails with "ZeroTensors are immutable").
     """
     with fwAD.dual_level():
-        z, jvp = fwAD.unpack_dual(encode(fwAD.make_dual(x, tangent)))
-    return z, jvp
+        z, aux = encode(fwAD.make_dual(x, tangent))
+        z, jvp = fwAD.unpack_dual(z)
+    return z, aux, jvp
 
 
 class Regularizer(nn.Module):
@@ -98,6 +121,11 @@ class Regularizer(nn.Module):
     def transform_code(self, z: Tensor) -> Tensor:
         """Applied to the encoder output at every ``encode``; (N, D) -> (N, D)."""
         return z
+
+    def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
+        """``transform_code(z)`` and what ``penalty`` needs of this encode besides the code (None:
+        nothing); the forward pass hands it over as ``ctx.aux_of(self)``."""
+        return self.transform_code(z), None
 
     def input_tangent(self, x_in: Tensor) -> Tensor | None:
         """A direction u (shape of ``x_in``) to push through the encoder: ``ctx.jvp = J u``."""

@@ -147,7 +147,7 @@ class Contractive(Regularizer):
             total = ctx.jvp.pow(2).sum(dim=1) if riding else x_in.new_zeros(x_in.shape[0])
             for _ in range(self.projections - 1 if riding else self.projections):
                 u = random_direction(x_in, self.distribution)
-                _, jvp = encode_with_tangent(ctx.model.encode, x_in, u)
+                _, _, jvp = encode_with_tangent(ctx.model.encode_with_aux, x_in, u)
                 total = total + jvp.pow(2).sum(dim=1)
             return total / self.projections
         # vjp: E_v ||J^T v||^2 with v in code space

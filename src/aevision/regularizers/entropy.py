@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -154,7 +154,6 @@ class EntropyModel(Regularizer):
         super().__init__(weight=weight)
         self.quantizer = quantizer
         self.code_shape: tuple[int, int, int] | None = None
-        self._y: Tensor | None = None  # the unquantized code of the current training batch
         self._cache: dict[str, object] = {}  # coding tables, valid until the next training step
 
     # --- binding to the model --------------------------------------------------------------------
@@ -189,31 +188,39 @@ class EntropyModel(Regularizer):
     # --- the regularizer hooks -----------------------------------------------------------------
 
     def transform_code(self, z: Tensor) -> Tensor:
+        return self.transform_code_with_aux(z)[0]
+
+    def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
+        """(N, D) -> (the code the decoder sees, the code before quantization, which the rate
+        prices in training): rounded at inference, rounded straight-through or noisy in training."""
         if not self.training:
-            return torch.round(z)
-        self._y = z
+            return torch.round(z), z
         if self.quantizer == "noise":
-            return z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        return z + (torch.round(z) - z).detach()
+            return z + torch.empty_like(z).uniform_(-0.5, 0.5), z
+        return z + (torch.round(z) - z).detach(), z
 
     def penalty(self, ctx: LossContext) -> Tensor:
-        q = self.spatial(ctx.z)
-        if self.training and self.quantizer == "ste" and self._y is not None:
-            y = self.spatial(self._y)
-            y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        else:  # noise: the decoder's own noisy code; eval: the integers themselves
-            y_tilde = q
-        self._y = None
         x = ctx.x
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         # the likelihoods take differences of CDFs far in their tails: float32 even under bf16/fp16
         # autocast (bfloat16's 8-bit mantissa would misprice every latent, and CPU has no
         # bfloat16 log_ndtr); the entropy model's own layers are tiny, so this costs nothing
         with torch.autocast(x.device.type, enabled=False):
-            return self.bits(y_tilde.float(), q.float()) / pixels
+            return self.bits(ctx) / pixels
 
-    def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
-        """Total bits of a batch: ``y_tilde`` is priced, ``q`` is what the decoder sees."""
+    def priced(self, ctx: LossContext) -> tuple[Tensor, Tensor]:
+        """(what the rate prices, the code the decoder sees), (N, M, h, w) float32 each: in
+        straight-through training the code before rounding plus uniform noise; with the noise
+        quantizer the decoder's own noisy code; at inference the integers themselves."""
+        q = self.spatial(ctx.z)
+        y = ctx.aux_of(self) if self.training and self.quantizer == "ste" else None
+        if y is None:
+            return q.float(), q.float()
+        y = self.spatial(y)
+        return (y + torch.empty_like(y).uniform_(-0.5, 0.5)).float(), q.float()
+
+    def bits(self, ctx: LossContext) -> Tensor:
+        """Total bits of the batch, in float32."""
         raise NotImplementedError
 
     # --- the codec interface -------------------------------------------------------------------
@@ -253,9 +260,9 @@ class Factorized(EntropyModel):
         if self.density is None or self.density.channels != channels:
             self.density = FactorizedDensity(channels, self.filters)
 
-    def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
+    def bits(self, ctx: LossContext) -> Tensor:
         assert self.density is not None
-        return -self.density.log_likelihood(y_tilde).sum() / math.log(2.0)
+        return -self.density.log_likelihood(self.priced(ctx)[0]).sum() / math.log(2.0)
 
     def _tables(self) -> ProbabilityTables:
         if "tables" not in self._cache:

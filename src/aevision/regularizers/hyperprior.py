@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from aevision.validation import check
 
 if TYPE_CHECKING:
     from aevision.coding.rangecoder import SymbolReader, SymbolWriter
+    from aevision.regularizers.base import LossContext
 
 
 def hyper_analysis(m: int, n: int) -> nn.Sequential:
@@ -89,7 +90,6 @@ class Hyperprior(EntropyModel):
         self.h_a: nn.Sequential | None = None
         self.h_s: nn.Sequential | None = None
         self.z_density: FactorizedDensity | None = None
-        self._priced: tuple[Tensor, Tensor, Tensor] | None = None  # means: what penalty() prices
 
     def bind(self, channels: int) -> None:
         if self.h_a is None or self.h_a[0].in_channels != channels:
@@ -115,21 +115,22 @@ class Hyperprior(EntropyModel):
         z_tilde = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         return z_tilde, z_tilde if self.quantizer == "noise" else z + (torch.round(z) - z).detach()
 
-    def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
+    def bits(self, ctx: LossContext) -> Tensor:
         assert self.h_a is not None and self.z_density is not None
-        if self.means:  # priced in transform_code, which needs mu before the decoder runs
-            assert self._priced is not None, "mean-scale hyperprior priced before transform_code ran"
-            y_tilde, sigma, z_tilde = self._priced
-            self._priced = None
+        if self.means:  # priced in transform_code_with_aux, which needs mu before the decoder runs
+            y_tilde, sigma, z_tilde = ctx.aux_of(self)
         else:
+            y_tilde, q = self.priced(ctx)
             z_tilde, z_hat = self._hyper(self.h_a(q.abs()))
             sigma = self.gaussian(z_hat, (q.shape[-2], q.shape[-1]))[0]
         nats = -gaussian_log_likelihood(y_tilde, sigma).sum() - self.z_density.log_likelihood(z_tilde).sum()
         return nats / math.log(2.0)
 
-    def transform_code(self, z: Tensor) -> Tensor:
+    def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
+        """Without ``means``, as every entropy model; with them the code the decoder sees is
+        round(y - mu) + mu, and the aux is what the rate prices: (y_tilde - mu, sigma, z_tilde)."""
         if not self.means:
-            return super().transform_code(z)
+            return super().transform_code_with_aux(z)
         assert self.h_a is not None
         with torch.autocast(z.device.type, enabled=False):  # small nets; mu decides the rounding
             y = self.spatial(z).float()
@@ -145,8 +146,7 @@ class Hyperprior(EntropyModel):
             else:  # the decoder sees round(y - mu) + mu, the rate prices y + noise
                 y_hat = y + (torch.round(y - mu) + mu - y).detach()
                 priced = y + torch.empty_like(y).uniform_(-0.5, 0.5) - mu
-        self._priced = (priced, sigma, z_tilde)
-        return y_hat.flatten(1)
+        return y_hat.flatten(1), (priced, sigma, z_tilde)
 
     # --- coding --------------------------------------------------------------------------------
 
