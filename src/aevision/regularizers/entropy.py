@@ -9,11 +9,13 @@ gets ``round(y)`` with a straight-through gradient (``quantizer="ste"``, the mix
 Minnen & Singh 2020: no train/test mismatch in the decoder) or the noisy ``y + u`` itself
 (``quantizer="noise"``, Ballé's original).
 
-As regularizers: ``transform_code`` quantizes (at every encode), ``penalty`` is the rate in bits
-per pixel, ``check`` reads the code's shape from the architecture (``notes["code_shape"]``) and
-sizes the model's own modules to it. The codec (:mod:`aevision.tasks.compress`) then uses
-``encode_latents`` / ``decode_latents``, which hand integer symbols and their probability tables
-to the range coder. ``factorized``: one learned density per code channel. ``hyperprior`` (in
+As regularizers: ``transform_code`` quantizes (at every encode) and hands the penalty the code
+before quantization (``transform_code_with_aux``), ``penalty`` is the rate in bits per pixel.
+The entropy model's own modules are sized to the code: it is built for the code shape the
+architecture declares (``notes["code_shape"]``), which ``build_model`` passes to its
+constructor. The codec (:mod:`aevision.tasks.compress`) then uses ``encode_latents`` /
+``decode_latents``, which hand integer symbols and their probability tables to the range coder.
+``factorized``: one learned density per code channel. ``hyperprior`` (in
 :mod:`aevision.regularizers.hyperprior`): a Gaussian per latent whose scale is side information.
 """
 
@@ -150,17 +152,18 @@ class EntropyModel(Regularizer):
     default_weight = 0.01
     registry_name = ""
 
-    def __init__(self, *, weight: float = default_weight, quantizer: Quantizer = "ste"):
+    def __init__(self, code_shape: Sequence[int], *, weight: float = default_weight,
+                 quantizer: Quantizer = "ste"):
+        """``code_shape``: (M, h, w) of the model's spatial code, given by ``build_model``."""
         super().__init__(weight=weight)
         self.quantizer = quantizer
-        self.code_shape: tuple[int, int, int] | None = None
+        m, h, w = (int(s) for s in code_shape)
+        self.code_shape = (m, h, w)
         self._cache: dict[str, object] = {}  # coding tables, valid until the next training step
-
-    # --- binding to the model --------------------------------------------------------------------
 
     def check(self, model: CodeModel, field: str) -> None:
         shape = model.notes.get("code_shape")
-        if not shape:
+        if not shape or tuple(int(s) for s in shape) != self.code_shape:
             raise ConfigError(f"{field}.name", self.registry_name,
                               "a model with a spatial code: model.name=codec, or conv with "
                               "model.code_dim=null")
@@ -169,12 +172,6 @@ class EntropyModel(Regularizer):
         if any(type(r).transform_code is not Regularizer.transform_code for r in later):
             raise ConfigError(f"{field}.name", self.registry_name,
                               "the last regularizer that transforms the code (it quantizes it)")
-        self.code_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-        self.bind(self.code_shape[0])
-
-    def bind(self, channels: int) -> None:
-        """Create the modules that depend on the number of code channels (once)."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> EntropyModel:
         self._cache: dict[str, object] = {}  # coding tables are recomputed after any training
@@ -182,7 +179,6 @@ class EntropyModel(Regularizer):
 
     def spatial(self, z: Tensor) -> Tensor:
         """(N, D) flat code -> (N, M, h, w)."""
-        assert self.code_shape is not None, "entropy model used before check() bound it to a model"
         return z.reshape(z.shape[0], *self.code_shape)
 
     # --- the regularizer hooks -----------------------------------------------------------------
@@ -249,29 +245,22 @@ def quantize_for_coding(y: Tensor) -> Tensor:
 class Factorized(EntropyModel):
     registry_name = "factorized"
 
-    def __init__(self, *, weight: float = EntropyModel.default_weight, quantizer: Quantizer = "ste",
-                 filters: list[int] | None = None):
-        super().__init__(weight=weight, quantizer=quantizer)
+    def __init__(self, code_shape: Sequence[int], *, weight: float = EntropyModel.default_weight,
+                 quantizer: Quantizer = "ste", filters: list[int] | None = None):
+        super().__init__(code_shape, weight=weight, quantizer=quantizer)
         self.filters = list(filters) if filters is not None else [3, 3, 3]
         check(all(f >= 1 for f in self.filters), "filters", self.filters, "a list of positive integers")
-        self.density: FactorizedDensity | None = None
-
-    def bind(self, channels: int) -> None:
-        if self.density is None or self.density.channels != channels:
-            self.density = FactorizedDensity(channels, self.filters)
+        self.density = FactorizedDensity(self.code_shape[0], self.filters)
 
     def bits(self, ctx: LossContext) -> Tensor:
-        assert self.density is not None
         return -self.density.log_likelihood(self.priced(ctx)[0]).sum() / math.log(2.0)
 
     def _tables(self) -> ProbabilityTables:
         if "tables" not in self._cache:
-            assert self.density is not None
             self._cache["tables"] = self.density.tables()
         return self._cache["tables"]  # type: ignore[return-value]
 
     def _channel_ids(self) -> np.ndarray:
-        assert self.code_shape is not None
         m, h, w = self.code_shape
         return np.broadcast_to(np.arange(m).reshape(m, 1, 1), (m, h, w))
 
