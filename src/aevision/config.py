@@ -74,12 +74,12 @@ class ModelConfig:
 
 @dataclass
 class RegularizerConfig:
-    """A regularizer from the registry, its weight in the loss, and its options."""
+    """A regularizer from the registry, its weight in the loss, and its options: the keyword-only
+    parameters of its constructor, which checks them (the weight too) when the model is built."""
 
     name: str
     weight: float | None = None  # None: the regularizer's own default weight
-    options: dict[str, Any] = field(default_factory=dict)  # weight and options are checked by the
-    # regularizer's constructor (its keyword-only parameters), when the model is built
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
