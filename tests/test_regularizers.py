@@ -10,6 +10,7 @@ from torch.func import jacrev, vmap
 
 from aevision.errors import ConfigError
 from aevision.models import LossContext, build_model
+from aevision.regularizers import build_regularizer
 from aevision.regularizers.contractive import frobenius_closed_form, frobenius_exact
 from aevision.regularizers.denoising import corrupt
 
@@ -180,6 +181,32 @@ def test_unknown_regularizer_options_are_rejected():
         build_model("dense", (1, 4, 4), {}, [{"name": "denoising", "sigmaa": 0.3}])
     with pytest.raises(ConfigError, match=r"regularizers\[0\]\.weight"):
         build_model("dense", (1, 4, 4), {}, [{"name": "l1", "weight": -1}])
+
+
+def test_weight_is_a_constructor_option_of_the_regularizers_with_a_penalty():
+    model = build_model("dense", (1, 4, 4), {"code_dim": 3}, [{"name": "l1", "weight": 2},
+                                                              {"name": "contractive", "weight": None}])
+    assert [r.weight for r in model.regularizers] == [2.0, 1e-3]  # null: the default weight
+    for bad in (True, "heavy", float("nan")):
+        with pytest.raises(ConfigError, match=r"regularizers\[0\]\.weight"):
+            build_model("dense", (1, 4, 4), {}, [{"name": "l1", "weight": bad}])
+    with pytest.raises(ConfigError, match=r"regularizers\[0\]\.weight.*a known option: eval_k, k"):
+        build_model("dense", (1, 4, 4), {}, [{"name": "topk", "weight": 0.5}])  # it has no penalty
+
+
+def test_entropy_models_are_built_for_the_declared_code_and_keep_nothing_between_hooks():
+    options = {"channels": 8, "code_channels": 6, "stages": 2}
+    with pytest.raises(ConfigError, match=r"regularizers\[0\]\.code_shape"):  # the model's, not the config's
+        build_model("codec", (3, 16, 16), options, [{"name": "factorized", "code_shape": [6, 4, 4]}])
+    model = build_model("codec", (3, 16, 16), options, [{"name": "hyperprior", "channels": 5, "means": True}])
+    reg = model.regularizers[0]
+    assert reg.code_shape == (6, 4, 4) and reg.h_a[0].in_channels == 6
+    before = dict(vars(reg))
+    model.train()(torch.rand(2, 3, 16, 16))["loss"].backward()
+    assert {k: v for k, v in vars(reg).items() if k != "_cache"} == \
+        {k: v for k, v in before.items() if k != "_cache"}
+    # a config's options are checked before there is a model (a benchmark's, ahead of its runs)
+    assert build_regularizer({"name": "factorized", "filters": [2]}, "f").code_shape == (1, 1, 1)
 
 
 @pytest.mark.parametrize("method,samples", [("jvp", 0.5), ("vjp", 1.0), ("exact", 0.5)])

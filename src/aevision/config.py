@@ -74,15 +74,12 @@ class ModelConfig:
 
 @dataclass
 class RegularizerConfig:
-    """A regularizer from the registry, its weight in the loss, and its options."""
+    """A regularizer from the registry, its weight in the loss, and its options: the keyword-only
+    parameters of its constructor, which checks them (the weight too) when the model is built."""
 
     name: str
     weight: float | None = None  # None: the regularizer's own default weight
     options: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self, prefix: str) -> None:
-        if self.weight is not None:
-            check(self.weight >= 0.0, f"{prefix}.weight", self.weight, "a number >= 0")
 
 
 @dataclass
@@ -199,8 +196,6 @@ class PretrainConfig:
             raise ConfigError("data.clip_length", self.data.clip_length,
                               "null when augment is on (augmentation changes each frame of a clip on its "
                               "own, breaking the motion between them)")
-        for i, reg in enumerate(self.regularizers):
-            reg.validate(f"regularizers[{i}]")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

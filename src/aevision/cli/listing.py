@@ -30,13 +30,8 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"  {'':<12} options: {_options(e.fn) or 'none'}")
     print("\nregularizers (--reg NAME[:key=value,...] or a 'regularizers:' list in the config):")
     for e in REGULARIZERS:
-        weight = getattr(e.fn, "default_weight", None)
-        has_term = bool(getattr(e.fn, "term", ""))
         print(f"  {e.name:<12} {e.summary}")
-        opts = _options(e.fn)
-        if has_term:
-            opts = f"weight={weight!r}" + (f", {opts}" if opts else "")
-        print(f"  {'':<12} options: {opts or 'none'}")
+        print(f"  {'':<12} options: {_options(e.fn) or 'none'}")
     return 0
 
 

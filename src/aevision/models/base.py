@@ -8,26 +8,18 @@ regularizer's penalty. It returns the named terms and their weighted sum ``loss`
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aevision.errors import AevisionError
-
-if TYPE_CHECKING:
-    from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import LossContext, Regularizer, encode_with_tangent
 
 Reconstruction = Literal["mse", "bce", "l1"]
-
-# torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which
-# warns about the deprecation of jit on every run: torch's own business, not the user's.
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 @dataclass
@@ -49,40 +41,6 @@ class Parts:
     code_range: tuple[float, float] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     regularizers: list[Regularizer] = field(default_factory=list)
-
-
-@dataclass
-class LossContext:
-    """Everything a regularizer may need to compute its penalty for one batch.
-
-    ``x``: (N, C, H, W) clean input; ``x_in``: the input after corruption; ``z``: (N, D) code;
-    ``x_hat``: reconstruction; ``frames``: T when the batch was N/T clips of T ordered frames;
-    ``tangent``/``jvp``: an input direction u and J(x_in) u, when a regularizer asked for one.
-    """
-
-    model: Autoencoder
-    x: Tensor
-    x_in: Tensor
-    z: Tensor
-    x_hat: Tensor
-    target: Tensor
-    frames: int | None = None
-    tangent: Tensor | None = None
-    jvp: Tensor | None = None
-
-
-@torch.compiler.disable
-def encode_with_tangent(encode: Callable[[Tensor], Tensor], x: Tensor,
-                        tangent: Tensor) -> tuple[Tensor, Tensor]:
-    """``encode(x)`` and the Jacobian-vector product J(x) @ tangent, by forward-mode AD.
-
-    Always eager, also inside a ``torch.compile``d model (the rest of the model still compiles):
-    Inductor does not carry forward-mode tangents (pytorch/pytorch#187284: the tangent is silently
-    dropped; with torch 2.11, CUDA and bf16 the backward fails with "ZeroTensors are immutable").
-    """
-    with fwAD.dual_level():
-        z, jvp = fwAD.unpack_dual(encode(fwAD.make_dual(x, tangent)))
-    return z, jvp
 
 
 class Autoencoder(nn.Module):
@@ -112,10 +70,17 @@ class Autoencoder(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, D) code, after code transforms such as top-k."""
+        return self.encode_with_aux(x)[0]
+
+    def encode_with_aux(self, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]:
+        """The code and, per regularizer, what its penalty needs of this encode besides the code
+        (``transform_code_with_aux``: the code before rounding, a posterior; None for most)."""
         z = self.encoder(x)
+        aux = []
         for reg in self.regularizers:
-            z = reg.transform_code(z)
-        return z
+            z, a = reg.transform_code_with_aux(z)
+            aux.append(a)
+        return z, tuple(aux)
 
     def decode(self, z: Tensor) -> Tensor:
         """(N, D) -> reconstruction (the input's shape, or the target's)."""
@@ -157,16 +122,16 @@ class Autoencoder(nn.Module):
             if tangent is not None:
                 break
         if tangent is None:
-            z = self.encode(x_in)
+            z, aux = self.encode_with_aux(x_in)
             jvp = None
         else:
             # one pass gives the code and J(x_in) @ tangent (forward-mode AD), so a Jacobian
             # penalty costs a tangent propagation instead of a second encoder pass
-            z, jvp = encode_with_tangent(self.encode, x_in, tangent)
+            z, aux, jvp = encode_with_tangent(self.encode_with_aux, x_in, tangent)
         x_hat = self.decode(z)
         recon = self.reconstruction_loss(x_hat, target)
         terms: dict[str, Tensor] = {"loss": recon, "recon": recon}
-        ctx = LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp)
+        ctx = LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp, aux)
         loss = recon
         for reg in self.regularizers:
             penalty = reg.penalty(ctx)

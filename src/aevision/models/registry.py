@@ -30,7 +30,8 @@ def build_model(
     options = dict(options or {})
     shape = tuple(int(s) for s in input_shape)
     parts = MODELS.build(name, shape, field="model", options=options)
-    regs = [build_regularizer(r, f"regularizers[{i}]") for i, r in enumerate(regularizers)]
+    code_shape = parts.notes.get("code_shape")  # what regularizers sized to the code are built for
+    regs = [build_regularizer(r, f"regularizers[{i}]", code_shape) for i, r in enumerate(regularizers)]
     spec = {
         "name": name,
         "reconstruction": reconstruction,

@@ -1,32 +1,118 @@
-"""The regularizer interface: four hooks into the autoencoder's objective.
+"""The regularizer contract: hooks into the autoencoder's objective, and what they are given.
 
 A regularizer may
 - ``corrupt`` the training input (denoising),
-- ``transform_code`` at every encode (top-k keeps k units, in training and at inference),
+- ``transform_code`` at every encode (top-k keeps k units, in training and at inference); one
+  whose penalty needs more of the encode than the code (what it was before rounding, a posterior)
+  returns that too, from ``transform_code_with_aux``, and finds it in the loss context: nothing
+  is kept on the regularizer between the encode and the penalty,
 - ask for an ``input_tangent`` whose Jacobian-vector product the forward pass computes alongside
   the code (contractive), and
 - add a ``penalty`` term to the loss, weighted by ``weight`` and logged under ``term``.
 Defaults do nothing, so each regularizer overrides only what it needs.
+
+The models import this contract and never the other way round: a regularizer sees the model it
+is part of through :class:`CodeModel`, the few things it may read of it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from aevision.models.base import Autoencoder, LossContext
+from aevision.validation import check
+
+# torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which
+# warns about the deprecation of jit on every run: torch's own business, not the user's.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
+A = TypeVar("A")
+
+
+class CodeModel(Protocol):
+    """What a regularizer may read of its autoencoder (:class:`aevision.models.Autoencoder` is one)."""
+
+    encoder: nn.Module
+    regularizers: Sequence[Regularizer]  # the architecture's own first, then the configured ones
+    notes: dict[str, Any]  # architecture facts: code_activation, code_shape, channels, ...
+    code_dim: int
+    code_range: tuple[float, float] | None
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def encode_with_aux(self, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]: ...
+
+
+@dataclass
+class LossContext:
+    """Everything a regularizer may need to compute its penalty for one batch.
+
+    ``x``: (N, C, H, W) clean input; ``x_in``: the input after corruption; ``z``: (N, D) code;
+    ``x_hat``: reconstruction; ``frames``: T when the batch was N/T clips of T ordered frames;
+    ``tangent``/``jvp``: an input direction u and J(x_in) u, when a regularizer asked for one;
+    ``aux``: what each of ``model.regularizers`` returned beside the code in the encode (see
+    :meth:`aux_of`).
+    """
+
+    model: CodeModel
+    x: Tensor
+    x_in: Tensor
+    z: Tensor
+    x_hat: Tensor
+    target: Tensor
+    frames: int | None = None
+    tangent: Tensor | None = None
+    jvp: Tensor | None = None
+    aux: Sequence[Any] = ()
+
+    def aux_of(self, reg: Regularizer) -> Any:
+        """What ``reg.transform_code_with_aux`` returned beside the code in this batch's encode
+        (None when nothing, or when the context was made without an encode)."""
+        if not self.aux:
+            return None
+        for r, aux in zip(self.model.regularizers, self.aux, strict=True):
+            if r is reg:
+                return aux
+        return None
+
+
+@torch.compiler.disable
+def encode_with_tangent(encode: Callable[[Tensor], tuple[Tensor, A]], x: Tensor,
+                        tangent: Tensor) -> tuple[Tensor, A, Tensor]:
+    """``encode(x)``, a code and its aux (``CodeModel.encode_with_aux``), and the code's
+    Jacobian-vector product J(x) @ tangent, by forward-mode AD.
+
+    Always eager, also inside a ``torch.compile``d model (the rest of the model still compiles):
+    Inductor does not carry forward-mode tangents (pytorch/pytorch#187284: the tangent is silently
+    dropped; with torch 2.11, CUDA and bf16 the backward fails with "ZeroTensors are immutable").
+    """
+    with fwAD.dual_level():
+        z, aux = encode(fwAD.make_dual(x, tangent))
+        z, jvp = fwAD.unpack_dual(z)
+    return z, aux, jvp
 
 
 class Regularizer(nn.Module):
+    """A regularizer with a penalty takes ``weight`` as a keyword-only constructor option, like its
+    other options (``def __init__(self, *, weight: float = default_weight, ...)``), and passes it
+    on here, where it is checked."""
+
     term: str = ""  # key of the penalty in the loss dict; "" when there is no penalty
     default_weight: float = 1.0
     min_frames: int = 1  # > 1: the penalty needs clips of at least this many ordered frames
 
-    def __init__(self) -> None:
+    def __init__(self, *, weight: float | None = None) -> None:
         super().__init__()
-        self.weight = self.default_weight
+        weight = self.default_weight if weight is None else weight
+        check(weight >= 0, "weight", weight, "a number >= 0")
+        self.weight = float(weight)
 
     def corrupt(self, x: Tensor) -> Tensor:
         """Training-time input corruption; (N, C, H, W) -> same shape."""
@@ -36,6 +122,11 @@ class Regularizer(nn.Module):
         """Applied to the encoder output at every ``encode``; (N, D) -> (N, D)."""
         return z
 
+    def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
+        """``transform_code(z)`` and what ``penalty`` needs of this encode besides the code (None:
+        nothing); the forward pass hands it over as ``ctx.aux_of(self)``."""
+        return self.transform_code(z), None
+
     def input_tangent(self, x_in: Tensor) -> Tensor | None:
         """A direction u (shape of ``x_in``) to push through the encoder: ``ctx.jvp = J u``."""
         return None
@@ -44,7 +135,7 @@ class Regularizer(nn.Module):
         """The unweighted penalty for this batch (a scalar), or None."""
         return None
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         """Raise a :class:`ConfigError` naming ``field`` if ``model`` cannot take this regularizer."""
 
     def extra_repr(self) -> str:

@@ -31,8 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from aevision.errors import ConfigError
-from aevision.models.base import Autoencoder, LossContext, encode_with_tangent
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import CodeModel, LossContext, Regularizer, encode_with_tangent
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
 
@@ -63,7 +62,7 @@ def running_stats_frozen(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
-def one_layer_sigmoid(model: Autoencoder) -> nn.Linear | None:
+def one_layer_sigmoid(model: CodeModel) -> nn.Linear | None:
     """The encoder's only Linear layer, if the encoder is exactly s(Wx + b) with no code transform."""
     linears = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
     others = [m for m in model.encoder.modules()
@@ -81,7 +80,7 @@ def frobenius_closed_form(h: Tensor, weight: Tensor) -> Tensor:
     return (h * (1 - h)).pow(2) @ weight.pow(2).sum(dim=1)
 
 
-def frobenius_exact(model: Autoencoder, x: Tensor, create_graph: bool) -> Tensor:
+def frobenius_exact(model: CodeModel, x: Tensor, create_graph: bool) -> Tensor:
     """Per-sample ||J||_F^2 from the full Jacobian: one batched backward per code unit. (N,)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
@@ -97,9 +96,9 @@ class Contractive(Regularizer):
     term = "contractive"
     default_weight = 1e-3
 
-    def __init__(self, *, method: Method = "auto", projections: int = 1,
+    def __init__(self, *, weight: float = default_weight, method: Method = "auto", projections: int = 1,
                  distribution: Literal["rademacher", "gaussian"] = "rademacher", samples: float = 0.25):
-        super().__init__()
+        super().__init__(weight=weight)
         check(projections >= 1, "projections", projections, "an integer >= 1")
         check(0 < samples <= 1, "samples", samples, "a fraction of the batch in (0, 1]")
         self.method = method
@@ -108,7 +107,7 @@ class Contractive(Regularizer):
         self.distribution = distribution
         self._linear: list[nn.Linear] = []  # not a submodule: it belongs to the encoder
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         linear = one_layer_sigmoid(model)
         if self.method == "closed_form" and linear is None:
             raise ConfigError(f"{field}.method", "closed_form",
@@ -148,7 +147,7 @@ class Contractive(Regularizer):
             total = ctx.jvp.pow(2).sum(dim=1) if riding else x_in.new_zeros(x_in.shape[0])
             for _ in range(self.projections - 1 if riding else self.projections):
                 u = random_direction(x_in, self.distribution)
-                _, jvp = encode_with_tangent(ctx.model.encode, x_in, u)
+                _, _, jvp = encode_with_tangent(ctx.model.encode_with_aux, x_in, u)
                 total = total + jvp.pow(2).sum(dim=1)
             return total / self.projections
         # vjp: E_v ||J^T v||^2 with v in code space

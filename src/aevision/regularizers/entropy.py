@@ -9,11 +9,13 @@ gets ``round(y)`` with a straight-through gradient (``quantizer="ste"``, the mix
 Minnen & Singh 2020: no train/test mismatch in the decoder) or the noisy ``y + u`` itself
 (``quantizer="noise"``, Ballé's original).
 
-As regularizers: ``transform_code`` quantizes (at every encode), ``penalty`` is the rate in bits
-per pixel, ``check`` reads the code's shape from the architecture (``notes["code_shape"]``) and
-sizes the model's own modules to it. The codec (:mod:`aevision.tasks.compress`) then uses
-``encode_latents`` / ``decode_latents``, which hand integer symbols and their probability tables
-to the range coder. ``factorized``: one learned density per code channel. ``hyperprior`` (in
+As regularizers: ``transform_code`` quantizes (at every encode) and hands the penalty the code
+before quantization (``transform_code_with_aux``), ``penalty`` is the rate in bits per pixel.
+The entropy model's own modules are sized to the code: it is built for the code shape the
+architecture declares (``notes["code_shape"]``), which ``build_model`` passes to its
+constructor. The codec (:mod:`aevision.tasks.compress`) then uses ``encode_latents`` /
+``decode_latents``, which hand integer symbols and their probability tables to the range coder.
+``factorized``: one learned density per code channel. ``hyperprior`` (in
 :mod:`aevision.regularizers.hyperprior`): a Gaussian per latent whose scale is side information.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from aevision.validation import check
 
 if TYPE_CHECKING:
     from aevision.coding.rangecoder import SymbolReader, SymbolWriter
-    from aevision.models.base import Autoencoder, LossContext
+    from aevision.regularizers.base import CodeModel, LossContext
 
 Quantizer = Literal["ste", "noise"]
 TAIL_MASS = 1e-9  # probability left to the escape symbols of each table
@@ -150,18 +152,18 @@ class EntropyModel(Regularizer):
     default_weight = 0.01
     registry_name = ""
 
-    def __init__(self, *, quantizer: Quantizer = "ste"):
-        super().__init__()
+    def __init__(self, code_shape: Sequence[int], *, weight: float = default_weight,
+                 quantizer: Quantizer = "ste"):
+        """``code_shape``: (M, h, w) of the model's spatial code, given by ``build_model``."""
+        super().__init__(weight=weight)
         self.quantizer = quantizer
-        self.code_shape: tuple[int, int, int] | None = None
-        self._y: Tensor | None = None  # the unquantized code of the current training batch
+        m, h, w = (int(s) for s in code_shape)
+        self.code_shape = (m, h, w)
         self._cache: dict[str, object] = {}  # coding tables, valid until the next training step
 
-    # --- binding to the model --------------------------------------------------------------------
-
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         shape = model.notes.get("code_shape")
-        if not shape:
+        if not shape:  # built for a stand-in code (see build_regularizer)
             raise ConfigError(f"{field}.name", self.registry_name,
                               "a model with a spatial code: model.name=codec, or conv with "
                               "model.code_dim=null")
@@ -170,12 +172,6 @@ class EntropyModel(Regularizer):
         if any(type(r).transform_code is not Regularizer.transform_code for r in later):
             raise ConfigError(f"{field}.name", self.registry_name,
                               "the last regularizer that transforms the code (it quantizes it)")
-        self.code_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-        self.bind(self.code_shape[0])
-
-    def bind(self, channels: int) -> None:
-        """Create the modules that depend on the number of code channels (once)."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> EntropyModel:
         self._cache: dict[str, object] = {}  # coding tables are recomputed after any training
@@ -183,37 +179,44 @@ class EntropyModel(Regularizer):
 
     def spatial(self, z: Tensor) -> Tensor:
         """(N, D) flat code -> (N, M, h, w)."""
-        assert self.code_shape is not None, "entropy model used before check() bound it to a model"
         return z.reshape(z.shape[0], *self.code_shape)
 
     # --- the regularizer hooks -----------------------------------------------------------------
 
     def transform_code(self, z: Tensor) -> Tensor:
+        return self.transform_code_with_aux(z)[0]
+
+    def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
+        """(N, D) -> (the code the decoder sees, the code before quantization, which the rate
+        prices in training): rounded at inference, rounded straight-through or noisy in training."""
         if not self.training:
-            return torch.round(z)
-        self._y = z
+            return torch.round(z), z
         if self.quantizer == "noise":
-            return z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        return z + (torch.round(z) - z).detach()
+            return z + torch.empty_like(z).uniform_(-0.5, 0.5), z
+        return z + (torch.round(z) - z).detach(), z
 
     def penalty(self, ctx: LossContext) -> Tensor:
-        q = self.spatial(ctx.z)
-        if self.training and self.quantizer == "ste" and self._y is not None:
-            y = self.spatial(self._y)
-            y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        else:  # noise: the decoder's own noisy code; eval: the integers themselves
-            y_tilde = q
-        self._y = None
         x = ctx.x
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         # the likelihoods take differences of CDFs far in their tails: float32 even under bf16/fp16
         # autocast (bfloat16's 8-bit mantissa would misprice every latent, and CPU has no
         # bfloat16 log_ndtr); the entropy model's own layers are tiny, so this costs nothing
         with torch.autocast(x.device.type, enabled=False):
-            return self.bits(y_tilde.float(), q.float()) / pixels
+            return self.bits(ctx) / pixels
 
-    def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
-        """Total bits of a batch: ``y_tilde`` is priced, ``q`` is what the decoder sees."""
+    def priced(self, ctx: LossContext) -> tuple[Tensor, Tensor]:
+        """(what the rate prices, the code the decoder sees), (N, M, h, w) float32 each: in
+        straight-through training the code before rounding plus uniform noise; with the noise
+        quantizer the decoder's own noisy code; at inference the integers themselves."""
+        q = self.spatial(ctx.z)
+        y = ctx.aux_of(self) if self.training and self.quantizer == "ste" else None
+        if y is None:
+            return q.float(), q.float()
+        y = self.spatial(y)
+        return (y + torch.empty_like(y).uniform_(-0.5, 0.5)).float(), q.float()
+
+    def bits(self, ctx: LossContext) -> Tensor:
+        """Total bits of the batch, in float32."""
         raise NotImplementedError
 
     # --- the codec interface -------------------------------------------------------------------
@@ -242,28 +245,22 @@ def quantize_for_coding(y: Tensor) -> Tensor:
 class Factorized(EntropyModel):
     registry_name = "factorized"
 
-    def __init__(self, *, quantizer: Quantizer = "ste", filters: list[int] | None = None):
-        super().__init__(quantizer=quantizer)
+    def __init__(self, code_shape: Sequence[int], *, weight: float = EntropyModel.default_weight,
+                 quantizer: Quantizer = "ste", filters: list[int] | None = None):
+        super().__init__(code_shape, weight=weight, quantizer=quantizer)
         self.filters = list(filters) if filters is not None else [3, 3, 3]
         check(all(f >= 1 for f in self.filters), "filters", self.filters, "a list of positive integers")
-        self.density: FactorizedDensity | None = None
+        self.density = FactorizedDensity(self.code_shape[0], self.filters)
 
-    def bind(self, channels: int) -> None:
-        if self.density is None or self.density.channels != channels:
-            self.density = FactorizedDensity(channels, self.filters)
-
-    def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
-        assert self.density is not None
-        return -self.density.log_likelihood(y_tilde).sum() / math.log(2.0)
+    def bits(self, ctx: LossContext) -> Tensor:
+        return -self.density.log_likelihood(self.priced(ctx)[0]).sum() / math.log(2.0)
 
     def _tables(self) -> ProbabilityTables:
         if "tables" not in self._cache:
-            assert self.density is not None
             self._cache["tables"] = self.density.tables()
         return self._cache["tables"]  # type: ignore[return-value]
 
     def _channel_ids(self) -> np.ndarray:
-        assert self.code_shape is not None
         m, h, w = self.code_shape
         return np.broadcast_to(np.arange(m).reshape(m, 1, 1), (m, h, w))
 

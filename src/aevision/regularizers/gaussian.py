@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aevision.models.base import LossContext
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import LossContext, Regularizer
 
 # exp(logvar) must stay finite in float32 and float16; outside this range the posterior is
 # degenerate anyway (std below 3e-7 or above 2e4)
@@ -53,23 +52,24 @@ class GaussianLatent(Regularizer):
     term = "kld"
 
     def __init__(self, beta: float, pixels: int):
-        super().__init__()
+        super().__init__(weight=beta / pixels)
         self.beta = beta
-        self.weight = beta / pixels
-        self.posterior: tuple[Tensor, Tensor] | None = None  # (mu, logvar) of the last encode
 
     def transform_code(self, h: Tensor) -> Tensor:
+        return self.transform_code_with_aux(h)[0]
+
+    def transform_code_with_aux(self, h: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """(N, 2D) -> the code (N, D) and the posterior (mu, logvar) its KL term needs."""
         mu, logvar = split_posterior(h)
-        self.posterior = (mu, logvar)
         if not self.training:
-            return mu
-        return mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            return mu, (mu, logvar)
+        return mu + (0.5 * logvar).exp() * torch.randn_like(mu), (mu, logvar)
 
     def penalty(self, ctx: LossContext) -> Tensor:
-        if self.posterior is None:
-            raise RuntimeError("GaussianLatent.penalty called before any encode")
-        mu, logvar = self.posterior
-        self.posterior = None  # do not keep the batch's graph alive after the loss is built
+        posterior = ctx.aux_of(self)
+        if posterior is None:
+            raise RuntimeError("GaussianLatent.penalty needs the posterior of the batch's encode (ctx.aux)")
+        mu, logvar = posterior
         return gaussian_kl(mu.float(), logvar.float()).mean()
 
     def extra_repr(self) -> str:

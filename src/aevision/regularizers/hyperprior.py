@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from aevision.validation import check
 
 if TYPE_CHECKING:
     from aevision.coding.rangecoder import SymbolReader, SymbolWriter
+    from aevision.regularizers.base import LossContext
 
 
 def hyper_analysis(m: int, n: int) -> nn.Sequential:
@@ -76,34 +78,29 @@ def hyper_size(h: int, w: int) -> tuple[int, int]:
 class Hyperprior(EntropyModel):
     registry_name = "hyperprior"
 
-    def __init__(self, *, quantizer: Quantizer = "ste", channels: int = 64, scale_min: float = 0.11,
+    def __init__(self, code_shape: Sequence[int], *, weight: float = EntropyModel.default_weight,
+                 quantizer: Quantizer = "ste", channels: int = 64, scale_min: float = 0.11,
                  scale_max: float = 256.0, levels: int = 64, means: bool = False):
-        super().__init__(quantizer=quantizer)
+        super().__init__(code_shape, weight=weight, quantizer=quantizer)
         check(channels >= 1, "channels", channels, "an integer >= 1")
         check(0 < scale_min < scale_max, "scale_min", scale_min, "a number in (0, scale_max)")
         check(levels >= 2, "levels", levels, "an integer >= 2")
         check(isinstance(means, bool), "means", means, "true or false")
         self.channels, self.scale_min, self.scale_max, self.levels = channels, scale_min, scale_max, levels
         self.means = means
-        self.h_a: nn.Sequential | None = None
-        self.h_s: nn.Sequential | None = None
-        self.z_density: FactorizedDensity | None = None
-        self._priced: tuple[Tensor, Tensor, Tensor] | None = None  # means: what penalty() prices
-
-    def bind(self, channels: int) -> None:
-        if self.h_a is None or self.h_a[0].in_channels != channels:
-            self.h_a = hyper_analysis(channels, self.channels)
-            self.h_s = hyper_synthesis(channels * (2 if self.means else 1), self.channels)
-            self.z_density = FactorizedDensity(self.channels)
+        m = self.code_shape[0]
+        self.h_a = hyper_analysis(m, channels)
+        self.h_s = hyper_synthesis(m * (2 if means else 1), channels)
+        self.z_density = FactorizedDensity(channels)
 
     # --- training ------------------------------------------------------------------------------
 
-    def gaussian(self, z_hat: Tensor, size: tuple[int, int], h_s: nn.Module | None = None
-                 ) -> tuple[Tensor, Tensor | None]:
+    def gaussian(self, z_hat: Tensor, size: Sequence[int], h_s: nn.Module | None = None
+                 ) -> tuple[Tensor, Tensor]:
         """(sigma, mu) for every latent of y, (N, M, h, w) each: sigma at least ``scale_min``,
-        mu None unless ``means``."""
-        out = (h_s or self.h_s)(z_hat)[..., :size[0], :size[1]]  # type: ignore[operator]
-        raw, mu = out.chunk(2, dim=1) if self.means else (out, None)
+        mu zero unless ``means``."""
+        out = (h_s or self.h_s)(z_hat)[..., :size[0], :size[1]]
+        raw, mu = out.chunk(2, dim=1) if self.means else (out, torch.zeros_like(out))
         return self.scale_min + F.softplus(raw), mu
 
     def _hyper(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,27 +111,25 @@ class Hyperprior(EntropyModel):
         z_tilde = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         return z_tilde, z_tilde if self.quantizer == "noise" else z + (torch.round(z) - z).detach()
 
-    def bits(self, y_tilde: Tensor, q: Tensor) -> Tensor:
-        assert self.h_a is not None and self.z_density is not None
-        if self.means:  # priced in transform_code, which needs mu before the decoder runs
-            assert self._priced is not None, "mean-scale hyperprior priced before transform_code ran"
-            y_tilde, sigma, z_tilde = self._priced
-            self._priced = None
+    def bits(self, ctx: LossContext) -> Tensor:
+        if self.means:  # priced in transform_code_with_aux, which needs mu before the decoder runs
+            y_tilde, sigma, z_tilde = ctx.aux_of(self)
         else:
+            y_tilde, q = self.priced(ctx)
             z_tilde, z_hat = self._hyper(self.h_a(q.abs()))
             sigma = self.gaussian(z_hat, (q.shape[-2], q.shape[-1]))[0]
         nats = -gaussian_log_likelihood(y_tilde, sigma).sum() - self.z_density.log_likelihood(z_tilde).sum()
         return nats / math.log(2.0)
 
-    def transform_code(self, z: Tensor) -> Tensor:
+    def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
+        """Without ``means``, as every entropy model; with them the code the decoder sees is
+        round(y - mu) + mu, and the aux is what the rate prices: (y_tilde - mu, sigma, z_tilde)."""
         if not self.means:
-            return super().transform_code(z)
-        assert self.h_a is not None
+            return super().transform_code_with_aux(z)
         with torch.autocast(z.device.type, enabled=False):  # small nets; mu decides the rounding
             y = self.spatial(z).float()
             z_tilde, z_hat = self._hyper(self.h_a(y))
             sigma, mu = self.gaussian(z_hat, (y.shape[-2], y.shape[-1]))
-            assert mu is not None
             if not self.training:
                 y_hat = torch.round(y - mu) + mu
                 priced = y_hat - mu
@@ -144,8 +139,7 @@ class Hyperprior(EntropyModel):
             else:  # the decoder sees round(y - mu) + mu, the rate prices y + noise
                 y_hat = y + (torch.round(y - mu) + mu - y).detach()
                 priced = y + torch.empty_like(y).uniform_(-0.5, 0.5) - mu
-        self._priced = (priced, sigma, z_tilde)
-        return y_hat.flatten(1)
+        return y_hat.flatten(1), (priced, sigma, z_tilde)
 
     # --- coding --------------------------------------------------------------------------------
 
@@ -166,7 +160,6 @@ class Hyperprior(EntropyModel):
 
     def _z_tables(self) -> ProbabilityTables:
         if "z" not in self._cache:
-            assert self.z_density is not None
             self._cache["z"] = self.z_density.tables()
         return self._cache["z"]  # type: ignore[return-value]
 
@@ -176,21 +169,17 @@ class Hyperprior(EntropyModel):
         without ``means``), from float64 hyper-synthesis."""
         if "h_s64" not in self._cache:
             self._cache["h_s64"] = copy.deepcopy(self.h_s).cpu().double()
-        assert self.code_shape is not None
         sigma, mu = self.gaussian(z_hat.double(), self.code_shape[1:], self._cache["h_s64"])  # type: ignore[arg-type]
         step = (math.log(self.scale_max) - math.log(self.scale_min)) / (self.levels - 1)
         index = torch.round((torch.log(sigma[0]) - math.log(self.scale_min)) / step)
-        return (index.clamp(0, self.levels - 1).to(torch.int64).numpy(),
-                torch.zeros_like(sigma) if mu is None else mu)
+        return index.clamp(0, self.levels - 1).to(torch.int64).numpy(), mu
 
     def _z_ids(self) -> np.ndarray:
-        assert self.code_shape is not None
         hz, wz = hyper_size(*self.code_shape[1:])
         return np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), (self.channels, hz, wz))
 
     @torch.no_grad()
     def encode_latents(self, y: Tensor, writer: SymbolWriter) -> tuple[Tensor, Tensor]:
-        assert self.h_a is not None
         device = next(self.h_a.parameters()).device
         hyper_in = y.float() if self.means else quantize_for_coding(y).float().abs()
         z_hat = quantize_for_coding(self.h_a(hyper_in.to(device)))

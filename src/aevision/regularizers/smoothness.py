@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from aevision.models.base import LossContext
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import LossContext, Regularizer
 from aevision.regularizers.registry import REGULARIZERS
 
 
@@ -30,6 +29,9 @@ class TemporalSmoothness(Regularizer):
     term = "smoothness"
     default_weight = 0.2  # on moving-shapes: jitter down 4x, reconstruction unchanged (bench/dsae.py)
     min_frames = 3
+
+    def __init__(self, *, weight: float = default_weight):
+        super().__init__(weight=weight)
 
     def penalty(self, ctx: LossContext) -> Tensor | None:
         """None for batches of single images: they have no order to be smooth in."""

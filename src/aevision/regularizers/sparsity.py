@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 
 from aevision.errors import ConfigError
-from aevision.models.base import Autoencoder, LossContext
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import CodeModel, LossContext, Regularizer
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
 
@@ -16,6 +15,9 @@ from aevision.validation import check
 class L1Sparsity(Regularizer):
     term = "l1"
     default_weight = 1e-4
+
+    def __init__(self, *, weight: float = default_weight):
+        super().__init__(weight=weight)
 
     def penalty(self, ctx: LossContext) -> Tensor:
         return ctx.z.abs().sum(dim=1).mean()
@@ -26,12 +28,12 @@ class KLSparsity(Regularizer):
     term = "kl"
     default_weight = 1e-2
 
-    def __init__(self, *, rho: float = 0.05):
-        super().__init__()
+    def __init__(self, *, weight: float = default_weight, rho: float = 0.05):
+        super().__init__(weight=weight)
         check(0.0 < rho < 1.0, "rho", rho, "a target activation in (0, 1)")
         self.rho = rho
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         if model.code_range != (0.0, 1.0):
             raise ConfigError(f"{field}.name", "kl",
                               "a model whose code is in (0, 1): set model.code_activation=sigmoid")
@@ -63,7 +65,7 @@ class TopKSparsity(Regularizer):
         self.k = k
         self.eval_k = eval_k
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         for name, k in (("k", self.k), ("eval_k", self.eval_k)):
             if k is not None and k > model.code_dim:
                 raise ConfigError(f"{field}.{name}", k,

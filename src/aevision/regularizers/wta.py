@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 
 from aevision.errors import ConfigError
-from aevision.models.base import Autoencoder
-from aevision.regularizers.base import Regularizer
+from aevision.regularizers.base import CodeModel, Regularizer
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
 
@@ -33,7 +32,7 @@ class WinnerTakeAll(Regularizer):
         self.lifetime = lifetime
         self.shape: tuple[int, int, int] | None = None
 
-    def check(self, model: Autoencoder, field: str) -> None:
+    def check(self, model: CodeModel, field: str) -> None:
         channels, sizes = model.notes.get("channels"), model.notes.get("stage_sizes")
         if not channels or not sizes or model.code_dim != channels[-1] * sizes[-1][0] * sizes[-1][1]:
             raise ConfigError(f"{field}.name", "wta", "a model whose code is a feature map: "
