@@ -30,37 +30,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run_decompress)
 
 
-def image_paths(inputs: list[str]) -> list[Path]:
-    """Files as given, folders expanded to their image files in sorted order."""
-    from aevision.data.images import is_image_path
-    from aevision.errors import AevisionError
-
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)
-                           and not p.name.startswith("."))
-            if not found:
-                raise AevisionError(f"{path}: no image files in this folder")
-            paths += found
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise AevisionError(f"{path}: no such file or folder")
-    return paths
-
-
 def run_compress(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.data.images import BadImage, load_image
+    from aevision.data.images import BadImage, image_files, load_image
     from aevision.errors import AevisionError
     from aevision.io import write_bytes
     from aevision.tasks.compress import Codec
 
     codec = Codec(load(args.model, args.device))
     images = []
-    for path in image_paths(args.inputs):
+    for path in image_files(args.inputs):
         try:
             images.append(load_image(path, codec.channels))
         except BadImage as e:

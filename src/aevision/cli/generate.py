@@ -44,8 +44,7 @@ def run_sample(args: argparse.Namespace) -> int:
     from aevision.report.plots import image_grid, save_image
     from aevision.tasks.generate import sample
 
-    positive("--num", args.num)
-    positive("--nrow", args.nrow)
+    positive(args, "--num", "--nrow")
     out = output_path(args.out, (".png",))
     model = load(args.model, args.device)
     images = sample(model, args.num, seed=args.seed, temperature=args.temperature)
@@ -60,8 +59,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from aevision.report.plots import image_grid, save_image
     from aevision.tasks.generate import interpolate
 
-    positive("--steps", args.steps)
-    positive("--pairs", args.pairs)
+    positive(args, "--steps", "--pairs")
     out = output_path(args.out, (".png",))
     model = load(args.model, args.device)
     if args.dataset and args.limit is None:

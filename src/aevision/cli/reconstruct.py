@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from aevision.cli.common import positive
     from aevision.report.plots import reconstruction_grid
 
-    positive("--num", args.num)
+    positive(args, "--num")
     out = output_path(args.out, (".png",))
     model = load(args.model, args.device)
     if args.limit is None:

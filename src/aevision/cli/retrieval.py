@@ -67,9 +67,8 @@ def run_index(args: argparse.Namespace) -> int:
     from aevision.data.sources import SourceSpec, fingerprint, is_path, load_source
     from aevision.tasks.retrieval import GalleryIndex, set_threads
 
-    positive("--batch-size", args.batch_size)
+    positive(args, "--batch-size", "--threads")
     if args.threads is not None:
-        positive("--threads", args.threads)
         set_threads(args.threads)
     model = load(args.model, args.device)
     from aevision.data import data_root
@@ -104,10 +103,8 @@ def run_search(args: argparse.Namespace) -> int:
     from aevision.api import encode, load
     from aevision.tasks.retrieval import GalleryIndex, set_threads
 
-    positive("-k", args.k)
-    positive("--grid-rows", args.grid_rows)
+    positive(args, "-k", "--grid-rows", "--threads")
     if args.threads is not None:
-        positive("--threads", args.threads)
         set_threads(args.threads)
     out = output_path(args.out, (".json",)) if args.out else None
     grid = output_path(args.grid, (".png",), "--grid") if args.grid else None

@@ -18,6 +18,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from aevision.errors import DataError
+
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
@@ -33,6 +35,24 @@ class BadImage(Exception):
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, folders expanded to their image files (not hidden ones) in sorted order."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)
+                           and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{path}: no image files in this folder")
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return paths
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:

@@ -44,6 +44,11 @@ def is_path(data: str) -> bool:
     return Path(data).expanduser().exists()
 
 
+def resolved(data: str) -> str:
+    """A path made absolute (so a saved spec still finds it from elsewhere); a dataset name as is."""
+    return str(Path(data).expanduser().resolve()) if is_path(data) else data
+
+
 def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) -> ImageSet:
     """The images of ``spec``, converted to ``channels`` and resized to ``image_size``.
 

@@ -63,16 +63,20 @@ def check_format(config: dict[str, Any], where: Path, newest: int = FORMAT) -> N
                             f"upgrade aevision")
 
 
-def trained_on(path: str | os.PathLike[str]) -> tuple[DataConfig | None, int]:
-    """The data config a saved model was pretrained on (its run config in ``config.json``; None
-    when it records none) and the run's seed (0 when it records none)."""
+def saved_run(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
+    """The run config recorded in a saved model's ``config.json`` (empty when there is none) and
+    its seed (0 when it records none)."""
     folder, _ = model_files(path)
     saved = read_json(folder / CONFIG, "model config")
     run = saved.get("config") if isinstance(saved, dict) else None
     run = run if isinstance(run, dict) else {}
-    seed = run.get("seed", 0) if isinstance(run.get("seed", 0), int) else 0
-    data = run.get("data")
-    return (from_dict(DataConfig, data, "data") if isinstance(data, dict) else None), seed
+    return run, run.get("seed", 0) if isinstance(run.get("seed", 0), int) else 0
+
+
+def trained_on(path: str | os.PathLike[str]) -> DataConfig | None:
+    """The data config a saved model was pretrained on; None when its ``config.json`` records none."""
+    data = saved_run(path)[0].get("data")
+    return from_dict(DataConfig, data, "data") if isinstance(data, dict) else None
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:
