@@ -89,8 +89,7 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
     """The ImageSet named by the command line, conformed to ``model``'s input shape."""
     from aevision.config import DataConfig
     from aevision.data import load_dataset
-    from aevision.data.folder import load_folder
-    from aevision.data.images import BadImage, load_image
+    from aevision.data.folder import load_path
     from aevision.data.imageset import ImageSet
 
     positive(args, "--limit", "--batch-size")
@@ -106,19 +105,7 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
         if hasattr(data, "frame_set"):  # a video dataset: its frames, in order, labelled per frame
             data = data.frame_set()
     elif args.inputs:
-        parts: list[ImageSet] = []
-        for item in args.inputs:
-            path = Path(item)
-            if path.is_dir():
-                parts.append(load_folder(path, channels=c, image_size=(h, w)))
-            elif path.is_file():
-                try:
-                    img = load_image(path, c, (h, w))
-                except BadImage as e:
-                    raise AevisionError(f"{path}: {e}") from None
-                parts.append(ImageSet(img.unsqueeze(0), files=[str(path)]))
-            else:
-                raise AevisionError(f"{path}: no such file or folder")
+        parts = [load_path(Path(item), c, (h, w)) for item in args.inputs]
         import torch
 
         files = [f for s in parts for f in (s.files or [])]

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from aevision.data import loading
+from aevision.data.images import read_image
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.errors import DataError
 
@@ -40,6 +41,16 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
         skipped += [Skipped(str(p), "file beside class folders") for p in entries if p.is_file()]
         return files, labels, classes, skipped
     return [p for p in entries if p.is_file()], None, None, skipped
+
+
+def load_path(path: Path, channels: int | None, image_size: Sequence[int] | None) -> ImageSet:
+    """An image folder (see :func:`load_folder`) or one image file (``channels`` then required)."""
+    if path.is_dir():
+        return load_folder(path, channels=channels, image_size=image_size)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    assert channels is not None
+    return ImageSet(read_image(path, channels, image_size).unsqueeze(0), files=[str(path)])
 
 
 def load_folder(

@@ -124,6 +124,20 @@ def load_image(
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
+def read_image(path: str | os.PathLike[str], channels: int, size: Sequence[int] | None = None) -> Tensor:
+    """:func:`load_image`, a file that is not a usable image being a one-line error naming it."""
+    try:
+        return load_image(path, channels, size)
+    except BadImage as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def to_hwc(image: Tensor) -> np.ndarray:
+    """(C, H, W) uint8 -> the array Pillow writes: (H, W) for one channel, else (H, W, C)."""
+    arr = image.permute(1, 2, 0).numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
 def peek_is_grey(path: Path) -> bool | None:
     """Whether a file is greyscale, reading only its header (None if unreadable)."""
     try:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.data.images import BadImage, load_image, open_image
+from aevision.data.images import BadImage, load_image, open_image, to_hwc
 from aevision.data.imageset import to_float, to_uint8
 from aevision.errors import AevisionError
 from aevision.io import write_json
@@ -100,8 +100,7 @@ def _quality(degraded: Tensor, restored: Tensor, clean: Tensor) -> dict[str, flo
 def _save_png(path: Path, img: Tensor) -> None:
     from aevision.report.plots import save_image
 
-    arr = to_uint8(img).permute(1, 2, 0).numpy()
-    save_image(path, arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    save_image(path, to_hwc(to_uint8(img)))
 
 
 def _save_grid(path: Path, rows: dict[str, list[Tensor]]) -> Path:
