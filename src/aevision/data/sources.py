@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from aevision.data.imageset import ImageSet
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 
 Split = Literal["train", "val", "test"]
 
@@ -60,7 +60,7 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
     from aevision.data.registry import DATASETS, load_dataset
 
     if spec.limit is not None and spec.limit < 1:
-        raise AevisionError(f"--limit: got {spec.limit}, expected a positive integer")
+        raise ConfigError("--limit", spec.limit, "a positive integer")
     path = Path(spec.data).expanduser()
     if path.is_dir() or path.is_file():
         data = load_path(path.resolve(), channels, image_size)
