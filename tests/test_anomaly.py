@@ -129,3 +129,26 @@ def test_anomaly_cli_scores_a_folder(tmp_path, capsys):
     assert "reference: digits" in capsys.readouterr().out
     assert main(["anomaly", str(run), str(folder), "--quantile", "1.5"]) == 2
     assert "--quantile" in capsys.readouterr().err
+
+
+def test_score_images_needs_no_reference_for_reconstruction_error(tmp_path):
+    from aevision.data.imageset import ImageSet
+    from aevision.models import save_model
+    from aevision.tasks.anomaly_report import score_images
+
+    model = build_model("dense", (1, 8, 8), {"code_dim": 4}).eval()
+    save_model(model, tmp_path / "m")  # no run config: nothing says what it was trained on
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    data = ImageSet(images, labels=torch.tensor([0, 1, 0, 1, 0, 1]))
+    plain = score_images(model, tmp_path / "m", data)
+    assert plain.threshold is None and plain.flagged is None and plain.reference_size is None
+    assert plain.names == [str(i) for i in range(6)] and plain.scores[plain.order[0]] == plain.scores.max()
+    assert set(plain.rows()[0]) == {"image", "score", "label"}
+    with pytest.raises(AevisionError, match="--score knn: needs --reference"):
+        score_images(model, tmp_path / "m", data, score="knn")
+    folder = tmp_path / "normal"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(images[i, 0].numpy()).save(folder / f"{i}.png")
+    ref = score_images(model, tmp_path / "m", data, score="knn", k=2, reference=str(folder))
+    assert ref.reference_size == 5 and ref.threshold is not None and "anomalous" in ref.rows()[0]

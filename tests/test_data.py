@@ -172,3 +172,21 @@ def test_small_data_is_converted_once_and_gives_the_same_batches():
     assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     a[0].mul_(0)  # a batch is a copy: changing it in place leaves the cache alone
     assert torch.equal(next(cached.epoch(1)), b[0])
+
+
+def test_a_path_is_an_image_folder_or_one_image_file(tmp_path):
+    from aevision.data.folder import load_path
+    from aevision.data.loading import check_one_size
+
+    Image.fromarray(np.zeros((6, 5), dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    one = load_path(tmp_path / "a.png", 1, None)
+    assert one.images.shape == (1, 1, 6, 5) and one.files == [str(tmp_path / "a.png")]
+    assert len(load_path(tmp_path, 1, (4, 4))) == 1  # the folder: bad.png skipped
+    with pytest.raises(DataError, match=r"bad\.png: "):
+        load_path(tmp_path / "bad.png", 1, None)
+    with pytest.raises(DataError, match="nothing: no such file or folder"):
+        load_path(tmp_path / "nothing", 1, None)
+    images = [("a", torch.zeros(1, 6, 5)), ("b", torch.zeros(1, 6, 5)), ("c", torch.zeros(1, 4, 4))]
+    with pytest.raises(DataError, match=r"^x: images differ in size \(most are 6x5, c is 4x4\)"):
+        check_one_size("x", images)

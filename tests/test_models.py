@@ -126,3 +126,22 @@ def test_clips_are_flattened_for_the_loss():
     model = build_model("dense", (1, 8, 8), {"code_dim": 4})
     terms = model(torch.rand(2, 3, 1, 8, 8))  # 2 clips of 3 frames
     assert terms["loss"].dim() == 0
+
+
+def test_a_saved_model_is_found_from_its_folder_or_its_weights_file(tmp_path):
+    from aevision.io import read_json, write_json
+    from aevision.models.io import load_model, model_files, save_model, saved_run, trained_on
+
+    folder = tmp_path / "run"
+    save_model(build_model("dense", (1, 8, 8), {"code_dim": 4}), folder)
+    assert model_files(folder) == (folder, folder / "model.safetensors")
+    assert model_files(folder / "model.safetensors") == (folder, folder / "model.safetensors")
+    assert saved_run(folder) == ({}, 0) and trained_on(folder / "model.safetensors") is None
+    config = read_json(folder / "config.json")
+    run = {"seed": 3, "data": {"name": "shapes", "limit": 50}}
+    write_json(folder / "config.json", {**config, "config": run})
+    data = trained_on(folder)
+    assert (data.name, data.limit, saved_run(folder)[1]) == ("shapes", 50, 3)
+    assert load_model(folder / "model.safetensors").code_dim == 4
+    with pytest.raises(AevisionError, match="no such model folder"):
+        load_model(tmp_path / "nothing")

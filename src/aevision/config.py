@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from aevision.errors import AevisionError, ConfigError
+from aevision.io import read_text
 from aevision.validation import check, coerce
 
 Precision = Literal[
@@ -299,12 +300,7 @@ def yaml_load(text: str) -> Any:
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AevisionError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise AevisionError(f"{path}: cannot read config file ({e})") from None
+    text = read_text(path, "config file")
     try:
         data = yaml_load(text)
     except yaml.YAMLError as e:

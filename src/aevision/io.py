@@ -98,14 +98,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
-    path = Path(path)
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """A UTF-8 text file; a missing or unreadable one is a one-line error naming ``what`` it is."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AevisionError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise AevisionError(f"{path}: cannot read {what} ({e})") from None
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    path = Path(path)
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
-from aevision.errors import AevisionError
+from aevision.cli.common import (
+    Parser,
+    add_data_arguments,
+    check_flag,
+    load_inputs,
+    output_path,
+    positive,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -35,106 +40,42 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def load_reference(args: argparse.Namespace, model: Any) -> tuple[Any, str] | None:
-    """The normal images and their name: --reference, or exactly the training images the model
-    was pretrained on (its config.json: dataset, options, limit, seed; validation held out)."""
-    from aevision.config import DataConfig, from_dict
-    from aevision.data import load_dataset
-    from aevision.data.sources import SourceSpec, is_path, load_source
-    from aevision.io import read_json
-
-    c, h, w = model.input_shape
-    if args.reference:
-        data = str(Path(args.reference).expanduser().resolve()) if is_path(args.reference) \
-            else args.reference
-        spec = SourceSpec(data, "train", args.data_root, args.seed, args.reference_limit)
-        return load_source(spec, c, (h, w)), args.reference
-    folder = Path(args.model)
-    folder = folder.parent if folder.suffix == ".safetensors" else folder
-    config = read_json(folder / "config.json", "model config")
-    run = config.get("config") if isinstance(config, dict) else None
-    if not isinstance(run, dict) or not isinstance(run.get("data"), dict):
-        return None
-    cfg = from_dict(DataConfig, run["data"], "data")
-    cfg.root = args.data_root or cfg.root
-    cfg.channels, cfg.image_size = c, [h, w]
-    reference = load_dataset(cfg, int(run.get("seed", 0))).train
-    if args.reference_limit is not None and args.reference_limit < len(reference):
-        reference = reference.subset(range(args.reference_limit))
-    return reference, f"{cfg.name} (the model's training set)"
-
-
 def run(args: argparse.Namespace) -> int:
-    from aevision.api import encode, load
-    from aevision.tasks.anomaly import CodeDensity, reconstruction_error
+    from aevision.api import load
+    from aevision.tasks.anomaly_report import save_top_grid, score_images
 
-    positive("-k", args.k)
-    positive("--components", args.components)
-    positive("--top", args.top)
-    if not 0.0 < args.quantile < 1.0:
-        raise AevisionError(f"--quantile: got {args.quantile}, expected a fraction in (0, 1)")
+    positive(args, "-k", "--components", "--top", "--reference-limit")
+    check_flag(args, "--quantile", lambda q: 0.0 < q < 1.0, "a fraction in (0, 1)")
     out = output_path(args.out, (".csv",)) if args.out else None
     grid = output_path(args.grid, (".png",), "--grid") if args.grid else None
     model = load(args.model, args.device)
     data = load_inputs(args, model)
-    if args.reference_limit is not None:
-        positive("--reference-limit", args.reference_limit)
-    try:
-        found = load_reference(args, model)
-    except AevisionError as e:
-        if args.reference or args.score != "recon":
-            raise
-        # reconstruction error needs no reference; only the threshold is lost
-        print(f"note: no reference images, so no threshold ({e})")
-        found = None
-    if found is None and args.score != "recon":
-        raise AevisionError(f"--score {args.score}: needs --reference DATA (normal images); the "
-                            f"model's config does not say what it was trained on")
-    reference, ref_name = found if found is not None else (None, "none")
-
-    if args.score == "recon":
-        scores = reconstruction_error(model, data, args.batch_size)
-        ref_scores = (reconstruction_error(model, reference, args.batch_size)
-                      if reference is not None else None)
-    else:
-        assert reference is not None
-        density = CodeDensity(args.score, k=args.k, metric=args.metric, components=args.components,
-                              seed=args.seed)
-        ref_codes = encode(model, reference, args.batch_size, args.device)
-        density.fit(ref_codes)
-        scores = density.score(encode(model, data, args.batch_size, args.device))
-        ref_scores = density.score(ref_codes, exclude_self=True)
-    threshold = float(ref_scores.quantile(args.quantile)) if ref_scores is not None else None
-
-    names = data.files or [str(i) for i in range(len(data))]
-    order = scores.argsort(descending=True)
-    flagged = int((scores > threshold).sum()) if threshold is not None else None
-    ref = f"{ref_name}, {len(reference)} images" if reference is not None else "none"
-    print(f"scored {len(data)} images with {args.score}; reference: {ref}")
-    if threshold is not None:
-        print(f"threshold (reference {args.quantile:g} quantile): {threshold:.6g}; "
-              f"flagged {flagged} of {len(data)}")
-    print(f"most anomalous ({min(args.top, len(data))}):")
-    for i in order[: args.top].tolist():
-        label = f"  label {int(data.labels[i])}" if data.labels is not None else ""
-        print(f"  {scores[i]:.6g}  {names[i]}{label}")
+    result = score_images(model, args.model, data, score=args.score, reference=args.reference,
+                          reference_limit=args.reference_limit, data_root=args.data_root, seed=args.seed,
+                          k=args.k, metric=args.metric, components=args.components,
+                          quantile=args.quantile, batch_size=args.batch_size, device=args.device)
+    _print(args, result, len(data))
     if out is not None:
         from aevision.io import write_csv_rows
 
-        rows = []
-        for i in range(len(data)):
-            row: dict[str, Any] = {"image": names[i], "score": float(scores[i])}
-            if threshold is not None:
-                row["anomalous"] = int(scores[i] > threshold)
-            if data.labels is not None:
-                row["label"] = int(data.labels[i])
-            rows.append(row)
-        write_csv_rows(out, rows)
+        write_csv_rows(out, result.rows())
         print(f"wrote {out}")
     if grid is not None:
-        from aevision.report.plots import image_grid, save_image
-
-        top = data.floats(order[: args.top])
-        save_image(grid, image_grid(list(top.split(8)), scale=max(1, 64 // model.input_shape[1])))
+        save_top_grid(grid, data, result, args.top)
         print(f"wrote {grid}")
     return 0
+
+
+def _print(args: argparse.Namespace, result: Any, n: int) -> None:
+    if result.note:
+        print(f"note: {result.note}")
+    ref = f"{result.reference}, {result.reference_size} images" if result.reference_size is not None \
+        else "none"
+    print(f"scored {n} images with {args.score}; reference: {ref}")
+    if result.threshold is not None:
+        print(f"threshold (reference {args.quantile:g} quantile): {result.threshold:.6g}; "
+              f"flagged {result.flagged} of {n}")
+    print(f"most anomalous ({min(args.top, n)}):")
+    for i in result.order[: args.top].tolist():
+        label = f"  label {int(result.labels[i])}" if result.labels is not None else ""
+        print(f"  {result.scores[i]:.6g}  {result.names[i]}{label}")

@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from aevision.cli.common import positive
     from aevision.errors import AevisionError
 
-    positive("--seeds", args.seeds)
-    positive("--epochs", args.epochs)
+    positive(args, "--seeds", "--epochs")
     config, overrides = args.items[0], list(args.items[1:])
     for item in overrides:
         if "=" not in item:

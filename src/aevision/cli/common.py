@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 
 
 class UsageError(Exception):
@@ -69,21 +70,29 @@ def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]
     return out + list(args.overrides)
 
 
-def positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise AevisionError(f"{name}: got {value}, expected a positive integer")
+def check_flag(args: argparse.Namespace, flag: str, ok: Callable[[Any], bool], expected: str) -> None:
+    """The one way a command checks a flag's value: a given value that is not ``ok`` is a
+    :class:`ConfigError` naming the flag (``--num: got 0, expected a positive integer``), printed
+    as one line with exit status 2."""
+    value = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if value is not None and not ok(value):
+        raise ConfigError(flag, value, expected)
+
+
+def positive(args: argparse.Namespace, *flags: str) -> None:
+    """Each of ``flags`` (when given) is an integer >= 1."""
+    for flag in flags:
+        check_flag(args, flag, lambda v: v >= 1, "a positive integer")
 
 
 def load_inputs(args: argparse.Namespace, model: Any) -> Any:
     """The ImageSet named by the command line, conformed to ``model``'s input shape."""
     from aevision.config import DataConfig
     from aevision.data import load_dataset
-    from aevision.data.folder import load_folder
-    from aevision.data.images import BadImage, load_image
+    from aevision.data.folder import load_path
     from aevision.data.imageset import ImageSet
 
-    positive("--limit", args.limit)
-    positive("--batch-size", args.batch_size)
+    positive(args, "--limit", "--batch-size")
     c, h, w = model.input_shape
     if args.dataset and args.inputs:
         raise AevisionError("give either IMAGES or --dataset, not both")
@@ -96,19 +105,7 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
         if hasattr(data, "frame_set"):  # a video dataset: its frames, in order, labelled per frame
             data = data.frame_set()
     elif args.inputs:
-        parts: list[ImageSet] = []
-        for item in args.inputs:
-            path = Path(item)
-            if path.is_dir():
-                parts.append(load_folder(path, channels=c, image_size=(h, w)))
-            elif path.is_file():
-                try:
-                    img = load_image(path, c, (h, w))
-                except BadImage as e:
-                    raise AevisionError(f"{path}: {e}") from None
-                parts.append(ImageSet(img.unsqueeze(0), files=[str(path)]))
-            else:
-                raise AevisionError(f"{path}: no such file or folder")
+        parts = [load_path(Path(item), c, (h, w)) for item in args.inputs]
         import torch
 
         files = [f for s in parts for f in (s.files or [])]

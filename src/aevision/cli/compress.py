@@ -30,66 +30,20 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run_decompress)
 
 
-def image_paths(inputs: list[str]) -> list[Path]:
-    """Files as given, folders expanded to their image files in sorted order."""
-    from aevision.data.images import is_image_path
-    from aevision.errors import AevisionError
-
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)
-                           and not p.name.startswith("."))
-            if not found:
-                raise AevisionError(f"{path}: no image files in this folder")
-            paths += found
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise AevisionError(f"{path}: no such file or folder")
-    return paths
-
-
 def run_compress(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.data.images import BadImage, load_image
-    from aevision.errors import AevisionError
-    from aevision.io import write_bytes
-    from aevision.tasks.compress import Codec
+    from aevision.data.images import image_files
+    from aevision.tasks.compress import Codec, compress_files
 
-    codec = Codec(load(args.model, args.device))
-    images = []
-    for path in image_paths(args.inputs):
-        try:
-            images.append(load_image(path, codec.channels))
-        except BadImage as e:
-            raise AevisionError(f"{path}: {e}") from None
-    result = codec.compress_latents(images)
-    write_bytes(args.out, result.data)
-    pixels = sum(int(i.shape[1]) * int(i.shape[2]) for i in images)
-    print(f"wrote {args.out}: {len(images)} images, {len(result.data):,} bytes "
-          f"({result.header_bytes} header), {8 * len(result.data) / pixels:.4f} bits per pixel")
+    done = compress_files(Codec(load(args.model, args.device)), image_files(args.inputs), args.out)
+    print(f"wrote {args.out}: {done.images} images, {done.size:,} bytes "
+          f"({done.header_bytes} header), {done.bits_per_pixel:.4f} bits per pixel")
     return 0
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from aevision.api import load
-    from aevision.errors import AevisionError
-    from aevision.report.plots import save_image
-    from aevision.tasks.compress import Codec
+    from aevision.tasks.compress import decompress_file
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise AevisionError(f"{path}: no such file")
-    codec = Codec(load(args.model, args.device))
-    images = codec.decompress(path.read_bytes(), source=str(path))
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise AevisionError(f"-o {out}: exists and is not a folder")
-    width = max(3, len(str(len(images) - 1)))
-    for i, img in enumerate(images):
-        arr = img.permute(1, 2, 0).numpy()
-        save_image(out / f"{path.stem}-{i:0{width}d}.png", arr[:, :, 0] if arr.shape[2] == 1 else arr)
-    print(f"wrote {len(images)} images to {out}/")
+    written = decompress_file(args.model, args.file, args.out, args.device)
+    print(f"wrote {len(written)} images to {Path(args.out)}/")
     return 0

@@ -24,8 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from aevision.cli.common import positive
     from aevision.demo import run_demo
 
-    for name in ("epochs", "seeds", "finetune_epochs"):
-        positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    positive(args, "--epochs", "--seeds", "--finetune-epochs")
     run_demo(args.out, seed=args.seed, epochs=args.epochs, seeds=args.seeds,
              finetune_epochs=args.finetune_epochs)
     return 0

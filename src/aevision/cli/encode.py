@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path
@@ -22,25 +21,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevision.api import encode, load
-    from aevision.io import write_npy, write_safetensors
+    from aevision.api import load
+    from aevision.tasks.model_outputs import write_features
 
     out = output_path(args.out, (".npy", ".safetensors"))
     model = load(args.model, args.device)
     data = load_inputs(args, model)
-    features = encode(model, data, args.batch_size, args.device)
-    if out.suffix.lower() == ".npy":
-        write_npy(out, features.numpy())
-    else:
-        tensors = {"features": features}
-        if data.labels is not None:
-            tensors["labels"] = data.labels
-        meta = {"model": str(args.model)}
-        if data.files is not None:
-            meta["files"] = json.dumps(data.files)
-        if data.classes is not None:
-            meta["classes"] = json.dumps(data.classes)
-        write_safetensors(out, tensors, metadata=meta)
+    features = write_features(model, data, out, batch_size=args.batch_size, device=args.device,
+                              model_path=args.model)
     print(f"wrote {out}: {features.shape[0]} x {features.shape[1]} features")
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable files (e.g. {data.skipped[0].path}: "

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
-from aevision.errors import AevisionError
 
 
 def add_parser(sub: Any) -> None:
@@ -41,39 +40,25 @@ def add_parser(sub: Any) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.report.plots import image_grid, save_image
-    from aevision.tasks.generate import sample
+    from aevision.tasks.generate import save_samples
 
-    positive("--num", args.num)
-    positive("--nrow", args.nrow)
+    positive(args, "--num", "--nrow")
     out = output_path(args.out, (".png",))
-    model = load(args.model, args.device)
-    images = sample(model, args.num, seed=args.seed, temperature=args.temperature)
-    rows = list(images.split(args.nrow))
-    save_image(out, image_grid(rows, scale=max(1, 64 // images.shape[-2])))
+    save_samples(load(args.model, args.device), out, args.num, args.nrow, seed=args.seed,
+                 temperature=args.temperature)
     print(f"wrote {out} ({args.num} samples, temperature {args.temperature:g}, seed {args.seed})")
     return 0
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.report.plots import image_grid, save_image
-    from aevision.tasks.generate import interpolate
+    from aevision.tasks.generate import save_interpolations
 
-    positive("--steps", args.steps)
-    positive("--pairs", args.pairs)
+    positive(args, "--steps", "--pairs")
     out = output_path(args.out, (".png",))
     model = load(args.model, args.device)
     if args.dataset and args.limit is None:
         args.limit = 2 * args.pairs
-    data = load_inputs(args, model)
-    if len(data) < 2 or len(data) % 2:
-        raise AevisionError(f"interpolate: needs images in pairs, got {len(data)} image(s)")
-    rows = [interpolate(model, data.images[i], data.images[i + 1], args.steps, args.path)
-            for i in range(0, len(data), 2)]
-    if rows[0].shape[1:] != data.images.shape[1:]:
-        raise AevisionError("interpolate: this model decodes a different target than its input "
-                            f"({tuple(rows[0].shape[1:])}), not images to show")
-    save_image(out, image_grid(rows, scale=max(1, 64 // rows[0].shape[-2])))
-    print(f"wrote {out} ({len(rows)} rows x {args.steps} steps, {args.path})")
+    rows = save_interpolations(model, load_inputs(args, model).images, out, args.steps, args.path)
+    print(f"wrote {out} ({rows} rows x {args.steps} steps, {args.path})")
     return 0

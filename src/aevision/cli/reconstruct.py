@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path
+from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
 
 
 def add_parser(sub: Any) -> None:
@@ -21,24 +21,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevision.api import load, reconstruct
-    from aevision.cli.common import positive
-    from aevision.report.plots import reconstruction_grid
+    from aevision.api import load
+    from aevision.tasks.model_outputs import save_reconstructions
 
-    positive("--num", args.num)
+    positive(args, "--num")
     out = output_path(args.out, (".png",))
     model = load(args.model, args.device)
     if args.limit is None:
         args.limit = args.num
     data = load_inputs(args, model)
     shown = data.subset(range(min(args.num, len(data))))
-    recon = reconstruct(model, shown, args.batch_size, args.device)
-    if recon.shape[1:] != shown.images.shape[1:]:  # models that reconstruct a different target
-        import torch.nn.functional as F
-
-        recon = F.interpolate(recon, size=shown.images.shape[2:], mode="nearest")
-        if recon.shape[1] != shown.images.shape[1]:
-            recon = recon.expand(-1, shown.images.shape[1], -1, -1)
-    reconstruction_grid(out, shown.floats(), recon)
+    save_reconstructions(model, shown, out, batch_size=args.batch_size, device=args.device)
     print(f"wrote {out} ({len(shown)} images)")
     return 0

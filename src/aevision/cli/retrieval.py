@@ -7,10 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
-from aevision.errors import AevisionError
-from aevision.io import file_sha256
-
-WEIGHTS = "model.safetensors"
 
 
 def add_parser(sub: Any) -> None:
@@ -57,108 +53,43 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run_search)
 
 
-def weights_path(model: str | Path) -> Path:
-    path = Path(model)
-    return path if path.suffix == ".safetensors" else path / WEIGHTS
-
-
 def run_index(args: argparse.Namespace) -> int:
-    from aevision.api import encode, load
-    from aevision.data.sources import SourceSpec, fingerprint, is_path, load_source
-    from aevision.tasks.retrieval import GalleryIndex, set_threads
+    from aevision.tasks.gallery import index_gallery
+    from aevision.tasks.retrieval import set_threads
 
-    positive("--batch-size", args.batch_size)
+    positive(args, "--batch-size", "--threads")
     if args.threads is not None:
-        positive("--threads", args.threads)
         set_threads(args.threads)
-    model = load(args.model, args.device)
-    from aevision.data import data_root
-
-    local = is_path(args.data)
-    data = str(Path(args.data).expanduser().resolve()) if local else args.data
-    # a resolved data root, so that 'search --grid' finds the same images whatever $AEVISION_DATA says
-    root = None if local else str(data_root(args.data_root).resolve())
-    spec = SourceSpec(data, args.split, root, args.seed, args.limit)
-    c, h, w = model.input_shape
-    gallery = load_source(spec, c, (h, w))
-    features = encode(model, gallery, args.batch_size, args.device)
-    weights = weights_path(args.model)
-    meta = {
-        "model": {"path": str(Path(args.model).resolve()), "sha256": file_sha256(weights),
-                  "name": model.spec.get("name"), "code_dim": model.code_dim},
-        "source": {**spec.to_dict(), "image_shape": [c, h, w],
-                   "gallery_sha256": fingerprint(gallery.images)},
-        "classes": gallery.classes if gallery.labels is not None else None,
-        "files": gallery.files,
-    }
-    index = GalleryIndex.build(features, kind=args.kind, metric=args.metric, labels=gallery.labels,
-                               nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
-                               ef_search=args.ef_search, meta=meta)
-    index.save(args.out)
+    index = index_gallery(args.model, args.data, args.out, split=args.split, root=args.data_root,
+                          seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
+                          kind=args.kind, metric=args.metric, nlist=args.nlist, nprobe=args.nprobe,
+                          hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     print(f"indexed {len(index)} images of {args.data} ({args.kind}, {args.metric}, "
           f"{index.dim} features) -> {args.out}")
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from aevision.api import encode, load
+    from aevision.tasks.gallery import index_model, save_search_grid, search_gallery
     from aevision.tasks.retrieval import GalleryIndex, set_threads
 
-    positive("-k", args.k)
-    positive("--grid-rows", args.grid_rows)
+    positive(args, "-k", "--grid-rows", "--threads")
     if args.threads is not None:
-        positive("--threads", args.threads)
         set_threads(args.threads)
     out = output_path(args.out, (".json",)) if args.out else None
     grid = output_path(args.grid, (".png",), "--grid") if args.grid else None
     index = GalleryIndex.load(args.index)
     index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
-    info = index.meta.get("model", {})
-    model_path = args.model or info.get("path")
-    if not model_path:
-        raise AevisionError(f"{args.index}: the index does not name its model; pass --model")
-    if info.get("sha256") and file_sha256(weights_path(model_path)) != info["sha256"]:
-        raise AevisionError(f"{model_path}: not the model {args.index} was built with (weights "
-                            f"differ); rebuild the index with 'aevision index'")
-    model = load(model_path, args.device)
-    queries = load_inputs(args, model)
-    found = index.search(encode(model, queries, args.batch_size, args.device), args.k)
-    results = [_result(index, queries, i, found) for i in range(len(queries))]
-    _print(results, out)
+    model = index_model(index, args.index, args.model, args.device)
+    found = search_gallery(index, model, load_inputs(args, model), args.k, args.batch_size, args.device)
+    _print(found.results, out)
     if out is not None:
-        from aevision.io import write_json
-
-        write_json(out, {"index": str(args.index), "k": int(found.ids.shape[1]),
-                         "metric": index.meta["metric"], "kind": index.meta["kind"],
-                         "queries": results})
-        print(f"wrote {out} ({len(results)} queries)")
+        found.save_json(out, args.index)
+        print(f"wrote {out} ({len(found.results)} queries)")
     if grid is not None:
-        _grid(grid, index, queries, found, args.grid_rows)
+        save_search_grid(grid, found, args.grid_rows)
         print(f"wrote {grid}")
     return 0
-
-
-def _result(index: Any, queries: Any, i: int, found: Any) -> dict[str, Any]:
-    classes = index.meta.get("classes")
-    files = index.meta.get("files")
-    q: dict[str, Any] = {"query": queries.files[i] if queries.files else i}
-    if queries.labels is not None:
-        q["label"] = int(queries.labels[i])
-    neighbours = []
-    for rank, (j, d) in enumerate(zip(found.ids[i].tolist(), found.distances[i].tolist(),
-                                      strict=True), start=1):
-        if j < 0:
-            continue
-        n: dict[str, Any] = {"rank": rank, "id": j, "distance": round(float(d), 6)}
-        if index.labels is not None:
-            n["label"] = int(index.labels[j])
-            if classes:
-                n["class"] = classes[n["label"]]
-        if files:
-            n["file"] = files[j]
-        neighbours.append(n)
-    q["neighbours"] = neighbours
-    return q
 
 
 def _print(results: list[dict[str, Any]], out: Path | None, shown: int = 5) -> None:
@@ -172,28 +103,3 @@ def _print(results: list[dict[str, Any]], out: Path | None, shown: int = 5) -> N
     if many:
         rest = "in " + str(out) if out else "not shown; use -o FILE.json"
         print(f"... {len(results) - shown} more queries ({rest})")
-
-
-def _grid(path: Path, index: Any, queries: Any, found: Any, rows: int) -> None:
-    import torch
-
-    from aevision.data.sources import SourceSpec, fingerprint, load_source
-    from aevision.report.plots import image_grid, save_image
-
-    src = index.meta.get("source") or {}
-    if not src.get("data"):
-        raise AevisionError("--grid: the index does not say where its gallery images are")
-    c, h, w = src["image_shape"]
-    gallery = load_source(SourceSpec.from_dict(src), c, (h, w))
-    if src.get("gallery_sha256") and fingerprint(gallery.images) != src["gallery_sha256"]:
-        raise AevisionError(f"--grid: the gallery images of {src['data']} changed since indexing; "
-                            f"rebuild the index")
-    n = min(rows, len(queries))
-    q_imgs = queries.floats(slice(0, n))
-    if q_imgs.shape[1:] != (c, h, w):
-        raise AevisionError("--grid: query and gallery images differ in shape")
-    lines = []
-    for i in range(n):
-        ids = [j for j in found.ids[i].tolist() if j >= 0]
-        lines.append(torch.cat([q_imgs[i:i + 1], gallery.floats(torch.tensor(ids, dtype=torch.long))]))
-    save_image(path, image_grid(lines, pad=2, scale=max(1, 64 // h)))

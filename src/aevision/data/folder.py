@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from aevision.data.images import BadImage, decode_many, is_image_path, peek_is_grey
+from aevision.data import loading
+from aevision.data.images import read_image
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.errors import DataError
 
@@ -43,6 +43,16 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     return [p for p in entries if p.is_file()], None, None, skipped
 
 
+def load_path(path: Path, channels: int | None, image_size: Sequence[int] | None) -> ImageSet:
+    """An image folder (see :func:`load_folder`) or one image file (``channels`` then required)."""
+    if path.is_dir():
+        return load_folder(path, channels=channels, image_size=image_size)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    assert channels is not None
+    return ImageSet(read_image(path, channels, image_size).unsqueeze(0), files=[str(path)])
+
+
 def load_folder(
     root: str | Path,
     *,
@@ -58,60 +68,29 @@ def load_folder(
     root = Path(root)
     files, labels, classes, skipped = scan_folder(root)
     n_seen = len(files) + len(skipped)
-    keep: list[tuple[Path, int | None]] = []
-    for i, p in enumerate(files):
-        if not is_image_path(p):
-            skipped.append(Skipped(str(p), "not an image file (unknown suffix)"))
-            continue
-        keep.append((p, None if labels is None else labels[i]))
-    if strict and skipped:
-        raise DataError(f"{skipped[0].path}: {skipped[0].reason} (strict mode)")
+    label_of = dict(zip(files, labels or [None] * len(files), strict=True))
+    keep = loading.with_image_suffix(files, skipped)
+    loading.stop_if_strict(skipped, strict)
     if channels is None:
-        greys = [peek_is_grey(p) for p, _ in keep[:64]]
-        channels = 1 if greys and all(g is not False for g in greys) else 3
-    decoded = decode_many([p for p, _ in keep], channels, image_size)
-    images, out_labels, names = [], [], []
-    for (p, label), result in zip(keep, decoded, strict=True):
-        if isinstance(result, BadImage):
-            if strict:
-                raise DataError(f"{p}: {result} (strict mode)")
-            skipped.append(Skipped(str(p), str(result)))
-            continue
-        images.append(result)
-        out_labels.append(label)
-        names.append(str(p))
-    if not images:
-        raise DataError(
-            f"folder:{root}: no readable images found"
-            + (f" ({len(skipped)} files skipped, e.g. {skipped[0].path}: {skipped[0].reason})"
-               if skipped else "")
-        )
-    sizes = Counter(tuple(t.shape[1:]) for t in images)
-    if len(sizes) > 1:
-        (common, _), (other, _) = sizes.most_common(2)
-        example = next(n for n, t in zip(names, images, strict=True) if tuple(t.shape[1:]) == other)
-        raise DataError(
-            f"folder:{root}: images differ in size (most are {common[0]}x{common[1]}, "
-            f"{example} is {other[0]}x{other[1]}); set data.image_size=[H,W] to resize them"
-        )
+        channels = loading.guess_channels(keep)
+    decoded = loading.decode_or_skip(keep, channels, image_size, skipped, strict)
+    if not decoded:
+        raise DataError(f"folder:{root}: no readable images found{loading.skipped_example(skipped)}")
+    loading.check_one_size(f"folder:{root}", [(str(p), t) for p, t in decoded])
     if skipped:
-        reasons = Counter(s.reason.split(" (")[0] for s in skipped)
-        log.warning(
-            "folder:%s: skipped %d of %d files (%s)",
-            root, len(skipped), n_seen,
-            ", ".join(f"{n} {r}" for r, n in reasons.most_common()),
-        )
+        log.warning("folder:%s: skipped %d of %d files (%s)", root, len(skipped), n_seen,
+                    loading.skip_reasons(skipped))
     label_tensor = None
     if classes is not None:
-        label_tensor = torch.tensor(out_labels, dtype=torch.long)
+        label_tensor = torch.tensor([label_of[p] for p, _ in decoded], dtype=torch.long)
         empty = [c for i, c in enumerate(classes) if not (label_tensor == i).any()]
         if empty:
             log.warning("folder:%s: class folders with no readable image: %s", root, ", ".join(empty))
     return ImageSet(
-        images=torch.stack(images),
+        images=torch.stack([t for _, t in decoded]),
         labels=label_tensor,
         classes=classes,
         name=f"folder:{root}",
-        files=names,
+        files=[str(p) for p, _ in decoded],
         skipped=skipped,
     )

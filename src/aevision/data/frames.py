@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from aevision.data.images import BadImage, decode_many, is_image_path, peek_is_grey
+from aevision.data import loading
 from aevision.data.imageset import Skipped
 from aevision.data.registry import DATASETS, TEST_SPLIT_SEED, Source, Splits, takes_argument
 from aevision.data.splits import permutation
@@ -82,54 +82,42 @@ def load_videos(
     """Decode every frame under ``root``; returns the chunked videos and each chunk's source video."""
     root = Path(root)
     videos, classes, skipped = scan_videos(root)
-    kept: list[tuple[Path, list[Path], int | None]] = []
-    for folder, files, label in videos:
-        good = []
-        for p in files:
-            if is_image_path(p):
-                good.append(p)
-            else:
-                skipped.append(Skipped(str(p), "not an image file (unknown suffix)"))
-        kept.append((folder, good, label))
-    if strict and skipped:
-        raise DataError(f"{skipped[0].path}: {skipped[0].reason} (strict mode)")
+    kept = [(folder, loading.with_image_suffix(files, skipped), label) for folder, files, label in videos]
+    loading.stop_if_strict(skipped, strict)
     if channels is None:
-        sample = [p for _, files, _ in kept for p in files[:8]][:64]
-        greys = [peek_is_grey(p) for p in sample]
-        channels = 1 if greys and all(g is not False for g in greys) else 3
-    decoded_videos: list[tuple[Path, list[torch.Tensor], int | None]] = []
+        channels = loading.guess_channels([p for _, files, _ in kept for p in files[:8]])
+    decoded: list[tuple[Path, list[Tensor], int | None]] = []
     for folder, files, label in kept:
-        frames = []
-        for p, result in zip(files, decode_many(files, channels, image_size), strict=True):
-            if isinstance(result, BadImage):
-                if strict:
-                    raise DataError(f"{p}: {result} (strict mode)")
-                skipped.append(Skipped(str(p), str(result)))
-                continue
-            frames.append(result)
+        frames = [t for _, t in loading.decode_or_skip(files, channels, image_size, skipped, strict)]
         if frames:
-            decoded_videos.append((folder, frames, label))
+            decoded.append((folder, frames, label))
         else:
             skipped.append(Skipped(str(folder), "video folder with no readable frame"))
-    if not decoded_videos:
-        raise DataError(f"frames:{root}: no readable frames found"
-                        + (f" ({len(skipped)} files skipped, e.g. {skipped[0].path}: {skipped[0].reason})"
-                           if skipped else ""))
-    sizes = Counter(tuple(f.shape[1:]) for _, frames, _ in decoded_videos for f in frames)
-    if len(sizes) > 1:
-        (common, _), (other, _) = sizes.most_common(2)
-        example = next(folder for folder, frames, _ in decoded_videos
-                       if any(tuple(f.shape[1:]) == other for f in frames))
-        raise DataError(f"frames:{root}: frames differ in size (most are {common[0]}x{common[1]}, "
-                        f"{example} has {other[0]}x{other[1]}); set data.image_size=[H,W] to resize them")
-    shortest = min(len(frames) for _, frames, _ in decoded_videos)
+    if not decoded:
+        raise DataError(f"frames:{root}: no readable frames found{loading.skipped_example(skipped)}")
+    every_frame = [(str(folder), f) for folder, frames, _ in decoded for f in frames]
+    loading.check_one_size(f"frames:{root}", every_frame, "frames", "has")
+    chunks, labels, sources = _chunks(root, decoded, length)
+    if skipped:
+        log.warning("frames:%s: skipped %d files (%s)", root, len(skipped), loading.skip_reasons(skipped))
+    label_tensor = torch.tensor(labels, dtype=torch.long) if classes is not None else None
+    files = [f"{src}[{i}]" for i, src in enumerate(sources)]
+    return VideoSet(torch.stack(chunks), label_tensor, classes, f"frames:{root}", files=files,
+                    skipped=skipped), sources
+
+
+def _chunks(root: Path, videos: list[tuple[Path, list[Tensor], int | None]], length: int | None
+            ) -> tuple[list[Tensor], list[int | None], list[str]]:
+    """Every video cut into consecutive (length, C, H, W) chunks (default length: the shortest
+    video's), the tails dropped with a warning; each chunk's label and source video."""
+    longest = max(len(frames) for _, frames, _ in videos)
     if length is None:
-        length = shortest
-    elif length > max(len(frames) for _, frames, _ in decoded_videos):
+        length = min(len(frames) for _, frames, _ in videos)
+    elif length > longest:
         raise DataError(f"frames:{root}: data.length={length} is longer than every video "
-                        f"(the longest has {max(len(f) for _, f, _ in decoded_videos)} frames)")
+                        f"(the longest has {longest} frames)")
     chunks, labels, sources, dropped = [], [], [], 0
-    for folder, frames, label in decoded_videos:
+    for folder, frames, label in videos:
         n_chunks = len(frames) // length
         dropped += len(frames) - n_chunks * length
         for k in range(n_chunks):
@@ -139,14 +127,7 @@ def load_videos(
     if dropped:
         log.warning("frames:%s: cut videos into chunks of %d frames; %d tail frames left out",
                     root, length, dropped)
-    if skipped:
-        reasons = Counter(s.reason.split(" (")[0] for s in skipped)
-        log.warning("frames:%s: skipped %d files (%s)", root, len(skipped),
-                    ", ".join(f"{n} {r}" for r, n in reasons.most_common()))
-    label_tensor = torch.tensor(labels, dtype=torch.long) if classes is not None else None
-    files = [f"{src}[{i}]" for i, src in enumerate(sources)]
-    return VideoSet(torch.stack(chunks), label_tensor, classes, f"frames:{root}", files=files,
-                    skipped=skipped), sources
+    return chunks, labels, sources
 
 
 @DATASETS.register("frames", "frames:PATH: videos as folders of frame images (PATH/video/*.png, "

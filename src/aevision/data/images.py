@@ -18,6 +18,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from aevision.errors import DataError
+
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
@@ -33,6 +35,24 @@ class BadImage(Exception):
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, folders expanded to their image files (not hidden ones) in sorted order."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)
+                           and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{path}: no image files in this folder")
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return paths
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -102,6 +122,20 @@ def load_image(
         arr = np.asarray(pil, dtype=np.uint8)
         arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def read_image(path: str | os.PathLike[str], channels: int, size: Sequence[int] | None = None) -> Tensor:
+    """:func:`load_image`, a file that is not a usable image being a one-line error naming it."""
+    try:
+        return load_image(path, channels, size)
+    except BadImage as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def to_hwc(image: Tensor) -> np.ndarray:
+    """(C, H, W) uint8 -> the array Pillow writes: (H, W) for one channel, else (H, W, C)."""
+    arr = image.permute(1, 2, 0).numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
 
 
 def peek_is_grey(path: Path) -> bool | None:

@@ -22,8 +22,33 @@ class Skipped:
     reason: str
 
 
+class StackedSet:
+    """What an in-memory set (images, videos, images with masks) answers from its stacked uint8
+    tensor (N, ..., C, H, W), named by ``STACK``, and its ``classes`` / ``labels``."""
+
+    STACK = "images"
+    classes: list[str] | None
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        """Number of items (images, or sequences of a video set)."""
+        return int(getattr(self, self.STACK).shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image (every frame)."""
+        c, h, w = getattr(self, self.STACK).shape[-3:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+
 @dataclass
-class ImageSet:
+class ImageSet(StackedSet):
     """``images``: (N, C, H, W) uint8; ``labels``: (N,) int64 or None for unlabelled data."""
 
     images: Tensor
@@ -44,21 +69,6 @@ class ImageSet:
                 f"ImageSet.labels must have shape ({len(self.images)},), "
                 f"got {tuple(self.labels.shape)}"
             )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of every image."""
-        c, h, w = self.images.shape[1:]
-        return int(c), int(h), int(w)
-
-    @property
-    def num_classes(self) -> int:
-        if self.classes is not None:
-            return len(self.classes)
-        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
 
     def subset(self, indices: Tensor | list[int]) -> ImageSet:
         idx = torch.as_tensor(indices, dtype=torch.long)

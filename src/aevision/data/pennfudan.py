@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aevision.data.images import BadImage, load_image, open_image
+from aevision.data.images import BadImage, open_image, read_image
 from aevision.data.registry import Source
 from aevision.data.segmentation import fixed_test_split, register_segmentation
 from aevision.data.segset import SegSet, SegSplits
@@ -56,11 +56,7 @@ def load_pennfudan(root: Path, size: tuple[int, int], channels: int = 3) -> SegS
         mask = masks_dir / f"{p.stem}_mask.png"
         if not mask.is_file():
             raise DataError(f"penn-fudan: no mask for {p.name} (expected {mask})")
-        try:
-            image = load_image(p, channels, size)
-        except BadImage as e:
-            raise DataError(f"{p}: {e}") from None
-        return image, person_mask(mask, size)
+        return read_image(p, channels, size), person_mask(mask, size)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         decoded = list(pool.map(one, files))

@@ -11,15 +11,14 @@ whose size differs from its image, a value that is not a class.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from aevision.data.images import BadImage, is_image_path, load_image, open_image, peek_is_grey
-from aevision.data.imageset import Skipped
+from aevision.data.images import BadImage, is_image_path, load_image, open_image
+from aevision.data.loading import check_one_size, guess_channels, skip_bad, skipped_example
 from aevision.data.registry import Source, takes_argument
 from aevision.data.segmentation import fixed_test_split, register_segmentation
 from aevision.data.segset import IGNORE_INDEX, SegSet, SegSplits, default_palette
@@ -112,8 +111,7 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
                     orphans[0].name)
     names, names_from = read_classes(root, classes)
     if channels is None:
-        greys = [peek_is_grey(p) for p, _ in pairs[:64]]
-        channels = 1 if greys and all(g is not False for g in greys) else 3
+        channels = guess_channels([p for p, _ in pairs])
     images, masks, files, skipped = [], [], [], []
     palette: list[tuple[int, int, int]] | None = None
     max_id = 0
@@ -121,27 +119,15 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
         try:
             native = load_image(img_path, channels)
         except BadImage as e:
-            if strict:
-                raise DataError(f"{img_path}: {e} (strict mode)") from None
-            skipped.append(Skipped(str(img_path), str(e)))
+            skip_bad(img_path, e, skipped, strict)
             continue
         mask, pal = read_mask(mask_path)
-        h, w = native.shape[1:]
-        if mask.shape != (h, w):
-            raise DataError(f"segfolder:{root}: masks/{mask_path.name} is {mask.shape[0]}x{mask.shape[1]} "
-                            f"but images/{img_path.name} is {h}x{w} (a mask must have its image's size)")
-        bad = (mask >= (len(names) if names is not None else IGNORE_INDEX)) & (mask != IGNORE_INDEX)
-        if bad.any():
-            r, c = (int(v[0]) for v in np.nonzero(bad))
-            known = (f"0..{len(names) - 1} from {names_from}" if names is not None
-                     else f"0..{IGNORE_INDEX - 1}")
-            raise DataError(f"{mask_path}: label {int(mask[r, c])} at row {r}, column {c} is not a "
-                            f"class ({known}; {IGNORE_INDEX} marks unknown pixels)")
+        check_mask(root, mask, mask_path, native, img_path, names, names_from)
         valid = mask[mask != IGNORE_INDEX]
         max_id = max(max_id, int(valid.max()) if valid.size else 0)
-        if palette is None and pal is not None:
+        if palette is None:
             palette = pal
-        if image_size is not None and (h, w) != tuple(image_size):
+        if image_size is not None and tuple(native.shape[1:]) != tuple(image_size):
             native = resize_image(native, image_size)
             mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(
                 (int(image_size[1]), int(image_size[0])), Image.Resampling.NEAREST))
@@ -149,14 +135,8 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
         masks.append(torch.from_numpy(mask.astype(np.uint8)))
         files.append(str(img_path))
     if not images:
-        raise DataError(f"segfolder:{root}: no readable images ({len(skipped)} skipped, e.g. "
-                        f"{skipped[0].path}: {skipped[0].reason})")
-    sizes = Counter(tuple(t.shape[1:]) for t in images)
-    if len(sizes) > 1:
-        (common, _), (other, _) = sizes.most_common(2)
-        example = next(f for f, t in zip(files, images, strict=True) if tuple(t.shape[1:]) == other)
-        raise DataError(f"segfolder:{root}: images differ in size (most are {common[0]}x{common[1]}, "
-                        f"{example} is {other[0]}x{other[1]}); set data.image_size=[H,W] to resize them")
+        raise DataError(f"segfolder:{root}: no readable images{skipped_example(skipped, '')}")
+    check_one_size(f"segfolder:{root}", list(zip(files, images, strict=True)))
     if skipped:
         log.warning("segfolder:%s: skipped %d unreadable images (e.g. %s: %s)", root, len(skipped),
                     skipped[0].path, skipped[0].reason)
@@ -168,6 +148,23 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
     colours = (palette[:k] + default_palette(k)[len(palette):]) if palette else default_palette(k)
     return SegSet(torch.stack(images), torch.stack(masks), names, f"segfolder:{root}", files,
                   colours, skipped)
+
+
+def check_mask(root: Path, mask: np.ndarray, mask_path: Path, image: torch.Tensor, img_path: Path,
+               names: list[str] | None, names_from: str) -> None:
+    """A mask has its image's size and only class ids (or 255, unknown), or a one-line error."""
+    h, w = image.shape[1:]
+    if mask.shape != (h, w):
+        raise DataError(f"segfolder:{root}: masks/{mask_path.name} is "
+                        f"{mask.shape[0]}x{mask.shape[1]} but images/{img_path.name} is {h}x{w} "
+                        f"(a mask must have its image's size)")
+    bad = (mask >= (len(names) if names is not None else IGNORE_INDEX)) & (mask != IGNORE_INDEX)
+    if bad.any():
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        known = (f"0..{len(names) - 1} from {names_from}" if names is not None
+                 else f"0..{IGNORE_INDEX - 1}")
+        raise DataError(f"{mask_path}: label {int(mask[r, c])} at row {r}, column {c} is not a "
+                        f"class ({known}; {IGNORE_INDEX} marks unknown pixels)")
 
 
 @register_segmentation("segfolder", "segfolder:PATH: PATH/images/ and PATH/masks/ (integer or "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from aevision.data.imageset import ImageSet, Skipped
+from aevision.data.imageset import ImageSet, Skipped, StackedSet
 
 IGNORE_INDEX = 255
 
@@ -33,7 +33,7 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
 
 
 @dataclass
-class SegSet:
+class SegSet(StackedSet):
     """``images``: (N, C, H, W) uint8; ``masks``: (N, H, W) uint8 class ids (255 = unknown)."""
 
     images: Tensor
@@ -57,18 +57,6 @@ class SegSet:
                              f"got {len(self.classes)}")
         if self.palette is None:
             self.palette = default_palette(len(self.classes))
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.images.shape[1:]
-        return int(c), int(h), int(w)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     def subset(self, indices: Tensor | list[int] | range) -> SegSet:
         idx = torch.as_tensor(list(indices) if isinstance(indices, range) else indices, dtype=torch.long)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from aevision.data.imageset import ImageSet
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 
 Split = Literal["train", "val", "test"]
 
@@ -44,6 +44,11 @@ def is_path(data: str) -> bool:
     return Path(data).expanduser().exists()
 
 
+def resolved(data: str) -> str:
+    """A path made absolute (so a saved spec still finds it from elsewhere); a dataset name as is."""
+    return str(Path(data).expanduser().resolve()) if is_path(data) else data
+
+
 def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) -> ImageSet:
     """The images of ``spec``, converted to ``channels`` and resized to ``image_size``.
 
@@ -51,21 +56,14 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
     unless ``split`` is ``val``, which is the seeded 10% that ``pretrain`` holds out.
     """
     from aevision.config import DataConfig
-    from aevision.data.folder import load_folder
-    from aevision.data.images import BadImage, load_image
+    from aevision.data.folder import load_path
     from aevision.data.registry import DATASETS, load_dataset
 
     if spec.limit is not None and spec.limit < 1:
-        raise AevisionError(f"--limit: got {spec.limit}, expected a positive integer")
+        raise ConfigError("--limit", spec.limit, "a positive integer")
     path = Path(spec.data).expanduser()
-    if path.is_dir():
-        data = load_folder(path.resolve(), channels=channels, image_size=image_size)
-    elif path.is_file():
-        try:
-            img = load_image(path, channels, image_size)
-        except BadImage as e:
-            raise AevisionError(f"{path}: {e}") from None
-        data = ImageSet(img.unsqueeze(0), files=[str(path.resolve())])
+    if path.is_dir() or path.is_file():
+        data = load_path(path.resolve(), channels, image_size)
     else:
         name = spec.data.partition(":")[0]
         if name not in DATASETS:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from aevision.data.imageset import ImageSet, Skipped, to_float
+from aevision.data.imageset import ImageSet, Skipped, StackedSet, to_float
 from aevision.errors import ConfigError
 
 
 @dataclass
-class VideoSet:
+class VideoSet(StackedSet):
     """``frames``: (N, T, C, H, W) uint8, N sequences of T ordered frames.
 
     ``labels``: (N,) int64 per sequence or None; ``centres``: (N, T, K, 2) float32 ground-truth
@@ -30,6 +30,7 @@ class VideoSet:
     ``files``: for frames read from disk, the source of each sequence (folder, first frame).
     """
 
+    STACK = "frames"
     frames: Tensor
     labels: Tensor | None = None
     classes: list[str] | None = None
@@ -52,25 +53,9 @@ class VideoSet:
             raise ValueError(f"VideoSet.centres must have shape ({n}, {t}, K, 2), "
                              f"got {tuple(self.centres.shape)}")
 
-    def __len__(self) -> int:
-        """Number of sequences."""
-        return int(self.frames.shape[0])
-
     @property
     def sequence_length(self) -> int:
         return int(self.frames.shape[1])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of every frame."""
-        c, h, w = self.frames.shape[2:]
-        return int(c), int(h), int(w)
-
-    @property
-    def num_classes(self) -> int:
-        if self.classes is not None:
-            return len(self.classes)
-        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
 
     @property
     def images(self) -> Tensor:

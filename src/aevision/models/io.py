@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from aevision.config import DataConfig, from_dict
 from aevision.errors import AevisionError
 from aevision.io import read_json, read_safetensors, write_json, write_safetensors
 from aevision.models.base import Autoencoder
@@ -37,25 +38,58 @@ def save_model(model: Autoencoder, folder: str | os.PathLike[str],
     return folder
 
 
+def model_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(folder, weights file) of a saved model given as its run folder (holding
+    ``model.safetensors`` and ``config.json``) or as the ``.safetensors`` file itself."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return path.parent, path
+    return path, path / WEIGHTS
+
+
+def read_saved_config(path: str | os.PathLike[str], what: str = "model") -> tuple[Path, Path, Any]:
+    """(folder, weights file, the content of ``config.json``) of a saved model or segmenter; a
+    missing folder or config is a one-line error naming ``what`` it should have been."""
+    folder, weights = model_files(path)
+    if not folder.exists():
+        raise AevisionError(f"{folder}: no such {what} folder")
+    return folder, weights, read_json(folder / CONFIG, f"{what} config")
+
+
+def check_format(config: dict[str, Any], where: Path, newest: int = FORMAT) -> None:
+    """A config written by a newer aevision than this one is an error, not a guess."""
+    if config.get("format", newest) > newest:
+        raise AevisionError(f"{where}: made by a newer aevision (format {config['format']}); "
+                            f"upgrade aevision")
+
+
+def saved_run(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
+    """The run config recorded in a saved model's ``config.json`` (empty when there is none) and
+    its seed (0 when it records none)."""
+    folder, _ = model_files(path)
+    saved = read_json(folder / CONFIG, "model config")
+    run = saved.get("config") if isinstance(saved, dict) else None
+    run = run if isinstance(run, dict) else {}
+    return run, run.get("seed", 0) if isinstance(run.get("seed", 0), int) else 0
+
+
+def trained_on(path: str | os.PathLike[str]) -> DataConfig | None:
+    """The data config a saved model was pretrained on; None when its ``config.json`` records none."""
+    data = saved_run(path)[0].get("data")
+    return from_dict(DataConfig, data, "data") if isinstance(data, dict) else None
+
+
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:
     """Rebuild a saved model, in eval mode, ready to ``encode``.
 
     ``path`` is the run folder (holding ``model.safetensors`` and ``config.json``) or the
     ``.safetensors`` file itself.
     """
-    path = Path(path)
-    folder = path.parent if path.suffix == ".safetensors" else path
-    weights = path if path.suffix == ".safetensors" else folder / WEIGHTS
-    if not folder.exists():
-        raise AevisionError(f"{folder}: no such model folder")
-    config = read_json(folder / CONFIG, "model config")
+    folder, weights, config = read_saved_config(path)
     spec = config.get("model") if isinstance(config, dict) else None
     if not isinstance(spec, dict) or "name" not in spec or "input_shape" not in spec:
         raise AevisionError(f"{folder / CONFIG}: not an aevision model config (no 'model' section)")
-    if config.get("format", FORMAT) > FORMAT:
-        raise AevisionError(
-            f"{folder / CONFIG}: made by a newer aevision (format {config['format']}); upgrade aevision"
-        )
+    check_format(config, folder / CONFIG)
     model = build_model(
         spec["name"], spec["input_shape"], spec.get("options", {}),
         spec.get("regularizers", []), spec.get("reconstruction", "mse"),

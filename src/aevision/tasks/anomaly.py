@@ -28,7 +28,7 @@ from torch import Tensor
 
 from aevision.data.imageset import float_batches
 from aevision.data.splits import permutation
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 from aevision.models import Autoencoder
 from aevision.models.inference import eval_mode
 
@@ -95,7 +95,7 @@ class CodeDensity:
             from sklearn.mixture import GaussianMixture
 
             if not 1 <= self.components <= len(z):
-                raise AevisionError(f"gmm components: got {self.components}, expected 1..{len(z)}")
+                raise ConfigError("gmm components", self.components, f"1..{len(z)}")
             gmm = GaussianMixture(self.components, covariance_type=self.covariance, reg_covar=1e-4,
                                   random_state=self.seed, n_init=1, max_iter=200)
             self.state_ = {"gmm": gmm.fit(z.numpy())}
@@ -103,10 +103,10 @@ class CodeDensity:
             from aevision.tasks.retrieval import GalleryIndex
 
             if not 1 <= self.k <= len(z):
-                raise AevisionError(f"knn k: got {self.k}, expected 1..{len(z)}")
+                raise ConfigError("knn k", self.k, f"1..{len(z)}")
             self.state_ = {"index": GalleryIndex.build(z.float(), metric=self.metric)}
         else:
-            raise AevisionError(f"density kind: got {self.kind!r}, expected gaussian, gmm or knn")
+            raise ConfigError("density kind", self.kind, "gaussian, gmm or knn")
         return self
 
     def score(self, codes: Tensor, exclude_self: bool = False) -> Tensor:

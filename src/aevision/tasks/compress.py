@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from aevision.coding.container import HASH_BYTES, Header, pack, parse
 from aevision.coding.rangecoder import SymbolReader, SymbolWriter
+from aevision.data.images import read_image, to_hwc
 from aevision.data.imageset import to_float, to_uint8
 from aevision.errors import AevisionError
+from aevision.io import write_bytes
 from aevision.models.base import Autoencoder
+from aevision.models.io import load_model
 from aevision.models.resize import at_input_shape
 from aevision.regularizers.entropy import EntropyModel
 
@@ -183,6 +188,49 @@ class Codec:
             x_hat = model.decode(q.unsqueeze(0).flatten(1).to(device))
             out.append(to_uint8(x_hat[0].cpu()))
         return out
+
+
+@dataclass
+class CompressedFile:
+    """What :func:`compress_files` wrote: the file, its size, its header's size and the pixels."""
+
+    path: Path
+    images: int
+    size: int
+    header_bytes: int
+    pixels: int
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return 8 * self.size / self.pixels
+
+
+def compress_files(codec: Codec, paths: Sequence[Path], out: str | os.PathLike[str]) -> CompressedFile:
+    """Compress the image files ``paths`` into the one file ``out``."""
+    images = [read_image(path, codec.channels) for path in paths]
+    result = codec.compress_latents(images)
+    write_bytes(out, result.data)
+    pixels = sum(int(i.shape[1]) * int(i.shape[2]) for i in images)
+    return CompressedFile(Path(out), len(images), len(result.data), result.header_bytes, pixels)
+
+
+def decompress_file(model_path: str | os.PathLike[str], path: str | os.PathLike[str],
+                    out: str | os.PathLike[str], device: str = "cpu") -> list[Path]:
+    """Decode the compressed file ``path`` with the codec model that made it into
+    ``out/<file stem>-<n>.png``; returns the PNGs."""
+    from aevision.report.plots import save_image
+
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise AevisionError(f"{path}: no such file")
+    images = Codec(load_model(model_path, device)).decompress(path.read_bytes(), source=str(path))
+    if out.exists() and not out.is_dir():
+        raise AevisionError(f"-o {out}: exists and is not a folder")
+    width = max(3, len(str(len(images) - 1)))
+    written = [out / f"{path.stem}-{i:0{width}d}.png" for i in range(len(images))]
+    for png, img in zip(written, images, strict=True):
+        save_image(png, to_hwc(img))
+    return written
 
 
 def roundtrip(codec: Codec, images: Sequence[Tensor]) -> tuple[list[Tensor], list[float]]:

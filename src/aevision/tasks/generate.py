@@ -8,6 +8,8 @@ it decodes points on the path between the codes of two images.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -82,6 +84,33 @@ def interpolate(model: Autoencoder, a: Tensor, b: Tensor, steps: int = 8,
     with eval_mode(model):
         za, zb = model.encode(x.to(device)).float().cpu()
     return _decode(model, lerp_codes(za, zb, t, path).to(device))
+
+
+def save_grid(path: str | os.PathLike[str], rows: Sequence[Tensor]) -> None:
+    """A PNG of images in rows (float in [0, 1]), enlarged to about 64 pixels high."""
+    from aevision.report.plots import image_grid, save_image
+
+    save_image(path, image_grid(list(rows), scale=max(1, 64 // rows[0].shape[-2])))
+
+
+def save_samples(model: Autoencoder, path: str | os.PathLike[str], n: int, nrow: int = 8, *,
+                 seed: int = 0, temperature: float = 1.0) -> None:
+    """A grid of ``n`` samples (see :func:`sample`), ``nrow`` per row."""
+    save_grid(path, sample(model, n, seed=seed, temperature=temperature).split(nrow))
+
+
+def save_interpolations(model: Autoencoder, images: Tensor, path: str | os.PathLike[str],
+                        steps: int = 8, route: Route = "linear") -> int:
+    """A grid whose rows interpolate between images taken in pairs (1st->2nd, 3rd->4th, ...);
+    returns the number of rows."""
+    if len(images) < 2 or len(images) % 2:
+        raise AevisionError(f"interpolate: needs images in pairs, got {len(images)} image(s)")
+    rows = [interpolate(model, images[i], images[i + 1], steps, route) for i in range(0, len(images), 2)]
+    if rows[0].shape[1:] != images.shape[1:]:
+        raise AevisionError("interpolate: this model decodes a different target than its input "
+                            f"({tuple(rows[0].shape[1:])}), not images to show")
+    save_grid(path, rows)
+    return len(rows)
 
 
 def _decode(model: Autoencoder, z: Tensor, batch_size: int = 1024) -> Tensor:

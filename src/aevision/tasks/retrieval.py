@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json, read_safetensors, write_bytes, write_json, write_safetensors
 
 Kind = Literal["flat", "ivf", "hnsw"]
@@ -100,9 +100,9 @@ class GalleryIndex:
         """Index ``features`` (N, D); gallery item i keeps id i."""
         faiss = _faiss()
         if kind not in KINDS:
-            raise AevisionError(f"index kind: got {kind!r}, expected one of {', '.join(KINDS)}")
+            raise ConfigError("index kind", kind, f"one of {', '.join(KINDS)}")
         if metric not in METRICS:
-            raise AevisionError(f"index metric: got {metric!r}, expected one of {', '.join(METRICS)}")
+            raise ConfigError("index metric", metric, f"one of {', '.join(METRICS)}")
         x = prepare(features, metric)
         n, d = x.shape
         if n == 0:
@@ -112,7 +112,7 @@ class GalleryIndex:
         for name, value in (("nprobe", nprobe), ("hnsw_m", hnsw_m), ("ef_search", ef_search),
                             ("ef_construction", ef_construction)):
             if value < 1:
-                raise AevisionError(f"{name}: got {value}, expected a positive integer")
+                raise ConfigError(name, value, "a positive integer")
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
         params: dict[str, Any] = {}
         if kind == "flat":
@@ -120,7 +120,7 @@ class GalleryIndex:
         elif kind == "ivf":
             nlist = default_nlist(n) if nlist is None else nlist
             if not 1 <= nlist <= n:
-                raise AevisionError(f"nlist: got {nlist}, expected 1..{n} (the gallery size)")
+                raise ConfigError("nlist", nlist, f"1..{n} (the gallery size)")
             quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
             index.train(x)
@@ -146,7 +146,7 @@ class GalleryIndex:
     def search(self, queries: Tensor | np.ndarray, k: int = 10) -> Neighbours:
         """The ``k`` nearest gallery items of each query (Q, D)."""
         if k < 1:
-            raise AevisionError(f"-k: got {k}, expected a positive integer")
+            raise ConfigError("-k", k, "a positive integer")
         q = prepare(queries, self.meta["metric"])
         if q.shape[1] != self.dim:
             raise AevisionError(f"queries have {q.shape[1]} features, the index holds {self.dim}")
@@ -226,11 +226,11 @@ class GalleryIndex:
         faiss = _faiss()
         if nprobe is not None and self.meta["kind"] == "ivf":
             if nprobe < 1:
-                raise AevisionError(f"--nprobe: got {nprobe}, expected a positive integer")
+                raise ConfigError("--nprobe", nprobe, "a positive integer")
             faiss.extract_index_ivf(self.index).nprobe = int(nprobe)
         if ef_search is not None and self.meta["kind"] == "hnsw":
             if ef_search < 1:
-                raise AevisionError(f"--ef-search: got {ef_search}, expected a positive integer")
+                raise ConfigError("--ef-search", ef_search, "a positive integer")
             self.index.hnsw.efSearch = int(ef_search)
 
 

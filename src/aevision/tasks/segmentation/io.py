@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from aevision.errors import AevisionError
-from aevision.io import read_json, write_json, write_safetensors
-from aevision.models.io import CONFIG, WEIGHTS, load_weights_strict
+from aevision.io import write_json, write_safetensors
+from aevision.models.io import CONFIG, WEIGHTS, check_format, load_weights_strict, read_saved_config
 from aevision.tasks.segmentation.model import Segmenter, segmenter_from_spec
 
 FORMAT = 1
@@ -34,20 +34,13 @@ def save_segmenter(seg: Segmenter, folder: str | os.PathLike[str],
 
 def load_segmenter(path: str | os.PathLike[str], device: str = "cpu") -> Segmenter:
     """A saved segmenter (run folder or its ``model.safetensors``), eval mode."""
-    path = Path(path)
-    folder = path.parent if path.suffix == ".safetensors" else path
-    weights = path if path.suffix == ".safetensors" else folder / WEIGHTS
-    if not folder.exists():
-        raise AevisionError(f"{folder}: no such segmenter folder")
-    config = read_json(folder / CONFIG, "segmenter config")
+    folder, weights, config = read_saved_config(path, "segmenter")
     spec = config.get("segmenter") if isinstance(config, dict) else None
     if not isinstance(spec, dict):
         hint = " (it is an autoencoder from 'aevision pretrain')" if isinstance(config, dict) \
             and "model" in config else ""
         raise AevisionError(f"{folder / CONFIG}: not a segmenter from 'aevision segment'{hint}")
-    if config.get("format", FORMAT) > FORMAT:
-        raise AevisionError(f"{folder / CONFIG}: made by a newer aevision (format {config['format']}); "
-                            f"upgrade aevision")
+    check_format(config, folder / CONFIG, FORMAT)
     try:
         seg = segmenter_from_spec(spec)
     except (KeyError, TypeError) as e:

@@ -1,0 +1,136 @@
+"""Indexing a gallery and searching it with query images: what ``aevision index`` and ``aevision
+search`` run, over :class:`~aevision.tasks.retrieval.GalleryIndex`.
+
+An index records the model (path and weights' SHA-256) and the gallery's source (a dataset or a
+resolved folder, and a fingerprint of its images), so a search refuses other weights and a grid
+refuses a gallery that changed since indexing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aevision.data import data_root
+from aevision.data.imageset import ImageSet
+from aevision.data.sources import SourceSpec, Split, fingerprint, is_path, load_source, resolved
+from aevision.errors import AevisionError
+from aevision.io import file_sha256, write_json
+from aevision.models import Autoencoder
+from aevision.models.inference import encode
+from aevision.models.io import load_model, model_files
+from aevision.tasks.retrieval import GalleryIndex, Neighbours
+
+
+def index_gallery(model_path: str | os.PathLike[str], data: str, out: str | os.PathLike[str], *,
+                  split: Split = "train", root: str | None = None, seed: int = 0, limit: int | None = None,
+                  batch_size: int = 512, device: str = "cpu", **options: Any) -> GalleryIndex:
+    """Encode ``data`` (a dataset name or an image folder/file) with the model and save a
+    :class:`GalleryIndex` (``options``: kind, metric, nlist, nprobe, hnsw_m, ef_search) to ``out``."""
+    model = load_model(model_path, device)
+    # a resolved data root, so that 'search --grid' finds the same images whatever $AEVISION_DATA says
+    root = None if is_path(data) else str(data_root(root).resolve())
+    spec = SourceSpec(resolved(data), split, root, seed, limit)
+    c, h, w = model.input_shape
+    gallery = load_source(spec, c, (h, w))
+    features = encode(model, gallery, batch_size, device)
+    meta = {
+        "model": {"path": str(Path(model_path).resolve()), "sha256": file_sha256(model_files(model_path)[1]),
+                  "name": model.spec.get("name"), "code_dim": model.code_dim},
+        "source": {**spec.to_dict(), "image_shape": [c, h, w],
+                   "gallery_sha256": fingerprint(gallery.images)},
+        "classes": gallery.classes if gallery.labels is not None else None,
+        "files": gallery.files,
+    }
+    index = GalleryIndex.build(features, labels=gallery.labels, meta=meta, **options)
+    index.save(out)
+    return index
+
+
+def index_model(index: GalleryIndex, where: str | os.PathLike[str], model_path: str | None = None,
+                device: str = "cpu") -> Autoencoder:
+    """The model an index was built with (from ``model_path`` when it moved); other weights are
+    refused."""
+    info = index.meta.get("model", {})
+    model_path = model_path or info.get("path")
+    if not model_path:
+        raise AevisionError(f"{where}: the index does not name its model; pass --model")
+    if info.get("sha256") and file_sha256(model_files(model_path)[1]) != info["sha256"]:
+        raise AevisionError(f"{model_path}: not the model {where} was built with (weights "
+                            f"differ); rebuild the index with 'aevision index'")
+    return load_model(model_path, device)
+
+
+@dataclass
+class SearchResults:
+    """Each query's neighbours (``results``: query, label, neighbours with rank, id, distance,
+    label, class, file) and the raw ``found`` ids and distances."""
+
+    index: GalleryIndex
+    queries: ImageSet
+    found: Neighbours
+    results: list[dict[str, Any]]
+
+    def save_json(self, path: str | os.PathLike[str], index_path: str | os.PathLike[str]) -> None:
+        write_json(path, {"index": str(index_path), "k": int(self.found.ids.shape[1]),
+                          "metric": self.index.meta["metric"], "kind": self.index.meta["kind"],
+                          "queries": self.results})
+
+
+def search_gallery(index: GalleryIndex, model: Autoencoder, queries: ImageSet, k: int = 10,
+                   batch_size: int = 512, device: str = "cpu") -> SearchResults:
+    """The ``k`` nearest gallery images of every query."""
+    found = index.search(encode(model, queries, batch_size, device), k)
+    return SearchResults(index, queries, found, [_result(index, queries, i, found)
+                                                 for i in range(len(queries))])
+
+
+def _result(index: GalleryIndex, queries: ImageSet, i: int, found: Neighbours) -> dict[str, Any]:
+    classes = index.meta.get("classes")
+    files = index.meta.get("files")
+    q: dict[str, Any] = {"query": queries.files[i] if queries.files else i}
+    if queries.labels is not None:
+        q["label"] = int(queries.labels[i])
+    neighbours = []
+    for rank, (j, d) in enumerate(zip(found.ids[i].tolist(), found.distances[i].tolist(),
+                                      strict=True), start=1):
+        if j < 0:
+            continue
+        n: dict[str, Any] = {"rank": rank, "id": j, "distance": round(float(d), 6)}
+        if index.labels is not None:
+            n["label"] = int(index.labels[j])
+            if classes:
+                n["class"] = classes[n["label"]]
+        if files:
+            n["file"] = files[j]
+        neighbours.append(n)
+    q["neighbours"] = neighbours
+    return q
+
+
+def save_search_grid(path: str | os.PathLike[str], found: SearchResults, rows: int) -> None:
+    """A thumbnail grid: each row a query and its neighbours, read again from the index's gallery
+    source (which must not have changed since indexing)."""
+    from aevision.report.plots import image_grid, save_image
+
+    src = found.index.meta.get("source") or {}
+    if not src.get("data"):
+        raise AevisionError("--grid: the index does not say where its gallery images are")
+    c, h, w = src["image_shape"]
+    gallery = load_source(SourceSpec.from_dict(src), c, (h, w))
+    if src.get("gallery_sha256") and fingerprint(gallery.images) != src["gallery_sha256"]:
+        raise AevisionError(f"--grid: the gallery images of {src['data']} changed since indexing; "
+                            f"rebuild the index")
+    n = min(rows, len(found.queries))
+    q_imgs = found.queries.floats(slice(0, n))
+    if q_imgs.shape[1:] != (c, h, w):
+        raise AevisionError("--grid: query and gallery images differ in shape")
+    lines = []
+    for i in range(n):
+        ids = [j for j in found.found.ids[i].tolist() if j >= 0]
+        lines.append(torch.cat([q_imgs[i:i + 1], gallery.floats(torch.tensor(ids, dtype=torch.long))]))
+    save_image(path, image_grid(lines, pad=2, scale=max(1, 64 // h)))
