@@ -162,6 +162,9 @@ class DirectForward:
     def eval(self) -> DirectForward:
         return self.train(False)
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.module.zero_grad(set_to_none=set_to_none)
+
 
 class Trainer:
     """Fit one model: ``Trainer(cfg, out_dir).fit(model, train, val, run_config)``.
@@ -224,7 +227,7 @@ class Trainer:
         if fabric.is_global_zero:
             remove_stale_temp_files(self.ckpt_dir)
         if cfg.auto_batch_size:
-            self._fit_batch_size(wrapped, train)
+            self._fit_batch_size(forward, train)
             batches = train.num_batches(world)
         if resume:
             if last_path.is_file():
@@ -333,7 +336,7 @@ class Trainer:
             if xb is None:
                 break
             try:
-                terms = forward(*xb) if isinstance(xb, tuple) else forward(xb)
+                terms = call_model(forward, xb)
                 loss = terms["loss"]
                 if deferred:
                     bad = ~torch.isfinite(loss)
@@ -342,10 +345,7 @@ class Trainer:
                     batch_no += 1
                     continue
                 optimizer.zero_grad(set_to_none=True)
-                if direct:
-                    loss.backward()
-                else:
-                    fabric.backward(loss)
+                self._backward(forward, loss)
                 if cfg.gradient_clip_norm is not None:
                     norm = fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
                                                  error_if_nonfinite=False)
@@ -365,8 +365,8 @@ class Trainer:
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
                     raise
-                images = xb[0] if isinstance(xb, tuple) else xb
-                raise out_of_memory_error(e, loop.step + 1, images.shape[0], fabric.device) from None
+                size = batch_images(xb).shape[0]
+                raise out_of_memory_error(e, loop.step + 1, size, fabric.device) from None
             if scheduler is not None:
                 scheduler.step()
             loop.step += 1
@@ -443,25 +443,27 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for xb in val.epoch(0):
-            terms = forward(*xb) if isinstance(xb, tuple) else forward(xb)
-            n = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
+            terms = call_model(forward, xb)
+            n = batch_images(xb).shape[0]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             count += n
         return {k: v / max(1, count) for k, v in sums.items()}
 
-    def _fit_batch_size(self, wrapped: nn.Module, train: TensorBatches) -> None:
-        """Halve the batch size until one training step fits in memory (``train.auto_batch_size``)."""
+    def _fit_batch_size(self, forward: Any, train: TensorBatches) -> None:
+        """Halve the batch size until one training step fits in memory (``train.auto_batch_size``).
+
+        ``forward`` is the loop's: the probe calls the model as every step does (``model(x, y)``
+        on batches with targets) and runs the same backward."""
         size = asked = train.batch_size
         while True:
             batch = next(train.epoch(0), None)
             if batch is None:
                 return
             try:
-                wrapped.train()
-                loss = wrapped(batch)["loss"]
-                self.fabric.backward(loss)
-                wrapped.zero_grad(set_to_none=True)
+                forward.train()
+                self._backward(forward, call_model(forward, batch)["loss"])
+                forward.zero_grad(set_to_none=True)
                 if size != asked:
                     log.warning("train.batch_size %d does not fit in memory; using %d instead",
                                 asked, size)
@@ -470,11 +472,18 @@ class Trainer:
                 if not is_out_of_memory(e) or size == 1:
                     raise
                 del batch
-                wrapped.zero_grad(set_to_none=True)
+                forward.zero_grad(set_to_none=True)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 size = max(1, size // 2)
                 train.batch_size = size
+
+    def _backward(self, forward: Any, loss: Tensor) -> None:
+        """``loss.backward()`` on the direct path, Fabric's (loss scaling, DDP) otherwise."""
+        if isinstance(forward, DirectForward):
+            loss.backward()
+        else:
+            self.fabric.backward(loss)
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -518,6 +527,16 @@ class Trainer:
             return None
         state = read_safetensors(path, "best weights")
         return {k: v for k, v in state.items()} if set(state) == set(raw.state_dict()) else None
+
+
+def call_model(forward: Any, batch: Tensor | tuple[Tensor, ...]) -> Any:
+    """``model(x)``, or ``model(x, y)`` for a batch with targets: how every step calls the model."""
+    return forward(*batch) if isinstance(batch, tuple) else forward(batch)
+
+
+def batch_images(batch: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """The images of a batch (the first of a tuple)."""
+    return batch[0] if isinstance(batch, tuple) else batch
 
 
 def out_of_memory_error(e: BaseException, step: int, batch: int, device: torch.device) -> AevisionError:
