@@ -291,13 +291,14 @@ class Trainer:
         fit.batches = train.num_batches(fabric.world_size)
         if fit.batches == 0:
             raise AevisionError("train: no training batches (empty training set)")
-        # on the optimizer itself: the scheduler counts its steps, which the direct path takes
-        fit.scheduler = lr_scheduler(fit.inner, cfg, cfg.epochs * fit.batches)
         if fabric.is_global_zero:
             remove_stale_temp_files(self.ckpt_dir)
         if cfg.auto_batch_size:
             self._fit_batch_size(fit.forward, train)
             fit.batches = train.num_batches(fabric.world_size)
+        # over the steps of the batch size in use; on the optimizer itself: the scheduler counts
+        # its steps, which the direct path takes
+        fit.scheduler = lr_scheduler(fit.inner, cfg, cfg.epochs * fit.batches)
         return fit
 
     def _setup_model(self, raw: nn.Module, train: TensorBatches, val: TensorBatches | None,
