@@ -127,7 +127,7 @@ def test_a_killed_codec_resumes_to_the_uninterrupted_weights_only_on_the_same_da
     def train(runs, data=None, kill=None):
         """Train the codecs; ``kill``: the run (folder name) that dies as its 2nd epoch starts."""
         def killed(self, *args, **kwargs):
-            if args[5] == 1 and self.ckpt_dir.parent.name == kill:  # (forward, wrapped, ..., epoch, ...)
+            if args[1] == 1 and self.ckpt_dir.parent.name == kill:  # _train_epoch(fit, epoch, report)
                 raise KeyboardInterrupt
             return train_epoch(self, *args, **kwargs)
 

@@ -36,8 +36,8 @@ def kill_at(monkeypatch, epoch: int, run: Callable[[], object], folder: str = ""
     train_epoch = Trainer._train_epoch
 
     def train(self, *args, **kwargs):
-        # _train_epoch(forward, wrapped, optimizer, scheduler, train, epoch, ...)
-        if args[5] == epoch and folder in str(self.out_dir):
+        # _train_epoch(fit, epoch, report)
+        if args[1] == epoch and folder in str(self.out_dir):
             raise KeyboardInterrupt
         return train_epoch(self, *args, **kwargs)
 

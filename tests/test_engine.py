@@ -303,6 +303,47 @@ def test_direct_calls_are_for_one_device_without_loss_scaling_or_input_casts():
     assert not DirectForward.applies(ddp, "32-true")
 
 
+class PicksyClassifier(nn.Module):
+    """``model(x, y)`` as in fine-tuning; CUDA-style out of memory for batches over ``fits``."""
+
+    def __init__(self, fits: int):
+        super().__init__()
+        self.head = nn.Linear(4, 3)
+        self.fits = fits
+
+    def forward(self, x, y):
+        if x.shape[0] > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        loss = nn.functional.cross_entropy(self.head(x.flatten(1)), y)
+        return {"loss": loss, "ce": loss}
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_auto_batch_size_probes_batches_with_targets_as_the_loop_calls_them(tmp_path, monkeypatch,
+                                                                           caplog, direct):
+    """Batches of (images, labels): the probe calls ``model(x, y)``, as every training step does."""
+    from aevision.engine import loop
+
+    monkeypatch.setattr(loop.DirectForward, "applies", staticmethod(lambda *a: direct))
+    images = torch.randint(0, 255, (200, 1, 2, 2), dtype=torch.uint8)
+    data = TensorBatches(images, 64, seed=0, targets=torch.arange(200) % 3)
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", auto_batch_size=True)
+    result = Trainer(cfg, tmp_path).fit(PicksyClassifier(fits=20), data, None)
+    assert data.batch_size == 16 and result.steps == 13
+    assert "train.batch_size 64 does not fit in memory; using 16" in caplog.text
+
+
+def test_auto_batch_size_schedules_the_steps_of_the_batch_size_it_picked(tmp_path):
+    """A cosine run whose batch size was halved twice reaches lr 0 at its last step (it took 4x the
+    steps planned for the batch size asked: the cosine would end midway and climb back up)."""
+    images = torch.randint(0, 255, (200, 1, 2, 2), dtype=torch.uint8)
+    data = TensorBatches(images, 64, seed=0, targets=torch.arange(200) % 3)
+    cfg = TrainConfig(epochs=2, progress=False, accelerator="cpu", auto_batch_size=True, scheduler="cosine")
+    result = Trainer(cfg, tmp_path).fit(PicksyClassifier(fits=20), data, None)
+    assert data.batch_size == 16 and result.steps == 26
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3 / 2, 0.0])
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))

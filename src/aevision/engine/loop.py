@@ -162,6 +162,56 @@ class DirectForward:
     def eval(self) -> DirectForward:
         return self.train(False)
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.module.zero_grad(set_to_none=set_to_none)
+
+
+@dataclass
+class _Fit:
+    """One ``fit``: the pieces set up once (model, optimizer, data) and where the run stands."""
+
+    raw: nn.Module  # the caller's model: checkpoints, hooks and best weights read it
+    wrapped: nn.Module  # Fabric's module (gradient clipping; DDP runs through it)
+    forward: Any  # what a step calls: ``wrapped`` or a :class:`DirectForward`
+    optimizer: Any  # Fabric's optimizer
+    inner: torch.optim.Optimizer  # the torch optimizer Fabric wraps
+    scheduler: Any
+    deferred: bool  # the NaN check runs on the device (:func:`defers_nonfinite_check`)
+    train: TensorBatches
+    val: TensorBatches | None
+    run_config: dict[str, Any]
+    batches: int = 0  # training batches per epoch on this rank
+    loop: LoopState = field(default_factory=LoopState)
+    resumed_from: str | None = None
+    best_state: dict[str, Tensor] | None = None
+    train_seconds: float = 0.0  # all epochs', resumed ones included
+    stopped_early: bool = False
+
+    @property
+    def direct(self) -> bool:
+        """Backward and the optimizer step are called directly, not through Fabric."""
+        return isinstance(self.forward, DirectForward)
+
+
+@dataclass
+class _Epoch:
+    """The epoch in progress, since its start or its last mid-epoch checkpoint."""
+
+    batch: int  # batches of the epoch done (skipped ones included)
+    first_unchecked: int  # the first step the deferred NaN check has not yet read
+    bad_steps: Tensor | None  # steps dropped on the device since the host last looked
+    sums: dict[str, Tensor] = field(default_factory=dict)
+    wait: float = 0.0  # seconds spent waiting for batches
+    start: float = field(default_factory=time.perf_counter)
+
+    def merge_into(self, loop: LoopState) -> None:
+        """Add the sums and times to ``loop`` (the checkpointed totals) and start counting anew."""
+        for k, v in self.sums.items():
+            loop.sums[k] = loop.sums.get(k, 0.0) + float(v)
+        loop.sums["__wait__"] = loop.sums.get("__wait__", 0.0) + self.wait
+        loop.seconds += time.perf_counter() - self.start
+        self.sums, self.wait, self.start = {}, 0.0, time.perf_counter()
+
 
 class Trainer:
     """Fit one model: ``Trainer(cfg, out_dir).fit(model, train, val, run_config)``.
@@ -190,232 +240,268 @@ class Trainer:
         is not mistaken for a change of config.
         """
         cfg, fabric = self.cfg, self.fabric
-        fabric.launch()
-        if cfg.tune_allocator:
-            tune_malloc()
-        raw = model
-        if cfg.channels_last:
-            raw = raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            train.channels_last = True
-            if val is not None:
-                val.channels_last = True
-        groups = getattr(raw, "param_groups", None)
-        optimizer = make_optimizer(cfg, groups(cfg.lr) if callable(groups) else raw.parameters())
-        module = torch.compile(raw) if cfg.compile else raw
-        wrapped, optimizer = fabric.setup(module, optimizer)
-        rank, world = fabric.global_rank, fabric.world_size
-        direct = DirectForward.applies(fabric, cfg.precision)
-        forward: Any = DirectForward(module, fabric) if direct else wrapped
-        inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer Fabric wraps
-        deferred = defers_nonfinite_check(fabric.device, world, inner, cfg.precision)
-        if fabric.device.type != "cpu":
-            train.to(fabric.device)
-            if val is not None:
-                val.to(fabric.device)
-        batches = train.num_batches(world)
-        if batches == 0:
-            raise AevisionError("train: no training batches (empty training set)")
-        # on the optimizer itself: the scheduler counts its steps, which the direct path takes
-        scheduler = lr_scheduler(inner, cfg, cfg.epochs * batches)
-        run_config = run_config or {}
-        loop = LoopState()
-        resumed_from = None
-        last_path = self.ckpt_dir / LAST
-        if fabric.is_global_zero:
-            remove_stale_temp_files(self.ckpt_dir)
-        if cfg.auto_batch_size:
-            self._fit_batch_size(wrapped, train)
-            batches = train.num_batches(world)
+        fit = self._setup(model, train, val, run_config or {})
         if resume:
-            if last_path.is_file():
-                loop = self._restore(last_path, raw, optimizer, scheduler, run_config, upgrade_config)
-                resumed_from = str(last_path)
-            else:
-                log.warning("--resume: no checkpoint at %s; starting from scratch", last_path)
-        if world > 1 and resumed_from is None:
-            torch.manual_seed(self.seed + rank)  # distinct noise streams per rank
-
-        report = Reporter(fabric.is_global_zero and cfg.progress, True, cfg.epochs, batches)
-        best_state = self._load_best(raw) if loop.best_epoch is not None else None
-        stopped_early = False
-        total_train_s = sum(h.get("train_seconds", 0.0) for h in loop.history)
+            self._resume(fit, upgrade_config)
+        if fabric.world_size > 1 and fit.resumed_from is None:
+            torch.manual_seed(self.seed + fabric.global_rank)  # distinct noise streams per rank
+        report = Reporter(fabric.is_global_zero and cfg.progress, True, cfg.epochs, fit.batches)
         try:
-            for epoch in range(loop.epoch, cfg.epochs):
-                hook = getattr(raw, "on_train_epoch_start", None)
+            for epoch in range(fit.loop.epoch, cfg.epochs):
+                hook = getattr(fit.raw, "on_train_epoch_start", None)
                 if callable(hook):
                     hook(epoch)
-                report.start_epoch(epoch, loop.batch)
-                self._train_epoch(forward, wrapped, optimizer, scheduler, train, epoch, loop,
-                                  report, raw, run_config, inner=inner, deferred=deferred)
-                train_terms = self._epoch_means(loop, batches)
-                if world > 1:  # each rank saw its slice of every batch: report the global mean
-                    reduced = fabric.all_reduce(
-                        {k: torch.tensor(v, dtype=torch.float64, device=fabric.device)
-                         for k, v in train_terms.items()},
-                        reduce_op="mean")
-                    train_terms = {k: float(v) for k, v in reduced.items()}
-                val_terms = self._evaluate(forward, val) if val is not None else {}
-                seconds = loop.seconds
-                total_train_s += seconds
-                images = train.shard_size(world) if not train.drop_last else batches * train.batch_size
-                images *= train.images_per_item  # clips of T frames: T images each
-                row: dict[str, Any] = {"epoch": epoch + 1, "step": loop.step}
-                row.update({f"train_{k}": v for k, v in train_terms.items()})
-                row.update({f"val_{k}": v for k, v in val_terms.items()})
-                row["train_seconds"] = round(seconds, 4)
-                row["images_per_s"] = round(images * world / seconds, 1) if seconds > 0 else None
-                row["data_wait_fraction"] = round(loop.sums.get("__wait__", 0.0) / seconds, 4) \
-                    if seconds > 0 else None
-                row["lr"] = optimizer.param_groups[0]["lr"]
-                loop.history.append(row)
-                monitored = val_terms.get("loss", train_terms.get("loss"))
-                improved = monitored is not None and math.isfinite(monitored) and (
-                    loop.best_val is None or monitored < loop.best_val)
-                if improved:
-                    loop.best_val, loop.best_epoch, loop.bad_epochs = monitored, epoch + 1, 0
-                    best_state = {k: v.detach().clone() for k, v in raw.state_dict().items()}
-                    if fabric.is_global_zero:
-                        write_safetensors(self.ckpt_dir / BEST, best_state)
-                else:
-                    loop.bad_epochs += 1
-                loop.epoch, loop.batch, loop.sums, loop.seconds = epoch + 1, 0, {}, 0.0
-                self._save(last_path, raw, optimizer, scheduler, loop, run_config)
-                if fabric.is_global_zero:
-                    write_csv_rows(self.out_dir / "history.csv", loop.history)
-                report.line(_epoch_line(row, cfg.epochs, improved and val is not None))
-                for k, v in row.items():
-                    if isinstance(v, float) and k.startswith(("train_", "val_")):
-                        fabric.log(f"epoch/{k}", v, step=loop.step)
-                patience = cfg.early_stopping_patience
-                if patience is not None and loop.bad_epochs >= patience:
-                    stopped_early = True
-                    report.line(f"early stopping: no improvement for {patience} epochs")
+                report.start_epoch(epoch, fit.loop.batch)
+                self._train_epoch(fit, epoch, report)
+                if self._end_epoch(fit, epoch, report):
                     break
         finally:
             report.close()
             for logger in fabric.loggers:
                 logger.finalize("success")
-        if best_state is not None and val is not None:
-            raw.load_state_dict(best_state)
+        if fit.best_state is not None and val is not None:
+            fit.raw.load_state_dict(fit.best_state)
+        loop = fit.loop
         return FitResult(
             history=loop.history, steps=loop.step, best_epoch=loop.best_epoch,
-            best_val_loss=loop.best_val, stopped_early=stopped_early,
-            train_seconds=round(total_train_s, 3), resumed_from=resumed_from,
+            best_val_loss=loop.best_val, stopped_early=fit.stopped_early,
+            train_seconds=round(fit.train_seconds, 3), resumed_from=fit.resumed_from,
             bad_batches=loop.bad_batches,
         )
 
+    # --- setup -------------------------------------------------------------------------------
+
+    def _setup(self, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
+               run_config: dict[str, Any]) -> _Fit:
+        """Devices, model, optimizer, schedule and data, ready for the first (or resumed) epoch."""
+        cfg, fabric = self.cfg, self.fabric
+        fabric.launch()
+        if cfg.tune_allocator:
+            tune_malloc()
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            for batches in (train, val):
+                if batches is not None:
+                    batches.channels_last = True
+        fit = self._setup_model(model, train, val, run_config)
+        if fabric.device.type != "cpu":
+            for batches in (train, val):
+                if batches is not None:
+                    batches.to(fabric.device)
+        fit.batches = train.num_batches(fabric.world_size)
+        if fit.batches == 0:
+            raise AevisionError("train: no training batches (empty training set)")
+        if fabric.is_global_zero:
+            remove_stale_temp_files(self.ckpt_dir)
+        if cfg.auto_batch_size:
+            self._fit_batch_size(fit.forward, train)
+            fit.batches = train.num_batches(fabric.world_size)
+        # over the steps of the batch size in use; on the optimizer itself: the scheduler counts
+        # its steps, which the direct path takes
+        fit.scheduler = lr_scheduler(fit.inner, cfg, cfg.epochs * fit.batches)
+        return fit
+
+    def _setup_model(self, raw: nn.Module, train: TensorBatches, val: TensorBatches | None,
+                     run_config: dict[str, Any]) -> _Fit:
+        """The optimizer (the model's own ``param_groups`` if it has them), ``torch.compile``,
+        Fabric's wrappers, and whether steps bypass them (:class:`DirectForward`)."""
+        cfg, fabric = self.cfg, self.fabric
+        groups = getattr(raw, "param_groups", None)
+        optimizer = make_optimizer(cfg, groups(cfg.lr) if callable(groups) else raw.parameters())
+        module = torch.compile(raw) if cfg.compile else raw
+        wrapped, optimizer = fabric.setup(module, optimizer)
+        direct = DirectForward.applies(fabric, cfg.precision)
+        forward: Any = DirectForward(module, fabric) if direct else wrapped
+        inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer Fabric wraps
+        deferred = defers_nonfinite_check(fabric.device, fabric.world_size, inner, cfg.precision)
+        return _Fit(raw=raw, wrapped=wrapped, forward=forward, optimizer=optimizer, inner=inner,
+                    scheduler=None, deferred=deferred, train=train, val=val, run_config=run_config)
+
+    def _resume(self, fit: _Fit, upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None
+                ) -> None:
+        """Continue from ``last.ckpt`` (weights, optimizer, schedule, RNG, loop) if there is one."""
+        path = self.ckpt_dir / LAST
+        if not path.is_file():
+            log.warning("--resume: no checkpoint at %s; starting from scratch", path)
+            return
+        fit.loop = self._restore(path, fit, upgrade_config)
+        fit.resumed_from = str(path)
+        fit.train_seconds = sum(h.get("train_seconds", 0.0) for h in fit.loop.history)
+        if fit.loop.best_epoch is not None:
+            fit.best_state = self._load_best(fit.raw)
+
     # --- one epoch ---------------------------------------------------------------------------
 
-    def _train_epoch(self, forward: Any, wrapped: nn.Module, optimizer: Any, scheduler: Any,
-                     train: TensorBatches, epoch: int, loop: LoopState, report: Reporter,
-                     raw: nn.Module, run_config: dict[str, Any], *, inner: torch.optim.Optimizer,
-                     deferred: bool) -> None:
-        """One epoch. ``forward`` is ``wrapped`` (Fabric's module) or a :class:`DirectForward`,
-        with which backward and the optimizer step (``inner``, the optimizer Fabric wraps) are
-        called directly too; ``deferred``: the NaN check runs on the device."""
-        cfg, fabric = self.cfg, self.fabric
-        forward.train()
-        direct = isinstance(forward, DirectForward)
-        sums: dict[str, Tensor] = {}
-        wait = 0.0
-        every_ckpt = cfg.checkpoint_every_n_steps
-        log_every = cfg.log_every_n_steps
-        # steps dropped on the device since the host last looked, and the first of those steps
-        bad_steps = torch.zeros((), dtype=torch.int32, device=fabric.device) if deferred else None
-        first_unchecked = loop.step + 1
-        start = time.perf_counter()
-        batch_no = loop.batch
-        it = train.epoch(epoch, fabric.global_rank, fabric.world_size, start=loop.batch)
+    def _train_epoch(self, fit: _Fit, epoch: int, report: Reporter) -> None:
+        """The training steps of ``epoch``, from the batch ``fit.loop`` stands at."""
+        fabric, loop = self.fabric, fit.loop
+        fit.forward.train()
+        bad_steps = torch.zeros((), dtype=torch.int32, device=fabric.device) if fit.deferred else None
+        ep = _Epoch(batch=loop.batch, first_unchecked=loop.step + 1, bad_steps=bad_steps)
+        it = fit.train.epoch(epoch, fabric.global_rank, fabric.world_size, start=loop.batch)
         while True:
             t0 = time.perf_counter()
             xb = next(it, None)
-            wait += time.perf_counter() - t0
+            ep.wait += time.perf_counter() - t0
             if xb is None:
                 break
             try:
-                terms = forward(*xb) if isinstance(xb, tuple) else forward(xb)
-                loss = terms["loss"]
-                if deferred:
-                    bad = ~torch.isfinite(loss)
-                elif not bool(torch.isfinite(loss)):
-                    self._nonfinite(terms, epoch, batch_no, loop)
-                    batch_no += 1
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                if direct:
-                    loss.backward()
-                else:
-                    fabric.backward(loss)
-                if cfg.gradient_clip_norm is not None:
-                    norm = fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.gradient_clip_norm,
-                                                 error_if_nonfinite=False)
-                    if deferred and norm is not None:
-                        bad = bad | ~torch.isfinite(norm)
-                    elif norm is not None and not bool(torch.isfinite(norm)):
-                        # a finite loss can still overflow its gradients (a spike under bf16);
-                        # one step on them leaves inf in Adam's second moments, which freezes
-                        # those weights for the rest of the run without any error
-                        optimizer.zero_grad(set_to_none=True)
-                        self._nonfinite({"grad_norm": norm}, epoch, batch_no, loop, "gradient norm")
-                        batch_no += 1
-                        continue
-                if deferred:
-                    inner.found_inf = bad.float()  # 1: the fused kernel leaves weights and moments
-                (inner if direct else optimizer).step()
+                done = self._step(fit, xb, epoch, ep.batch)
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
                     raise
-                images = xb[0] if isinstance(xb, tuple) else xb
-                raise out_of_memory_error(e, loop.step + 1, images.shape[0], fabric.device) from None
-            if scheduler is not None:
-                scheduler.step()
-            loop.step += 1
-            batch_no += 1
-            if deferred:
-                bad_steps += bad
-            for k, v in terms.items():
-                d = torch.where(bad, 0.0, v.detach()) if deferred else v.detach()
-                sums[k] = sums[k] + d if k in sums else d.clone()
-            logging_now = loop.step % log_every == 0
-            checkpointing = bool(every_ckpt) and loop.step % every_ckpt == 0
-            if deferred and (logging_now or checkpointing):
-                first_unchecked = self._settle(bad_steps, first_unchecked, epoch, loop)
-            if logging_now:
-                fabric.log_dict({f"step/{k}": float(v.detach()) for k, v in terms.items()},
-                                step=loop.step)
-            report.advance()
-            if checkpointing:
-                loop.batch = batch_no
-                self._merge_sums(loop, sums, wait, time.perf_counter() - start)
-                sums, wait, start = {}, 0.0, time.perf_counter()
-                self._save(self.ckpt_dir / LAST, raw, optimizer, scheduler, loop, run_config)
-        if deferred:  # also waits for the last step, so the epoch's time below is all of it
-            self._settle(bad_steps, first_unchecked, epoch, loop)
-        loop.batch = batch_no
-        self._merge_sums(loop, sums, wait, time.perf_counter() - start)
+                size = batch_images(xb).shape[0]
+                raise out_of_memory_error(e, loop.step + 1, size, fabric.device) from None
+            ep.batch += 1
+            if done is not None:
+                self._after_step(fit, epoch, ep, *done)
+                report.advance()
+        if fit.deferred:  # also waits for the last step, so the epoch's time below is all of it
+            self._settle(ep, epoch, loop)
+        loop.batch = ep.batch
+        ep.merge_into(loop)
 
-    def _settle(self, bad_steps: Tensor, first: int, epoch: int, loop: LoopState) -> int:
+    def _step(self, fit: _Fit, xb: Any, epoch: int, batch: int
+              ) -> tuple[dict[str, Tensor], Tensor | None] | None:
+        """One optimizer step on ``xb``: its loss terms and (deferred check) whether the device
+        dropped it; None when the host skipped a non-finite loss or gradient norm."""
+        cfg = self.cfg
+        terms = call_model(fit.forward, xb)
+        loss = terms["loss"]
+        bad = None
+        if fit.deferred:
+            bad = ~torch.isfinite(loss)
+        elif not bool(torch.isfinite(loss)):
+            self._nonfinite(terms, epoch, batch, fit.loop)
+            return None
+        fit.optimizer.zero_grad(set_to_none=True)
+        self._backward(fit.forward, loss)
+        if cfg.gradient_clip_norm is not None:
+            norm = self.fabric.clip_gradients(fit.wrapped, fit.optimizer, max_norm=cfg.gradient_clip_norm,
+                                              error_if_nonfinite=False)
+            if fit.deferred and norm is not None:
+                bad = bad | ~torch.isfinite(norm)
+            elif norm is not None and not bool(torch.isfinite(norm)):
+                # a finite loss can still overflow its gradients (a spike under bf16); one step
+                # on them leaves inf in Adam's second moments, which freezes those weights for
+                # the rest of the run without any error
+                fit.optimizer.zero_grad(set_to_none=True)
+                self._nonfinite({"grad_norm": norm}, epoch, batch, fit.loop, "gradient norm")
+                return None
+        if fit.deferred:
+            fit.inner.found_inf = bad.float()  # 1: the fused kernel leaves weights and moments
+        (fit.inner if fit.direct else fit.optimizer).step()
+        return terms, bad
+
+    def _after_step(self, fit: _Fit, epoch: int, ep: _Epoch, terms: dict[str, Tensor],
+                    bad: Tensor | None) -> None:
+        """Count a step taken: the schedule, the epoch's sums, step logs, mid-epoch checkpoints."""
+        cfg, loop = self.cfg, fit.loop
+        if fit.scheduler is not None:
+            fit.scheduler.step()
+        loop.step += 1
+        if bad is not None and ep.bad_steps is not None:
+            ep.bad_steps += bad
+        for k, v in terms.items():
+            d = torch.where(bad, 0.0, v.detach()) if bad is not None else v.detach()
+            ep.sums[k] = ep.sums[k] + d if k in ep.sums else d.clone()
+        logging_now = loop.step % cfg.log_every_n_steps == 0
+        every = cfg.checkpoint_every_n_steps
+        checkpointing = bool(every) and loop.step % every == 0
+        if fit.deferred and (logging_now or checkpointing):
+            self._settle(ep, epoch, loop)
+        if logging_now:
+            self.fabric.log_dict({f"step/{k}": float(v.detach()) for k, v in terms.items()},
+                                 step=loop.step)
+        if checkpointing:
+            loop.batch = ep.batch
+            ep.merge_into(loop)
+            self._save(fit)
+
+    def _settle(self, ep: _Epoch, epoch: int, loop: LoopState) -> None:
         """Read the device's count of dropped steps (a host sync); skip or stop as the per-step
-        check would. Returns the first step not yet checked."""
-        new = int(bad_steps)
+        check would."""
+        if ep.bad_steps is None:  # the check runs on the host
+            return
+        new = int(ep.bad_steps)
         if new:
-            bad_steps.zero_()
+            ep.bad_steps.zero_()
             loop.step -= new  # steps count updates, as when the host skips a batch
-            where = f"{new} of steps {first}-{loop.step + new} (epoch {epoch + 1})"
+            where = f"{new} of steps {ep.first_unchecked}-{loop.step + new} (epoch {epoch + 1})"
             self._skip_or_stop(where, "loss or gradient norm (dropped on the device)", new, loop)
-        return loop.step + 1
+        ep.first_unchecked = loop.step + 1
 
-    @staticmethod
-    def _merge_sums(loop: LoopState, sums: dict[str, Tensor], wait: float, seconds: float) -> None:
-        for k, v in sums.items():
-            loop.sums[k] = loop.sums.get(k, 0.0) + float(v)
-        loop.sums["__wait__"] = loop.sums.get("__wait__", 0.0) + wait
-        loop.seconds += seconds
+    # --- the end of an epoch -----------------------------------------------------------------
 
-    @staticmethod
-    def _epoch_means(loop: LoopState, batches: int) -> dict[str, float]:
-        done = max(1, batches - loop.sums.get("__skipped__", 0.0))
-        return {k: v / done for k, v in loop.sums.items() if not k.startswith("__")}
+    def _end_epoch(self, fit: _Fit, epoch: int, report: Reporter) -> bool:
+        """The epoch's row in the history, best weights, checkpoint, logs; whether to stop early."""
+        cfg, fabric, loop = self.cfg, self.fabric, fit.loop
+        train_terms, val_terms = self._epoch_terms(fit)
+        row = self._epoch_row(fit, epoch, train_terms, val_terms)
+        loop.history.append(row)
+        improved = self._track_best(fit, epoch, val_terms.get("loss", train_terms.get("loss")))
+        loop.epoch, loop.batch, loop.sums, loop.seconds = epoch + 1, 0, {}, 0.0
+        self._save(fit)
+        if fabric.is_global_zero:
+            write_csv_rows(self.out_dir / "history.csv", loop.history)
+        report.line(_epoch_line(row, cfg.epochs, improved and fit.val is not None))
+        for k, v in row.items():
+            if isinstance(v, float) and k.startswith(("train_", "val_")):
+                fabric.log(f"epoch/{k}", v, step=loop.step)
+        patience = cfg.early_stopping_patience
+        if patience is not None and loop.bad_epochs >= patience:
+            fit.stopped_early = True
+            report.line(f"early stopping: no improvement for {patience} epochs")
+        return fit.stopped_early
+
+    def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], dict[str, float]]:
+        """The epoch's mean training loss terms (over all ranks) and validation loss terms."""
+        fabric = self.fabric
+        done = max(1, fit.batches - fit.loop.sums.get("__skipped__", 0.0))
+        train_terms = {k: v / done for k, v in fit.loop.sums.items() if not k.startswith("__")}
+        if fabric.world_size > 1:  # each rank saw its slice of every batch: report the global mean
+            reduced = fabric.all_reduce(
+                {k: torch.tensor(v, dtype=torch.float64, device=fabric.device)
+                 for k, v in train_terms.items()},
+                reduce_op="mean")
+            train_terms = {k: float(v) for k, v in reduced.items()}
+        val_terms = self._evaluate(fit.forward, fit.val) if fit.val is not None else {}
+        return train_terms, val_terms
+
+    def _epoch_row(self, fit: _Fit, epoch: int, train_terms: dict[str, float],
+                   val_terms: dict[str, float]) -> dict[str, Any]:
+        """The epoch's line of ``history.csv``: loss terms, time, throughput, learning rate."""
+        loop, train, world = fit.loop, fit.train, self.fabric.world_size
+        seconds = loop.seconds
+        fit.train_seconds += seconds
+        images = train.shard_size(world) if not train.drop_last else fit.batches * train.batch_size
+        images *= train.images_per_item  # clips of T frames: T images each
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": loop.step}
+        row.update({f"train_{k}": v for k, v in train_terms.items()})
+        row.update({f"val_{k}": v for k, v in val_terms.items()})
+        row["train_seconds"] = round(seconds, 4)
+        row["images_per_s"] = round(images * world / seconds, 1) if seconds > 0 else None
+        row["data_wait_fraction"] = round(loop.sums.get("__wait__", 0.0) / seconds, 4) \
+            if seconds > 0 else None
+        row["lr"] = fit.optimizer.param_groups[0]["lr"]
+        return row
+
+    def _track_best(self, fit: _Fit, epoch: int, monitored: float | None) -> bool:
+        """Whether ``monitored`` (validation loss, else training loss) improved; if so, keep and
+        write the weights as the best."""
+        loop = fit.loop
+        improved = monitored is not None and math.isfinite(monitored) and (
+            loop.best_val is None or monitored < loop.best_val)
+        if not improved:
+            loop.bad_epochs += 1
+            return False
+        loop.best_val, loop.best_epoch, loop.bad_epochs = monitored, epoch + 1, 0
+        fit.best_state = {k: v.detach().clone() for k, v in fit.raw.state_dict().items()}
+        if self.fabric.is_global_zero:
+            write_safetensors(self.ckpt_dir / BEST, fit.best_state)
+        return True
+
+    # --- non-finite losses -------------------------------------------------------------------
 
     def _nonfinite(self, terms: dict[str, Tensor], epoch: int, batch: int, loop: LoopState,
                    what: str = "loss terms") -> None:
@@ -436,6 +522,8 @@ class Trainer:
                 "; lower train.lr or a regularizer weight, or set train.skip_nonfinite=true")
         raise DivergenceError(f"training diverged at {where}: non-finite {what}{kept}{hint}")
 
+    # --- validation, the batch-size probe ----------------------------------------------------
+
     @torch.no_grad()
     def _evaluate(self, forward: Any, val: TensorBatches) -> dict[str, float]:
         """Mean loss terms on the validation set (every rank sees all of it: no communication)."""
@@ -443,25 +531,27 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for xb in val.epoch(0):
-            terms = forward(*xb) if isinstance(xb, tuple) else forward(xb)
-            n = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
+            terms = call_model(forward, xb)
+            n = batch_images(xb).shape[0]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             count += n
         return {k: v / max(1, count) for k, v in sums.items()}
 
-    def _fit_batch_size(self, wrapped: nn.Module, train: TensorBatches) -> None:
-        """Halve the batch size until one training step fits in memory (``train.auto_batch_size``)."""
+    def _fit_batch_size(self, forward: Any, train: TensorBatches) -> None:
+        """Halve the batch size until one training step fits in memory (``train.auto_batch_size``).
+
+        ``forward`` is the loop's: the probe calls the model as every step does (``model(x, y)``
+        on batches with targets) and runs the same backward."""
         size = asked = train.batch_size
         while True:
             batch = next(train.epoch(0), None)
             if batch is None:
                 return
             try:
-                wrapped.train()
-                loss = wrapped(batch)["loss"]
-                self.fabric.backward(loss)
-                wrapped.zero_grad(set_to_none=True)
+                forward.train()
+                self._backward(forward, call_model(forward, batch)["loss"])
+                forward.zero_grad(set_to_none=True)
                 if size != asked:
                     log.warning("train.batch_size %d does not fit in memory; using %d instead",
                                 asked, size)
@@ -470,26 +560,32 @@ class Trainer:
                 if not is_out_of_memory(e) or size == 1:
                     raise
                 del batch
-                wrapped.zero_grad(set_to_none=True)
+                forward.zero_grad(set_to_none=True)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 size = max(1, size // 2)
                 train.batch_size = size
 
+    def _backward(self, forward: Any, loss: Tensor) -> None:
+        """``loss.backward()`` on the direct path, Fabric's (loss scaling, DDP) otherwise."""
+        if isinstance(forward, DirectForward):
+            loss.backward()
+        else:
+            self.fabric.backward(loss)
+
     # --- checkpoints -------------------------------------------------------------------------
 
-    def _save(self, path: Path, raw: nn.Module, optimizer: Any, scheduler: Any, loop: LoopState,
-              run_config: dict[str, Any]) -> None:
+    def _save(self, fit: _Fit) -> None:
+        """Write ``last.ckpt``: everything a resume needs to continue exactly here."""
         if self.fabric.is_global_zero:
             save_checkpoint(
-                path, model=raw.state_dict(), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-                loop=loop, rng=rng_state(), config=run_config,
+                self.ckpt_dir / LAST, model=fit.raw.state_dict(), optimizer=fit.optimizer.state_dict(),
+                scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
+                loop=fit.loop, rng=rng_state(), config=fit.run_config,
             )
         self.fabric.barrier()
 
-    def _restore(self, path: Path, raw: nn.Module, optimizer: Any, scheduler: Any,
-                 run_config: dict[str, Any],
+    def _restore(self, path: Path, fit: _Fit,
                  upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None) -> LoopState:
         ckpt = load_checkpoint(path)
         saved = ckpt.get("config") or {}
@@ -497,18 +593,18 @@ class Trainer:
             # one not readable as a config of today is compared as written: the difference shows
             with contextlib.suppress(AevisionError, TypeError, ValueError):
                 saved = upgrade_config(saved)
-        diff = config_mismatch(saved, run_config)
+        diff = config_mismatch(saved, fit.run_config)
         if diff:
             raise AevisionError(f"{path}: cannot resume, the config changed ({diff}); "
                                 f"use another output_dir for a new run")
         try:
-            raw.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            fit.raw.load_state_dict(ckpt["model"])
+            fit.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, KeyError, ValueError) as e:
             first = str(e).splitlines()[0]
             raise AevisionError(f"{path}: checkpoint does not fit this model ({first})") from None
-        if scheduler is not None and ckpt.get("scheduler"):
-            scheduler.load_state_dict(ckpt["scheduler"])
+        if fit.scheduler is not None and ckpt.get("scheduler"):
+            fit.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         return ckpt["loop"]
 
@@ -518,6 +614,16 @@ class Trainer:
             return None
         state = read_safetensors(path, "best weights")
         return {k: v for k, v in state.items()} if set(state) == set(raw.state_dict()) else None
+
+
+def call_model(forward: Any, batch: Tensor | tuple[Tensor, ...]) -> Any:
+    """``model(x)``, or ``model(x, y)`` for a batch with targets: how every step calls the model."""
+    return forward(*batch) if isinstance(batch, tuple) else forward(batch)
+
+
+def batch_images(batch: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """The images of a batch (the first of a tuple)."""
+    return batch[0] if isinstance(batch, tuple) else batch
 
 
 def out_of_memory_error(e: BaseException, step: int, batch: int, device: torch.device) -> AevisionError:
