@@ -35,8 +35,10 @@ def test_a_finished_run_is_reused_only_when_identical(tmp_path):
     data = again.data
     fewer = type(data)(train=data.train.subset(torch.arange(200)), val=data.val, test=data.test)
     assert not aevision.pretrain(cfg, data=fewer, reuse=True).reused
-    # without reuse, a rerun trains (and the record stays consistent)
-    assert not aevision.pretrain(cfg).reused
+    # without reuse, a rerun into the folder is refused, unless the caller says to replace it
+    with pytest.raises(AevisionError, match="holds a trained model already"):
+        aevision.pretrain(cfg)
+    assert not aevision.pretrain(cfg, overwrite=True).reused
 
 
 def test_a_checkpoint_is_resumed_automatically_only_under_its_own_key(tmp_path):
@@ -132,3 +134,21 @@ def test_a_segmenter_is_reused_until_its_encoders_weights_change(tmp_path):
     run("pretrained"), run("scratch")
     assert (tmp_path / "pretrained" / "model.safetensors").stat().st_mtime_ns != mtimes["pretrained"]
     assert (tmp_path / "scratch" / "model.safetensors").stat().st_mtime_ns == mtimes["scratch"]
+
+
+def test_cli_refuses_to_replace_a_trained_model_without_overwrite(tmp_path):
+    """#34, item 2: a rerun into a run folder replaced a conv by a dense model silently."""
+    out = tmp_path / "pk"
+    cmd = [sys.executable, "-m", "aevision.cli", "pretrain", "--dataset", "digits", "--limit", "200",
+           "--epochs", "1", "--no-progress", "-o", str(out)]
+    assert subprocess.run([*cmd, "--model", "conv"], capture_output=True, timeout=300).returncode == 0
+    before = weights(out)
+    proc = subprocess.run([*cmd, "--model", "dense"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--overwrite" in proc.stderr and "--resume" in proc.stderr and str(out) in proc.stderr
+    after = weights(out)
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    proc = subprocess.run([*cmd, "--model", "dense", "--overwrite"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["model"]["name"] == "dense"

@@ -229,7 +229,7 @@ class DatasetRun:
         if not reuse or Run(pcfg.output_dir, {}).record() is None:
             self.say(f"[{self.name}] pretraining {name} ({pcfg.train.epochs} epochs)")
         load0 = os.getloadavg()[0]
-        result = pretrain(pcfg, data=self.splits, reuse=reuse)
+        result = pretrain(pcfg, data=self.splits, reuse=reuse, overwrite=True)  # the benchmark's folders
         stats = _pretrain_stats(result, [round(load0, 2), round(os.getloadavg()[0], 2)])
         if result.reused:
             self.say(f"[{self.name}] reusing pretrained {name} from {pcfg.output_dir} "

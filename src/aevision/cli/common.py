@@ -56,6 +56,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model already trained in OUT (refused otherwise)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
 
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reg:
         base["regularizers"] = list(base.get("regularizers") or []) + [parse_regularizer(s) for s in args.reg]
     cfg = build_config(base=base, overrides=overrides)
-    result = pretrain(cfg, resume=args.resume, init_from=args.init_from)
+    result = pretrain(cfg, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite)
     if result.global_rank != 0:
         return 0
     fit = result.fit

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.insert(len(overrides) - len(args.overrides), "init=scratch")
     base: dict[str, Any] = load_yaml(args.config) if args.config else {}
     cfg = build_segment_config(base=base, overrides=overrides)
-    result = segment(cfg, resume=args.resume)
+    result = segment(cfg, resume=args.resume, overwrite=args.overwrite)
     m = result.metrics
     per_class = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in m["iou"].items())
     print(f"test mIoU {m['miou']:.4f} (IoU: {per_class}); Dice {m['mean_dice']:.4f}; "

@@ -119,12 +119,19 @@ class Run:
 
     # --- the life ----------------------------------------------------------------------------
 
-    def start(self, *, resume: bool = False, reuse: bool = False) -> bool:
+    def start(self, *, resume: bool = False, reuse: bool = False, overwrite: bool = False) -> bool:
         """Record that this run starts here; return whether training continues from the last
         checkpoint. ``resume`` (the user's ``--resume``) always tries (the engine checks the
         checkpoint's config); ``reuse`` resumes automatically, but only a run of this very key. A
-        checkpoint that will not be resumed is deleted, so that no later run takes it for its own."""
+        checkpoint that will not be resumed is deleted, so that no later run takes it for its own.
+
+        A folder that holds a trained model is never replaced silently: only with ``overwrite``,
+        ``resume``, or ``reuse`` (a benchmark's own folders, whose runs it replaces when their
+        inputs change)."""
         last = self.out_dir / "checkpoints" / LAST
+        if (self.out_dir / WEIGHTS).is_file() and not (overwrite or resume or reuse):
+            raise AevisionError(f"{self.out_dir}: holds a trained model already; pass --resume to continue "
+                                f"its training, --overwrite to replace it, or choose another output folder")
         same = self.same_key(self.record())
         go_on = resume or (reuse and same and last.is_file())
         if self.writer:

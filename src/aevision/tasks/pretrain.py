@@ -71,6 +71,7 @@ def pretrain(
     data: Splits | None = None,
     init_from: str | os.PathLike[str] | None = None,
     reuse: bool = False,
+    overwrite: bool = False,
 ) -> PretrainResult:
     """Train an autoencoder as configured, into ``config.output_dir``.
 
@@ -78,7 +79,8 @@ def pretrain(
     ``init_from``: a model folder or ``.safetensors`` file whose weights the model starts from
     (the same architecture). ``reuse``: when the folder holds the identical finished run (same
     config, data, starting weights and aevision version), return it without training; an
-    unfinished one is resumed from its last checkpoint.
+    unfinished one is resumed from its last checkpoint. A folder that holds a trained model is
+    refused unless ``resume``, ``reuse`` or ``overwrite``.
     """
     cfg = as_config(config, overrides)
     seed_everything(cfg.seed, cfg.train.deterministic)
@@ -95,7 +97,7 @@ def pretrain(
     train, val = pretrain_batches(cfg, splits)
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     run.writer = trainer.fabric.is_global_zero
-    go_on = run.start(resume=resume, reuse=reuse)
+    go_on = run.start(resume=resume, reuse=reuse, overwrite=overwrite)
     fit = run.fit(trainer, model, train, val, cfg.to_dict(), resume=go_on, upgrade_config=upgraded_config)
     model.eval()
     provenance = {"config": cfg.to_dict(), "data": data_summary(splits),

@@ -64,13 +64,15 @@ def segment(
     resume: bool = False,
     data: SegSplits | None = None,
     reuse: bool = False,
+    overwrite: bool = False,
 ) -> SegmentResult:
     """Train and test a segmenter as configured (see :class:`SegmentConfig`), through the run
     lifecycle (engine/run.py).
 
     ``data`` lets callers that already loaded the dataset (benchmarks) skip loading it again.
     ``reuse``: when ``output_dir`` holds the identical finished run (same config, data, encoder
-    weights, aevision version), return it without training; an unfinished one is resumed.
+    weights, aevision version), return it without training; an unfinished one is resumed. A
+    folder that holds a trained segmenter is refused unless ``resume``, ``reuse`` or ``overwrite``.
     """
     cfg = as_segment_config(config, tuple(overrides))
     seed_everything(cfg.seed, cfg.train.deterministic)
@@ -87,7 +89,7 @@ def segment(
     val = splits.val if splits.val is not None and len(splits.val) else None
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     run.writer = trainer.fabric.is_global_zero
-    go_on = run.start(resume=resume, reuse=reuse)
+    go_on = run.start(resume=resume, reuse=reuse, overwrite=overwrite)
     fit = run.fit(trainer, seg, *segment_batches(cfg, train, val), cfg.to_dict(), resume=go_on,
                   upgrade_config=_upgraded)
     seg.set_frozen(False)
