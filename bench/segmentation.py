@@ -56,7 +56,6 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
 
 import workers  # noqa: E402
 from aevision.api import pretrain  # noqa: E402
