@@ -5,7 +5,7 @@ A result says where it came from: the ``command`` that reproduces it (:func:`com
 load average where timings matter: :func:`provenance`). :func:`publish` writes it to
 ``bench/results`` (atomically, :func:`aevision.io.write_json`) and prints it.
 
-Scripts import this module as ``import common``: a script's own folder is on ``sys.path`` when it
+Scripts import this module as ``import common``: a script's own folder is on the import path when it
 runs as ``python bench/x.py`` (and the tests' ``bench_script`` fixture puts it there).
 """
 
