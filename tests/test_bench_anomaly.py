@@ -3,22 +3,17 @@ reads the model back only when it was trained as configured."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import pytest
+
+from test_bench_common import run_main
 
 KEYS = ["claim", "command", "mean_auroc", "per_class_auroc", "score", "target_met", "mean_auroc_by_score",
         "per_class", "protocol", "config", "wall_seconds", "machine"]
 
 
 def run(anomaly, monkeypatch, tmp_path, *extra: str) -> dict:
-    out = tmp_path / "anomaly.json"
-    monkeypatch.setattr(sys, "argv", ["anomaly.py", "--dataset", "digits", "--classes", "3", "--epochs", "1",
-                                      "--threads", "1", "--runs", str(tmp_path / "runs"), "--out", str(out),
-                                      *extra])
-    anomaly.main()
-    return json.loads(out.read_text())
+    return run_main(anomaly, monkeypatch, tmp_path / "anomaly.json", "--dataset", "digits", "--classes", "3",
+                    "--epochs", "1", "--threads", "1", "--runs", str(tmp_path / "runs"), *extra)
 
 
 def test_anomaly_writes_its_keys_and_reuses_only_the_same_training(bench_script, monkeypatch, tmp_path):

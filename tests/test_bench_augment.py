@@ -3,10 +3,8 @@ loads the VAE trained before."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 from conftest import fake_mnist
+from test_bench_common import run_main
 
 KEYS = ["question", "command", "test_accuracy", "gain_over_real", "latent_mix_beats_real_in_seeds", "helps",
         "protocol", "config", "pretraining", "wall_seconds", "machine"]
@@ -16,19 +14,15 @@ def test_augment_writes_its_keys_and_reuses_the_vae(bench_script, monkeypatch, t
     fake_mnist(tmp_path / "data", n_train=300, n_test=20)
     augment = bench_script("augment")
     monkeypatch.setattr(augment.common, "RESULTS", tmp_path)  # the example grid: not the committed one
-    out = tmp_path / "augment.json"
-    argv = ["augment.py", "--data-root", str(tmp_path / "data"), "--epochs", "1", "--labels-per-class", "2",
+    argv = ["--data-root", str(tmp_path / "data"), "--epochs", "1", "--labels-per-class", "2",
             "--synthetic-per-class", "2", "--seeds", "1", "--cnn-steps", "2", "--threads", "1",
-            "--runs", str(tmp_path / "runs"), "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    augment.main()
-    first = json.loads(out.read_text())
+            "--runs", str(tmp_path / "runs")]
+    first = run_main(augment, monkeypatch, tmp_path / "augment.json", *argv)
     assert list(first) == KEYS
     assert set(first["test_accuracy"]["cnn"]) == {"real", "latent-mix", "pixel-mix"}
     assert {"load_average", "note"} <= set(first["machine"])
     assert "last_epoch" in first["pretraining"]
     assert (tmp_path / "augment_examples.png").is_file()
 
-    monkeypatch.setattr(sys, "argv", [*argv, "--reuse"])
-    augment.main()
-    assert json.loads(out.read_text())["pretraining"] == {"reused": True}
+    again = run_main(augment, monkeypatch, tmp_path / "augment.json", *argv, "--reuse")
+    assert again["pretraining"] == {"reused": True}

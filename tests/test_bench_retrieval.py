@@ -3,21 +3,17 @@ model back only when it was trained as its candidate is configured."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import pytest
+
+from test_bench_common import run_main
 
 KEYS = ["claim", "command", "protocol", "config", "results", "digits", "wall_seconds", "machine"]
 
 
 def run(retrieval, monkeypatch, tmp_path, *extra: str) -> dict:
-    out = tmp_path / "retrieval.json"
-    monkeypatch.setattr(sys, "argv", ["retrieval.py", "--datasets", "digits", "--candidates", "dense",
-                                      "--epochs", "1", "--val-queries", "50", "--threads", "1",
-                                      "--runs", str(tmp_path / "runs"), "--out", str(out), *extra])
-    retrieval.main()
-    return json.loads(out.read_text())
+    return run_main(retrieval, monkeypatch, tmp_path / "retrieval.json", "--datasets", "digits",
+                    "--candidates", "dense", "--epochs", "1", "--val-queries", "50", "--threads", "1",
+                    "--runs", str(tmp_path / "runs"), *extra)
 
 
 def test_retrieval_writes_its_keys_and_reuses_only_the_same_candidate(bench_script, monkeypatch, tmp_path):
