@@ -22,7 +22,6 @@ Three parts, one JSON:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -44,12 +43,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent
+import common
+from aevision.cli import main as cli
+from aevision.errors import AevisionError
 
-from aevision.cli import main as cli  # noqa: E402
-from aevision.errors import AevisionError  # noqa: E402
-from aevision.io import write_json  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -423,11 +421,10 @@ def kill_resume() -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.parser(__doc__, "reliability.json")
     ap.add_argument("--fuzz", type=int, default=10000, help="fuzz iterations")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-kill", action="store_true", help="leave out the SIGKILL/resume run")
-    ap.add_argument("--out", default=str(ROOT / "results" / "reliability.json"))
     a = ap.parse_args()
     torch.set_num_threads(2)
     started = time.time()
@@ -454,13 +451,11 @@ def main() -> None:
         "cases": cases,
         "fuzz": fuzzed,
         "kill_resume": killed,
-        "command": "python bench/reliability.py " + " ".join(sys.argv[1:]),
+        "command": common.command("reliability.py"),
         "config": {"fuzz": a.fuzz, "seed": a.seed},
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": machine_info(),
+        **common.provenance(started),
     }
-    write_json(a.out, result)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("cases", "fuzz")}))
+    common.publish(a.out, result, {k: v for k, v in result.items() if k not in ("cases", "fuzz")})
 
 
 if __name__ == "__main__":

@@ -46,14 +46,13 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import common  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer  # noqa: E402
 from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
-from aevision.io import write_json  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 
 # peers' sizes: (n, batch, epochs); epoch 1 is warm-up
 CONFIG = {
@@ -362,10 +361,8 @@ def main() -> None:
     if a.part == "pretrain-mnist":
         print(json.dumps({"pretrain_mnist": pretrain_mnist(a.data_root)}))
         return
-    results = Path(__file__).parent / "results"
-    default = results / "throughput_gpu" / "throughput_gpu.json" if gpu else results / "throughput.json"
-    out = a.out or str(default)
-    result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
+    out = a.out or str(common.RESULTS / ("throughput_gpu/throughput_gpu.json" if gpu else "throughput.json"))
+    result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": common.machine()}
     if gpu:
         result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
         result["machine"]["cudnn_tf32"] = torch.backends.cudnn.allow_tf32
@@ -394,9 +391,8 @@ def main() -> None:
         peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
         result["peers"] = peers
         compare(result, peers)
-    result["command"] = "python bench/throughput.py " + " ".join(sys.argv[1:])
-    write_json(out, result)
-    print(json.dumps(result))
+    result["command"] = common.command("throughput.py")
+    common.publish(out, result)
 
 
 if __name__ == "__main__":
