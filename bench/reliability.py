@@ -335,6 +335,48 @@ def run_case(case: Case, work: Path) -> dict:
             "command": "aevision " + " ".join(argv)}
 
 
+def mutate(kind: str, original: bytes, rng: np.random.Generator) -> bytearray:
+    """``original`` damaged in one way: file-level damage (the container's checksum should catch it),
+    or (``payload_*``) damage to the range-coded payload re-packed behind valid checksums, which only
+    the decoder itself can catch."""
+    from aevision.coding import container
+
+    data = bytearray(original)
+    n = len(data)
+    if kind.startswith("payload_"):
+        header, payload = container.parse(original)
+        body = bytearray(payload)
+        if kind == "payload_flip":
+            for _ in range(int(rng.integers(1, 4))):
+                body[int(rng.integers(len(body)))] ^= 1 << int(rng.integers(8))
+        elif kind == "payload_truncate":
+            body = body[: int(rng.integers(len(body)))]
+        else:
+            body = bytearray(rng.integers(0, 256, len(body), dtype=np.uint8).tobytes())
+        data = bytearray(container.pack(header, bytes(body)))
+    elif kind == "truncate":
+        data = data[: int(rng.integers(n))]
+    elif kind == "flip":
+        data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
+    elif kind == "flips":
+        for _ in range(int(rng.integers(2, 9))):
+            data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
+    elif kind == "insert":
+        pos = int(rng.integers(n + 1))
+        data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+    elif kind == "delete":
+        pos = int(rng.integers(n))
+        del data[pos: pos + int(rng.integers(1, 9))]
+    elif kind == "overwrite":
+        pos = int(rng.integers(n))
+        chunk = rng.integers(0, 256, int(rng.integers(1, 17)), dtype=np.uint8).tobytes()
+        data[pos: pos + len(chunk)] = chunk
+    else:  # a random tail after a valid prefix
+        cut = int(rng.integers(n))
+        data = data[:cut] + rng.integers(0, 256, n - cut, dtype=np.uint8).tobytes()
+    return data
+
+
 def fuzz(iterations: int, seed: int, work: Path) -> dict:
     from aevision import load
     from aevision.tasks.compress import Codec
@@ -343,11 +385,6 @@ def fuzz(iterations: int, seed: int, work: Path) -> dict:
     original = (work / "images.aev").read_bytes()
     right = codec.decompress(original)
     rng = np.random.default_rng(seed)
-    from aevision.coding import container
-
-    header, payload = container.parse(original)
-    # file-level damage (the container's checksum should catch it), and damage to the range-coded
-    # payload re-packed behind valid checksums, which only the decoder itself can catch
     kinds = ("truncate", "flip", "flips", "insert", "delete", "overwrite", "tail",
              "payload_flip", "payload_truncate", "payload_random")
     outcomes = {"refused": 0, "same_picture": 0, "crash": 0}
@@ -357,38 +394,7 @@ def fuzz(iterations: int, seed: int, work: Path) -> dict:
     for _ in range(iterations):
         kind = kinds[int(rng.integers(len(kinds)))]
         by_kind[kind] += 1
-        data = bytearray(original)
-        n = len(data)
-        if kind.startswith("payload_"):
-            body = bytearray(payload)
-            if kind == "payload_flip":
-                for _ in range(int(rng.integers(1, 4))):
-                    body[int(rng.integers(len(body)))] ^= 1 << int(rng.integers(8))
-            elif kind == "payload_truncate":
-                body = body[: int(rng.integers(len(body)))]
-            else:
-                body = bytearray(rng.integers(0, 256, len(body), dtype=np.uint8).tobytes())
-            data = bytearray(container.pack(header, bytes(body)))
-        elif kind == "truncate":
-            data = data[: int(rng.integers(n))]
-        elif kind == "flip":
-            data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
-        elif kind == "flips":
-            for _ in range(int(rng.integers(2, 9))):
-                data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
-        elif kind == "insert":
-            pos = int(rng.integers(n + 1))
-            data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
-        elif kind == "delete":
-            pos = int(rng.integers(n))
-            del data[pos: pos + int(rng.integers(1, 9))]
-        elif kind == "overwrite":
-            pos = int(rng.integers(n))
-            chunk = rng.integers(0, 256, int(rng.integers(1, 17)), dtype=np.uint8).tobytes()
-            data[pos: pos + len(chunk)] = chunk
-        else:  # a random tail after a valid prefix
-            cut = int(rng.integers(n))
-            data = data[:cut] + rng.integers(0, 256, n - cut, dtype=np.uint8).tobytes()
+        data = mutate(kind, original, rng)
         try:
             out = codec.decompress(bytes(data), source="fuzzed.aev")
         except AevisionError as e:
