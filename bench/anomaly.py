@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,16 +33,13 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
-
-from aevision.api import encode, load, pretrain  # noqa: E402
-from aevision.config import DataConfig  # noqa: E402
-from aevision.data import Splits, load_dataset  # noqa: E402
-from aevision.io import write_json  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
-from aevision.tasks.anomaly import CodeDensity, auroc, reconstruction_error  # noqa: E402
-from aevision.tasks.retrieval import set_threads  # noqa: E402
+import common
+from aevision.api import encode, load, pretrain
+from aevision.config import DataConfig
+from aevision.data import Splits, load_dataset
+from aevision.io import read_json
+from aevision.tasks.anomaly import CodeDensity, auroc, reconstruction_error
+from aevision.tasks.retrieval import set_threads
 
 MODEL: dict[str, Any] = {"name": "dense", "hidden": [512], "code_dim": 32}
 DENSITIES: dict[str, dict[str, Any]] = {
@@ -56,16 +52,12 @@ SCORES = ("recon", *DENSITIES)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"))
+    p = common.parser(__doc__, "anomaly.json", data=True, runs="runs/bench-anomaly")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--runs", default="runs/bench-anomaly")
-    p.add_argument("--reuse", action="store_true", help="load models already trained in --runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "results" / "anomaly.json"))
     return p.parse_args()
 
 
@@ -77,6 +69,23 @@ def without(splits: Splits, held_out: int) -> Splits:
     return Splits(train=keep(splits.train), val=keep(splits.val), test=splits.test)
 
 
+def trained_earlier(out: Path, args: argparse.Namespace, train_images: int) -> tuple[Any, dict] | None:
+    """``--reuse``: the model in ``out`` and its training info when it was trained there before (None
+    when there is none); one trained otherwise than configured here stops the bench. (The hand-made
+    check of "already trained": the run lifecycle's ``reuse`` is to take its place.)"""
+    if not (out / "model.safetensors").is_file():
+        return None
+    summary = read_json(out / "summary.json")
+    cfg = summary["config"]
+    same = (cfg["model"] == {"reconstruction": "mse", **MODEL} and cfg["seed"] == args.seed
+            and cfg["train"]["epochs"] == args.epochs and summary["data"]["train"]["images"] == train_images)
+    if not same:
+        raise SystemExit(f"{out}: not trained as configured here; rerun without --reuse")
+    history = summary["fit"]["history"]
+    return load(out), {"reused": True, "epochs": len(history), "val_recon": history[-1].get("val_recon"),
+                       "train_seconds": summary["fit"]["train_seconds"]}
+
+
 def one_class(held_out: int, splits: Splits, args: argparse.Namespace) -> dict[str, Any]:
     normal = without(splits, held_out)
     out = Path(args.runs) / f"without-{held_out}"
@@ -84,18 +93,9 @@ def one_class(held_out: int, splits: Splits, args: argparse.Namespace) -> dict[s
               "data": {"name": args.dataset, "root": args.data_root}, "model": MODEL,
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}}
     started = time.time()
-    if args.reuse and (out / "model.safetensors").is_file():
-        summary = json.loads((out / "summary.json").read_text())
-        cfg = summary["config"]
-        same = (cfg["model"] == {"reconstruction": "mse", **MODEL} and cfg["seed"] == args.seed
-                and cfg["train"]["epochs"] == args.epochs
-                and summary["data"]["train"]["images"] == len(normal.train))
-        if not same:
-            raise SystemExit(f"{out}: not trained as configured here; rerun without --reuse")
-        model = load(out)
-        fit = {"reused": True, "epochs": len(summary["fit"]["history"]),
-               "val_recon": summary["fit"]["history"][-1].get("val_recon"),
-               "train_seconds": summary["fit"]["train_seconds"]}
+    earlier = trained_earlier(out, args, len(normal.train)) if args.reuse else None
+    if earlier is not None:
+        model, fit = earlier
     else:
         result = pretrain(config, data=normal)
         model = result.model
@@ -113,34 +113,25 @@ def one_class(held_out: int, splits: Splits, args: argparse.Namespace) -> dict[s
         scores = {"recon": reconstruction_error(model, data),
                   **{name: density.score(codes) for name, density in fitted.items()}}
         auc[split] = {name: round(auroc(s, y), 4) for name, s in scores.items()}
-    return {"auroc": auc, "train_seconds": round(train_s, 1),
-            "score_seconds": round(time.time() - started, 1),
-            "normal_train_images": len(normal.train), "fit": fit}
+    result = {"auroc": auc, "train_seconds": round(train_s, 1),
+              "score_seconds": round(time.time() - started, 1),
+              "normal_train_images": len(normal.train), "fit": fit}
+    print(f"held out {held_out}: test AUROC " + ", ".join(f"{k} {v:.3f}" for k, v in auc["test"].items())
+          + f" ({result['train_seconds']:.0f}s training)", file=sys.stderr, flush=True)
+    return result
 
 
-
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    set_threads(args.threads)
-    started = time.time()
-    splits = load_dataset(DataConfig(name=args.dataset, root=args.data_root), args.seed)
-    per_class: dict[int, dict[str, Any]] = {}
-    for c in args.classes:
-        per_class[c] = one_class(c, splits, args)
-        print(f"held out {c}: test AUROC " + ", ".join(
-            f"{k} {v:.3f}" for k, v in per_class[c]["auroc"]["test"].items())
-            + f" ({per_class[c]['train_seconds']:.0f}s training)", file=sys.stderr, flush=True)
-
+def report(args: argparse.Namespace, per_class: dict[int, dict[str, Any]], started: float) -> dict[str, Any]:
+    """The claim's numbers: the score with the best mean validation AUROC, and its test AUROC."""
     def mean(split: str, score: str) -> float:
         return round(statistics.fmean(r["auroc"][split][score] for r in per_class.values()), 4)
 
     val_means = {s: mean("val", s) for s in SCORES}
     test_means = {s: mean("test", s) for s in SCORES}
     chosen = max(val_means, key=lambda s: val_means[s])
-    report = {
+    return {
         "claim": "mean leave-one-class-out AUROC on MNIST >= 0.90",
-        "command": "AEVISION_DATA=/work/shared/datasets python bench/anomaly.py " + " ".join(sys.argv[1:]),
+        "command": common.command("anomaly.py", data=True),
         "mean_auroc": test_means[chosen],
         "per_class_auroc": {str(c): r["auroc"]["test"][chosen] for c, r in per_class.items()},
         "score": chosen,
@@ -156,12 +147,18 @@ def main() -> None:
         },
         "config": {"model": MODEL, "densities": DENSITIES, "epochs": args.epochs, "batch_size": 128,
                    "lr": 1e-3, "seed": args.seed, "threads": args.threads, "classes": args.classes},
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": {**machine_info(), "load_average": os.getloadavg(),
-                    "note": "2 cores shared with other jobs; times are upper bounds"},
+        **common.provenance(started, f"{common.SHARED}; times are upper bounds", load_average=True),
     }
-    write_json(args.out, report)
-    print(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    started = time.time()
+    splits = load_dataset(DataConfig(name=args.dataset, root=args.data_root), args.seed)
+    per_class = {c: one_class(c, splits, args) for c in args.classes}
+    common.publish(args.out, report(args, per_class, started), indent=2)
 
 
 if __name__ == "__main__":

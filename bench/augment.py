@@ -25,8 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,35 +34,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
-
-from aevision.api import load, pretrain  # noqa: E402
-from aevision.config import DataConfig  # noqa: E402
-from aevision.data import labelled_subset, load_dataset  # noqa: E402
-from aevision.data.splits import generator  # noqa: E402
-from aevision.io import write_json  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
-from aevision.report.plots import image_grid, save_image  # noqa: E402
-from aevision.tasks.augment import latent_mixes  # noqa: E402
-from aevision.tasks.probe import LinearProbe  # noqa: E402
+import common
+from aevision.api import load, pretrain
+from aevision.config import DataConfig
+from aevision.data import Splits, labelled_subset, load_dataset
+from aevision.data.splits import generator
+from aevision.report.plots import image_grid, save_image
+from aevision.tasks.augment import latent_mixes
+from aevision.tasks.probe import LinearProbe
 
 VAE: dict[str, Any] = {"name": "vae", "hidden": [512], "code_dim": 16, "beta": 1.0, "reconstruction": "bce"}
 ARMS = ("real", "latent-mix", "pixel-mix")
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"))
+    p = common.parser(__doc__, "augment.json", data=True, runs="runs/bench-augment",
+                      reuse="load the VAE already trained in --runs")
     p.add_argument("--epochs", type=int, default=10, help="VAE pretraining epochs")
     p.add_argument("--labels-per-class", type=int, default=10)
     p.add_argument("--synthetic-per-class", type=int, default=100)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--cnn-steps", type=int, default=400)
-    p.add_argument("--runs", default="runs/bench-augment")
-    p.add_argument("--reuse", action="store_true", help="load the VAE already trained in --runs")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "results" / "augment.json"))
     return p.parse_args()
 
 
@@ -109,41 +100,53 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((pred == y).float().mean())
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    started = time.time()
-    splits = load_dataset(DataConfig(name="mnist", root=args.data_root), 0)
+def trained_earlier(out: Path) -> tuple[Any, dict] | None:
+    """``--reuse``: the VAE in ``out`` when one was trained there before, else None. (The hand-made
+    check of "already trained", which compares no config: the run lifecycle's ``reuse`` is to take
+    its place.)"""
+    return (load(out), {"reused": True}) if (out / "model.safetensors").is_file() else None
+
+
+def pretrain_vae(args: argparse.Namespace, splits: Splits) -> tuple[Any, dict]:
+    """The VAE the latent mixes are decoded with, and how it was trained."""
+    out = Path(args.runs) / "vae"
+    earlier = trained_earlier(out) if args.reuse else None
+    if earlier is not None:
+        return earlier
+    t0 = time.time()
+    result = pretrain({"seed": 0, "output_dir": str(out), "model": VAE,
+                       "data": {"name": "mnist", "root": args.data_root},
+                       "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}},
+                      data=splits)
+    return result.model, {"config": result.config.to_dict(), "seconds": round(time.time() - t0, 1),
+                          "last_epoch": result.history[-1]}
+
+
+def training_sets(vae: Any, x_real: Tensor, y_real: Tensor, args: argparse.Namespace, seed: int
+                  ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each arm's training images and labels; seed 0 also draws examples of the latent mixes."""
+    mixed = latent_mixes(vae, x_real, y_real, args.synthetic_per_class, seed=seed)
+    lam = mixed.lam.view(-1, 1, 1, 1)
+    pixel_mix = lam * x_real[mixed.pairs[:, 0]] + (1 - lam) * x_real[mixed.pairs[:, 1]]
+    if seed == 0:
+        rows = [x_real[y_real == c][:2] for c in range(10)]
+        shown = [torch.cat([r, mixed.images[mixed.labels == c][:6]]) for c, r in enumerate(rows)]
+        save_image(common.RESULTS / "augment_examples.png", image_grid(shown, scale=2))
+    return {"real": (x_real, y_real),
+            "latent-mix": (torch.cat([x_real, mixed.images]), torch.cat([y_real, mixed.labels])),
+            "pixel-mix": (torch.cat([x_real, pixel_mix]), torch.cat([y_real, mixed.labels]))}
+
+
+def run_seeds(vae: Any, splits: Splits, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """Test accuracy of each classifier on each arm, one value per seed."""
     train, test = splits.train, splits.test
     assert test is not None and train.labels is not None and test.labels is not None
-    out = Path(args.runs) / "vae"
-    if args.reuse and (out / "model.safetensors").is_file():
-        vae, pretraining = load(out), {"reused": True}
-    else:
-        t0 = time.time()
-        result = pretrain({"seed": 0, "output_dir": str(out), "model": VAE,
-                           "data": {"name": "mnist", "root": args.data_root},
-                           "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3,
-                                     "progress": False}}, data=splits)
-        vae = result.model
-        pretraining = {"config": result.config.to_dict(), "seconds": round(time.time() - t0, 1),
-                       "last_epoch": result.history[-1]}
     x_test, y_test = test.floats(), test.labels
-
     runs: dict[str, dict[str, list[float]]] = {c: {a: [] for a in ARMS} for c in ("linear-pixels", "cnn")}
     for seed in range(args.seeds):
         idx = labelled_subset(train.labels, args.labels_per_class, seed)
         x_real, y_real = train.floats(idx), train.labels[idx]
-        mixed = latent_mixes(vae, x_real, y_real, args.synthetic_per_class, seed=seed)
-        lam = mixed.lam.view(-1, 1, 1, 1)
-        pixel_mix = lam * x_real[mixed.pairs[:, 0]] + (1 - lam) * x_real[mixed.pairs[:, 1]]
-        sets = {"real": (x_real, y_real),
-                "latent-mix": (torch.cat([x_real, mixed.images]), torch.cat([y_real, mixed.labels])),
-                "pixel-mix": (torch.cat([x_real, pixel_mix]), torch.cat([y_real, mixed.labels]))}
-        if seed == 0:
-            rows = [x_real[y_real == c][:2] for c in range(10)]
-            shown = [torch.cat([r, mixed.images[mixed.labels == c][:6]]) for c, r in enumerate(rows)]
-            save_image(ROOT / "results" / "augment_examples.png", image_grid(shown, scale=2))
+        sets = training_sets(vae, x_real, y_real, args, seed)
         # the probe's L2 strength: chosen by CV on the real labels only, then fixed for every arm
         c_real = LinearProbe(seed=seed).fit(x_real.flatten(1), y_real, n_classes=10).c_
         for arm, (x, y) in sets.items():
@@ -152,20 +155,20 @@ def main() -> None:
             runs["cnn"][arm].append(accuracy(train_cnn(x, y, args.cnn_steps, seed), x_test, y_test))
         print(f"seed {seed}: " + "; ".join(f"{c} " + ", ".join(f"{a} {v[-1]:.4f}" for a, v in r.items())
                                            for c, r in runs.items()), file=sys.stderr, flush=True)
+    return runs
 
-    def summary(values: list[float]) -> dict[str, Any]:
-        return {"mean": round(statistics.fmean(values), 4),
-                "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0,
-                "runs": [round(v, 4) for v in values]}
 
-    results = {c: {a: summary(v) for a, v in r.items()} for c, r in runs.items()}
+def report(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]], pretraining: dict,
+           started: float) -> dict[str, Any]:
+    """Each arm's mean and std, and whether the latent mixes help (on average and in most seeds)."""
+    results = {c: {a: common.mean_std(v) for a, v in r.items()} for c, r in runs.items()}
     gains = {c: {a: round(results[c][a]["mean"] - results[c]["real"]["mean"], 4)
                  for a in ARMS if a != "real"} for c in results}
     wins = {c: sum(lm > r for lm, r in zip(runs[c]["latent-mix"], runs[c]["real"], strict=True))
             for c in runs}
-    report = {
+    return {
         "question": "do latent same-class mixes help a classifier trained on 100 labels?",
-        "command": "AEVISION_DATA=/work/shared/datasets python bench/augment.py " + " ".join(sys.argv[1:]),
+        "command": common.command("augment.py", data=True),
         "test_accuracy": results,
         "gain_over_real": gains,
         "latent_mix_beats_real_in_seeds": {c: f"{w}/{args.seeds}" for c, w in wins.items()},
@@ -180,12 +183,18 @@ def main() -> None:
                    "cnn": "conv32-pool-conv64-pool-fc128, dropout 0.3, Adam 1e-3, wd 5e-4, batch 64",
                    "threads": args.threads},
         "pretraining": pretraining,
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": {**machine_info(), "load_average": os.getloadavg(),
-                    "note": "2 cores shared with other jobs"},
+        **common.provenance(started, common.SHARED, load_average=True),
     }
-    write_json(args.out, report)
-    print(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    splits = load_dataset(DataConfig(name="mnist", root=args.data_root), 0)
+    vae, pretraining = pretrain_vae(args, splits)
+    runs = run_seeds(vae, splits, args)
+    common.publish(args.out, report(args, runs, pretraining, started), indent=2)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,14 @@ choice is what is reported (the leaderboard lists every model).
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import common
 from aevision.benchmark import load_benchmark, run_benchmark
-from aevision.io import write_json
-from aevision.provenance import machine_info
 
 TARGETS = {
     "mnist": {"linear_probe_all": 0.990, "linear_probe_10pc_mean": 0.90, "finetune_all": 0.994},
@@ -120,11 +117,11 @@ def main() -> None:
     parser.add_argument("preset", choices=sorted(TARGETS))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (at most 2)")
-    parser.add_argument("--results", default="bench/results", help="where the JSON goes")
+    parser.add_argument("--results", default=str(common.RESULTS), help="where the JSON goes")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, args.threads)))
     cfg = load_benchmark(args.preset, list(args.overrides))
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = common.command("classification.py")
     started = time.time()
     result = run_benchmark(cfg, command=command)
     board = result.board
@@ -146,14 +143,11 @@ def main() -> None:
         "note": "2 CPU cores shared with other jobs (see load_average): wall times are inflated by "
                 "contention; cpu_seconds is the process's CPU time (all its threads).",
         "leaderboard": str(Path(cfg.output_dir) / "leaderboard.md"),
-        "machine": machine_info(),
+        "machine": common.machine(),
     }
-    path = Path(args.results) / f"classification_{args.preset}.json"
-    write_json(path, summary)
-    import json
-
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("rows", "config", "verdicts")},
-                     indent=2, default=str))
+    shown = {k: v for k, v in summary.items() if k not in ("rows", "config", "verdicts")}
+    common.publish(Path(args.results) / f"classification_{args.preset}.json", summary, shown, indent=2,
+                   default=str)
 
 
 if __name__ == "__main__":

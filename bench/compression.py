@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
 
 import aevision  # noqa: E402
 from aevision.api import load, pretrain  # noqa: E402

@@ -36,16 +36,12 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
+import common  # noqa: E402
 from aevision.config import TrainConfig, build_config  # noqa: E402
-from aevision.data import load_dataset  # noqa: E402
+from aevision.data import Splits, load_dataset  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer, seed_everything  # noqa: E402
-from aevision.io import write_json  # noqa: E402
 from aevision.models import Autoencoder, build_model  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract  # noqa: E402
 from aevision.tasks.probe import LinearProbe  # noqa: E402
 from throughput import m3_parts  # noqa: E402
@@ -83,20 +79,8 @@ def train_and_probe(name: str, model: Autoencoder, splits, args: argparse.Namesp
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--n-train", type=int, default=4000)
-    ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "results" / "conv_vs_m3.json"))
-    a = ap.parse_args()
-    torch.set_num_threads(THREADS)
-    started = time.time()
-    cfg = build_config(overrides=["data.name=shapes", f"data.n_train={a.n_train}", f"data.n_test={a.n_test}",
-                                  "data.size=32", f"seed={a.seed}"])
-    splits = load_dataset(cfg.data, a.seed)
+def compare(splits: Splits, a: argparse.Namespace) -> dict:
+    """M3 and conv trained and probed alike, and the claim's two ratios."""
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("M3", "conv"):
@@ -112,16 +96,31 @@ def main() -> None:
         "conv_accuracy_at_least_m3": conv["linear_probe_test_accuracy"] >= m3["linear_probe_test_accuracy"],
         "conv_throughput_at_least_10x": result["throughput_ratio_conv_vs_m3"] >= 10,
     }
+    return result
+
+
+def main() -> None:
+    ap = common.parser(__doc__, "conv_vs_m3.json")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(THREADS)
+    started = time.time()
+    cfg = build_config(overrides=["data.name=shapes", f"data.n_train={a.n_train}", f"data.n_test={a.n_test}",
+                                  "data.size=32", f"seed={a.seed}"])
+    splits = load_dataset(cfg.data, a.seed)
+    result = compare(splits, a)
     result.update({
         "data": {"name": "shapes", "n_train": len(splits.train), "n_val": len(splits.val),
                  "n_test": len(splits.test), "size": 32},
         "config": {"epochs": a.epochs, "batch": a.batch, "lr": 1e-3, "seed": a.seed, "threads": THREADS},
-        "command": "python bench/conv_vs_m3.py " + " ".join(sys.argv[1:]),
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": machine_info(),
+        "command": common.command("conv_vs_m3.py"),
+        **common.provenance(started),
     })
-    write_json(a.out, result)
-    print(json.dumps(result))
+    common.publish(a.out, result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
 
 from aevision.api import pretrain  # noqa: E402
 from aevision.config import DataConfig  # noqa: E402

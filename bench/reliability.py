@@ -22,7 +22,6 @@ Three parts, one JSON:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -44,12 +43,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent
+import common
+from aevision.cli import main as cli
+from aevision.errors import AevisionError
 
-from aevision.cli import main as cli  # noqa: E402
-from aevision.errors import AevisionError  # noqa: E402
-from aevision.io import write_json  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -337,6 +335,48 @@ def run_case(case: Case, work: Path) -> dict:
             "command": "aevision " + " ".join(argv)}
 
 
+def mutate(kind: str, original: bytes, rng: np.random.Generator) -> bytearray:
+    """``original`` damaged in one way: file-level damage (the container's checksum should catch it),
+    or (``payload_*``) damage to the range-coded payload re-packed behind valid checksums, which only
+    the decoder itself can catch."""
+    from aevision.coding import container
+
+    data = bytearray(original)
+    n = len(data)
+    if kind.startswith("payload_"):
+        header, payload = container.parse(original)
+        body = bytearray(payload)
+        if kind == "payload_flip":
+            for _ in range(int(rng.integers(1, 4))):
+                body[int(rng.integers(len(body)))] ^= 1 << int(rng.integers(8))
+        elif kind == "payload_truncate":
+            body = body[: int(rng.integers(len(body)))]
+        else:
+            body = bytearray(rng.integers(0, 256, len(body), dtype=np.uint8).tobytes())
+        data = bytearray(container.pack(header, bytes(body)))
+    elif kind == "truncate":
+        data = data[: int(rng.integers(n))]
+    elif kind == "flip":
+        data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
+    elif kind == "flips":
+        for _ in range(int(rng.integers(2, 9))):
+            data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
+    elif kind == "insert":
+        pos = int(rng.integers(n + 1))
+        data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+    elif kind == "delete":
+        pos = int(rng.integers(n))
+        del data[pos: pos + int(rng.integers(1, 9))]
+    elif kind == "overwrite":
+        pos = int(rng.integers(n))
+        chunk = rng.integers(0, 256, int(rng.integers(1, 17)), dtype=np.uint8).tobytes()
+        data[pos: pos + len(chunk)] = chunk
+    else:  # a random tail after a valid prefix
+        cut = int(rng.integers(n))
+        data = data[:cut] + rng.integers(0, 256, n - cut, dtype=np.uint8).tobytes()
+    return data
+
+
 def fuzz(iterations: int, seed: int, work: Path) -> dict:
     from aevision import load
     from aevision.tasks.compress import Codec
@@ -345,11 +385,6 @@ def fuzz(iterations: int, seed: int, work: Path) -> dict:
     original = (work / "images.aev").read_bytes()
     right = codec.decompress(original)
     rng = np.random.default_rng(seed)
-    from aevision.coding import container
-
-    header, payload = container.parse(original)
-    # file-level damage (the container's checksum should catch it), and damage to the range-coded
-    # payload re-packed behind valid checksums, which only the decoder itself can catch
     kinds = ("truncate", "flip", "flips", "insert", "delete", "overwrite", "tail",
              "payload_flip", "payload_truncate", "payload_random")
     outcomes = {"refused": 0, "same_picture": 0, "crash": 0}
@@ -359,38 +394,7 @@ def fuzz(iterations: int, seed: int, work: Path) -> dict:
     for _ in range(iterations):
         kind = kinds[int(rng.integers(len(kinds)))]
         by_kind[kind] += 1
-        data = bytearray(original)
-        n = len(data)
-        if kind.startswith("payload_"):
-            body = bytearray(payload)
-            if kind == "payload_flip":
-                for _ in range(int(rng.integers(1, 4))):
-                    body[int(rng.integers(len(body)))] ^= 1 << int(rng.integers(8))
-            elif kind == "payload_truncate":
-                body = body[: int(rng.integers(len(body)))]
-            else:
-                body = bytearray(rng.integers(0, 256, len(body), dtype=np.uint8).tobytes())
-            data = bytearray(container.pack(header, bytes(body)))
-        elif kind == "truncate":
-            data = data[: int(rng.integers(n))]
-        elif kind == "flip":
-            data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
-        elif kind == "flips":
-            for _ in range(int(rng.integers(2, 9))):
-                data[int(rng.integers(n))] ^= 1 << int(rng.integers(8))
-        elif kind == "insert":
-            pos = int(rng.integers(n + 1))
-            data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
-        elif kind == "delete":
-            pos = int(rng.integers(n))
-            del data[pos: pos + int(rng.integers(1, 9))]
-        elif kind == "overwrite":
-            pos = int(rng.integers(n))
-            chunk = rng.integers(0, 256, int(rng.integers(1, 17)), dtype=np.uint8).tobytes()
-            data[pos: pos + len(chunk)] = chunk
-        else:  # a random tail after a valid prefix
-            cut = int(rng.integers(n))
-            data = data[:cut] + rng.integers(0, 256, n - cut, dtype=np.uint8).tobytes()
+        data = mutate(kind, original, rng)
         try:
             out = codec.decompress(bytes(data), source="fuzzed.aev")
         except AevisionError as e:
@@ -423,11 +427,10 @@ def kill_resume() -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.parser(__doc__, "reliability.json")
     ap.add_argument("--fuzz", type=int, default=10000, help="fuzz iterations")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-kill", action="store_true", help="leave out the SIGKILL/resume run")
-    ap.add_argument("--out", default=str(ROOT / "results" / "reliability.json"))
     a = ap.parse_args()
     torch.set_num_threads(2)
     started = time.time()
@@ -454,13 +457,11 @@ def main() -> None:
         "cases": cases,
         "fuzz": fuzzed,
         "kill_resume": killed,
-        "command": "python bench/reliability.py " + " ".join(sys.argv[1:]),
+        "command": common.command("reliability.py"),
         "config": {"fuzz": a.fuzz, "seed": a.seed},
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": machine_info(),
+        **common.provenance(started),
     }
-    write_json(a.out, result)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("cases", "fuzz")}))
+    common.publish(a.out, result, {k: v for k, v in result.items() if k not in ("cases", "fuzz")})
 
 
 if __name__ == "__main__":

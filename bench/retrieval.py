@@ -24,7 +24,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -33,15 +32,12 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
-
-from aevision.api import encode, load, pretrain  # noqa: E402
-from aevision.config import DataConfig  # noqa: E402
-from aevision.data import ImageSet, load_dataset  # noqa: E402
-from aevision.io import write_json  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
-from aevision.tasks.retrieval import GalleryIndex, retrieval_metrics, set_threads  # noqa: E402
+import common
+from aevision.api import encode, load, pretrain
+from aevision.config import DataConfig
+from aevision.data import ImageSet, Splits, load_dataset
+from aevision.io import read_json
+from aevision.tasks.retrieval import GalleryIndex, retrieval_metrics, set_threads
 
 CODE_DIM = 32
 # Candidate encoders (config fragments); the validation split picks one per dataset.
@@ -54,17 +50,13 @@ METRICS = ("l2", "cosine")
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"))
+    p = common.parser(__doc__, "retrieval.json", data=True, runs="runs/bench-retrieval")
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--val-queries", type=int, default=2000, help="validation queries for choosing")
-    p.add_argument("--runs", default="runs/bench-retrieval", help="where the models are written")
-    p.add_argument("--reuse", action="store_true", help="load models already trained in --runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "results" / "retrieval.json"))
     return p.parse_args()
 
 
@@ -79,24 +71,35 @@ def pca_features(fit_on: torch.Tensor, dim: int, *xs: torch.Tensor) -> list[torc
     return [torch.from_numpy(pca.transform(x.numpy())).float() for x in xs]
 
 
-def train_or_load(name: str, dataset: str, args: argparse.Namespace, splits: Any) -> tuple[Any, dict]:
+def trained_earlier(out: Path, name: str, dataset: str, args: argparse.Namespace) -> tuple[Any, dict] | None:
+    """``--reuse``: candidate ``name``'s model in ``out`` and its training info when it was trained
+    there before (None when there is none); one trained otherwise than the candidate is configured
+    stops the bench. (The hand-made check of "already trained": the run lifecycle's ``reuse`` is to
+    take its place.)"""
+    if not (out / "model.safetensors").is_file():
+        return None
+    summary = read_json(out / "summary.json")
+    cfg = summary["config"]
+    same = (cfg["model"] == {"reconstruction": "mse", **CANDIDATES[name]["model"]}
+            and cfg["seed"] == args.seed and cfg["train"]["epochs"] == args.epochs
+            and cfg["data"]["name"] == dataset)
+    if not same:
+        raise SystemExit(f"{out}: not trained as candidate {name} is configured; rerun without --reuse")
+    fit = summary["fit"]
+    return load(out), {"config": summary["config"], "reused": True,
+                       "seconds": summary.get("wall_seconds"), "epochs": len(fit["history"]),
+                       "val_recon": fit["history"][-1].get("val_recon")}
+
+
+def train_or_load(name: str, dataset: str, args: argparse.Namespace, splits: Splits) -> tuple[Any, dict]:
     out = Path(args.runs) / dataset / name
-    fragment = CANDIDATES[name]
+    earlier = trained_earlier(out, name, dataset, args) if args.reuse else None
+    if earlier is not None:
+        return earlier
     config = {"seed": args.seed, "output_dir": str(out),
               "data": {"name": dataset, "root": args.data_root},
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False},
-              **fragment}
-    if args.reuse and (out / "model.safetensors").is_file():
-        summary = json.loads((out / "summary.json").read_text())
-        cfg = summary["config"]
-        same = (cfg["model"] == {"reconstruction": "mse", **fragment["model"]} and cfg["seed"] == args.seed
-                and cfg["train"]["epochs"] == args.epochs and cfg["data"]["name"] == dataset)
-        if not same:
-            raise SystemExit(f"{out}: not trained as candidate {name} is configured; rerun without --reuse")
-        fit = summary["fit"]
-        return load(out), {"config": summary["config"], "reused": True,
-                           "seconds": summary.get("wall_seconds"), "epochs": len(fit["history"]),
-                           "val_recon": fit["history"][-1].get("val_recon")}
+              **CANDIDATES[name]}
     started = time.time()
     result = pretrain(config, data=splits)
     last = result.history[-1]
@@ -126,17 +129,16 @@ def time_search(gallery: torch.Tensor, queries: torch.Tensor, threads: int, repe
             "median_cpu": round(statistics.median(cpu), 4)}
 
 
-def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
-    say = lambda *a: print(f"[{dataset}]", *a, file=sys.stderr, flush=True)  # noqa: E731
-    root = args.data_root
-    splits = load_dataset(DataConfig(name=dataset, root=root), args.seed)  # train / val / test
-    full = load_dataset(DataConfig(name=dataset, root=root, val_fraction=0.0), args.seed).train
-    train, val, test = splits.train, splits.val, splits.test
-    assert val is not None and test is not None
-    val_q = val.subset(range(min(args.val_queries, len(val))))
-    say(f"train {len(train)}, val {len(val)} ({len(val_q)} queries), test {len(test)}, gallery {len(full)}")
+def say(dataset: str, *message: Any) -> None:
+    print(f"[{dataset}]", *message, file=sys.stderr, flush=True)
 
-    # --- choose on validation ------------------------------------------------------------------
+
+def validation(dataset: str, splits: Splits, val_q: ImageSet, args: argparse.Namespace
+               ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Each candidate trained (or read back), and every method's validation mAP with each distance
+    (validation queries against the rest of the training split): (selection, models, pretraining)."""
+    train = splits.train
+
     def val_scores(g: torch.Tensor, q: torch.Tensor) -> dict[str, dict[str, float]]:
         return {m: retrieval_metrics(q, val_q.labels, g, train.labels, metric=m) for m in METRICS}
 
@@ -147,59 +149,86 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
         model, info = train_or_load(name, dataset, args, splits)
         models[name], pretraining[name] = model, info
         selection[name] = val_scores(encode(model, train), encode(model, val_q))
-        say(f"{name}: val mAP " + ", ".join(f"{m} {s['map']:.4f}" for m, s in selection[name].items()))
+        say(dataset, f"{name}: val mAP " + ", ".join(
+            f"{m} {s['map']:.4f}" for m, s in selection[name].items()))
     px_train, px_val = flat(train), flat(val_q)
     selection["pixels"] = val_scores(px_train, px_val)
     selection[f"pca-{CODE_DIM}"] = val_scores(*pca_features(px_train, CODE_DIM, px_train, px_val))
-    say("pixels / pca val mAP: " + ", ".join(
+    say(dataset, "pixels / pca val mAP: " + ", ".join(
         f"{k} {m} {s['map']:.4f}" for k in ("pixels", f"pca-{CODE_DIM}") for m, s in selection[k].items()))
-    chosen = max(args.candidates, key=lambda n: max(s["map"] for s in selection[n].values()))
-    metric = {k: best_metric(v) for k, v in selection.items()}
-    say(f"chosen on validation: {chosen} ({metric[chosen]})")
+    return selection, models, pretraining
 
-    # --- test: 10k test queries against the 60k training gallery ---------------------------------
+
+def tested(dataset: str, models: dict[str, Any], full: ImageSet, test: ImageSet, metric: dict[str, str]
+           ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, dict[str, Any]]]:
+    """Every method's (gallery, query) features and its test scores: the test queries against the whole
+    training set, each method with its chosen distance."""
     px_full, px_test = flat(full), flat(test)
     pca_full, pca_test = pca_features(px_full, CODE_DIM, px_full, px_test)
-    features = {name: (encode(models[name], full), encode(models[name], test)) for name in args.candidates}
+    features = {name: (encode(model, full), encode(model, test)) for name, model in models.items()}
     features["pixels"] = (px_full, px_test)
     features[f"pca-{CODE_DIM}"] = (pca_full, pca_test)
-    test_scores = {}
+    scores = {}
     for name, (g, q) in features.items():
-        test_scores[name] = retrieval_metrics(q, test.labels, g, full.labels, metric=metric[name])
-        test_scores[name]["metric"] = metric[name]
-        say(f"test {name} ({metric[name]}): mAP {test_scores[name]['map']:.4f}, "
-            f"P@10 {test_scores[name]['precision@10']:.4f}")
+        scores[name] = retrieval_metrics(q, test.labels, g, full.labels, metric=metric[name])
+        scores[name]["metric"] = metric[name]
+        say(dataset, f"test {name} ({metric[name]}): mAP {scores[name]['map']:.4f}, "
+                     f"P@10 {scores[name]['precision@10']:.4f}")
+    return features, scores
 
-    # --- speed ------------------------------------------------------------------------------------
+
+def search_speed(dataset: str, model: Any, features: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 chosen: str, metric: str, test: ImageSet, args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen encoder's search of 1,000 test queries in the 60k gallery (with ``args.threads`` and 1
+    FAISS thread), the same in pixel space, and the time to encode the queries."""
     g, _ = features[chosen]
-    q_images = test.subset(range(1000))
+    q_images = test.subset(range(min(1000, len(test))))
     t0 = time.perf_counter()
-    q = encode(models[chosen], q_images)
+    q = encode(model, q_images)
     encode_s = time.perf_counter() - t0
-    if metric[chosen] == "cosine":  # the index normalises; time the same work
+    if metric == "cosine":  # the index normalises; time the same work
         g, q = torch.nn.functional.normalize(g, dim=1), torch.nn.functional.normalize(q, dim=1)
     speed = {f"threads_{t}": time_search(g, q, t) for t in (args.threads, 1)}
+    px_full, px_test = features["pixels"]
     speed["pixels_784d_threads_" + str(args.threads)] = time_search(px_full, px_test[:1000], args.threads,
                                                                     repeats=3)
     set_threads(args.threads)
-    say(f"search 1000 queries in 60k: {speed}; encoding them {encode_s:.3f}s")
+    say(dataset, f"search 1000 queries in 60k: {speed}; encoding them {encode_s:.3f}s")
+    return {**speed, "encode_1000_queries": round(encode_s, 4), "gallery": len(g),
+            "dim": int(g.shape[1]), "k": 10, "index": "flat (exact)"}
 
-    best = test_scores[chosen]
+
+def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Choose on validation, test once, time the search: one dataset's part of the results."""
+    root = args.data_root
+    splits = load_dataset(DataConfig(name=dataset, root=root), args.seed)  # train / val / test
+    full = load_dataset(DataConfig(name=dataset, root=root, val_fraction=0.0), args.seed).train
+    train, val, test = splits.train, splits.val, splits.test
+    assert val is not None and test is not None
+    val_q = val.subset(range(min(args.val_queries, len(val))))
+    say(dataset, f"train {len(train)}, val {len(val)} ({len(val_q)} queries), test {len(test)}, "
+                 f"gallery {len(full)}")
+    selection, models, pretraining = validation(dataset, splits, val_q, args)
+    chosen = max(args.candidates, key=lambda n: max(s["map"] for s in selection[n].values()))
+    metric = {k: best_metric(v) for k, v in selection.items()}
+    say(dataset, f"chosen on validation: {chosen} ({metric[chosen]})")
+    features, test_scores = tested(dataset, models, full, test, metric)
+    speed = search_speed(dataset, models[chosen], features, chosen, metric[chosen], test, args)
+    best, pixels, pca = test_scores[chosen], test_scores["pixels"], test_scores[f"pca-{CODE_DIM}"]
+    search_s = speed[f"threads_{args.threads}"]["best_wall"]
     return {
         "map_aevision": round(best["map"], 4),
-        "map_pixels": round(test_scores["pixels"]["map"], 4),
-        "map_pca": round(test_scores[f"pca-{CODE_DIM}"]["map"], 4),
-        "search_1000_queries_s": speed[f"threads_{args.threads}"]["best_wall"],
+        "map_pixels": round(pixels["map"], 4),
+        "map_pca": round(pca["map"], 4),
+        "search_1000_queries_s": search_s,
         "aevision_encoder": chosen,
         "aevision_metric": metric[chosen],
-        "beats_pixels_and_pca": best["map"] > max(test_scores["pixels"]["map"],
-                                                  test_scores[f"pca-{CODE_DIM}"]["map"]),
-        "search_under_1s": speed[f"threads_{args.threads}"]["best_wall"] < 1.0,
+        "beats_pixels_and_pca": best["map"] > max(pixels["map"], pca["map"]),
+        "search_under_1s": search_s < 1.0,
         "test": {k: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in s.items()}
                  for k, s in test_scores.items()},
         "validation": {k: {m: round(s["map"], 4) for m, s in v.items()} for k, v in selection.items()},
-        "speed_s": {**speed, "encode_1000_queries": round(encode_s, 4), "gallery": len(full),
-                    "dim": int(g.shape[1]), "k": 10, "index": "flat (exact)"},
+        "speed_s": speed,
         "pretraining": pretraining,
         "sizes": {"train": len(train), "val": len(val), "val_queries": len(val_q), "test": len(test),
                   "gallery": len(full)},
@@ -215,7 +244,7 @@ def main() -> None:
     report = {
         "claim": "aevision's best encoder beats raw pixels and PCA in retrieval mAP; exact search "
                  "of 1,000 queries in a 60k gallery takes under 1 s on 2 cores",
-        "command": "AEVISION_DATA=/work/shared/datasets python bench/retrieval.py " + " ".join(sys.argv[1:]),
+        "command": common.command("retrieval.py", data=True),
         "protocol": {
             "relevance": "same class label", "map": "mean average precision over the full ranking "
             "of the gallery", "selection": "encoder and each method's distance (l2 or cosine) chosen "
@@ -228,12 +257,9 @@ def main() -> None:
         "results": results,
         **{ds: {k: r[k] for k in ("map_aevision", "map_pixels", "map_pca", "search_1000_queries_s")}
            for ds, r in results.items()},
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": {**machine_info(), "load_average": os.getloadavg(),
-                    "note": "2 cores shared with other jobs; times are upper bounds"},
+        **common.provenance(started, f"{common.SHARED}; times are upper bounds", load_average=True),
     }
-    write_json(args.out, report)
-    print(json.dumps(report, indent=2, default=str))
+    common.publish(args.out, report, indent=2, default=str)
 
 
 if __name__ == "__main__":

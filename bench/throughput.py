@@ -46,14 +46,13 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import common  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer  # noqa: E402
 from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
-from aevision.io import write_json  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
-from aevision.provenance import machine_info  # noqa: E402
 
 # peers' sizes: (n, batch, epochs); epoch 1 is warm-up
 CONFIG = {
@@ -322,7 +321,7 @@ def compare(result: dict, peers: dict) -> None:
             result[m]["fraction_of_matmul_ceiling"] = round(ours * TRAIN_MFLOP[m] / 1e3 / gflops, 3)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", help="folder of the peers' benchmark scripts: run them in this session")
     ap.add_argument("--tf-python", help="python of an environment with tensorflow (Keras peer)")
@@ -345,27 +344,31 @@ def main() -> None:
     if gpu and a.peers:
         sys.exit("throughput: --peers runs the peers' CPU scripts; it does not go with --device cuda")
     known = GPU_VARIANTS if gpu else CPU_VARIANTS
-    variants = a.variants.split(",") if gpu else []
-    for v in [a.variant, *variants]:
+    for v in [a.variant, *(a.variants.split(",") if gpu else [])]:
         if v not in known:
             sys.exit(f"throughput: unknown variant {v!r} for --device {a.device}; expected one of "
                      f"{', '.join(known)}")
+    return a
+
+
+def one_part(a: argparse.Namespace) -> dict | None:
+    """What a child process measures (``--model`` or ``--part``), or None for the whole run."""
     if a.model:
-        print(json.dumps(run_model(a.model, a.device, a.variant)))
-        return
+        return run_model(a.model, a.device, a.variant)
     if a.part == "contractive":
-        print(json.dumps(contractive_costs(a.device)))
-        return
+        return contractive_costs(a.device)
     if a.part == "encode":
-        print(json.dumps({"encode_mnist_60k_s": encode_60k(a.device)}))
-        return
+        return {"encode_mnist_60k_s": encode_60k(a.device)}
     if a.part == "pretrain-mnist":
-        print(json.dumps({"pretrain_mnist": pretrain_mnist(a.data_root)}))
-        return
-    results = Path(__file__).parent / "results"
-    default = results / "throughput_gpu" / "throughput_gpu.json" if gpu else results / "throughput.json"
-    out = a.out or str(default)
-    result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": machine_info()}
+        return {"pretrain_mnist": pretrain_mnist(a.data_root)}
+    return None
+
+
+def whole_run(a: argparse.Namespace) -> dict:
+    """Each model (and variant) in its own child process, the peers right after ours, then the
+    contractive cost, ``encode`` and the MNIST pretraining part."""
+    gpu = a.device == "cuda"
+    result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": common.machine()}
     if gpu:
         result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
         result["machine"]["cudnn_tf32"] = torch.backends.cudnn.allow_tf32
@@ -377,7 +380,7 @@ def main() -> None:
     for name in CONFIG:
         if gpu:
             result[name] = {v: child(["--model", name, "--variant", v, *device_args])
-                            for v in variants}
+                            for v in a.variants.split(",")}
         else:
             result[name] = child(["--model", name])
         print(json.dumps({name: result[name]}), file=sys.stderr)
@@ -394,9 +397,18 @@ def main() -> None:
         peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
         result["peers"] = peers
         compare(result, peers)
-    result["command"] = "python bench/throughput.py " + " ".join(sys.argv[1:])
-    write_json(out, result)
-    print(json.dumps(result))
+    result["command"] = common.command("throughput.py")
+    return result
+
+
+def main() -> None:
+    a = parse_args()
+    part = one_part(a)
+    if part is not None:  # a child: one JSON line on stdout, no file
+        print(json.dumps(part))
+        return
+    default = "throughput_gpu/throughput_gpu.json" if a.device == "cuda" else "throughput.json"
+    common.publish(a.out or str(common.RESULTS / default), whole_run(a))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""What every bench script shares: its options, the record beside its numbers, and how it publishes.
+
+A result says where it came from: the ``command`` that reproduces it (:func:`command`), its
+``wall_seconds`` and the ``machine`` it ran on (:func:`aevision.provenance.machine_info`, plus the
+load average where timings matter: :func:`provenance`). :func:`publish` writes it to
+``bench/results`` (atomically, :func:`aevision.io.write_json`) and prints it.
+
+Scripts import this module as ``import common``: a script's own folder is on the import path when it
+runs as ``python bench/x.py`` (and the tests' ``bench_script`` fixture puts it there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aevision.io import write_json
+from aevision.provenance import machine_info
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = "AEVISION_DATA=/work/shared/datasets"  # where the committed results read their datasets
+SHARED = "2 cores shared with other jobs"
+
+
+def parser(doc: str, out: str, *, data: bool = False, runs: str | None = None,
+           reuse: str = "load models already trained in --runs") -> argparse.ArgumentParser:
+    """The options bench scripts share: ``--out`` (default ``bench/results/<out>``); with ``data``,
+    ``--data-root`` (default ``$AEVISION_DATA``); with ``runs`` (the default folder of the trained
+    models), ``--runs`` and ``--reuse`` (``reuse``: its help)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if data:
+        p.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"))
+    if runs is not None:
+        p.add_argument("--runs", default=runs, help="where the trained models go (not committed)")
+        p.add_argument("--reuse", action="store_true", help=reuse)
+    p.add_argument("--out", default=str(RESULTS / out))
+    return p
+
+
+def command(script: str, argv: Sequence[str] | None = None, *, data: bool = False) -> str:
+    """The shell line that reproduces this run: ``python bench/<script> ARGS`` (``argv``: the
+    script's arguments, default ``sys.argv[1:]``), after where the datasets were when ``data``."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([*([DATA] if data else []), "python", f"bench/{script}", *map(shlex.quote, args)])
+
+
+def machine(note: str | None = None, *, load_average: bool = False) -> dict[str, Any]:
+    """:func:`aevision.provenance.machine_info`, with the 1/5/15-minute load average and a ``note``
+    (how to read the timings) when asked."""
+    info = machine_info()
+    if load_average:
+        info["load_average"] = os.getloadavg()
+    if note is not None:
+        info["note"] = note
+    return info
+
+
+def provenance(started: float, note: str | None = None, *, load_average: bool = False) -> dict[str, Any]:
+    """``wall_seconds`` since ``started`` (a ``time.time()``) and the ``machine``: the last keys of a
+    result."""
+    return {"wall_seconds": round(time.time() - started, 1),
+            "machine": machine(note, load_average=load_average)}
+
+
+def mean_std(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
+    """One cell of a result table: the mean, the (population) std and every run, rounded."""
+    return {"mean": round(statistics.fmean(values), digits),
+            "std": round(statistics.pstdev(values), digits) if len(values) > 1 else 0.0,
+            "runs": [round(v, digits) for v in values]}
+
+
+def publish(out: str | os.PathLike[str], result: dict[str, Any], shown: dict[str, Any] | None = None,
+            **dumps: Any) -> None:
+    """Write ``result`` to ``out`` and print ``shown`` (default: all of it) as JSON on stdout
+    (``dumps``: :func:`json.dumps` options; without ``indent`` one line, which
+    ``throughput.json_child`` reads back)."""
+    write_json(out, result)
+    print(json.dumps(result if shown is None else shown, **dumps))
