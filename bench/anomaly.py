@@ -34,10 +34,9 @@ from typing import Any
 import torch
 
 import common
-from aevision.api import encode, load, pretrain
+from aevision.api import encode
 from aevision.config import DataConfig
 from aevision.data import Splits, load_dataset
-from aevision.io import read_json
 from aevision.tasks.anomaly import CodeDensity, auroc, reconstruction_error
 from aevision.tasks.retrieval import set_threads
 
@@ -69,38 +68,15 @@ def without(splits: Splits, held_out: int) -> Splits:
     return Splits(train=keep(splits.train), val=keep(splits.val), test=splits.test)
 
 
-def trained_earlier(out: Path, args: argparse.Namespace, train_images: int) -> tuple[Any, dict] | None:
-    """``--reuse``: the model in ``out`` and its training info when it was trained there before (None
-    when there is none); one trained otherwise than configured here stops the bench. (The hand-made
-    check of "already trained": the run lifecycle's ``reuse`` is to take its place.)"""
-    if not (out / "model.safetensors").is_file():
-        return None
-    summary = read_json(out / "summary.json")
-    cfg = summary["config"]
-    same = (cfg["model"] == {"reconstruction": "mse", **MODEL} and cfg["seed"] == args.seed
-            and cfg["train"]["epochs"] == args.epochs and summary["data"]["train"]["images"] == train_images)
-    if not same:
-        raise SystemExit(f"{out}: not trained as configured here; rerun without --reuse")
-    history = summary["fit"]["history"]
-    return load(out), {"reused": True, "epochs": len(history), "val_recon": history[-1].get("val_recon"),
-                       "train_seconds": summary["fit"]["train_seconds"]}
-
-
 def one_class(held_out: int, splits: Splits, args: argparse.Namespace) -> dict[str, Any]:
     normal = without(splits, held_out)
     out = Path(args.runs) / f"without-{held_out}"
     config = {"seed": args.seed, "output_dir": str(out),
               "data": {"name": args.dataset, "root": args.data_root}, "model": MODEL,
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}}
-    started = time.time()
-    earlier = trained_earlier(out, args, len(normal.train)) if args.reuse else None
-    if earlier is not None:
-        model, fit = earlier
-    else:
-        result = pretrain(config, data=normal)
-        model = result.model
-        fit = {"epochs": len(result.history), "val_recon": result.history[-1].get("val_recon")}
-    train_s = fit.get("train_seconds", time.time() - started)  # a reused model: its own training time
+    model, trained = common.pretrained(config, normal, args.reuse)
+    fit = {k: trained[k] for k in ("epochs", "val_recon", "reused") if k in trained}
+    train_s = trained["train_seconds"]
 
     started = time.time()
     ref = encode(model, normal.train)

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import common
-from aevision.api import load, pretrain
 from aevision.config import DataConfig
 from aevision.data import Splits, labelled_subset, load_dataset
 from aevision.data.splits import generator
@@ -100,26 +99,13 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((pred == y).float().mean())
 
 
-def trained_earlier(out: Path) -> tuple[Any, dict] | None:
-    """``--reuse``: the VAE in ``out`` when one was trained there before, else None. (The hand-made
-    check of "already trained", which compares no config: the run lifecycle's ``reuse`` is to take
-    its place.)"""
-    return (load(out), {"reused": True}) if (out / "model.safetensors").is_file() else None
-
-
 def pretrain_vae(args: argparse.Namespace, splits: Splits) -> tuple[Any, dict]:
     """The VAE the latent mixes are decoded with, and how it was trained."""
-    out = Path(args.runs) / "vae"
-    earlier = trained_earlier(out) if args.reuse else None
-    if earlier is not None:
-        return earlier
-    t0 = time.time()
-    result = pretrain({"seed": 0, "output_dir": str(out), "model": VAE,
-                       "data": {"name": "mnist", "root": args.data_root},
-                       "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}},
-                      data=splits)
-    return result.model, {"config": result.config.to_dict(), "seconds": round(time.time() - t0, 1),
-                          "last_epoch": result.history[-1]}
+    config = {"seed": 0, "output_dir": str(Path(args.runs) / "vae"), "model": VAE,
+              "data": {"name": "mnist", "root": args.data_root},
+              "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}}
+    vae, trained = common.pretrained(config, splits, args.reuse)
+    return vae, {k: trained[k] for k in ("config", "seconds", "last_epoch", "reused") if k in trained}
 
 
 def training_sets(vae: Any, x_real: Tensor, y_real: Tensor, args: argparse.Namespace, seed: int

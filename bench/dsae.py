@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import common
-from aevision.api import encode, load, pretrain
+from aevision.api import encode
 from aevision.config import DataConfig
 from aevision.data import Splits, load_dataset
 from aevision.models.dsae import prune_keypoints
@@ -84,27 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def trained_earlier(cfg: dict[str, Any]) -> tuple[Any, dict] | None:
-    """``--reuse``: the model in the config's ``output_dir`` when one was trained there before, else
-    None. (The hand-made check of "already trained", which compares no config: the run lifecycle's
-    ``reuse`` is to take its place.)"""
-    out = Path(cfg["output_dir"])
-    return (load(out), {"reused": True}) if (out / "model.safetensors").is_file() else None
-
-
 def train(args: argparse.Namespace, splits: Splits) -> tuple[dict[str, Any], dict[str, dict]]:
     """The two DSAEs and the conv autoencoder (trained, or read back with ``--reuse``) and their fits."""
     models, fits = {}, {}
     for name, cfg in configs(args.epochs, args.seed, Path(args.runs)).items():
         t0 = time.time()
-        earlier = trained_earlier(cfg) if args.reuse else None
-        if earlier is not None:
-            models[name], fits[name] = earlier
-        else:
-            result = pretrain(copy.deepcopy(cfg), data=splits)
-            models[name] = result.model
-            fits[name] = {"seconds": round(time.time() - t0, 1), "best_epoch": result.fit.best_epoch,
-                          "history": result.history}
+        models[name], trained = common.pretrained(copy.deepcopy(cfg), splits, args.reuse)
+        fits[name] = {k: trained[k] for k in ("seconds", "best_epoch", "history", "reused") if k in trained}
         print(f"{name}: ready ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
     return models, fits
 

@@ -33,10 +33,9 @@ from typing import Any
 import torch
 
 import common
-from aevision.api import encode, load, pretrain
+from aevision.api import encode
 from aevision.config import DataConfig
 from aevision.data import ImageSet, Splits, load_dataset
-from aevision.io import read_json
 from aevision.tasks.retrieval import GalleryIndex, retrieval_metrics, set_threads
 
 CODE_DIM = 32
@@ -71,40 +70,14 @@ def pca_features(fit_on: torch.Tensor, dim: int, *xs: torch.Tensor) -> list[torc
     return [torch.from_numpy(pca.transform(x.numpy())).float() for x in xs]
 
 
-def trained_earlier(out: Path, name: str, dataset: str, args: argparse.Namespace) -> tuple[Any, dict] | None:
-    """``--reuse``: candidate ``name``'s model in ``out`` and its training info when it was trained
-    there before (None when there is none); one trained otherwise than the candidate is configured
-    stops the bench. (The hand-made check of "already trained": the run lifecycle's ``reuse`` is to
-    take its place.)"""
-    if not (out / "model.safetensors").is_file():
-        return None
-    summary = read_json(out / "summary.json")
-    cfg = summary["config"]
-    same = (cfg["model"] == {"reconstruction": "mse", **CANDIDATES[name]["model"]}
-            and cfg["seed"] == args.seed and cfg["train"]["epochs"] == args.epochs
-            and cfg["data"]["name"] == dataset)
-    if not same:
-        raise SystemExit(f"{out}: not trained as candidate {name} is configured; rerun without --reuse")
-    fit = summary["fit"]
-    return load(out), {"config": summary["config"], "reused": True,
-                       "seconds": summary.get("wall_seconds"), "epochs": len(fit["history"]),
-                       "val_recon": fit["history"][-1].get("val_recon")}
-
-
 def train_or_load(name: str, dataset: str, args: argparse.Namespace, splits: Splits) -> tuple[Any, dict]:
-    out = Path(args.runs) / dataset / name
-    earlier = trained_earlier(out, name, dataset, args) if args.reuse else None
-    if earlier is not None:
-        return earlier
-    config = {"seed": args.seed, "output_dir": str(out),
+    config = {"seed": args.seed, "output_dir": str(Path(args.runs) / dataset / name),
               "data": {"name": dataset, "root": args.data_root},
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False},
               **CANDIDATES[name]}
-    started = time.time()
-    result = pretrain(config, data=splits)
-    last = result.history[-1]
-    return result.model, {"config": result.config.to_dict(), "seconds": round(time.time() - started, 1),
-                          "epochs": len(result.history), "val_recon": last.get("val_recon")}
+    model, trained = common.pretrained(config, splits, args.reuse)
+    keep = ("config", "seconds", "epochs", "val_recon", "reused")
+    return model, {k: trained[k] for k in keep if k in trained}
 
 
 def best_metric(scores: dict[str, dict[str, float]]) -> str:

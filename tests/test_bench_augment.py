@@ -25,4 +25,5 @@ def test_augment_writes_its_keys_and_reuses_the_vae(bench_script, monkeypatch, t
     assert (tmp_path / "augment_examples.png").is_file()
 
     again = run_main(augment, monkeypatch, tmp_path / "augment.json", *argv, "--reuse")
-    assert again["pretraining"] == {"reused": True}
+    assert again["pretraining"]["reused"] is True
+    assert again["pretraining"]["last_epoch"] == first["pretraining"]["last_epoch"]
