@@ -77,14 +77,16 @@ def test_encode_to_npy_and_safetensors(trained, tmp_path):
     np.testing.assert_allclose(loaded["features"], feats[:10], rtol=1e-5, atol=1e-7)
 
 
-def test_encode_and_reconstruct_image_files(trained, tmp_path):
+def test_encode_and_reconstruct_image_files(trained, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(3):
         Image.fromarray(np.full((20, 16, 3), i * 60, dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "f.npy"
-    assert main(["encode", str(trained), str(folder), str(folder / "0.png"), "-o", str(out)]) == 0
+    assert main(["encode", str(trained), str(folder), str(folder / "0.png"), "-o", str(out),
+                 "--resize", "stretch"]) == 0  # 20x16 photos, a model of 8x8 digits: asked for
     assert np.load(out).shape == (4, 12)
+    assert "resized 4 of 4 images to 8x8 (stretched" in capsys.readouterr().err
     grid = tmp_path / "grid.png"
     assert main(["reconstruct", str(trained), "--dataset", "digits", "-n", "6", "-o", str(grid)]) == 0
     assert Image.open(grid).size[0] > 100

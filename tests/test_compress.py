@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import zlib
 
 import numpy as np
@@ -409,8 +410,9 @@ def test_compress_and_decompress_commands(tmp_path, capsys):
     assert main(["decompress", str(tmp_path / "a.aev"), "-m", str(tmp_path / "codec"),
                  "-o", str(tmp_path / "out")]) == 0
     expected = Codec(tiny_codec()).decompress(data)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]  # their names
     for i, img in enumerate(expected):
-        got = np.asarray(Image.open(tmp_path / "out" / f"a-00{i}.png"))
+        got = np.asarray(Image.open(tmp_path / "out" / f"p{i}.png"))
         assert np.array_equal(got, img.permute(1, 2, 0).numpy())
     (tmp_path / "bad.aev").write_bytes(data[:-1])
     assert main(["decompress", str(tmp_path / "bad.aev"), "-m", str(tmp_path / "codec"),
@@ -418,3 +420,51 @@ def test_compress_and_decompress_commands(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"aevision: error: {tmp_path / 'bad.aev'}: truncated file") and "\n" not in err
     assert not (tmp_path / "out2").exists()
+
+
+def test_decompress_gives_back_the_file_names_and_reads_files_without_them(tmp_path):
+    from PIL import Image
+
+    from aevision.cli import main
+    from aevision.models import save_model
+
+    save_model(tiny_codec(), tmp_path / "codec")
+    originals = images([(16, 16), (21, 13), (8, 8)])
+    for folder, name, img in (("x", "IMG_1.png", originals[0]), ("x", "IMG_2.jpg", originals[1]),
+                              ("y", "IMG_1.bmp", originals[2])):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / folder / name)
+    m = ["-m", str(tmp_path / "codec")]
+    assert main(["compress", str(tmp_path / "x"), str(tmp_path / "y" / "IMG_1.bmp"), *m,
+                 "-o", str(tmp_path / "h.aev")]) == 0
+    header, _ = container.parse((tmp_path / "h.aev").read_bytes())
+    assert header.names == ("IMG_1.png", "IMG_2.jpg", "IMG_1.bmp") and header.version == 2
+    assert main(["decompress", str(tmp_path / "h.aev"), *m, "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["IMG_1-2.png", "IMG_1.png", "IMG_2.png"]
+    assert Image.open(tmp_path / "out" / "IMG_2.png").size == (13, 21)
+
+    # a file without names (the Python API, or an older aevision: format version 1) still decodes
+    old = Codec(tiny_codec()).compress(originals[:2])
+    assert old[3] == 1
+    (tmp_path / "old.aev").write_bytes(old)
+    assert main(["decompress", str(tmp_path / "old.aev"), *m, "-o", str(tmp_path / "o2")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["old-000.png", "old-001.png"]
+
+
+def test_image_names_in_a_file_are_plain_names_or_the_file_is_refused():
+    header = container.Header(b"abcd", ((2, 3), (4, 5)), 7, ("été.png", "b"))
+    data = container.pack(header, b"xy")
+    assert container.parse(data) == (header, b"xy")
+    for bad in (("a", "../etc/passwd"), ("a", ""), ("a",), ("a", "b\\c"), ("a", "x" * 256)):
+        with pytest.raises(ValueError):
+            container.pack(container.Header(b"abcd", ((2, 3), (4, 5)), 7, bad), b"xy")
+    # a file that says a name is a path: refused when read, even with every checksum right
+    raw = bytearray(data)
+    at = bytes(raw).index(b"b\x02")  # the second name, then the payload length
+    raw[at:at + 1] = b"/"
+    head_end = len(raw) - 2 - 4
+    raw[head_end:head_end + 4] = struct.pack("<I", zlib.crc32(b"xy", zlib.crc32(bytes(raw[:head_end]))))
+    with pytest.raises(AevisionError, match="not a plain file name"):
+        container.parse(bytes(raw))
+    with pytest.raises(AevisionError, match="2 image names for 1 images"):
+        Codec(tiny_codec()).compress(images([(8, 8)]), names=["a", "b"])

@@ -61,6 +61,21 @@ def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(t
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_says_once_where_it_continues_from(tmp_path, caplog):
+    from aevision.cli import main
+
+    out = tmp_path / "run"
+    flags = ["pretrain", "--dataset", "digits", "--limit", "100", "--model", "dense", "--batch-size", "30",
+             "--no-progress", "model.code_dim=4", "-o", str(out)]
+    assert main([*flags, "--epochs", "1"]) == 0
+    assert "resumed" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="aevision"):
+        assert main([*flags, "--epochs", "2", "--resume"]) == 0
+    said = [r.getMessage() for r in caplog.records if "resumed" in r.getMessage()]
+    assert said == [f"resumed from epoch 1, step 2: {out / 'checkpoints' / 'last.ckpt'}"]
+
+
 def test_mid_epoch_checkpoints_resume_exactly(tmp_path):
     cfg = tiny_config(tmp_path / "a", train={"epochs": 2, "batch_size": 16, "progress": False,
                                              "deterministic": True})

@@ -165,6 +165,16 @@ def test_segfolder_errors_name_the_file(tmp_path):
         load_segmentation(DataConfig(name="segfolder"), 0)
 
 
+def test_every_split_of_a_segfolder_keeps_the_files_skipped_while_loading(tmp_path):
+    root = _segfolder(tmp_path / "d", n=6)
+    (root / "images" / "im9.jpg").write_bytes(b"not an image")
+    (root / "masks" / "im9.png").write_bytes((root / "masks" / "im0.png").read_bytes())
+    s = load_segmentation(DataConfig(name=f"segfolder:{root}", val_fraction=0.25), 0)
+    assert s.val is not None and s.test is not None
+    for part in (s.train, s.val, s.test, s.train.as_imageset()):  # summary.json lists train's
+        assert [k.path for k in part.skipped] == [str(root / "images" / "im9.jpg")]
+
+
 def test_penn_fudan_instance_masks_become_person(tmp_path):
     folder = tmp_path / "PennFudanPed"
     (folder / "PNGImages").mkdir(parents=True)

@@ -129,3 +129,16 @@ def test_frames_folder_errors(tmp_path):
     with pytest.raises(DataError, match="longer than every video"):
         load_dataset(DataConfig(name=f"frames:{tmp_path / 'v'}", image_size=[4, 4],
                                 options={"length": 5}), 0)
+
+
+def test_every_split_of_a_frames_folder_keeps_the_files_skipped_while_loading(tmp_path):
+    for v in range(3):
+        (tmp_path / f"v{v}").mkdir()
+        for i in range(2):
+            _frame(tmp_path / f"v{v}" / f"{i}.png", 10 * i)
+    (tmp_path / "v1" / "2.png").write_bytes(b"")
+    s = load_dataset(DataConfig(name=f"frames:{tmp_path}", val_fraction=0.4,
+                                options={"test_fraction": 0.3}), 0)
+    assert s.val is not None and s.test is not None
+    for part in (s.train, s.val, s.test, s.train.frame_set()):  # summary.json lists train's
+        assert [k.path for k in part.skipped] == [str(tmp_path / "v1" / "2.png")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,11 +29,16 @@ def add_data_arguments(p: argparse.ArgumentParser, inputs: bool = True) -> None:
                        help="image files or folders (read in sorted order)")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset instead of files "
                    "(see 'aevision datasets')")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test",
-                   help="which split of --dataset (default: test)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="which split of --dataset (default: test): train and val as pretrain splits the "
+                   "training images (--seed), all: every image (the training images, then the test ones)")
     p.add_argument("--data-root", metavar="DIR",
                    help="where datasets live (default: $AEVISION_DATA or ~/.cache/aevision)")
-    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="use only the first N images (no file after them is read)")
+    p.add_argument("--resize", choices=("stretch", "crop", "pad"),
+                   help="bring images of another size to the model's: stretch (the aspect ratio changes), "
+                   "crop (centre crop) or pad (black borders); without it they are an error")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
     p.add_argument("--batch-size", type=int, default=512, help="images per forward pass")
 
@@ -88,36 +94,34 @@ def positive(args: argparse.Namespace, *flags: str) -> None:
 
 
 def load_inputs(args: argparse.Namespace, model: Any) -> Any:
-    """The ImageSet named by the command line, conformed to ``model``'s input shape."""
-    from aevision.config import DataConfig
-    from aevision.data import load_dataset
-    from aevision.data.folder import load_path
-    from aevision.data.imageset import ImageSet
+    """The ImageSet named by the command line, at ``model``'s input shape (see :func:`model_inputs`)."""
+    return model_inputs(args, model).data
+
+
+def model_inputs(args: argparse.Namespace, model: Any) -> Any:
+    """The images named by the command line (files and folders, or ``--dataset`` and ``--split``)
+    at ``model``'s input shape, as :class:`aevision.data.inputs.Inputs`; what was resized, and
+    labels that could not be kept, are said on stderr."""
+    from aevision.data.inputs import dataset_inputs, file_inputs
 
     positive(args, "--limit", "--batch-size")
     c, h, w = model.input_shape
     if args.dataset and args.inputs:
         raise AevisionError("give either IMAGES or --dataset, not both")
+    if args.dataset and args.resize:
+        raise ConfigError("--resize", args.resize, "no --resize with --dataset: a dataset is resized to the "
+                          "model's size as pretrain's data.image_size does (stretched)")
     if args.dataset:
-        splits = load_dataset(DataConfig(name=args.dataset, root=args.data_root, channels=c,
-                                         image_size=[h, w]), args.seed)
-        data = getattr(splits, args.split)
-        if data is None:
-            raise AevisionError(f"--split {args.split}: dataset {args.dataset!r} has no {args.split} split")
-        if hasattr(data, "frame_set"):  # a video dataset: its frames, in order, labelled per frame
-            data = data.frame_set()
+        found = dataset_inputs(args.dataset, args.split, c, (h, w), root=args.data_root, seed=args.seed,
+                               limit=args.limit)
     elif args.inputs:
-        parts = [load_path(Path(item), c, (h, w)) for item in args.inputs]
-        import torch
-
-        files = [f for s in parts for f in (s.files or [])]
-        data = ImageSet(torch.cat([s.images for s in parts]), files=files,
-                        skipped=[k for s in parts for k in s.skipped])
+        found = file_inputs(args.inputs, c, (h, w), fit=args.resize, limit=args.limit)
     else:
         raise AevisionError("no input: give image files/folders or --dataset NAME")
-    if args.limit is not None and args.limit < len(data):
-        data = data.subset(range(args.limit))
-    return data
+    for note in [*found.notes, found.resize_note()]:
+        if note:
+            print(note, file=sys.stderr)
+    return found
 
 
 def output_path(value: str, suffixes: tuple[str, ...], option: str = "-o") -> Path:

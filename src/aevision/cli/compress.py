@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser(
         "decompress", help="decode a compressed file into PNG images",
-        description="Decode FILE with the model that made it; writes DIR/<file stem>-<n>.png.")
+        description="Decode FILE with the model that made it; writes DIR/<name>.png, the names of "
+        "the files that were compressed.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-m", "--model", required=True, help="the codec model folder the file was made with")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path
+from aevision.cli.common import Parser, add_data_arguments, model_inputs, output_path
 
 
 def add_parser(sub: Any) -> None:
     p: Parser = sub.add_parser(
         "encode", help="compute features of images with a trained encoder",
-        description="Write the code of every image: .npy (features only) or .safetensors "
-        "(features, labels when known, and the source file names in the metadata).")
+        description="Write the code of every image: .npy (and FILE.rows.json beside it) or "
+        ".safetensors; either says which image each row is (its file, or its index in --split all "
+        "of --dataset), its label and the class names, the files skipped and what was resized.")
     p.add_argument("model", help="model folder (from 'aevision pretrain') or model.safetensors")
     add_data_arguments(p)
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="features.npy or .safetensors")
@@ -22,14 +23,16 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.tasks.model_outputs import write_features
+    from aevision.tasks.model_outputs import rows_path, write_features
 
     out = output_path(args.out, (".npy", ".safetensors"))
     model = load(args.model, args.device)
-    data = load_inputs(args, model)
-    features = write_features(model, data, out, batch_size=args.batch_size, device=args.device,
+    inputs = model_inputs(args, model)
+    features = write_features(model, inputs, out, batch_size=args.batch_size, device=args.device,
                               model_path=args.model)
-    print(f"wrote {out}: {features.shape[0]} x {features.shape[1]} features")
+    rows = f" (rows: {rows_path(out)})" if out.suffix.lower() == ".npy" else ""
+    print(f"wrote {out}: {features.shape[0]} x {features.shape[1]} features{rows}")
+    data = inputs.data
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable files (e.g. {data.skipped[0].path}: "
               f"{data.skipped[0].reason})")

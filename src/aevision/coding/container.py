@@ -2,17 +2,21 @@
 
     offset  size     field
     0       3        magic b"AEV"
-    3       1        format version (1)
+    3       1        format version: 1, or 2 when the file names its images
     4       4        model hash: first 4 bytes of the SHA-256 of the codec's weights and spec
     8       varint   number of images n
             2n x varint   height, width of each image
+            (version 2) varint L, then L bytes: the n image names, UTF-8, separated by NUL bytes
             varint   payload length in bytes
             4        CRC-32 of the decoded latents (checked after decoding)
             4        CRC-32 of everything above and the payload (checked before decoding)
             ...      payload
 
 Varints are unsigned LEB128 (one byte below 128). One 28x28 image costs 20 header bytes. Every
-byte of the file counts in the bit rate aevision reports.
+byte of the file counts in the bit rate aevision reports. Image names (the file names that were
+compressed, so that decompressing gives them back) are plain names, never paths: no ``/``, ``\\``
+or NUL, not ``.`` or ``..``, at most 255 bytes each; a file without them is written as version 1,
+byte for byte what earlier versions wrote.
 
 :func:`parse` is pure and defensive: any byte string either yields a header and payload whose
 checksum matches, or raises :class:`AevisionError` with one line (not an aevision file, newer
@@ -25,16 +29,18 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aevision.errors import AevisionError
 
 MAGIC = b"AEV"
-VERSION = 1
+VERSION = 2  # the newest format this reads and writes (1: no image names)
 HASH_BYTES = 4
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 1 << 16  # height and width are at most 65536
 MAX_PIXELS = 1 << 28  # per image; refuses headers that would allocate absurd tensors
+MAX_NAME_BYTES = 255  # an image name's UTF-8 length (a file name on common file systems)
 _MAX_VARINT_BYTES = 5
 
 
@@ -45,11 +51,40 @@ class Header:
     model_hash: bytes
     sizes: tuple[tuple[int, int], ...]
     latent_crc: int
-    version: int = VERSION
+    names: tuple[str, ...] | None = None  # each image's name (the file it was), or not recorded
 
     @property
     def pixels(self) -> int:
         return sum(h * w for h, w in self.sizes)
+
+    @property
+    def version(self) -> int:
+        return 1 if self.names is None else 2
+
+
+def names_problem(names: Sequence[str], n: int) -> str | None:
+    """Why ``names`` cannot name ``n`` images (each must be a plain file name), or None."""
+    if len(names) != n:
+        return f"{len(names)} image names for {n} images"
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or name in ("", ".", ".."):
+            return f"the name of image {i} is {name!r}"
+        if any(c in name for c in "/\\\0"):
+            return f"the name of image {i} ({name!r}) is not a plain file name (it has '/', '\\' or NUL)"
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            return f"the name of image {i} is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _names_field(names: tuple[str, ...], n: int) -> bytes:
+    why = names_problem(names, n)
+    if why:
+        raise ValueError(why)
+    try:
+        joined = "\0".join(names).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("image names must be valid Unicode text") from None
+    return _varint(len(joined)) + joined
 
 
 def _varint(value: int) -> bytes:
@@ -80,6 +115,8 @@ def pack(header: Header, payload: bytes) -> bytes:
         if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
             raise ValueError(f"image size {h}x{w} is outside what the format stores")
         head += _varint(h) + _varint(w)
+    if header.names is not None:
+        head += _names_field(header.names, len(header.sizes))
     head += _varint(len(payload))
     head += struct.pack("<I", header.latent_crc & 0xFFFFFFFF)
     crc = zlib.crc32(payload, zlib.crc32(bytes(head)))
@@ -133,6 +170,7 @@ def parse(data: bytes, source: str = "compressed file") -> tuple[Header, bytes]:
         if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
             raise cur.fail(f"corrupted header (image {i} has size {h}x{w})")
         sizes.append((h, w))
+    names = _parse_names(cur, n) if version >= 2 else None
     length = cur.varint("payload length")
     (latent_crc,) = struct.unpack("<I", cur.take(4, "latent checksum"))
     head_end = cur.pos
@@ -144,4 +182,20 @@ def parse(data: bytes, source: str = "compressed file") -> tuple[Header, bytes]:
         raise cur.fail(f"{len(payload) - length} unexpected bytes after the payload")
     if zlib.crc32(payload, zlib.crc32(cur.data[:head_end])) != crc:
         raise cur.fail("corrupted file (checksum mismatch)")
-    return Header(model_hash, tuple(sizes), latent_crc, version), payload
+    return Header(model_hash, tuple(sizes), latent_crc, names), payload
+
+
+def _parse_names(cur: _Cursor, n: int) -> tuple[str, ...]:
+    """The image names of a version 2 header: n plain names, or a one-line error."""
+    length = cur.varint("length of the image names")
+    if length > n * (MAX_NAME_BYTES + 1):
+        raise cur.fail(f"corrupted header (image names of {length} bytes for {n} images)")
+    raw = cur.take(length, "image names")
+    try:
+        names = tuple(raw.decode("utf-8").split("\0"))
+    except UnicodeDecodeError:
+        raise cur.fail("corrupted header (image names are not UTF-8)") from None
+    why = names_problem(names, n)
+    if why:
+        raise cur.fail(f"corrupted header ({why})")
+    return names

@@ -128,6 +128,4 @@ def folder(source: Source, *, test_fraction: float = 0.0) -> Splits:
                        strict=source.strict)
     if test_fraction == 0:
         return Splits(train=data, test=None)
-    splits = fixed_test_split(data, test_fraction)
-    splits.train.skipped = data.skipped
-    return splits
+    return fixed_test_split(data, test_fraction)

@@ -153,6 +153,4 @@ def frames_dataset(source: Source, *, length: int | None = None, test_fraction: 
     test_videos = set(order[:n_test])
     test_idx = [i for i, s in enumerate(sources) if s in test_videos]
     train_idx = [i for i, s in enumerate(sources) if s not in test_videos]
-    train = data.subset(train_idx)
-    train.skipped = data.skipped
-    return Splits(train=train, test=data.subset(test_idx))
+    return Splits(train=data.subset(train_idx), test=data.subset(test_idx))

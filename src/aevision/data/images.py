@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,12 @@ IMAGE_SUFFIXES = frozenset(
 MAX_PIXELS = 64_000_000
 
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+# How an image of another size is brought to the one a model takes: ``stretch`` scales each side
+# on its own (the aspect ratio changes), ``crop`` scales to cover and cuts the borders (centred),
+# ``pad`` scales to fit and adds black borders (centred); None: it is an error.
+Fit = Literal["stretch", "crop", "pad"]
+FITS: tuple[Fit, ...] = ("stretch", "crop", "pad")
 
 
 class BadImage(Exception):
@@ -112,16 +119,42 @@ def to_array(img: Image.Image, channels: int) -> np.ndarray:
 def load_image(
     path: str | os.PathLike[str], channels: int, size: Sequence[int] | None = None
 ) -> Tensor:
-    """One file -> (channels, H, W) uint8, resized to ``size`` = (H, W) when given."""
-    img = open_image(path)
-    arr = to_array(img, channels)
-    if size is not None and (arr.shape[0], arr.shape[1]) != (size[0], size[1]):
-        mode = "L" if channels == 1 else "RGB"
-        pil = Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode=mode)
-        pil = pil.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        arr = np.asarray(pil, dtype=np.uint8)
-        arr = arr[:, :, None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    """One file -> (channels, H, W) uint8, stretched to ``size`` = (H, W) when given."""
+    return load_sized(path, channels, size)[0]
+
+
+def load_sized(path: str | os.PathLike[str], channels: int, size: Sequence[int] | None = None,
+               fit: Fit | None = "stretch") -> tuple[Tensor, tuple[int, int]]:
+    """One file -> ((channels, H, W) uint8 brought to ``size`` by ``fit``, the (H, W) the file had).
+
+    With ``fit=None`` an image of another size is a :class:`DataError` naming it and the modes.
+    """
+    arr = to_array(open_image(path), channels)
+    native = (int(arr.shape[0]), int(arr.shape[1]))
+    if size is not None and native != (size[0], size[1]):
+        if fit is None:
+            raise DataError(f"{path}: a {native[0]}x{native[1]} image, the model takes {size[0]}x{size[1]}: "
+                            f"give --resize stretch, crop or pad (stretch changes the aspect ratio, crop "
+                            f"cuts the borders, pad adds black ones)")
+        arr = fit_array(arr, (int(size[0]), int(size[1])), fit)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()), native
+
+
+def fit_array(arr: np.ndarray, size: tuple[int, int], fit: Fit) -> np.ndarray:
+    """(H, W, C) uint8 -> (size[0], size[1], C), bilinear, by ``fit`` (see :data:`FITS`)."""
+    grey = arr.shape[2] == 1
+    pil = Image.fromarray(arr[:, :, 0] if grey else arr, mode="L" if grey else "RGB")
+    wh = (size[1], size[0])
+    if fit == "stretch":
+        pil = pil.resize(wh, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    elif fit == "crop":
+        pil = ImageOps.fit(pil, wh, Image.Resampling.BILINEAR)
+    elif fit == "pad":
+        pil = ImageOps.pad(pil, wh, Image.Resampling.BILINEAR, color=0)
+    else:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    out = np.asarray(pil, dtype=np.uint8)
+    return out[:, :, None] if out.ndim == 2 else out
 
 
 def read_image(path: str | os.PathLike[str], channels: int, size: Sequence[int] | None = None) -> Tensor:
@@ -150,13 +183,24 @@ def peek_is_grey(path: Path) -> bool | None:
 def decode_many(
     paths: Iterable[Path], channels: int, size: Sequence[int] | None, workers: int | None = None
 ) -> list[Tensor | BadImage]:
-    """Decode files in parallel threads (Pillow releases the GIL while decoding)."""
+    """Decode files in parallel threads (Pillow releases the GIL while decoding), stretched to
+    ``size`` when given."""
+    decoded = decode_sized(paths, channels, size, workers=workers)
+    return [r if isinstance(r, BadImage) else r[0] for r in decoded]
+
+
+def decode_sized(
+    paths: Iterable[Path], channels: int, size: Sequence[int] | None, fit: Fit | None = "stretch",
+    workers: int | None = None,
+) -> list[tuple[Tensor, tuple[int, int]] | BadImage]:
+    """:func:`load_sized` over files in parallel threads; a file that is no image is a
+    :class:`BadImage` in its place (and with ``fit=None`` the first of another size stops it)."""
     paths = list(paths)
     workers = workers or min(8, os.cpu_count() or 1)
 
-    def one(p: Path) -> Tensor | BadImage:
+    def one(p: Path) -> tuple[Tensor, tuple[int, int]] | BadImage:
         try:
-            return load_image(p, channels, size)
+            return load_sized(p, channels, size, fit)
         except BadImage as e:
             return e
 

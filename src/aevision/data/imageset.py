@@ -71,6 +71,8 @@ class ImageSet(StackedSet):
             )
 
     def subset(self, indices: Tensor | list[int]) -> ImageSet:
+        """The images at ``indices``; the files skipped while loading the set stay listed (a
+        split's report names them)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageSet(
             images=self.images[idx],
@@ -78,6 +80,7 @@ class ImageSet(StackedSet):
             classes=self.classes,
             name=self.name,
             files=None if self.files is None else [self.files[i] for i in idx.tolist()],
+            skipped=list(self.skipped),
         )
 
     def floats(self, indices: Tensor | slice | None = None) -> Tensor:

@@ -179,6 +179,4 @@ def segfolder(source: Source, *, classes: list[str] | None = None,
     assert source.argument is not None  # guaranteed by takes_argument
     data = load_segfolder(source.argument, channels=source.channels, image_size=source.image_size,
                           classes=classes, strict=source.strict)
-    splits = fixed_test_split(data, round(test_fraction * len(data)))
-    splits.train.skipped = data.skipped
-    return splits
+    return fixed_test_split(data, round(test_fraction * len(data)))

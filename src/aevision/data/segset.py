@@ -59,10 +59,11 @@ class SegSet(StackedSet):
             self.palette = default_palette(len(self.classes))
 
     def subset(self, indices: Tensor | list[int] | range) -> SegSet:
+        """The images and masks at ``indices``; the files skipped while loading stay listed."""
         idx = torch.as_tensor(list(indices) if isinstance(indices, range) else indices, dtype=torch.long)
         return SegSet(self.images[idx], self.masks[idx], self.classes, self.name,
                       None if self.files is None else [self.files[i] for i in idx.tolist()],
-                      self.palette)
+                      self.palette, list(self.skipped))
 
     def pixel_counts(self) -> Tensor:
         """(K,) number of pixels of each class (unknown pixels not counted)."""

@@ -29,24 +29,34 @@ def permutation(n: int, seed: int, *stream: int) -> Tensor:
 
 def train_val_split(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
     """Hold out ``fraction`` of ``data`` (stratified by label when there are labels)."""
-    if fraction <= 0 or len(data) < 2:
+    found = train_val_indices(len(data), data.labels, fraction, seed)
+    if found is None:
         return data, None
-    if data.labels is None:
-        perm = permutation(len(data), seed, 17)
-        n_val = max(1, round(fraction * len(data)))
-        return data.subset(perm[n_val:]), data.subset(perm[:n_val])
+    return data.subset(found[0]), data.subset(found[1])
+
+
+def train_val_indices(n: int, labels: Tensor | None, fraction: float, seed: int
+                      ) -> tuple[Tensor, Tensor] | None:
+    """The (train, validation) indices :func:`train_val_split` takes from ``n`` items with
+    ``labels``, or None when it holds nothing out."""
+    if fraction <= 0 or n < 2:
+        return None
+    if labels is None:
+        perm = permutation(n, seed, 17)
+        n_val = max(1, round(fraction * n))
+        return perm[n_val:], perm[:n_val]
     val_idx: list[Tensor] = []
     train_idx: list[Tensor] = []
-    for c in torch.unique(data.labels).tolist():
-        idx = torch.nonzero(data.labels == c).flatten()
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
         idx = idx[permutation(len(idx), seed, 17, c)]
         n_val = round(fraction * len(idx)) if len(idx) > 1 else 0
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     val = torch.cat(val_idx).sort().values
     if len(val) == 0:
-        return data, None
-    return data.subset(torch.cat(train_idx).sort().values), data.subset(val)
+        return None
+    return torch.cat(train_idx).sort().values, val
 
 
 def labelled_subset(labels: Tensor, per_class: int | None, seed: int, total: int | None = None) -> Tensor:

@@ -67,7 +67,8 @@ class VideoSet(StackedSet):
         return to_float(self.frames if indices is None else self.frames[indices])
 
     def subset(self, indices: Tensor | list[int] | range) -> VideoSet:
-        """The sequences at ``indices`` (whole sequences: splits never cut a video)."""
+        """The sequences at ``indices`` (whole sequences: splits never cut a video); the files
+        skipped while loading stay listed."""
         idx = torch.as_tensor(list(indices) if isinstance(indices, range) else indices, dtype=torch.long)
         return VideoSet(
             frames=self.frames[idx],
@@ -76,6 +77,7 @@ class VideoSet(StackedSet):
             name=self.name,
             centres=None if self.centres is None else self.centres[idx],
             files=None if self.files is None else [self.files[i] for i in idx.tolist()],
+            skipped=list(self.skipped),
         )
 
     def with_images(self, images: Tensor) -> VideoSet:

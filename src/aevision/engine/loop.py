@@ -324,8 +324,11 @@ class Trainer:
         if not path.is_file():
             log.warning("--resume: no checkpoint at %s; starting from scratch", path)
             return
-        fit.loop = self._restore(path, fit, upgrade_config)
+        fit.loop = loop = self._restore(path, fit, upgrade_config)
         fit.resumed_from = str(path)
+        if self.fabric.is_global_zero:  # one line, whatever the number of processes
+            within = f" (batch {loop.batch} of epoch {loop.epoch + 1})" if loop.batch else ""
+            log.info("resumed from epoch %d, step %d%s: %s", loop.epoch, loop.step, within, path)
         fit.train_seconds = sum(h.get("train_seconds", 0.0) for h in fit.loop.history)
         if fit.loop.best_epoch is not None:
             fit.best_state = self._load_best(fit.raw)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from aevision.coding.container import HASH_BYTES, Header, pack, parse
+from aevision.coding.container import HASH_BYTES, Header, names_problem, pack, parse
 from aevision.coding.rangecoder import SymbolReader, SymbolWriter
 from aevision.data.images import read_image, to_hwc
 from aevision.data.imageset import to_float, to_uint8
@@ -118,10 +118,12 @@ class Codec:
         raise AssertionError("unreachable: the model has an entropy model")
 
     @torch.no_grad()
-    def compress_latents(self, images: Sequence[Tensor]) -> Compressed:
-        """Images ((C, H, W) uint8, any sizes) -> the file bytes and the latents they encode."""
+    def compress_latents(self, images: Sequence[Tensor], names: Sequence[str] | None = None) -> Compressed:
+        """Images ((C, H, W) uint8, any sizes) -> the file bytes and the latents they encode;
+        ``names`` (plain file names, one per image) are kept in the file for decompressing."""
         if not len(images):
             raise AevisionError("nothing to compress: no images given")
+        check_names(names, len(images))
         writer = SymbolWriter()
         device = next(self.model.parameters()).device
         sizes, latents, crc = [], [], 0
@@ -137,11 +139,11 @@ class Codec:
             sizes.append((h, w))
             latents.append(q[0])
         payload = writer.getvalue()
-        data = pack(Header(self.hash, tuple(sizes), crc), payload)
+        data = pack(Header(self.hash, tuple(sizes), crc, None if names is None else tuple(names)), payload)
         return Compressed(data, latents, len(data) - len(payload))
 
-    def compress(self, images: Sequence[Tensor]) -> bytes:
-        return self.compress_latents(images).data
+    def compress(self, images: Sequence[Tensor], names: Sequence[str] | None = None) -> bytes:
+        return self.compress_latents(images, names).data
 
     @torch.no_grad()
     def decompress_latents(self, data: bytes, source: str = "compressed file") -> tuple[Header, list[Tensor]]:
@@ -180,6 +182,12 @@ class Codec:
     @torch.no_grad()
     def decompress(self, data: bytes, source: str = "compressed file") -> list[Tensor]:
         """File bytes -> the reconstructed images, (C, H, W) uint8 each."""
+        return self.decompress_with_header(data, source)[1]
+
+    @torch.no_grad()
+    def decompress_with_header(self, data: bytes, source: str = "compressed file"
+                               ) -> tuple[Header, list[Tensor]]:
+        """File bytes -> (its header: sizes and, if recorded, image names; the images)."""
         header, _, latents = self._decode(data, source)
         device = next(self.model.parameters()).device
         out = []
@@ -187,7 +195,14 @@ class Codec:
             model = self.at_size(h, w)
             x_hat = model.decode(q.unsqueeze(0).flatten(1).to(device))
             out.append(to_uint8(x_hat[0].cpu()))
-        return out
+        return header, out
+
+
+def check_names(names: Sequence[str] | None, n: int) -> None:
+    """``names``: None, or one plain file name per image."""
+    why = None if names is None else names_problem(names, n)
+    if why:
+        raise AevisionError(why)
 
 
 @dataclass
@@ -206,9 +221,11 @@ class CompressedFile:
 
 
 def compress_files(codec: Codec, paths: Sequence[Path], out: str | os.PathLike[str]) -> CompressedFile:
-    """Compress the image files ``paths`` into the one file ``out``."""
+    """Compress the image files ``paths`` into the one file ``out``, which keeps their names."""
     images = [read_image(path, codec.channels) for path in paths]
-    result = codec.compress_latents(images)
+    # a name that is not valid text (bytes from another encoding) keeps its readable part
+    names = [Path(path).name.encode("utf-8", "replace").decode("utf-8") for path in paths]
+    result = codec.compress_latents(images, names)
     write_bytes(out, result.data)
     pixels = sum(int(i.shape[1]) * int(i.shape[2]) for i in images)
     return CompressedFile(Path(out), len(images), len(result.data), result.header_bytes, pixels)
@@ -217,20 +234,40 @@ def compress_files(codec: Codec, paths: Sequence[Path], out: str | os.PathLike[s
 def decompress_file(model_path: str | os.PathLike[str], path: str | os.PathLike[str],
                     out: str | os.PathLike[str], device: str = "cpu") -> list[Path]:
     """Decode the compressed file ``path`` with the codec model that made it into
-    ``out/<file stem>-<n>.png``; returns the PNGs."""
+    ``out/<name>.png``, the names of the files that were compressed (a file written before
+    aevision kept them: ``out/<file stem>-<n>.png``); returns the PNGs."""
     from aevision.report.plots import save_image
 
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise AevisionError(f"{path}: no such file")
-    images = Codec(load_model(model_path, device)).decompress(path.read_bytes(), source=str(path))
+    codec = Codec(load_model(model_path, device))
+    header, images = codec.decompress_with_header(path.read_bytes(), source=str(path))
     if out.exists() and not out.is_dir():
         raise AevisionError(f"-o {out}: exists and is not a folder")
-    width = max(3, len(str(len(images) - 1)))
-    written = [out / f"{path.stem}-{i:0{width}d}.png" for i in range(len(images))]
+    written = [out / name for name in png_names(header.names, path.stem, len(images))]
     for png, img in zip(written, images, strict=True):
         save_image(png, to_hwc(img))
     return written
+
+
+def png_names(names: Sequence[str] | None, stem: str, n: int) -> list[str]:
+    """The PNG file of each decoded image: its name's stem + ``.png`` (``-2``, ``-3``, ... after
+    a stem already taken: ``a.png`` and ``a.jpg`` both compressed), or ``<stem>-<n>.png``."""
+    if names is None:
+        width = max(3, len(str(n - 1)))
+        return [f"{stem}-{i:0{width}d}.png" for i in range(n)]
+    taken: set[str] = set()
+    out = []
+    for name in names:
+        base = Path(name).stem or name
+        candidate, k = f"{base}.png", 1
+        while candidate.lower() in taken:
+            k += 1
+            candidate = f"{base}-{k}.png"
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out
 
 
 def roundtrip(codec: Codec, images: Sequence[Tensor]) -> tuple[list[Tensor], list[float]]:
