@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aevision
-import aevision.api as api
+import aevision.tasks.pretrain as api  # where pretrain builds its batches
 from aevision.cli import main
 from aevision.config import AugmentConfig, build_config
 from aevision.data.augment import Augment, jitter, zoom_grid
