@@ -2,7 +2,9 @@
 
 A run killed mid-write must never leave a truncated metrics file or weights file behind, so each
 writer fills a temporary file in the destination folder, fsyncs it and renames it into place
-(``os.replace`` is atomic on POSIX and Windows).
+(``os.replace`` is atomic on POSIX and Windows). The temporary file is created as a plain
+``open()`` would create the file (mode 0o666 less the umask, the folder's default ACL), not 0600
+as :func:`tempfile.mkstemp` would: results are for other users and services to read too.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,31 @@ from safetensors.torch import save as st_save_bytes
 
 from aevision.errors import AevisionError
 
+T = TypeVar("T")
+
+
+def _unique(folder: Path, prefix: str, suffix: str, create: Callable[[Path], T]) -> tuple[T, Path]:
+    """``create(path)`` at a fresh hidden name in ``folder``; ``create`` must fail if it exists."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return create(path), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name after 100 tries")
+
+
+def temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file's descriptor and path, with the mode a plain ``open()`` gives (the kernel applies
+    the umask, so there is no process-wide umask to read or change)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return _unique(folder, prefix, suffix, lambda p: os.open(p, flags, 0o666))
+
+
+def temp_folder(folder: Path, prefix: str) -> Path:
+    """A new folder with the mode a plain ``mkdir`` gives (``tempfile.mkdtemp`` makes it 0700)."""
+    return _unique(folder, prefix, "", lambda p: p.mkdir(0o777))[1]
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
@@ -33,7 +60,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
