@@ -3,6 +3,7 @@ writes, one-line errors for what the user can fix, no third-party chatter, and w
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import subprocess
@@ -59,3 +60,84 @@ def test_atomic_writes_follow_the_umask_in_process(tmp_path):
         os.umask(old)
     assert mode(tmp_path / "a.json") == 0o640
     assert mode(folder) == 0o750  # unpacked archives: tempfile.mkdtemp made them 0700
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    from aevision.cli import build_parser
+
+    return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def commands_with(dest: str) -> list[str]:
+    """Every command that has the option ``dest``."""
+    return [name for name, p in subparsers().items() if any(a.dest == dest for a in p._actions)]
+
+
+def argv_for(name: str, **given: str) -> list[str]:
+    """The command with its required arguments filled in (dummies: nothing runs past the checks),
+    and the ``given`` options."""
+    argv = [name]
+    for a in subparsers()[name]._actions:
+        if a.dest in given:
+            argv += [a.option_strings[0], given[a.dest]]
+        elif a.required:
+            value = a.choices[0] if a.choices else "x"
+            argv += [a.option_strings[0], value] if a.option_strings else [value]
+    return argv
+
+
+@pytest.mark.parametrize("name", commands_with("device"))
+def test_every_device_no_machine_has_is_one_line(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv_for(name, device="cuda:99", out=str(tmp_path / "o"))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aevision: error: --device cuda:99: this machine has ")
+    assert len(err.splitlines()) == 1
+
+
+def test_cuda_on_a_machine_without_it_and_a_misspelt_device(model, tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    imgs = str(model.parent / "imgs")
+    assert main(["encode", str(model), imgs, "-o", str(tmp_path / "f.npy"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == ("aevision: error: --device cuda: this machine has no CUDA device "
+                                       "(use --device cpu)\n")
+    assert main(["encode", str(model), imgs, "-o", str(tmp_path / "f.npy"), "--device", "gpu0"]) == 2
+    assert "--device: got 'gpu0', expected cpu, cuda, cuda:N or mps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", commands_with("out"))
+def test_every_output_of_the_wrong_kind_is_one_line(name, tmp_path, monkeypatch, capsys):
+    # a file where a folder goes, a folder where a file goes (mkdir d.png; reconstruct -o d.png)
+    monkeypatch.chdir(tmp_path)
+    folder = subparsers()[name].get_default("outputs")["out"][1]
+    (tmp_path / "a.png").mkdir() if not folder else (tmp_path / "a.png").write_text("")
+    assert main(argv_for(name, out="a.png")) == 2
+    err = capsys.readouterr().err
+    expected = "exists and is not a folder" if folder else "is a folder; give a file name"
+    assert err == f"aevision: error: -o a.png: {expected}\n"
+
+
+def test_outputs_where_nothing_can_be_written(model, tmp_path, capsys):
+    imgs = str(model.parent / "imgs")
+    (tmp_path / "file").write_text("")
+    assert main(["reconstruct", str(model), imgs, "-o", str(tmp_path / "file" / "g.png")]) == 2
+    assert capsys.readouterr().err.endswith(f"g.png: {tmp_path / 'file'} is not a folder\n")
+    assert main(["anomaly", str(model), imgs, "--grid", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"aevision: error: --grid {tmp_path}: is a folder; give a file name\n"
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        assert main(["encode", str(model), imgs, "-o", str(locked / "new" / "f.npy")]) == 2
+        assert "cannot write in" in capsys.readouterr().err
+
+
+def test_what_the_system_refuses_at_write_time_is_one_line(tmp_path):
+    from aevision.errors import AevisionError
+    from aevision.io import write_json
+
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(AevisionError, match=r"d.json: cannot write \(Is a directory\)"):
+        write_json(tmp_path / "d.json", {})
+    assert [p.name for p in tmp_path.iterdir()] == ["d.json"]  # the temp file is gone

@@ -55,23 +55,35 @@ def temp_folder(folder: Path, prefix: str) -> Path:
 
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
+    """Open a temp file next to ``path``; on success fsync and rename it to ``path``. What the
+    system refuses (a folder at ``path``, no permission, a full disk) is a one-line error."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            with _writing(path):
+                f.flush()
+                os.fsync(f.fileno())
+        with _writing(path):
+            os.replace(tmp, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise AevisionError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -88,12 +100,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb") as f, _writing(Path(path)):
         f.write(data)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_open(path, "w") as f:
+    with atomic_open(path, "w") as f, _writing(Path(path)):
         f.write(text)
 
 

@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from aevision.cli.common import Parser, UsageError
+from aevision.cli.common import Parser, UsageError, check_device_and_output
 
 # subcommand modules, in the order ``aevision --help`` lists them
 COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "segment", "predict_masks",
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "run", None):
             parser.print_help()
             return 2
+        check_device_and_output(args)
         result = args.run(args)
         return int(result or 0)
     except UsageError as e:
