@@ -141,3 +141,18 @@ def test_what_the_system_refuses_at_write_time_is_one_line(tmp_path):
     with pytest.raises(AevisionError, match=r"d.json: cannot write \(Is a directory\)"):
         write_json(tmp_path / "d.json", {})
     assert [p.name for p in tmp_path.iterdir()] == ["d.json"]  # the temp file is gone
+
+
+def test_index_and_search_print_no_faiss_loader_lines(model, tmp_path):
+    # FAISS's loader logs 8 INFO lines on import; the CLI's logging showed every library's INFO
+    pytest.importorskip("faiss")
+    imgs = model.parent / "imgs"
+    script = ("import sys; from aevision.cli import main; m, imgs, idx = sys.argv[1:]; "
+              "assert main(['index', '-m', m, imgs, '-o', idx]) == 0; "
+              "assert main(['search', idx, imgs + '/0.png', '-k', '1']) == 0; "
+              "assert main(['search', idx + '-missing', imgs + '/0.png']) == 2")
+    proc = subprocess.run([sys.executable, "-c", script, str(model), str(imgs), str(tmp_path / "idx")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "aevision: error: " + str(tmp_path / "idx-missing") + (
+        ": no such index folder (make one with 'aevision index')\n")

@@ -57,7 +57,10 @@ def take_stray_positionals(parser: Parser, args: argparse.Namespace, extra: list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    # aevision's own INFO lines; other libraries' only from WARNING on (FAISS's loader told of 8
+    # attempts, one a ModuleNotFoundError, on every index/search/anomaly)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("aevision").setLevel(logging.INFO)
     logging.getLogger("lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
