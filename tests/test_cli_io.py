@@ -156,3 +156,27 @@ def test_index_and_search_print_no_faiss_loader_lines(model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "aevision: error: " + str(tmp_path / "idx-missing") + (
         ": no such index folder (make one with 'aevision index')\n")
+
+
+def test_counts_and_lists_are_worded_right(model, tmp_path, capsys):
+    # "1 epochs, 1 steps", "(1 images)", "a list of an integers"
+    assert main(["pretrain", "--model", "dense", "--dataset", "digits", "--limit", "60", "--epochs", "1",
+                 "--batch-size", "64", "--no-progress", "-o", str(tmp_path / "r")]) == 0
+    assert ": 1 epoch, 1 step, best val loss" in capsys.readouterr().out
+    assert main(["reconstruct", str(model), str(model.parent / "imgs"), "-n", "1", "-o",
+                 str(tmp_path / "g.png")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'g.png'} (1 image)\n"
+    assert main(["pretrain", "--model", "conv", "model.channels=5"]) == 2
+    assert capsys.readouterr().err == ("aevision: error: model.channels: got 5, expected a list of "
+                                       "integers or null\n")
+
+
+def test_describe_items():
+    from typing import Literal
+
+    from aevision.validation import describe, plural
+
+    assert describe(list[float]) == "a list of numbers"
+    assert describe(list[Literal["a", "b"]] | None) == "a list of values among 'a', 'b' or null"
+    assert describe(list[list[int]]) == "a list of lists of integers"
+    assert (plural(1, "query", "queries"), plural(0, "image")) == ("1 query", "0 images")

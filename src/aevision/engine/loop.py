@@ -44,6 +44,7 @@ from aevision.engine.resources import is_out_of_memory
 from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
+from aevision.validation import plural
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +452,7 @@ class Trainer:
         patience = cfg.early_stopping_patience
         if patience is not None and loop.bad_epochs >= patience:
             fit.stopped_early = True
-            report.line(f"early stopping: no improvement for {patience} epochs")
+            report.line(f"early stopping: no improvement for {plural(patience, 'epoch')}")
         return fit.stopped_early
 
     def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], dict[str, float]]:
