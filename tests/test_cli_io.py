@@ -158,11 +158,18 @@ def test_index_and_search_print_no_faiss_loader_lines(model, tmp_path):
         ": no such index folder (make one with 'aevision index')\n")
 
 
+PRETRAIN = ["pretrain", "--model", "dense", "--dataset", "digits", "--limit", "60", "--batch-size", "64",
+            "--reg", "l1:weight=0.01"]
+
+
 def test_counts_and_lists_are_worded_right(model, tmp_path, capsys):
-    # "1 epochs, 1 steps", "(1 images)", "a list of an integers"
-    assert main(["pretrain", "--model", "dense", "--dataset", "digits", "--limit", "60", "--epochs", "1",
-                 "--batch-size", "64", "--no-progress", "-o", str(tmp_path / "r")]) == 0
-    assert ": 1 epoch, 1 step, best val loss" in capsys.readouterr().out
+    # "1 epochs, 1 steps", "(1 images)", "a list of an integers"; the l1 next to the weighted loss
+    assert main([*PRETRAIN, "--epochs", "1", "-o", str(tmp_path / "r")]) == 0
+    out, err = capsys.readouterr()
+    assert ": 1 epoch, 1 step, best val loss" in out
+    lines = err.splitlines()
+    at = lines.index("(loss is the weighted sum of the terms; l1 is shown unweighted)")
+    assert lines[at + 1].startswith("epoch 1/1  loss ") and " l1 " in lines[at + 1]
     assert main(["reconstruct", str(model), str(model.parent / "imgs"), "-n", "1", "-o",
                  str(tmp_path / "g.png")]) == 0
     assert capsys.readouterr().out == f"wrote {tmp_path / 'g.png'} (1 image)\n"
@@ -180,3 +187,38 @@ def test_describe_items():
     assert describe(list[Literal["a", "b"]] | None) == "a list of values among 'a', 'b' or null"
     assert describe(list[list[int]]) == "a list of lists of integers"
     assert (plural(1, "query", "queries"), plural(0, "image")) == ("1 query", "0 images")
+
+
+def test_a_pickled_checkpoint_is_refused_without_torchs_advice_to_unpickle_it(tmp_path, capsys):
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch PWNED",))
+
+    assert main([*PRETRAIN, "--epochs", "1", "--no-progress", "-o", str(tmp_path / "r")]) == 0
+    torch.save({"format": 1, "payload": Evil()}, tmp_path / "r" / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main([*PRETRAIN, "--epochs", "2", "--no-progress", "-o", str(tmp_path / "r"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aevision: error: {tmp_path / 'r' / 'checkpoints' / 'last.ckpt'}: refused to "
+                          "load checkpoint: not a file of plain tensors and numbers (")
+    assert "posix.system" in err and len(err.splitlines()) == 1  # the wording varies with torch's version
+    assert "weights_only" not in err and "\x1b" not in err and not (tmp_path / "PWNED").exists()
+
+
+def test_decompress_with_a_model_that_is_no_codec_says_decompress(model, tmp_path, capsys):
+    (tmp_path / "x.aev").write_bytes(b"AEV")
+    assert main(["decompress", "-m", str(model), str(tmp_path / "x.aev"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "this model has no entropy model, so it can neither compress nor decompress" in err
+
+
+def test_a_query_given_as_a_file_and_inside_its_folder_is_searched_once(model, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    imgs = model.parent / "imgs"
+    assert main(["index", "-m", str(model), str(imgs), "-o", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), str(imgs / "1.png"), str(imgs), "-k", "1"]) == 0
+    queries = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("query ")]
+    assert queries == [f"query {imgs / n}:" for n in ("1.png", "0.png", "2.png")]

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -200,8 +201,23 @@ def torch_load(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler raises many types; all mean "not a safe checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AevisionError(f"{path}: refused to load {what}: {first}") from None
+        raise AevisionError(f"{path}: refused to load {what}: {_refusal(e)}") from None
+
+
+def _refusal(e: Exception) -> str:
+    """Why torch refused a file, without its advice to load it with ``weights_only=False`` (which
+    would run whatever code the pickle holds) and without its terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    if "Weights only load failed" not in text:  # a truncated or foreign file: torch's first line
+        return text.splitlines()[0] if text else type(e).__name__
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\.?\s*$)", text, re.MULTILINE)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _ADVICE.search(ln)]
+    reason = found.group(1) if found else lines[0] if lines else ""
+    return "not a file of plain tensors and numbers" + (f" ({reason.rstrip('.')})" if reason else "")
+
+
+# the lines of torch's refusal that tell how to load the file anyway
+_ADVICE = re.compile(r"weights_only|Weights only load failed|trusted source|safe_globals|documentation")
 
 
 def write_csv_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
