@@ -222,3 +222,12 @@ def test_a_query_given_as_a_file_and_inside_its_folder_is_searched_once(model, t
     assert main(["search", str(tmp_path / "idx"), str(imgs / "1.png"), str(imgs), "-k", "1"]) == 0
     queries = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("query ")]
     assert queries == [f"query {imgs / n}:" for n in ("1.png", "0.png", "2.png")]
+
+
+def test_readme_gives_the_cpu_only_install_beside_the_default():
+    readme = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    assert readme[6:8] == [  # CI runs the README's test command verbatim
+        "pip install -e . && aevision demo          # the main job: offline, a few minutes on 2 CPU cores",
+        'pip install -e ".[dev]" && pytest          # the tests: offline, a few minutes on 2 CPU cores']
+    cpu = readme.index("pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu")
+    assert cpu < 25 and readme[cpu + 1] == "pip install -e ."
