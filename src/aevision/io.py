@@ -2,7 +2,9 @@
 
 A run killed mid-write must never leave a truncated metrics file or weights file behind, so each
 writer fills a temporary file in the destination folder, fsyncs it and renames it into place
-(``os.replace`` is atomic on POSIX and Windows).
+(``os.replace`` is atomic on POSIX and Windows). The temporary file is created as a plain
+``open()`` would create the file (mode 0o666 less the umask, the folder's default ACL), not 0600
+as :func:`tempfile.mkstemp` would: results are for other users and services to read too.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,26 +28,63 @@ from safetensors.torch import save as st_save_bytes
 
 from aevision.errors import AevisionError
 
+T = TypeVar("T")
+
+
+def _unique(folder: Path, prefix: str, suffix: str, create: Callable[[Path], T]) -> tuple[T, Path]:
+    """``create(path)`` at a fresh hidden name in ``folder``; ``create`` must fail if it exists."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return create(path), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name after 100 tries")
+
+
+def temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file's descriptor and path, with the mode a plain ``open()`` gives (the kernel applies
+    the umask, so there is no process-wide umask to read or change)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return _unique(folder, prefix, suffix, lambda p: os.open(p, flags, 0o666))
+
+
+def temp_folder(folder: Path, prefix: str) -> Path:
+    """A new folder with the mode a plain ``mkdir`` gives (``tempfile.mkdtemp`` makes it 0700)."""
+    return _unique(folder, prefix, "", lambda p: p.mkdir(0o777))[1]
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
+    """Open a temp file next to ``path``; on success fsync and rename it to ``path``. What the
+    system refuses (a folder at ``path``, no permission, a full disk) is a one-line error."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            with _writing(path):
+                f.flush()
+                os.fsync(f.fileno())
+        with _writing(path):
+            os.replace(tmp, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise AevisionError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -61,12 +101,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb") as f, _writing(Path(path)):
         f.write(data)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_open(path, "w") as f:
+    with atomic_open(path, "w") as f, _writing(Path(path)):
         f.write(text)
 
 
@@ -161,8 +201,23 @@ def torch_load(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler raises many types; all mean "not a safe checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AevisionError(f"{path}: refused to load {what}: {first}") from None
+        raise AevisionError(f"{path}: refused to load {what}: {_refusal(e)}") from None
+
+
+def _refusal(e: Exception) -> str:
+    """Why torch refused a file, without its advice to load it with ``weights_only=False`` (which
+    would run whatever code the pickle holds) and without its terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    if "Weights only load failed" not in text:  # a truncated or foreign file: torch's first line
+        return text.splitlines()[0] if text else type(e).__name__
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\.?\s*$)", text, re.MULTILINE)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _ADVICE.search(ln)]
+    reason = found.group(1) if found else lines[0] if lines else ""
+    return "not a file of plain tensors and numbers" + (f" ({reason.rstrip('.')})" if reason else "")
+
+
+# the lines of torch's refusal that tell how to load the file anyway
+_ADVICE = re.compile(r"weights_only|Weights only load failed|trusted source|safe_globals|documentation")
 
 
 def write_csv_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:

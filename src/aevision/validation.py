@@ -27,12 +27,31 @@ def describe(annotation: Any) -> str:
         return " or ".join(describe(a) for a in args)
     if origin in (list, tuple):
         inner = args[0] if args else Any
-        return f"a list of {describe(inner)}s" if inner is not Any else "a list"
+        return f"a list of {describe_items(inner)}" if inner is not Any else "a list"
     if origin is dict:
         return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )
+
+
+def describe_items(annotation: Any) -> str:
+    """:func:`describe` for the items of a list: "integers", not "an integers"."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe_items(a) for a in args)
+    if origin in (list, tuple):
+        return f"lists of {describe_items(args[0])}" if args else "lists"
+    if origin is Literal:
+        return "values among " + ", ".join(repr(a) for a in args)
+    many = {bool: "true or false values", int: "integers", float: "numbers", str: "strings",
+            type(None): "nulls", Any: "values"}
+    return many.get(annotation, "mappings" if origin is dict else f"{describe(annotation)} values")
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """A count in words: ``1 image``, ``2 images`` (``nouns``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def coerce(field: str, value: Any, annotation: Any) -> Any:

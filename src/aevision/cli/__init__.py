@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from aevision.cli.common import Parser, UsageError
+from aevision.cli.common import Parser, UsageError, check_device_and_output
 
 # subcommand modules, in the order ``aevision --help`` lists them
 COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "segment", "predict_masks",
@@ -57,7 +57,10 @@ def take_stray_positionals(parser: Parser, args: argparse.Namespace, extra: list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    # aevision's own INFO lines; other libraries' only from WARNING on (FAISS's loader told of 8
+    # attempts, one a ModuleNotFoundError, on every index/search/anomaly)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("aevision").setLevel(logging.INFO)
     logging.getLogger("lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
@@ -69,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "run", None):
             parser.print_help()
             return 2
+        check_device_and_output(args)
         result = args.run(args)
         return int(result or 0)
     except UsageError as e:

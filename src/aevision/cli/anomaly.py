@@ -13,6 +13,7 @@ from aevision.cli.common import (
     output_path,
     positive,
 )
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -69,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
 def _print(args: argparse.Namespace, result: Any, n: int) -> None:
     if result.note:
         print(f"note: {result.note}")
-    ref = f"{result.reference}, {result.reference_size} images" if result.reference_size is not None \
-        else "none"
-    print(f"scored {n} images with {args.score}; reference: {ref}")
+    ref = "none" if result.reference_size is None else \
+        f"{result.reference}, {plural(result.reference_size, 'image')}"
+    print(f"scored {plural(n, 'image')} with {args.score}; reference: {ref}")
     if result.threshold is not None:
         print(f"threshold (reference {args.quantile:g} quantile): {result.threshold:.6g}; "
               f"flagged {result.flagged} of {n}")

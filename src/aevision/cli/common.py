@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +16,73 @@ class UsageError(Exception):
     """A command-line mistake; the message is already the one line to print."""
 
 
+# the options that name something a command writes; one whose metavar is a FOLDER_METAVARS names a
+# folder, any other a file (what --help shows)
+OUTPUT_DESTS = ("out", "grid", "save_model")
+FOLDER_METAVARS = ("DIR", "INDEX")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage dump) and exit status 2 via ``main``."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.dest in OUTPUT_DESTS:  # what check_device_and_output checks: option, folder?
+            outputs = self.get_default("outputs") or {}
+            self.set_defaults(outputs={**outputs, action.dest: (action.option_strings[0],
+                                                                 action.metavar in FOLDER_METAVARS)})
+        return action
+
+
+def check_device_and_output(args: argparse.Namespace) -> None:
+    """Every command's ``--device`` and outputs (``-o``, ``--grid``, ...), checked before any
+    work, so that what the user can fix (no CUDA here, ``-o`` naming a folder where a file goes, a
+    place nobody may write) is one line and exit status 2, not an internal error after the work."""
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    for dest, (option, folder) in (getattr(args, "outputs", None) or {}).items():
+        if getattr(args, dest, None) is not None:
+            check_output(Path(getattr(args, dest)), folder, option)
+
+
+def check_device(value: str) -> None:
+    import torch
+
+    expected = "cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ConfigError("--device", value, expected) from None
+    if device.type == "cpu":
+        return
+    count = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+    if device.type not in count:
+        raise ConfigError("--device", value, expected)
+    n, kind = count[device.type], device.type.upper()
+    if n == 0:
+        raise AevisionError(f"--device {value}: this machine has no {kind} device (use --device cpu)")
+    if device.index is not None and device.index >= n:
+        raise AevisionError(f"--device {value}: this machine has {n} {kind} device(s), "
+                            f"{device.type}:0 to {device.type}:{n - 1}")
+
+
+def check_output(path: Path, folder: bool, option: str = "-o") -> None:
+    """``path`` can be written as a folder (``folder``) or a file: not an existing file / folder of
+    the other kind, under a folder this process may write in."""
+    if folder and path.exists() and not path.is_dir():
+        raise AevisionError(f"{option} {path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise AevisionError(f"{option} {path}: is a folder; give a file name")
+    where = path if folder else path.parent
+    while not where.exists() and where != where.parent:  # the folders aevision would create
+        where = where.parent
+    if not where.is_dir():
+        raise AevisionError(f"{option} {path}: {where} is not a folder")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise AevisionError(f"{option} {path}: cannot write in {where} (permission denied)")
 
 
 def add_data_arguments(p: argparse.ArgumentParser, inputs: bool = True) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aevision.cli.common import Parser
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +38,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from aevision.tasks.compress import Codec, compress_files
 
     done = compress_files(Codec(load(args.model, args.device)), image_files(args.inputs), args.out)
-    print(f"wrote {args.out}: {done.images} images, {done.size:,} bytes "
+    print(f"wrote {args.out}: {plural(done.images, 'image')}, {done.size:,} bytes "
           f"({done.header_bytes} header), {done.bits_per_pixel:.4f} bits per pixel")
     return 0
 
@@ -46,5 +47,5 @@ def run_decompress(args: argparse.Namespace) -> int:
     from aevision.tasks.compress import decompress_file
 
     written = decompress_file(args.model, args.file, args.out, args.device)
-    print(f"wrote {len(written)} images to {Path(args.out)}/")
+    print(f"wrote {plural(len(written), 'image')} to {Path(args.out)}/")
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -46,7 +47,7 @@ def run_sample(args: argparse.Namespace) -> int:
     out = output_path(args.out, (".png",))
     save_samples(load(args.model, args.device), out, args.num, args.nrow, seed=args.seed,
                  temperature=args.temperature)
-    print(f"wrote {out} ({args.num} samples, temperature {args.temperature:g}, seed {args.seed})")
+    print(f"wrote {out} ({plural(args.num, 'sample')}, temperature {args.temperature:g}, seed {args.seed})")
     return 0
 
 

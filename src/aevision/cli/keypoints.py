@@ -15,6 +15,7 @@ import argparse
 from typing import Any
 
 from aevision.cli.common import Parser, check_flag, positive
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                              data_root=args.data_root, seed=args.seed, keep=args.keep,
                              save_pruned=args.save_model, batch_size=args.batch_size, device=args.device)
     if args.save_model:
-        print(f"saved the pruned model ({args.keep} keypoints) to {args.save_model}")
+        print(f"saved the pruned model ({plural(args.keep, 'keypoint')}) to {args.save_model}")
     drawn = write_keypoint_report(report, args.out, show=args.show, trail=args.trail, scale=args.scale,
                                   fps=args.fps)
     m = report.metrics

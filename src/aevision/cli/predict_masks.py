@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aevision.cli.common import Parser
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     seg = load_segmenter(args.segmenter, args.device)
     done = predict_files(seg, args.inputs, args.out, overlays=not args.no_overlays, device=args.device)
     out = Path(args.out)
-    print(f"wrote {len(done)} masks to {out / 'masks'}"
+    print(f"wrote {plural(len(done), 'mask')} to {out / 'masks'}"
           + ("" if args.no_overlays else f" and overlays to {out / 'overlays'}"))
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from aevision.cli.common import Parser, add_engine_arguments, flag_overrides
+from aevision.validation import plural
 
 # flag -> config key (besides the engine flags); each given flag becomes an override
 FLAGS = {
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         val = f", best val loss {fit.best_val_loss:.5g} (epoch {fit.best_epoch})" \
             if fit.best_val_loss is not None and "val_loss" in last else ""
         start = f" from {args.init_from}" if args.init_from else ""
-        print(f"trained {cfg.model.name} on {cfg.data.name}{start}: {len(fit.history)} epochs, "
-              f"{fit.steps} steps{val}")
+        print(f"trained {cfg.model.name} on {cfg.data.name}{start}: {plural(len(fit.history), 'epoch')}, "
+              f"{plural(fit.steps, 'step')}{val}")
     print(f"saved {result.out_dir}/model.safetensors and config.json")
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -32,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
     data = load_inputs(args, model)
     shown = data.subset(range(min(args.num, len(data))))
     save_reconstructions(model, shown, out, batch_size=args.batch_size, device=args.device)
-    print(f"wrote {out} ({len(shown)} images)")
+    print(f"wrote {out} ({plural(len(shown), 'image')})")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
+from aevision.validation import plural
 
 
 def add_parser(sub: Any) -> None:
@@ -64,7 +65,7 @@ def run_index(args: argparse.Namespace) -> int:
                           seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
                           kind=args.kind, metric=args.metric, nlist=args.nlist, nprobe=args.nprobe,
                           hnsw_m=args.hnsw_m, ef_search=args.ef_search)
-    print(f"indexed {len(index)} images of {args.data} ({args.kind}, {args.metric}, "
+    print(f"indexed {plural(len(index), 'image')} of {args.data} ({args.kind}, {args.metric}, "
           f"{index.dim} features) -> {args.out}")
     return 0
 
@@ -85,7 +86,7 @@ def run_search(args: argparse.Namespace) -> int:
     _print(found.results, out)
     if out is not None:
         found.save_json(out, args.index)
-        print(f"wrote {out} ({len(found.results)} queries)")
+        print(f"wrote {out} ({plural(len(found.results), 'query', 'queries')})")
     if grid is not None:
         save_search_grid(grid, found, args.grid_rows)
         print(f"wrote {grid}")

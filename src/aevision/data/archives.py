@@ -14,11 +14,11 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from aevision.errors import DataError
+from aevision.io import temp_folder
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -88,7 +88,7 @@ def extract_cached(archive: Path, cache_root: Path) -> Path:
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=final.parent))
+    tmp = temp_folder(final.parent, prefix=f".{stem}.")
     try:
         safe_extract(archive, tmp)
         os.replace(tmp, final)

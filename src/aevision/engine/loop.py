@@ -44,6 +44,7 @@ from aevision.engine.resources import is_out_of_memory
 from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
+from aevision.validation import plural
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +448,7 @@ class Trainer:
         self._save(fit)
         if fabric.is_global_zero:
             write_csv_rows(self.out_dir / "history.csv", loop.history)
+        report.header(_terms_note(row))
         report.line(_epoch_line(row, cfg.epochs, improved and fit.val is not None))
         for k, v in row.items():
             if isinstance(v, float) and k.startswith(("train_", "val_")):
@@ -454,7 +456,7 @@ class Trainer:
         patience = cfg.early_stopping_patience
         if patience is not None and loop.bad_epochs >= patience:
             fit.stopped_early = True
-            report.line(f"early stopping: no improvement for {patience} epochs")
+            report.line(f"early stopping: no improvement for {plural(patience, 'epoch')}")
         return fit.stopped_early
 
     def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], dict[str, float]]:
@@ -640,6 +642,15 @@ def remove_stale_temp_files(folder: Path) -> None:
     if folder.is_dir():
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def _terms_note(row: dict[str, Any]) -> str:
+    """What the epoch lines do not say: ``loss`` is weighted, the penalties after it are not."""
+    terms = [k[6:] for k in row if k.startswith("train_") and k[6:] not in ("loss", "recon", "seconds")]
+    if not terms:
+        return ""
+    verb = "is" if len(terms) == 1 else "are"
+    return f"(loss is the weighted sum of the terms; {', '.join(terms)} {verb} shown unweighted)"
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

@@ -18,6 +18,7 @@ class Reporter:
         self.progress: Progress | None = None
         self.every = max(1, batches // 50)
         self._pending = 0
+        self._headed = False
         if enabled and bar and interactive:
             self.progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}/" + str(epochs)),
@@ -40,6 +41,12 @@ class Reporter:
         if self._pending >= self.every:
             self.progress.update(self.task, advance=self._pending, info=info)
             self._pending = 0
+
+    def header(self, text: str) -> None:
+        """``text`` (when not empty) once, before the lines it explains."""
+        if text and not self._headed:
+            self._headed = True
+            self.line(text)
 
     def line(self, text: str) -> None:
         if self.enabled:

@@ -57,7 +57,7 @@ def entropy_model(model: Autoencoder) -> EntropyModel:
     found = [r for r in model.regularizers if isinstance(r, EntropyModel)]
     if len(found) != 1:
         raise AevisionError(
-            "this model has no entropy model, so it cannot compress: train it with "
+            "this model has no entropy model, so it can neither compress nor decompress: train one with "
             "--reg factorized or --reg hyperprior (e.g. --model codec --reg hyperprior:weight=0.01)"
             if not found else "this model has more than one entropy model"
         )

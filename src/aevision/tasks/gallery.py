@@ -83,10 +83,21 @@ class SearchResults:
 
 def search_gallery(index: GalleryIndex, model: Autoencoder, queries: ImageSet, k: int = 10,
                    batch_size: int = 512, device: str = "cpu") -> SearchResults:
-    """The ``k`` nearest gallery images of every query."""
+    """The ``k`` nearest gallery images of every query (a file given twice, e.g. by name and
+    inside a folder, is searched once)."""
+    queries = distinct_files(queries)
     found = index.search(encode(model, queries, batch_size, device), k)
     return SearchResults(index, queries, found, [_result(index, queries, i, found)
                                                  for i in range(len(queries))])
+
+
+def distinct_files(images: ImageSet) -> ImageSet:
+    """``images`` without the repeats of a file (the same path once resolved); the first is kept."""
+    first: dict[Path, int] = {}
+    for i, f in enumerate(images.files or []):
+        first.setdefault(Path(f).resolve(), i)
+    keep = sorted(first.values())
+    return images.subset(keep) if images.files and len(keep) < len(images) else images
 
 
 def _result(index: GalleryIndex, queries: ImageSet, i: int, found: Neighbours) -> dict[str, Any]:
