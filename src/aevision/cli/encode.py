@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from aevision.api import load
     from aevision.tasks.model_outputs import rows_path, write_features
+    from aevision.validation import plural
 
     out = output_path(args.out, (".npy", ".safetensors"))
     model = load(args.model, args.device)
@@ -34,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {features.shape[0]} x {features.shape[1]} features{rows}")
     data = inputs.data
     if data.skipped:
-        print(f"skipped {len(data.skipped)} unreadable files (e.g. {data.skipped[0].path}: "
+        print(f"skipped {plural(len(data.skipped), 'unreadable file')} (e.g. {data.skipped[0].path}: "
               f"{data.skipped[0].reason})")
     return 0
