@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aevision.config import (
     DataConfig,
@@ -342,5 +342,3 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
     cfg.validate()
     return cfg
 
-
-ProtocolName = Literal["linear", "knn", "finetune"]
