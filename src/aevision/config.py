@@ -394,15 +394,24 @@ def parse_regularizer(spec: str) -> dict[str, Any]:
     return out
 
 
+def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``, mappings merged key by key, everything else (lists too)
+    replaced: how every config builder layers defaults, a base config, a YAML file. Neither
+    argument changes."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+            else copy.deepcopy(v)
+    return out
+
+
 def build_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
 ) -> PretrainConfig:
     """Defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
-    data: dict[str, Any] = copy.deepcopy(base) if base else {}
-    if path is not None:
-        _deep_update(data, load_yaml(path))
+    data = merged(base or {}, load_yaml(path) if path is not None else {})
     for assignment in overrides or []:
         apply_override(data, assignment)
     return PretrainConfig.from_dict(data)
@@ -425,11 +434,3 @@ def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
         return False
     # compared as a JSON file reads back (tuples are lists there)
     return json.loads(json.dumps(normalised)) == json.loads(json.dumps(wanted))
-
-
-def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _deep_update(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)

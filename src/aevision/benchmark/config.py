@@ -43,6 +43,7 @@ from aevision.config import (
     build_config,
     from_dict,
     load_yaml,
+    merged,
     to_dict,
     yaml_load,
 )
@@ -300,15 +301,6 @@ class BenchmarkConfig:
         return to_dict(self)
 
 
-def _merged(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``new``, mappings merged key by key, everything else replaced."""
-    out = copy.deepcopy(base)
-    for k, v in new.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            and k != "models" else copy.deepcopy(v)
-    return out
-
-
 def safe_name(name: str) -> str:
     """A dataset or model name as a folder name (``folder:/a/b`` -> ``folder_a_b``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "data"
@@ -337,8 +329,7 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
         raise AevisionError(f"benchmark {source!r}: expected a mapping at the top level")
     # nested sections start from the defaults, so `finetune: {train: {epochs: 5}}` keeps the
     # other fine-tuning defaults (AdamW, cosine schedule) instead of the pretraining ones
-    merged = _merged(BenchmarkConfig().to_dict(), data)
-    cfg: BenchmarkConfig = from_dict(BenchmarkConfig, merged, "")
+    cfg: BenchmarkConfig = from_dict(BenchmarkConfig, merged(BenchmarkConfig().to_dict(), data), "")
     cfg.validate()
     return cfg
 

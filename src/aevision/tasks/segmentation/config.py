@@ -6,7 +6,6 @@ The data, architecture and training sections are the pretrain ones (:class:`Data
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,10 +14,10 @@ from aevision.config import (
     DataConfig,
     ModelConfig,
     TrainConfig,
-    _deep_update,
     apply_override,
     from_dict,
     load_yaml,
+    merged,
     to_dict,
 )
 from aevision.validation import check
@@ -121,11 +120,7 @@ def build_segment_config(
     base: dict[str, Any] | None = None,
 ) -> SegmentConfig:
     """Segmentation defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
-    data: dict[str, Any] = copy.deepcopy(DEFAULTS)
-    if base:
-        _deep_update(data, base)
-    if path is not None:
-        _deep_update(data, load_yaml(path))
+    data = merged(merged(DEFAULTS, base or {}), load_yaml(path) if path is not None else {})
     for assignment in overrides or []:
         apply_override(data, assignment)
     cfg = from_dict(SegmentConfig, data, "")
