@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aevision.config import PretrainConfig, build_config, to_dict, upgraded_config
+from aevision.config import VAL_BATCH_SIZE, PretrainConfig, build_config, to_dict, upgraded_config
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
@@ -87,7 +87,7 @@ def pretrain(
     clip, stride = cfg.data.clip_length, cfg.data.clip_stride
     train = TensorBatches(training_data(splits.train, clip, stride), bs, seed=cfg.seed, shuffle=True,
                           drop_last=True, transform=Augment(cfg.augment) if cfg.augment.active else None)
-    val = (TensorBatches(training_data(splits.val, clip, stride), max(bs, 256 // (clip or 1)),
+    val = (TensorBatches(training_data(splits.val, clip, stride), max(bs, VAL_BATCH_SIZE // (clip or 1)),
                          shuffle=False)
            if splits.val is not None and len(splits.val) else None)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)

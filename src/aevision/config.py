@@ -85,6 +85,11 @@ class RegularizerConfig:
             check(self.weight >= 0.0, f"{prefix}.weight", self.weight, "a number >= 0")
 
 
+# Images per validation batch (at least train.batch_size; a clip of T frames counts T): evaluation
+# keeps no activations for a backward pass, so it batches wider than training.
+VAL_BATCH_SIZE = 256
+
+
 @dataclass
 class TrainConfig:
     """How to optimise: the loop, the hardware, the checkpoints."""

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from aevision.config import TrainConfig
+from aevision.config import VAL_BATCH_SIZE, TrainConfig
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import ImageSet, float_batches
@@ -227,7 +227,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     bs = min(cfg.train.batch_size, len(train))
     batches = TensorBatches(train.images, bs, seed=seed, shuffle=True, drop_last=True,
                             transform=None if augment is None else augment.images_only, targets=train.labels)
-    val_batches = (TensorBatches(val.images, max(bs, 512), shuffle=False, targets=val.labels)
+    val_batches = (TensorBatches(val.images, max(bs, VAL_BATCH_SIZE), shuffle=False, targets=val.labels)
                    if val is not None and val.labels is not None and len(val) else None)
     out_dir = Path(out_dir)
     phases = []

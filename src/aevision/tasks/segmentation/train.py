@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aevision.config import VAL_BATCH_SIZE
 from aevision.data import to_float
 from aevision.data.batches import TensorBatches
 from aevision.data.segmentation import load_segmentation
@@ -91,7 +92,7 @@ def segment(
     train_batches = TensorBatches(train.images[order], bs, seed=cfg.seed, shuffle=True, drop_last=True,
                                   targets=train.masks[order], transform=augment if augment.active else None)
     val = splits.val if splits.val is not None and len(splits.val) else None
-    val_batches = (TensorBatches(val.images, max(bs, 64), shuffle=False, targets=val.masks)
+    val_batches = (TensorBatches(val.images, max(bs, VAL_BATCH_SIZE), shuffle=False, targets=val.masks)
                    if val is not None else None)
     out_dir = Path(cfg.output_dir)
     trainer = Trainer(cfg.train, out_dir, seed=cfg.seed)
