@@ -14,7 +14,7 @@ import json
 import os
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -151,20 +151,27 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    """Batch augmentation (:mod:`aevision.data.augment`), all off by default. Flips suit natural images and
-    clothing, not digits or text; zoomed crops and jitter suit photos."""
+    """Random changes to each training batch, all off by default: for pretraining and fine-tuning
+    (:class:`aevision.data.augment.Augment`, images alone) and segmentation
+    (:class:`aevision.tasks.segmentation.augment.SegAugment`, images and masks alike, which does
+    the flips, quarter turns, zoom and jitter). Flips suit natural images and clothing, not digits
+    or text; zoomed crops and jitter suit photos."""
 
     shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%)
     rotate: float = 0.0  # max rotation in degrees (either way)
     scale: float = 0.0  # max relative zoom in or out about the centre (0.1 = 90%..110%; zeros padding)
     zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back (no padding)
     hflip: bool = False  # mirror left-right with probability 1/2
+    vflip: bool = False  # mirror top-bottom with probability 1/2
+    rot90: bool = False  # turn by a random multiple of 90 degrees (square images only)
     jitter: float = 0.0  # brightness +-jitter, contrast x(1 +- jitter), per image
     erase: float = 0.0  # probability of blanking one random rectangle (random erasing / cutout)
     erase_size: float = 0.4  # its side, as a fraction of the image side, at most
     noise: float = 0.0  # std of additive Gaussian noise
 
-    def validate(self, prefix: str = "augment") -> None:
+    def validate(self, prefix: str = "augment", supported: Collection[str] | None = None) -> None:
+        """Ranges, and with ``supported`` (the changes a task's augmenter makes) every other change
+        off."""
         check(0 <= self.shift <= 0.5, f"{prefix}.shift", self.shift, "a fraction in [0, 0.5]")
         check(0 <= self.rotate <= 180, f"{prefix}.rotate", self.rotate, "degrees in [0, 180]")
         check(0 <= self.scale < 1, f"{prefix}.scale", self.scale, "a fraction in [0, 1)")
@@ -174,11 +181,23 @@ class AugmentConfig:
         check(0 < self.erase_size <= 1, f"{prefix}.erase_size", self.erase_size,
               "a fraction in (0, 1]")
         check(self.noise >= 0, f"{prefix}.noise", self.noise, "a standard deviation >= 0")
+        for name in self.changes():
+            check(supported is None or name in supported, f"{prefix}.{name}", getattr(self, name),
+                  f"{_NO_CHANGE[name]} (off): this task augments with "
+                  + ", ".join(supported or ()) + " only")
+
+    def changes(self) -> list[str]:
+        """The options that are on (erase_size is erase's own setting, not a change)."""
+        return [name for name, off in _NO_CHANGE.items() if getattr(self, name) != off]
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.zoom > 1.0 or self.hflip or self.jitter
-                    or self.erase or self.noise)
+        return bool(self.changes())
+
+
+# AugmentConfig's changes, each at the value that turns it off
+_NO_CHANGE: dict[str, Any] = {"shift": 0.0, "rotate": 0.0, "scale": 0.0, "zoom": 1.0, "hflip": False,
+                              "vflip": False, "rot90": False, "jitter": 0.0, "erase": 0.0, "noise": 0.0}
 
 
 @dataclass

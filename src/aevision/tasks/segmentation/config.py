@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aevision.config import (
+    AugmentConfig,
     DataConfig,
     ModelConfig,
     TrainConfig,
@@ -20,12 +21,14 @@ from aevision.config import (
     merged,
     to_dict,
 )
+from aevision.tasks.segmentation.augment import SEG_AUGMENTS
 from aevision.validation import check
 
 # Defaults that differ from pretraining's (small labelled sets: small batches, cosine decay).
 DEFAULTS: dict[str, Any] = {
     "data": {"name": "shapes-seg"},
     "train": {"epochs": 30, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+    "augment": {"hflip": True},
 }
 
 
@@ -57,21 +60,6 @@ class LossConfig:
 
 
 @dataclass
-class AugmentConfig:
-    """Random changes applied to each training batch, to images and masks alike."""
-
-    hflip: bool = True
-    vflip: bool = False
-    rot90: bool = False  # random multiples of 90 degrees (square images only)
-    zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back
-    jitter: float = 0.0  # brightness +-jitter, contrast x(1 +- jitter)
-
-    def validate(self, prefix: str = "augment") -> None:
-        check(self.zoom >= 1.0, f"{prefix}.zoom", self.zoom, "a number >= 1 (1: no zoom)")
-        check(0.0 <= self.jitter < 1.0, f"{prefix}.jitter", self.jitter, "a number in [0, 1)")
-
-
-@dataclass
 class SegmentConfig:
     """Everything ``aevision segment`` needs; ``to_dict()`` is written beside every metric."""
 
@@ -89,7 +77,8 @@ class SegmentConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes-seg"))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # random changes to each training batch, to images and masks alike (SEG_AUGMENTS of them)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(**DEFAULTS["augment"]))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DEFAULTS["train"]))
 
     def validate(self) -> None:
@@ -108,7 +97,7 @@ class SegmentConfig:
         self.data.validate()
         self.train.validate()
         self.loss.validate()
-        self.augment.validate()
+        self.augment.validate("augment", SEG_AUGMENTS)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
