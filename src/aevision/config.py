@@ -214,29 +214,37 @@ class PretrainConfig:
     # from, not a corruption to undo: that is the denoising regularizer)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
-    def validate(self) -> None:
-        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        self.data.validate()
-        self.train.validate()
-        self.augment.validate()
+    def validate(self, prefix: str = "") -> None:
+        """``prefix``: where this config sits in a larger one (a benchmark's ``models.NAME``)."""
+        check(self.seed >= 0, subfield(prefix, "seed"), self.seed, "an integer >= 0")
+        self.data.validate(subfield(prefix, "data"))
+        self.train.validate(subfield(prefix, "train"))
+        self.augment.validate(subfield(prefix, "augment"))
         if self.augment.active and self.data.clip_length:
-            raise ConfigError("data.clip_length", self.data.clip_length,
+            raise ConfigError(subfield(prefix, "data.clip_length"), self.data.clip_length,
                               "null when augment is on (augmentation changes each frame of a clip on its "
                               "own, breaking the motion between them)")
         for i, reg in enumerate(self.regularizers):
-            reg.validate(f"regularizers[{i}]")
+            reg.validate(subfield(prefix, f"regularizers[{i}]"))
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        cfg = from_dict(cls, data, "")
-        cfg.validate()
+    def from_dict(cls, data: dict[str, Any], prefix: str = "") -> PretrainConfig:
+        cfg = from_dict(cls, data, prefix)
+        cfg.validate(prefix)
         return cfg
 
 
 # --- generic dataclass <-> dict ----------------------------------------------------------------
+
+
+def subfield(prefix: str, name: str) -> str:
+    """The full path of field ``name`` of the section at ``prefix`` ("" at the top level): what a
+    config's ``validate(prefix)`` names in its errors."""
+    return f"{prefix}.{name}" if prefix else name
+
 
 # Classes whose extra keys are builder options, gathered into their ``options`` field.
 _OPEN_SECTIONS = (DataConfig, ModelConfig, RegularizerConfig)
@@ -270,7 +278,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
+        name = subfield(prefix, str(key))
         if key in fields and not (key == "options" and cls in _OPEN_SECTIONS):
             kwargs[key] = _field_value(name, value, hints[key])
         elif cls in _OPEN_SECTIONS:
@@ -292,7 +300,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"{prefix}.{missing[0]}" if prefix else missing[0], None, "a value")
+        raise ConfigError(subfield(prefix, missing[0]), None, "a value")
     return cls(**kwargs)
 
 
@@ -433,12 +441,14 @@ def build_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> PretrainConfig:
-    """Defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
+    """Defaults <- ``base`` <- YAML file <- ``overrides``, validated; errors name fields under
+    ``prefix`` (where the config sits in a larger one)."""
     data = merged(base or {}, load_yaml(path) if path is not None else {})
     for assignment in overrides or []:
         apply_override(data, assignment)
-    return PretrainConfig.from_dict(data)
+    return PretrainConfig.from_dict(data, prefix)
 
 
 def upgraded_config(stored: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from aevision.config import (
     from_dict,
     load_yaml,
     merged,
+    subfield,
     to_dict,
 )
 from aevision.tasks.segmentation.augment import SEG_AUGMENTS
@@ -39,6 +40,12 @@ class DecoderConfig:
     channels: list[int] | None = None  # width per level, full resolution first; default: the encoder's
     stem_channels: int = 16  # full-resolution convolution of the input (0: none)
     batch_norm: bool = True
+
+    def validate(self, prefix: str = "decoder") -> None:
+        if self.channels is not None:
+            check(bool(self.channels) and min(self.channels) >= 1, f"{prefix}.channels", self.channels,
+                  "positive widths (one per encoder stage, finest first) or null")
+        check(self.stem_channels >= 0, f"{prefix}.stem_channels", self.stem_channels, "an integer >= 0")
 
 
 @dataclass
@@ -81,23 +88,30 @@ class SegmentConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(**DEFAULTS["augment"]))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DEFAULTS["train"]))
 
-    def validate(self) -> None:
-        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        check(self.freeze_epochs >= 0, "freeze_epochs", self.freeze_epochs, "an integer >= 0")
-        check(isinstance(self.freeze_decoder, bool), "freeze_decoder", self.freeze_decoder, "true or false")
-        check(self.pretrained_lr_scale > 0, "pretrained_lr_scale", self.pretrained_lr_scale, "a number > 0")
+    def validate(self, prefix: str = "") -> None:
+        """``prefix``: where this config sits in a larger one ("" at the top level)."""
+        def at(name: str) -> str:
+            return subfield(prefix, name)
+
+        check(self.seed >= 0, at("seed"), self.seed, "an integer >= 0")
+        check(self.freeze_epochs >= 0, at("freeze_epochs"), self.freeze_epochs, "an integer >= 0")
+        check(isinstance(self.freeze_decoder, bool), at("freeze_decoder"), self.freeze_decoder,
+              "true or false")
+        check(self.pretrained_lr_scale > 0, at("pretrained_lr_scale"), self.pretrained_lr_scale,
+              "a number > 0")
         if self.labels is not None:
-            check(self.labels >= 1, "labels", self.labels, "a positive integer or null (all)")
+            check(self.labels >= 1, at("labels"), self.labels, "a positive integer or null (all)")
         if self.epoch_images is not None:
-            check(self.epoch_images >= 1, "epoch_images", self.epoch_images, "a positive integer or null")
+            check(self.epoch_images >= 1, at("epoch_images"), self.epoch_images, "a positive integer or null")
         if self.examples is not None:
-            check(self.examples >= 0, "examples", self.examples, "an integer >= 0 or null (all)")
-        check(self.init == "scratch" or self.encoder is not None, "encoder", self.encoder,
+            check(self.examples >= 0, at("examples"), self.examples, "an integer >= 0 or null (all)")
+        check(self.init == "scratch" or self.encoder is not None, at("encoder"), self.encoder,
               "a model folder from 'aevision pretrain' (or init: scratch for a randomly initialised encoder)")
-        self.data.validate()
-        self.train.validate()
-        self.loss.validate()
-        self.augment.validate("augment", SEG_AUGMENTS)
+        self.data.validate(at("data"))
+        self.decoder.validate(at("decoder"))
+        self.train.validate(at("train"))
+        self.loss.validate(at("loss"))
+        self.augment.validate(at("augment"), SEG_AUGMENTS)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -148,8 +148,6 @@ def build_segmenter(encoder: nn.Module, encoder_spec: dict[str, Any], *, input_s
     if len(widths) != len(skips) or min(widths) < 1:
         raise ConfigError("decoder.channels", decoder_channels,
                           f"{len(skips)} positive widths (one per encoder stage, finest first)")
-    if stem_channels < 0:
-        raise ConfigError("decoder.stem_channels", stem_channels, "an integer >= 0")
     decoder = UNetDecoder(int(input_shape[0]), skips, widths, stem_channels, batch_norm)
     spec = {
         "encoder": {"name": encoder_spec["name"], "options": dict(encoder_spec.get("options", {})),
