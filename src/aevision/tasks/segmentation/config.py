@@ -22,6 +22,7 @@ from aevision.config import (
     subfield,
     to_dict,
 )
+from aevision.tasks.losses import check_weight_list
 from aevision.tasks.segmentation.augment import SEG_AUGMENTS
 from aevision.validation import check
 
@@ -49,8 +50,10 @@ class DecoderConfig:
 
 
 @dataclass
-class LossConfig:
-    """Cross-entropy + Dice; unknown pixels (mask value 255) are always skipped."""
+class SegLossConfig:
+    """:class:`~aevision.tasks.segmentation.loss.SegLoss`: cross-entropy + Dice; unknown pixels
+    (mask value 255) are always skipped. (Fine-tuning's loss, per image, is
+    :class:`aevision.tasks.losses.LossConfig`.)"""
 
     ce_weight: float = 1.0
     dice_weight: float = 1.0
@@ -62,8 +65,7 @@ class LossConfig:
         check(self.ce_weight + self.dice_weight > 0, f"{prefix}.ce_weight", self.ce_weight,
               "a positive weight for at least one of ce_weight and dice_weight")
         if isinstance(self.class_weights, list):
-            check(all(w >= 0 for w in self.class_weights), f"{prefix}.class_weights",
-                  self.class_weights, "weights >= 0")
+            check_weight_list(self.class_weights, f"{prefix}.class_weights")
 
 
 @dataclass
@@ -83,7 +85,7 @@ class SegmentConfig:
     examples: int | None = 16  # test images written as mask and overlay PNGs (None: all)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes-seg"))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: SegLossConfig = field(default_factory=SegLossConfig)
     # random changes to each training batch, to images and masks alike (SEG_AUGMENTS of them)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(**DEFAULTS["augment"]))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DEFAULTS["train"]))
