@@ -172,17 +172,17 @@ class AugmentConfig:
     def validate(self, prefix: str = "augment", supported: Collection[str] | None = None) -> None:
         """Ranges, and with ``supported`` (the changes a task's augmenter makes) every other change
         off."""
-        check(0 <= self.shift <= 0.5, f"{prefix}.shift", self.shift, "a fraction in [0, 0.5]")
-        check(0 <= self.rotate <= 180, f"{prefix}.rotate", self.rotate, "degrees in [0, 180]")
-        check(0 <= self.scale < 1, f"{prefix}.scale", self.scale, "a fraction in [0, 1)")
-        check(self.zoom >= 1.0, f"{prefix}.zoom", self.zoom, "a number >= 1 (1: no zoom)")
-        check(0 <= self.jitter < 1, f"{prefix}.jitter", self.jitter, "a number in [0, 1)")
-        check(0 <= self.erase <= 1, f"{prefix}.erase", self.erase, "a probability in [0, 1]")
-        check(0 < self.erase_size <= 1, f"{prefix}.erase_size", self.erase_size,
+        check(0 <= self.shift <= 0.5, subfield(prefix, "shift"), self.shift, "a fraction in [0, 0.5]")
+        check(0 <= self.rotate <= 180, subfield(prefix, "rotate"), self.rotate, "degrees in [0, 180]")
+        check(0 <= self.scale < 1, subfield(prefix, "scale"), self.scale, "a fraction in [0, 1)")
+        check(self.zoom >= 1.0, subfield(prefix, "zoom"), self.zoom, "a number >= 1 (1: no zoom)")
+        check(0 <= self.jitter < 1, subfield(prefix, "jitter"), self.jitter, "a number in [0, 1)")
+        check(0 <= self.erase <= 1, subfield(prefix, "erase"), self.erase, "a probability in [0, 1]")
+        check(0 < self.erase_size <= 1, subfield(prefix, "erase_size"), self.erase_size,
               "a fraction in (0, 1]")
-        check(self.noise >= 0, f"{prefix}.noise", self.noise, "a standard deviation >= 0")
+        check(self.noise >= 0, subfield(prefix, "noise"), self.noise, "a standard deviation >= 0")
         for name in self.changes():
-            check(supported is None or name in supported, f"{prefix}.{name}", getattr(self, name),
+            check(supported is None or name in supported, subfield(prefix, name), getattr(self, name),
                   f"{_NO_CHANGE[name]} (off): this task augments with "
                   + ", ".join(supported or ()) + " only")
 
