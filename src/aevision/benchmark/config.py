@@ -179,16 +179,19 @@ class FinetuneProtocol(FinetuneConfig):
 
 def _check_scope(protocol: LinearProtocol | KNNProtocol | FinetuneProtocol, prefix: str,
                 models: Collection[str] | None) -> None:
-    """The settings every protocol has: which budgets, how many seeds, which of the benchmark's
-    ``models`` (None: not known here, as when fine-tuning checks its own config)."""
+    """The settings every protocol has: which budgets, how many seeds, which models."""
     if protocol.labels is not None:
         parse_budgets(protocol.labels, f"{prefix}.labels")
     if protocol.seeds is not None:
         check(protocol.seeds >= 1, f"{prefix}.seeds", protocol.seeds, "an integer >= 1")
-    _check_models(protocol.models if models is not None else None, f"{prefix}.models", models or ())
+    _check_models(protocol.models, f"{prefix}.models", models)
 
 
-def _check_models(names: list[str] | None, field: str, models: Collection[str]) -> None:
+def _check_models(names: list[str] | None, field: str, models: Collection[str] | None) -> None:
+    """``names`` among the benchmark's ``models`` (None: not known here, as when fine-tuning checks
+    its own config)."""
+    if models is None:
+        return
     for i, m in enumerate(names or []):
         check(m in models, f"{field}[{i}]", m, "one of the benchmark's models: " + ", ".join(models))
 
@@ -217,7 +220,7 @@ class ImbalanceConfig:
     def validate(self, prefix: str = "imbalance", models: Collection[str] | None = None) -> None:
         if self.ratio is not None:
             check(self.ratio >= 1, f"{prefix}.ratio", self.ratio, "a number >= 1 (largest / smallest class)")
-            _check_models(self.models if models is not None else None, f"{prefix}.models", models or ())
+            _check_models(self.models, f"{prefix}.models", models)
         for i, p in enumerate(self.protocols):
             check(p in ("linear", "finetune"), f"{prefix}.protocols[{i}]", p, "'linear' or 'finetune'")
         self.weighted.validate(f"{prefix}.weighted")
