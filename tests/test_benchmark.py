@@ -79,6 +79,12 @@ def test_config_errors_name_the_field():
         load_benchmark("quick", ["imbalance.models=[nope]"])
     with pytest.raises(AevisionError, match="not a file and not a preset"):
         load_benchmark("no-such-preset")
+    # each section's own validate names the full path (a model's pretrain config included)
+    for override in ("models.conv.train.epochs=0", "protocols.finetune.min_epoch_images=-1",
+                     "protocols.finetune.loss.focal_gamma=-1", "imbalance.seeds=0"):
+        field = override.split("=")[0].replace(".", r"\.")
+        with pytest.raises(ConfigError, match=rf"^{field}: got"):
+            load_benchmark("quick", [override])
     cfg = load_benchmark("quick", ["protocols.finetune.train.epochs=3"])
     assert cfg.protocols.finetune.train.epochs == 3
     assert cfg.protocols.finetune.train.optimizer == "adamw"  # other fine-tuning defaults kept

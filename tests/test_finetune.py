@@ -73,6 +73,23 @@ def test_unfreezing_trains_the_encoder_in_a_second_phase(digits, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_the_classifier_freezes_by_the_epoch_hook_the_segmenter_uses():
+    from aevision.tasks.freezing import Freezable
+
+    clf = Classifier(_encoder(), 10, encoder_lr_scale=0.1)
+    assert isinstance(clf, Freezable)
+    clf.freeze_epochs = 1
+    clf.on_train_epoch_start(0)  # as the Trainer calls it
+    assert clf.frozen and not clf.features.training and clf.head.training
+    assert not any(p.requires_grad for p in clf.features.parameters())
+    clf.train()  # a frozen encoder keeps its batch-norm statistics
+    assert not clf.features.training
+    assert len(clf.param_groups(1e-3)) == 2  # frozen parameters stay in the optimizer, without gradient
+    clf.on_train_epoch_start(1)
+    assert not clf.frozen and clf.features.training
+    assert all(p.requires_grad for p in clf.features.parameters())
+
+
 def test_stage_features_pool_and_concatenate():
     enc = _encoder(source="stages", pool=2)
     assert enc.dim == 8 * 4 + 16 * 4

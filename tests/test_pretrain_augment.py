@@ -110,3 +110,12 @@ def test_cli_pretrain_takes_augment_overrides(tmp_path, capsys):
     assert summary["config"]["augment"]["zoom"] == 1.2 and summary["config"]["augment"]["jitter"] == 0.1
     assert main(["pretrain", "--dataset", "digits", "-o", str(tmp_path / "bad"), "augment.zoom=0.9"]) != 0
     assert "augment.zoom: got 0.9" in capsys.readouterr().err
+
+
+def test_vertical_flips_and_quarter_turns_move_whole_images():
+    x = torch.rand(16, 1, 6, 6)
+    torch.manual_seed(0)
+    y = Augment(AugmentConfig(vflip=True, rot90=True))(x)
+    turned = [[torch.rot90(f, q, dims=(-2, -1)) for q in range(4)] for f in (x, x.flip(-2))]
+    assert all(any(torch.equal(y[i], t[i]) for ts in turned for t in ts) for i in range(16))
+    assert not torch.equal(y, x)

@@ -223,6 +223,15 @@ def test_batches_with_targets_stay_aligned_through_augmentation():
     assert not torch.equal(y, big[:, 0])
 
 
+def test_segmentation_shares_the_augment_config_and_refuses_what_it_cannot_do_to_masks():
+    cfg = build_segment_config(base={"encoder": "ae", "augment": {"zoom": 1.5}})
+    assert cfg.augment.hflip and cfg.augment.zoom == 1.5  # segmentation flips by default
+    with pytest.raises(ConfigError, match=r"^augment\.shift: got 0\.1, expected 0\.0 \(off\)"):
+        build_segment_config(base={"encoder": "ae", "augment": {"shift": 0.1}})
+    with pytest.raises(ConfigError, match=r"^decoder\.stem_channels: got -1"):
+        build_segment_config(base={"encoder": "ae", "decoder": {"stem_channels": -1}})
+
+
 class _PairModel(torch.nn.Module):
     """Regresses a per-sample target; records the epochs the Trainer announces."""
 

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +83,11 @@ class RegularizerConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# Images per validation batch (at least train.batch_size; a clip of T frames counts T): evaluation
+# keeps no activations for a backward pass, so it batches wider than training.
+VAL_BATCH_SIZE = 256
+
+
 @dataclass
 class TrainConfig:
     """How to optimise: the loop, the hardware, the checkpoints."""
@@ -144,34 +149,53 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    """Batch augmentation (:mod:`aevision.data.augment`), all off by default. Flips suit natural images and
-    clothing, not digits or text; zoomed crops and jitter suit photos."""
+    """Random changes to each training batch, all off by default: for pretraining and fine-tuning
+    (:class:`aevision.data.augment.Augment`, images alone) and segmentation
+    (:class:`aevision.tasks.segmentation.augment.SegAugment`, images and masks alike, which does
+    the flips, quarter turns, zoom and jitter). Flips suit natural images and clothing, not digits
+    or text; zoomed crops and jitter suit photos."""
 
     shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%)
     rotate: float = 0.0  # max rotation in degrees (either way)
     scale: float = 0.0  # max relative zoom in or out about the centre (0.1 = 90%..110%; zeros padding)
     zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back (no padding)
     hflip: bool = False  # mirror left-right with probability 1/2
+    vflip: bool = False  # mirror top-bottom with probability 1/2
+    rot90: bool = False  # turn by a random multiple of 90 degrees (square images only)
     jitter: float = 0.0  # brightness +-jitter, contrast x(1 +- jitter), per image
     erase: float = 0.0  # probability of blanking one random rectangle (random erasing / cutout)
     erase_size: float = 0.4  # its side, as a fraction of the image side, at most
     noise: float = 0.0  # std of additive Gaussian noise
 
-    def validate(self, prefix: str = "augment") -> None:
-        check(0 <= self.shift <= 0.5, f"{prefix}.shift", self.shift, "a fraction in [0, 0.5]")
-        check(0 <= self.rotate <= 180, f"{prefix}.rotate", self.rotate, "degrees in [0, 180]")
-        check(0 <= self.scale < 1, f"{prefix}.scale", self.scale, "a fraction in [0, 1)")
-        check(self.zoom >= 1.0, f"{prefix}.zoom", self.zoom, "a number >= 1 (1: no zoom)")
-        check(0 <= self.jitter < 1, f"{prefix}.jitter", self.jitter, "a number in [0, 1)")
-        check(0 <= self.erase <= 1, f"{prefix}.erase", self.erase, "a probability in [0, 1]")
-        check(0 < self.erase_size <= 1, f"{prefix}.erase_size", self.erase_size,
+    def validate(self, prefix: str = "augment", supported: Collection[str] | None = None) -> None:
+        """Ranges, and with ``supported`` (the changes a task's augmenter makes) every other change
+        off."""
+        check(0 <= self.shift <= 0.5, subfield(prefix, "shift"), self.shift, "a fraction in [0, 0.5]")
+        check(0 <= self.rotate <= 180, subfield(prefix, "rotate"), self.rotate, "degrees in [0, 180]")
+        check(0 <= self.scale < 1, subfield(prefix, "scale"), self.scale, "a fraction in [0, 1)")
+        check(self.zoom >= 1.0, subfield(prefix, "zoom"), self.zoom, "a number >= 1 (1: no zoom)")
+        check(0 <= self.jitter < 1, subfield(prefix, "jitter"), self.jitter, "a number in [0, 1)")
+        check(0 <= self.erase <= 1, subfield(prefix, "erase"), self.erase, "a probability in [0, 1]")
+        check(0 < self.erase_size <= 1, subfield(prefix, "erase_size"), self.erase_size,
               "a fraction in (0, 1]")
-        check(self.noise >= 0, f"{prefix}.noise", self.noise, "a standard deviation >= 0")
+        check(self.noise >= 0, subfield(prefix, "noise"), self.noise, "a standard deviation >= 0")
+        for name in self.changes():
+            check(supported is None or name in supported, subfield(prefix, name), getattr(self, name),
+                  f"{_NO_CHANGE[name]} (off): this task augments with "
+                  + ", ".join(supported or ()) + " only")
+
+    def changes(self) -> list[str]:
+        """The options that are on (erase_size is erase's own setting, not a change)."""
+        return [name for name, off in _NO_CHANGE.items() if getattr(self, name) != off]
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.zoom > 1.0 or self.hflip or self.jitter
-                    or self.erase or self.noise)
+        return bool(self.changes())
+
+
+# AugmentConfig's changes, each at the value that turns it off
+_NO_CHANGE: dict[str, Any] = {"shift": 0.0, "rotate": 0.0, "scale": 0.0, "zoom": 1.0, "hflip": False,
+                              "vflip": False, "rot90": False, "jitter": 0.0, "erase": 0.0, "noise": 0.0}
 
 
 @dataclass
@@ -188,13 +212,14 @@ class PretrainConfig:
     # from, not a corruption to undo: that is the denoising regularizer)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
-    def validate(self) -> None:
-        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        self.data.validate()
-        self.train.validate()
-        self.augment.validate()
+    def validate(self, prefix: str = "") -> None:
+        """``prefix``: where this config sits in a larger one (a benchmark's ``models.NAME``)."""
+        check(self.seed >= 0, subfield(prefix, "seed"), self.seed, "an integer >= 0")
+        self.data.validate(subfield(prefix, "data"))
+        self.train.validate(subfield(prefix, "train"))
+        self.augment.validate(subfield(prefix, "augment"))
         if self.augment.active and self.data.clip_length:
-            raise ConfigError("data.clip_length", self.data.clip_length,
+            raise ConfigError(subfield(prefix, "data.clip_length"), self.data.clip_length,
                               "null when augment is on (augmentation changes each frame of a clip on its "
                               "own, breaking the motion between them)")
 
@@ -202,13 +227,20 @@ class PretrainConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        cfg = from_dict(cls, data, "")
-        cfg.validate()
+    def from_dict(cls, data: dict[str, Any], prefix: str = "") -> PretrainConfig:
+        cfg = from_dict(cls, data, prefix)
+        cfg.validate(prefix)
         return cfg
 
 
 # --- generic dataclass <-> dict ----------------------------------------------------------------
+
+
+def subfield(prefix: str, name: str) -> str:
+    """The full path of field ``name`` of the section at ``prefix`` ("" at the top level): what a
+    config's ``validate(prefix)`` names in its errors."""
+    return f"{prefix}.{name}" if prefix else name
+
 
 # Classes whose extra keys are builder options, gathered into their ``options`` field.
 _OPEN_SECTIONS = (DataConfig, ModelConfig, RegularizerConfig)
@@ -242,7 +274,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
+        name = subfield(prefix, str(key))
         if key in fields and not (key == "options" and cls in _OPEN_SECTIONS):
             kwargs[key] = _field_value(name, value, hints[key])
         elif cls in _OPEN_SECTIONS:
@@ -264,7 +296,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"{prefix}.{missing[0]}" if prefix else missing[0], None, "a value")
+        raise ConfigError(subfield(prefix, missing[0]), None, "a value")
     return cls(**kwargs)
 
 
@@ -385,18 +417,29 @@ def parse_regularizer(spec: str) -> dict[str, Any]:
     return out
 
 
+def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``, mappings merged key by key, everything else (lists too)
+    replaced: how every config builder layers defaults, a base config, a YAML file. Neither
+    argument changes."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+            else copy.deepcopy(v)
+    return out
+
+
 def build_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> PretrainConfig:
-    """Defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
-    data: dict[str, Any] = copy.deepcopy(base) if base else {}
-    if path is not None:
-        _deep_update(data, load_yaml(path))
+    """Defaults <- ``base`` <- YAML file <- ``overrides``, validated; errors name fields under
+    ``prefix`` (where the config sits in a larger one)."""
+    data = merged(base or {}, load_yaml(path) if path is not None else {})
     for assignment in overrides or []:
         apply_override(data, assignment)
-    return PretrainConfig.from_dict(data)
+    return PretrainConfig.from_dict(data, prefix)
 
 
 def upgraded_config(stored: dict[str, Any]) -> dict[str, Any]:
@@ -416,11 +459,3 @@ def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
         return False
     # compared as a JSON file reads back (tuples are lists there)
     return json.loads(json.dumps(normalised)) == json.loads(json.dumps(wanted))
-
-
-def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _deep_update(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)

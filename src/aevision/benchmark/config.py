@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aevision.config import (
     DataConfig,
@@ -43,6 +44,7 @@ from aevision.config import (
     build_config,
     from_dict,
     load_yaml,
+    merged,
     to_dict,
     yaml_load,
 )
@@ -129,6 +131,13 @@ class LinearProtocol:
     seeds: int | None = None  # null: the benchmark's seeds
     models: list[str] | None = None  # autoencoders it evaluates (null: all); baselines always run
 
+    def validate(self, prefix: str = "protocols.linear", models: Collection[str] | None = None) -> None:
+        _check_scope(self, prefix, models)
+        check(bool(self.c_grid) and all(c > 0 for c in self.c_grid), f"{prefix}.c_grid", self.c_grid,
+              "a non-empty list of numbers > 0")
+        check(self.max_iter >= 1, f"{prefix}.max_iter", self.max_iter, "an integer >= 1")
+        check(self.folds >= 2, f"{prefix}.folds", self.folds, "an integer >= 2")
+
 
 @dataclass
 class KNNProtocol:
@@ -141,6 +150,11 @@ class KNNProtocol:
     labels: list[int | str] | None = None
     seeds: int | None = None
     models: list[str] | None = None
+
+    def validate(self, prefix: str = "protocols.knn", models: Collection[str] | None = None) -> None:
+        _check_scope(self, prefix, models)
+        check(self.k >= 1, f"{prefix}.k", self.k, "an integer >= 1")
+        check(self.temperature > 0, f"{prefix}.temperature", self.temperature, "a number > 0")
 
 
 @dataclass
@@ -156,12 +170,41 @@ class FinetuneProtocol(FinetuneConfig):
     # budget of 10 per class still gets a useful number of optimisation steps per epoch
     min_epoch_images: int = 0
 
+    def validate(self, prefix: str = "protocols.finetune", models: Collection[str] | None = None) -> None:
+        super().validate(prefix)
+        _check_scope(self, prefix, models)
+        check(self.min_epoch_images >= 0, f"{prefix}.min_epoch_images", self.min_epoch_images,
+              "an integer >= 0")
+
+
+def _check_scope(protocol: LinearProtocol | KNNProtocol | FinetuneProtocol, prefix: str,
+                models: Collection[str] | None) -> None:
+    """The settings every protocol has: which budgets, how many seeds, which models."""
+    if protocol.labels is not None:
+        parse_budgets(protocol.labels, f"{prefix}.labels")
+    if protocol.seeds is not None:
+        check(protocol.seeds >= 1, f"{prefix}.seeds", protocol.seeds, "an integer >= 1")
+    _check_models(protocol.models, f"{prefix}.models", models)
+
+
+def _check_models(names: list[str] | None, field: str, models: Collection[str] | None) -> None:
+    """``names`` among the benchmark's ``models`` (None: not known here, as when fine-tuning checks
+    its own config)."""
+    if models is None:
+        return
+    for i, m in enumerate(names or []):
+        check(m in models, f"{field}[{i}]", m, "one of the benchmark's models: " + ", ".join(models))
+
 
 @dataclass
 class Protocols:
     linear: LinearProtocol = field(default_factory=LinearProtocol)
     knn: KNNProtocol = field(default_factory=KNNProtocol)
     finetune: FinetuneProtocol = field(default_factory=FinetuneProtocol)
+
+    def validate(self, prefix: str = "protocols", models: Collection[str] | None = None) -> None:
+        for name in PROTOCOLS:
+            getattr(self, name).validate(f"{prefix}.{name}", models)
 
 
 @dataclass
@@ -173,6 +216,18 @@ class ImbalanceConfig:
     models: list[str] | None = None  # which autoencoders (null: all)
     weighted: LossConfig = field(default_factory=lambda: LossConfig(class_weight="inverse"))
     seeds: int | None = None
+
+    def validate(self, prefix: str = "imbalance", models: Collection[str] | None = None) -> None:
+        if self.ratio is not None:
+            check(self.ratio >= 1, f"{prefix}.ratio", self.ratio, "a number >= 1 (largest / smallest class)")
+            _check_models(self.models, f"{prefix}.models", models)
+        for i, p in enumerate(self.protocols):
+            check(p in ("linear", "finetune"), f"{prefix}.protocols[{i}]", p, "'linear' or 'finetune'")
+        self.weighted.validate(f"{prefix}.weighted")
+        check(self.weighted.weighted, f"{prefix}.weighted.class_weight", self.weighted.class_weight,
+              "a class weighting ('inverse', 'effective' or a list): it is compared with plain CE")
+        if self.seeds is not None:
+            check(self.seeds >= 1, f"{prefix}.seeds", self.seeds, "an integer >= 1")
 
 
 @dataclass
@@ -214,39 +269,8 @@ class BenchmarkConfig:
                   "a mapping with model / regularizers / train sections")
             self.model_features(name)
             self._check_builders(name, self.pretrain_config(name, self.datasets[0]))
-        for pname in PROTOCOLS:
-            proto = getattr(self.protocols, pname)
-            if proto.labels is not None:
-                parse_budgets(proto.labels, f"protocols.{pname}.labels")
-            if proto.seeds is not None:
-                check(proto.seeds >= 1, f"protocols.{pname}.seeds", proto.seeds, "an integer >= 1")
-            for i, m in enumerate(proto.models or []):
-                check(m in self.models, f"protocols.{pname}.models[{i}]", m,
-                      "one of the benchmark's models: " + ", ".join(self.models))
-        lin = self.protocols.linear
-        check(bool(lin.c_grid) and all(c > 0 for c in lin.c_grid), "protocols.linear.c_grid",
-              lin.c_grid, "a non-empty list of numbers > 0")
-        check(lin.max_iter >= 1, "protocols.linear.max_iter", lin.max_iter, "an integer >= 1")
-        check(lin.folds >= 2, "protocols.linear.folds", lin.folds, "an integer >= 2")
-        knn = self.protocols.knn
-        check(knn.k >= 1, "protocols.knn.k", knn.k, "an integer >= 1")
-        check(knn.temperature > 0, "protocols.knn.temperature", knn.temperature, "a number > 0")
-        self.protocols.finetune.validate("protocols.finetune")
-        check(self.protocols.finetune.min_epoch_images >= 0, "protocols.finetune.min_epoch_images",
-              self.protocols.finetune.min_epoch_images, "an integer >= 0")
-        imb = self.imbalance
-        if imb.ratio is not None:
-            check(imb.ratio >= 1, "imbalance.ratio", imb.ratio, "a number >= 1 (largest / smallest class)")
-        for i, p in enumerate(imb.protocols):
-            check(p in ("linear", "finetune"), f"imbalance.protocols[{i}]", p, "'linear' or 'finetune'")
-        for i, m in enumerate(imb.models or [] if imb.ratio is not None else []):
-            check(m in self.models, f"imbalance.models[{i}]", m,
-                  "one of the benchmark's models: " + ", ".join(self.models))
-        imb.weighted.validate("imbalance.weighted")
-        check(imb.weighted.weighted, "imbalance.weighted.class_weight", imb.weighted.class_weight,
-              "a class weighting ('inverse', 'effective' or a list): it is compared with plain CE")
-        if imb.seeds is not None:
-            check(imb.seeds >= 1, "imbalance.seeds", imb.seeds, "an integer >= 1")
+        self.protocols.validate("protocols", self.models)
+        self.imbalance.validate("imbalance", self.models)
 
     def budgets_for(self, protocol: str) -> list[Budget]:
         own = getattr(self.protocols, protocol).labels
@@ -280,10 +304,7 @@ class BenchmarkConfig:
         base = {"seed": self.seed, "data": to_dict(data),
                 "output_dir": str(Path(self.output_dir) / "models" / safe_name(data.name) / name),
                 **fragment}
-        try:
-            return build_config(base=base)
-        except ConfigError as e:
-            raise ConfigError(f"models.{name}.{e.field}", e.value, e.expected) from None
+        return build_config(base=base, prefix=f"models.{name}")
 
     @staticmethod
     def _check_builders(name: str, pcfg: PretrainConfig) -> None:
@@ -298,15 +319,6 @@ class BenchmarkConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
-
-
-def _merged(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``new``, mappings merged key by key, everything else replaced."""
-    out = copy.deepcopy(base)
-    for k, v in new.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            and k != "models" else copy.deepcopy(v)
-    return out
 
 
 def safe_name(name: str) -> str:
@@ -337,10 +349,7 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
         raise AevisionError(f"benchmark {source!r}: expected a mapping at the top level")
     # nested sections start from the defaults, so `finetune: {train: {epochs: 5}}` keeps the
     # other fine-tuning defaults (AdamW, cosine schedule) instead of the pretraining ones
-    merged = _merged(BenchmarkConfig().to_dict(), data)
-    cfg: BenchmarkConfig = from_dict(BenchmarkConfig, merged, "")
+    cfg: BenchmarkConfig = from_dict(BenchmarkConfig, merged(BenchmarkConfig().to_dict(), data), "")
     cfg.validate()
     return cfg
 
-
-ProtocolName = Literal["linear", "knn", "finetune"]

@@ -1,5 +1,5 @@
 """Training-time augmentation on whole batches of tensors: one affine warp, zoomed crops, flips,
-photometric jitter, erasing, noise.
+quarter turns, photometric jitter, erasing, noise.
 
 Batches come from in-memory tensors (:class:`~aevision.data.batches.TensorBatches`), so
 augmentation works on the float batch (N, C, H, W) in [0, 1] as a few tensor ops: every sample
@@ -11,6 +11,7 @@ the training run seeds.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,11 @@ class Augment:
             grid = zoom_grid(x.shape, cfg.zoom, x.device)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if cfg.hflip:
-            flip = torch.rand(len(x), device=x.device) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            (x,) = random_flips([x], -1)
+        if cfg.vflip:
+            (x,) = random_flips([x], -2)
+        if cfg.rot90:
+            (x,) = quarter_turns([x])
         if cfg.jitter:
             x = jitter(x, cfg.jitter)
         if cfg.erase:
@@ -88,6 +92,30 @@ def zoom_grid(shape: torch.Size | tuple[int, ...], zoom: float, device: torch.de
     theta = torch.zeros(n, 2, 3, device=device)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = s, s, tx, ty
     return F.affine_grid(theta, list(shape), align_corners=False)
+
+
+def random_flips(tensors: Sequence[Tensor], dim: int) -> list[Tensor]:
+    """Each sample mirrored along ``dim`` with probability 1/2, the same samples in every tensor
+    (images and their masks)."""
+    first = tensors[0]
+    flip = torch.rand(first.shape[0], device=first.device) < 0.5
+    return [torch.where(flip.view(-1, *(1,) * (t.dim() - 1)), t.flip(dim), t) for t in tensors]
+
+
+def quarter_turns(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Each sample turned by a random multiple of 90 degrees, the same turn in every tensor (images
+    and their masks); non-square images are left as they are."""
+    first = tensors[0]
+    if first.shape[-1] != first.shape[-2]:
+        return list(tensors)
+    k = torch.randint(0, 4, (first.shape[0],), device=first.device)
+    out = [t.clone() for t in tensors]
+    for q in (1, 2, 3):
+        turn = k == q
+        if turn.any():
+            for o, t in zip(out, tensors, strict=True):
+                o[turn] = torch.rot90(t[turn], q, dims=(-2, -1))
+    return out
 
 
 def jitter(x: Tensor, amount: float) -> Tensor:

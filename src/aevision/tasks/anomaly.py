@@ -16,7 +16,6 @@ images (torchmetrics).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -141,16 +140,3 @@ def auroc(scores: Tensor | np.ndarray | Sequence[float], is_anomaly: Tensor | np
     if not bool(torch.isfinite(s).all()):
         raise AevisionError("auroc: scores contain NaN or inf")
     return float(binary_auroc(s, y))
-
-
-class Standardized:
-    """Mean and spread of normal scores, to put several scores on one scale before summing."""
-
-    def __init__(self, reference: Tensor):
-        r = torch.as_tensor(reference).double()
-        self.mean = float(r.mean())
-        std = float(r.std())
-        self.std = std if std > 0 and math.isfinite(std) else 1.0
-
-    def __call__(self, scores: Tensor) -> Tensor:
-        return ((torch.as_tensor(scores).double() - self.mean) / self.std).float()

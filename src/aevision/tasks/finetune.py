@@ -21,9 +21,9 @@ pretraining gets. Specific to fine-tuning:
   hidden layer lets the head combine features the encoder computes, instead of asking the encoder
   to make every class linearly separable on its own. Such a head starts at random (with
   ``freeze_epochs`` to train it before the encoder moves);
-- ``freeze_epochs``: the first epochs train the head alone, then the whole network. They run as a
-  separate Trainer phase (``out_dir/head`` then ``out_dir/full``), as the engine keeps one
-  optimizer per run.
+- ``freeze_epochs``: the first epochs train the head alone, then the whole network (the encoder
+  is held still as :mod:`aevision.tasks.freezing` holds every task's pretrained parts). They run
+  as a separate Trainer phase (``out_dir/head`` then ``out_dir/full``).
 
 The supervised baseline is the same code with ``init="scratch"``: the same architecture, randomly
 initialised, every layer at the full learning rate.
@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from aevision.config import TrainConfig
+from aevision.config import VAL_BATCH_SIZE, TrainConfig
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import ImageSet, float_batches
@@ -48,6 +48,7 @@ from aevision.engine import Trainer, seed_everything
 from aevision.errors import AevisionError
 from aevision.models.inference import eval_mode
 from aevision.tasks.features import FeatureEncoder
+from aevision.tasks.freezing import Freezable
 from aevision.tasks.losses import ClassificationLoss, LossConfig
 from aevision.validation import check
 
@@ -92,9 +93,10 @@ class FinetuneConfig:
 STD_FLOOR = 0.1  # see Classifier.standardize
 
 
-class Classifier(nn.Module):
+class Classifier(Freezable):
     """features (N, C, H, W) -> (N, D), then the head: dropout, [linear + ReLU + dropout] per
-    hidden width, linear -> (N, K) logits."""
+    hidden width, linear -> (N, K) logits. ``freeze_epochs`` holds ``features`` still
+    (:class:`~aevision.tasks.freezing.Freezable`)."""
 
     def __init__(self, features: FeatureEncoder, n_classes: int, loss: ClassificationLoss | None = None,
                  dropout: float = 0.0, encoder_lr_scale: float = 1.0, hidden: Sequence[int] = (),
@@ -113,7 +115,6 @@ class Classifier(nn.Module):
         self.register_buffer("scale", torch.ones(features.dim))
         self.criterion = loss or ClassificationLoss()
         self.encoder_lr_scale = encoder_lr_scale
-        self.frozen = False
 
     def logits(self, x: Tensor) -> Tensor:
         return self.head((self.features(x) - self.shift) * self.scale)
@@ -162,24 +163,16 @@ class Classifier(nn.Module):
                 "error": (logits.argmax(1) != y).float().mean().detach()}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """The engine's optimizer hook: the head at ``lr``, the encoder at ``lr * scale``."""
+        """The engine's optimizer hook: the head at ``lr``, the encoder at ``lr * scale`` (frozen
+        or not: a frozen encoder has no gradient, so the optimizer leaves it alone)."""
         groups: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": lr}]
-        encoder = [p for p in self.features.parameters() if p.requires_grad]
-        if encoder and not self.frozen:
+        encoder = list(self.features.parameters())
+        if encoder:
             groups.append({"params": encoder, "lr": lr * self.encoder_lr_scale})
         return groups
 
-    def freeze_encoder(self, frozen: bool) -> None:
-        self.frozen = frozen
-        for p in self.features.parameters():
-            p.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if self.frozen:  # a frozen encoder keeps its batch-norm statistics
-            self.features.eval()
-        return self
+    def frozen_parts(self) -> list[nn.Module]:
+        return [self.features]
 
     @torch.no_grad()
     def predict(self, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
@@ -227,7 +220,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     bs = min(cfg.train.batch_size, len(train))
     batches = TensorBatches(train.images, bs, seed=seed, shuffle=True, drop_last=True,
                             transform=None if augment is None else augment.images_only, targets=train.labels)
-    val_batches = (TensorBatches(val.images, max(bs, 512), shuffle=False, targets=val.labels)
+    val_batches = (TensorBatches(val.images, max(bs, VAL_BATCH_SIZE), shuffle=False, targets=val.labels)
                    if val is not None and val.labels is not None and len(val) else None)
     out_dir = Path(out_dir)
     phases = []
@@ -238,7 +231,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     history: list[dict[str, Any]] = []
     seconds, seen, best = probe_seconds, 0, None
     for name, epochs, frozen in phases:
-        clf.freeze_encoder(frozen)
+        clf.freeze_for(epochs if frozen else 0)
         trainer = Trainer(replace(cfg.train, epochs=epochs), out_dir / name, seed=seed)
         started = time.perf_counter()
         fit = trainer.fit(clf, batches, val_batches, {"finetune_phase": name})
@@ -246,6 +239,6 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
         seen += epochs * batches.num_batches() * bs
         history += [{**row, "phase": name} for row in fit.history]
         best = fit.best_epoch if val_batches is not None else None
-    clf.freeze_encoder(False)
+    clf.set_frozen(False)
     clf.eval()
     return FinetuneResult(clf, history, best, round(seconds, 3), seen)

@@ -48,9 +48,7 @@ class LossConfig:
             check(self.class_weight in ("none", "inverse", "effective"), f"{prefix}.class_weight",
                   self.class_weight, "'none', 'inverse', 'effective' or a list of per-class weights")
         else:
-            check(len(self.class_weight) > 0 and all(w >= 0 for w in self.class_weight)
-                  and sum(self.class_weight) > 0, f"{prefix}.class_weight", self.class_weight,
-                  "a list of non-negative per-class weights, not all zero")
+            check_weight_list(self.class_weight, f"{prefix}.class_weight")
         check(0.0 <= self.beta < 1.0, f"{prefix}.beta", self.beta, "a number in [0, 1)")
         check(self.focal_gamma >= 0.0, f"{prefix}.focal_gamma", self.focal_gamma, "a number >= 0")
         check(0.0 <= self.label_smoothing < 1.0, f"{prefix}.label_smoothing", self.label_smoothing,
@@ -59,6 +57,12 @@ class LossConfig:
     @property
     def weighted(self) -> bool:
         return self.class_weight != "none"
+
+
+def check_weight_list(weights: Sequence[float], field: str) -> None:
+    """Per-class loss weights as a config gives them (the count is checked against the data later)."""
+    check(len(weights) > 0 and all(w >= 0 for w in weights) and sum(weights) > 0, field, weights,
+          "a list of non-negative per-class weights, not all zero")
 
 
 def class_weights(counts: Tensor | Sequence[int], scheme: str | Sequence[float], beta: float = 0.999,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from aevision.config import PretrainConfig, build_config, to_dict, upgraded_config
+from aevision.config import VAL_BATCH_SIZE, PretrainConfig, build_config, to_dict, upgraded_config
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
@@ -28,8 +28,6 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
 from aevision.models.io import WEIGHTS, load_weights_strict
-
-VAL_BATCH_IMAGES = 256  # validation batches: at least this many images (fewer clips of T frames)
 
 
 @dataclass
@@ -142,7 +140,7 @@ def pretrain_batches(cfg: PretrainConfig, splits: Splits) -> tuple[TensorBatches
     bs, clip, stride = cfg.train.batch_size, cfg.data.clip_length, cfg.data.clip_stride
     train = TensorBatches(training_data(splits.train, clip, stride), bs, seed=cfg.seed, shuffle=True,
                           drop_last=True, transform=Augment(cfg.augment) if cfg.augment.active else None)
-    val = (TensorBatches(training_data(splits.val, clip, stride), max(bs, VAL_BATCH_IMAGES // (clip or 1)),
+    val = (TensorBatches(training_data(splits.val, clip, stride), max(bs, VAL_BATCH_SIZE // (clip or 1)),
                          shuffle=False)
            if splits.val is not None and len(splits.val) else None)
     return train, val

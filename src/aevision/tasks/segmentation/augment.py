@@ -7,12 +7,15 @@ torch's global generator, which checkpoints save, so a resumed run augments as t
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.data.augment import jitter, zoom_grid
-from aevision.tasks.segmentation.config import AugmentConfig
+from aevision.config import AugmentConfig
+from aevision.data.augment import jitter, quarter_turns, random_flips, zoom_grid
+
+# the changes SegAugment makes (to images and masks alike); the others would need masks resampled
+# with unknown borders, or would blank or blur images their masks still describe
+SEG_AUGMENTS = ("hflip", "vflip", "rot90", "zoom", "jitter")
 
 
 class SegAugment:
@@ -23,25 +26,16 @@ class SegAugment:
 
     @property
     def active(self) -> bool:
-        c = self.cfg
-        return c.hflip or c.vflip or c.rot90 or c.zoom > 1.0 or c.jitter > 0
+        return self.cfg.active
 
     def __call__(self, x: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        c, n, dev = self.cfg, x.shape[0], x.device
-        x, masks = x.clone(), masks.clone()
+        c = self.cfg
         if c.hflip:
-            f = torch.rand(n, device=dev) < 0.5
-            x[f], masks[f] = x[f].flip(-1), masks[f].flip(-1)
+            x, masks = random_flips([x, masks], -1)
         if c.vflip:
-            f = torch.rand(n, device=dev) < 0.5
-            x[f], masks[f] = x[f].flip(-2), masks[f].flip(-2)
-        if c.rot90 and x.shape[-1] == x.shape[-2]:
-            k = torch.randint(0, 4, (n,), device=dev)
-            for q in (1, 2, 3):
-                f = k == q
-                if f.any():
-                    x[f] = torch.rot90(x[f], q, dims=(-2, -1))
-                    masks[f] = torch.rot90(masks[f], q, dims=(-2, -1))
+            x, masks = random_flips([x, masks], -2)
+        if c.rot90:
+            x, masks = quarter_turns([x, masks])
         if c.zoom > 1.0:
             x, masks = self._zoom(x, masks)
         if c.jitter > 0:

@@ -6,27 +6,31 @@ The data, architecture and training sections are the pretrain ones (:class:`Data
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aevision.config import (
+    AugmentConfig,
     DataConfig,
     ModelConfig,
     TrainConfig,
-    _deep_update,
     apply_override,
     from_dict,
     load_yaml,
+    merged,
+    subfield,
     to_dict,
 )
+from aevision.tasks.losses import check_weight_list
+from aevision.tasks.segmentation.augment import SEG_AUGMENTS
 from aevision.validation import check
 
 # Defaults that differ from pretraining's (small labelled sets: small batches, cosine decay).
 DEFAULTS: dict[str, Any] = {
     "data": {"name": "shapes-seg"},
     "train": {"epochs": 30, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+    "augment": {"hflip": True},
 }
 
 
@@ -38,10 +42,18 @@ class DecoderConfig:
     stem_channels: int = 16  # full-resolution convolution of the input (0: none)
     batch_norm: bool = True
 
+    def validate(self, prefix: str = "decoder") -> None:
+        if self.channels is not None:
+            check(bool(self.channels) and min(self.channels) >= 1, f"{prefix}.channels", self.channels,
+                  "positive widths (one per encoder stage, finest first) or null")
+        check(self.stem_channels >= 0, f"{prefix}.stem_channels", self.stem_channels, "an integer >= 0")
+
 
 @dataclass
-class LossConfig:
-    """Cross-entropy + Dice; unknown pixels (mask value 255) are always skipped."""
+class SegLossConfig:
+    """:class:`~aevision.tasks.segmentation.loss.SegLoss`: cross-entropy + Dice; unknown pixels
+    (mask value 255) are always skipped. (Fine-tuning's loss, per image, is
+    :class:`aevision.tasks.losses.LossConfig`.)"""
 
     ce_weight: float = 1.0
     dice_weight: float = 1.0
@@ -53,23 +65,7 @@ class LossConfig:
         check(self.ce_weight + self.dice_weight > 0, f"{prefix}.ce_weight", self.ce_weight,
               "a positive weight for at least one of ce_weight and dice_weight")
         if isinstance(self.class_weights, list):
-            check(all(w >= 0 for w in self.class_weights), f"{prefix}.class_weights",
-                  self.class_weights, "weights >= 0")
-
-
-@dataclass
-class AugmentConfig:
-    """Random changes applied to each training batch, to images and masks alike."""
-
-    hflip: bool = True
-    vflip: bool = False
-    rot90: bool = False  # random multiples of 90 degrees (square images only)
-    zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back
-    jitter: float = 0.0  # brightness +-jitter, contrast x(1 +- jitter)
-
-    def validate(self, prefix: str = "augment") -> None:
-        check(self.zoom >= 1.0, f"{prefix}.zoom", self.zoom, "a number >= 1 (1: no zoom)")
-        check(0.0 <= self.jitter < 1.0, f"{prefix}.jitter", self.jitter, "a number in [0, 1)")
+            check_weight_list(self.class_weights, f"{prefix}.class_weights")
 
 
 @dataclass
@@ -89,27 +85,35 @@ class SegmentConfig:
     examples: int | None = 16  # test images written as mask and overlay PNGs (None: all)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes-seg"))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: SegLossConfig = field(default_factory=SegLossConfig)
+    # random changes to each training batch, to images and masks alike (SEG_AUGMENTS of them)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(**DEFAULTS["augment"]))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DEFAULTS["train"]))
 
-    def validate(self) -> None:
-        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        check(self.freeze_epochs >= 0, "freeze_epochs", self.freeze_epochs, "an integer >= 0")
-        check(isinstance(self.freeze_decoder, bool), "freeze_decoder", self.freeze_decoder, "true or false")
-        check(self.pretrained_lr_scale > 0, "pretrained_lr_scale", self.pretrained_lr_scale, "a number > 0")
+    def validate(self, prefix: str = "") -> None:
+        """``prefix``: where this config sits in a larger one ("" at the top level)."""
+        def at(name: str) -> str:
+            return subfield(prefix, name)
+
+        check(self.seed >= 0, at("seed"), self.seed, "an integer >= 0")
+        check(self.freeze_epochs >= 0, at("freeze_epochs"), self.freeze_epochs, "an integer >= 0")
+        check(isinstance(self.freeze_decoder, bool), at("freeze_decoder"), self.freeze_decoder,
+              "true or false")
+        check(self.pretrained_lr_scale > 0, at("pretrained_lr_scale"), self.pretrained_lr_scale,
+              "a number > 0")
         if self.labels is not None:
-            check(self.labels >= 1, "labels", self.labels, "a positive integer or null (all)")
+            check(self.labels >= 1, at("labels"), self.labels, "a positive integer or null (all)")
         if self.epoch_images is not None:
-            check(self.epoch_images >= 1, "epoch_images", self.epoch_images, "a positive integer or null")
+            check(self.epoch_images >= 1, at("epoch_images"), self.epoch_images, "a positive integer or null")
         if self.examples is not None:
-            check(self.examples >= 0, "examples", self.examples, "an integer >= 0 or null (all)")
-        check(self.init == "scratch" or self.encoder is not None, "encoder", self.encoder,
+            check(self.examples >= 0, at("examples"), self.examples, "an integer >= 0 or null (all)")
+        check(self.init == "scratch" or self.encoder is not None, at("encoder"), self.encoder,
               "a model folder from 'aevision pretrain' (or init: scratch for a randomly initialised encoder)")
-        self.data.validate()
-        self.train.validate()
-        self.loss.validate()
-        self.augment.validate()
+        self.data.validate(at("data"))
+        self.decoder.validate(at("decoder"))
+        self.train.validate(at("train"))
+        self.loss.validate(at("loss"))
+        self.augment.validate(at("augment"), SEG_AUGMENTS)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -121,11 +125,7 @@ def build_segment_config(
     base: dict[str, Any] | None = None,
 ) -> SegmentConfig:
     """Segmentation defaults <- ``base`` <- YAML file <- ``overrides``, validated."""
-    data: dict[str, Any] = copy.deepcopy(DEFAULTS)
-    if base:
-        _deep_update(data, base)
-    if path is not None:
-        _deep_update(data, load_yaml(path))
+    data = merged(merged(DEFAULTS, base or {}), load_yaml(path) if path is not None else {})
     for assignment in overrides or []:
         apply_override(data, assignment)
     cfg = from_dict(SegmentConfig, data, "")

@@ -28,19 +28,20 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.models.inference import eval_mode
 from aevision.models.registry import MODELS
 from aevision.models.unet import UNetDecoder
+from aevision.tasks.freezing import Freezable
 from aevision.tasks.segmentation.loss import SegLoss
 
 
-class Segmenter(nn.Module):
+class Segmenter(Freezable):
     """encoder (pretrained or not) + U-Net decoder + 1x1 head; ``forward`` is the training loss.
 
-    ``freeze_epochs``: the Trainer calls :meth:`on_train_epoch_start` before every epoch; during
-    the first ``freeze_epochs`` epochs the encoder gets no gradient and stays in eval mode (its
-    batch-norm statistics too), so the new decoder learns on fixed pretrained features before
-    fine-tuning can disturb them. With ``freeze_decoder`` a pretrained decoder (from a ``unet``
-    autoencoder) is held the same way, so that only the new class head learns at first: a randomly
-    initialised head sends random gradients into whatever it sits on (the argument of
-    linear-probe-then-fine-tune, Kumar et al. 2022).
+    ``freeze_epochs`` (:class:`~aevision.tasks.freezing.Freezable`): during the first epochs the
+    encoder gets no gradient and stays in eval mode (its batch-norm statistics too), so the new
+    decoder learns on fixed pretrained features before fine-tuning can disturb them. With
+    ``freeze_decoder`` a pretrained decoder (from a ``unet`` autoencoder) is held the same way, so
+    that only the new class head learns at first: a randomly initialised head sends random
+    gradients into whatever it sits on (the argument of linear-probe-then-fine-tune, Kumar et al.
+    2022).
 
     ``pretrained_lr_scale``: the weights that came from the autoencoder train at ``lr`` times this,
     the new ones at ``lr`` (the engine's ``param_groups`` hook).
@@ -55,11 +56,9 @@ class Segmenter(nn.Module):
         self.num_classes = num_classes
         self.spec = spec  # how to rebuild it: written to config.json
         self.loss_fn = loss or SegLoss(num_classes)
-        self.freeze_epochs = 0
         self.decoder_pretrained = False  # set by whoever loads the decoder's weights
         self.freeze_decoder = False
         self.pretrained_lr_scale = 1.0
-        self.frozen = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -98,26 +97,6 @@ class Segmenter(nn.Module):
     def frozen_parts(self) -> list[nn.Module]:
         """What ``freeze_epochs`` holds still: the encoder, and with ``freeze_decoder`` the decoder."""
         return self.pretrained_parts() if self.freeze_decoder else [self.encoder]
-
-    def set_frozen(self, frozen: bool) -> None:
-        self.frozen = frozen
-        for part in self.frozen_parts():
-            for p in part.parameters():
-                p.requires_grad_(not frozen)
-            if frozen:
-                part.eval()
-            elif self.training:
-                part.train()
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        self.set_frozen(epoch < self.freeze_epochs)
-
-    def train(self, mode: bool = True) -> Segmenter:
-        super().train(mode)
-        if self.frozen:
-            for part in self.frozen_parts():
-                part.eval()
-        return self
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """The engine's optimizer hook: pretrained weights at ``lr * pretrained_lr_scale``."""
@@ -169,8 +148,6 @@ def build_segmenter(encoder: nn.Module, encoder_spec: dict[str, Any], *, input_s
     if len(widths) != len(skips) or min(widths) < 1:
         raise ConfigError("decoder.channels", decoder_channels,
                           f"{len(skips)} positive widths (one per encoder stage, finest first)")
-    if stem_channels < 0:
-        raise ConfigError("decoder.stem_channels", stem_channels, "an integer >= 0")
     decoder = UNetDecoder(int(input_shape[0]), skips, widths, stem_channels, batch_norm)
     spec = {
         "encoder": {"name": encoder_spec["name"], "options": dict(encoder_spec.get("options", {})),

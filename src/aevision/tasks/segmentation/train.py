@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aevision.config import VAL_BATCH_SIZE
 from aevision.data import to_float
 from aevision.data.batches import TensorBatches
 from aevision.data.segmentation import load_segmentation
@@ -163,7 +164,7 @@ def segment_batches(cfg: SegmentConfig, train: SegSet, val: SegSet | None
     bs = cfg.train.batch_size
     train_batches = TensorBatches(train.images[order], bs, seed=cfg.seed, shuffle=True, drop_last=True,
                                   targets=train.masks[order], transform=augment if augment.active else None)
-    val_batches = (TensorBatches(val.images, max(bs, 64), shuffle=False, targets=val.masks)
+    val_batches = (TensorBatches(val.images, max(bs, VAL_BATCH_SIZE), shuffle=False, targets=val.masks)
                    if val is not None else None)
     return train_batches, val_batches
 
