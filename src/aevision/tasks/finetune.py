@@ -40,11 +40,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from aevision.config import VAL_BATCH_SIZE, TrainConfig
+from aevision.config import VAL_BATCH_SIZE, TrainConfig, to_dict
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import ImageSet, float_batches
 from aevision.engine import Trainer, seed_everything
+from aevision.engine.run import Run, fingerprint, run_key
 from aevision.errors import AevisionError
 from aevision.models.inference import eval_mode
 from aevision.tasks.features import FeatureEncoder
@@ -222,23 +223,41 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
                             transform=None if augment is None else augment.images_only, targets=train.labels)
     val_batches = (TensorBatches(val.images, max(bs, VAL_BATCH_SIZE), shuffle=False, targets=val.labels)
                    if val is not None and val.labels is not None and len(val) else None)
-    out_dir = Path(out_dir)
     phases = []
     if cfg.freeze_epochs and cfg.init == "pretrained":
         phases.append(("head", cfg.freeze_epochs, True))
     if cfg.train.epochs - (phases[0][1] if phases else 0) > 0:
         phases.append(("full", cfg.train.epochs - (phases[0][1] if phases else 0), False))
-    history: list[dict[str, Any]] = []
-    seconds, seen, best = probe_seconds, 0, None
-    for name, epochs, frozen in phases:
-        clf.freeze_for(epochs if frozen else 0)
-        trainer = Trainer(replace(cfg.train, epochs=epochs), out_dir / name, seed=seed)
-        started = time.perf_counter()
-        fit = trainer.fit(clf, batches, val_batches, {"finetune_phase": name})
-        seconds += time.perf_counter() - started
-        seen += epochs * batches.num_batches() * bs
-        history += [{**row, "phase": name} for row in fit.history]
-        best = fit.best_epoch if val_batches is not None else None
+    held = (val.images, val.labels) if val is not None else ()
+    key = run_key({"finetune": to_dict(cfg), "classes": k, "seed": seed},
+                  data=fingerprint(train.images, train.labels, *held),
+                  init=fingerprint(*features.state_dict().values()))
+    history, seconds, best = train_phases(clf, phases, batches, val_batches, cfg.train, Path(out_dir), seed,
+                                          key)
+    seen = sum(epochs for _, epochs, _ in phases) * batches.num_batches() * bs
     clf.set_frozen(False)
     clf.eval()
-    return FinetuneResult(clf, history, best, round(seconds, 3), seen)
+    return FinetuneResult(clf, history, best, round(probe_seconds + seconds, 3), seen)
+
+
+def train_phases(clf: Classifier, phases: list[tuple[str, int, bool]], batches: TensorBatches,
+                 val_batches: TensorBatches | None, train_cfg: TrainConfig, out_dir: Path, seed: int,
+                 key: dict[str, Any]) -> tuple[list[dict[str, Any]], float, int | None]:
+    """Each phase (``name``, epochs, encoder frozen) is a run of the run lifecycle in
+    ``out_dir/name`` (its weights: the Trainer's checkpoints there; ``summary.json``: config, fit,
+    timing). Returns the history of every phase, the training seconds and the last phase's best
+    epoch (None without validation)."""
+    history: list[dict[str, Any]] = []
+    seconds, best = 0.0, None
+    for name, epochs, frozen in phases:
+        clf.freeze_for(epochs if frozen else 0)
+        trainer = Trainer(replace(train_cfg, epochs=epochs), out_dir / name, seed=seed)
+        run = Run(out_dir / name, {**key, "phase": name}, writer=trainer.fabric.is_global_zero)
+        started = time.perf_counter()
+        fit = run.fit(trainer, clf, batches, val_batches, {"finetune_phase": name},
+                      resume=run.start(overwrite=True))  # a fine-tune's folder is its caller's
+        seconds += time.perf_counter() - started
+        run.finish(lambda folder: None, {"summary.json": {"key": run.key, "fit": fit.to_dict()}})
+        history += [{**row, "phase": name} for row in fit.history]
+        best = fit.best_epoch if val_batches is not None else None
+    return history, seconds, best
