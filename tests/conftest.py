@@ -39,6 +39,16 @@ def bench_script(monkeypatch):
         sys.modules.pop(name, None)
 
 
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread for the test: small models and probes gain nothing from a second one but
+    synchronisation (and waiting, on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -18,14 +18,7 @@ from aevision.cli import main
 from aevision.data.splits import labelled_subset, long_tailed_subset
 from aevision.errors import AevisionError, ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models and probes: a second thread only adds synchronisation on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: a second thread only waits
 
 
 def test_label_budgets_parse_per_class_total_and_all():

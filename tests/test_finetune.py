@@ -21,13 +21,7 @@ def digits():
     return load_dataset(DataConfig(name="digits"), 0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: a second thread only adds synchronisation (and waits on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: a second thread only waits
 
 
 def _encoder(**features):
