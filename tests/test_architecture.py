@@ -114,3 +114,14 @@ def test_functions_fit_on_a_screen(top: str) -> None:
 def test_bench_scripts_use_the_installed_package() -> None:
     tricks = [p.name for p in sorted((ROOT / "bench").glob("*.py")) if "sys.path" in p.read_text()]
     assert not tricks, f"bench scripts that edit sys.path: {tricks}"
+
+
+def test_bench_has_no_run_lifecycle_of_its_own() -> None:
+    """Every bench trains through the library's runs (engine/run.py): no reuse module, no keys,
+    fingerprints, 'started' records or hand-read histories of a bench's own (the throughput
+    scripts time the Trainer itself, which is theirs to call)."""
+    assert not (ROOT / "bench" / "reuse.py").exists()
+    own = [f"{p.name}: {word}" for p in sorted((ROOT / "bench").glob("*.py"))
+           for word in ("bench_config", "started.json", "def run_key", "def fingerprint", "history.csv")
+           if word in p.read_text()]
+    assert not own, f"bench scripts keeping runs by hand: {own}"
