@@ -46,6 +46,10 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # the held-out score that ranks models without test labels (validation split or CV)
         held_out = [v for r in rs if (v := r.get("selection", {}).get("val_score")) is not None]
         row["val_score_mean"] = statistics.fmean(held_out) if held_out else None
+        # linear probe runs whose C sits at an end of its grid (the best may lie beyond it)
+        row["c_at_edge"] = [{"seed": r["seed"], "C": r["selection"]["C"], "edge": r["selection"]["at_edge"],
+                             "grid": r["selection"].get("grid")}
+                            for r in rs if r.get("selection", {}).get("at_edge")]
         row["wall_seconds_mean"] = round(statistics.fmean(r["wall_seconds"] for r in rs), 3)
         speeds = [r["images_per_s"] for r in rs if r["images_per_s"]]
         row["images_per_s_mean"] = round(statistics.fmean(speeds), 1) if speeds else None
@@ -144,6 +148,22 @@ def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
     return out
 
 
+def edge_notes(board: dict[str, Any]) -> list[str]:
+    """One line per result whose linear probe chose C at an end of its grid, in some run."""
+    out = []
+    for r in board["rows"]:
+        if not r.get("c_at_edge"):
+            continue
+        e = r["c_at_edge"]
+        grid = f" of {e[0]['grid'][0]:g} .. {e[0]['grid'][1]:g}" if e[0].get("grid") else ""
+        imb = f", long-tailed 1:{r['imbalance']:g}, {r['loss']}" if r["imbalance"] is not None else ""
+        cs = ", ".join(sorted({f"{x['C']:g}" for x in e}))
+        out.append(f"{r['method']} on {r['dataset']} at {r['budget']}{imb}: C = {cs}, the "
+                   f"{'/'.join(sorted({x['edge'] for x in e}))} end of the grid{grid}, in "
+                   f"{len(e)} of {r['n_seeds']} runs")
+    return out
+
+
 def markdown(board: dict[str, Any]) -> str:
     run = board["run"]
     lines = [f"# Leaderboard: {board['name']}\n",
@@ -164,6 +184,13 @@ def markdown(board: dict[str, Any]) -> str:
                      f"identical inputs (`--resume`); their times are that run's.\n")
     for title, header, body in tables(board):
         lines += [f"## {title}\n", markdown_table(header, body)]
+    edges = edge_notes(board)
+    if edges:
+        lines.append("## Linear probe: C at an edge of its grid\n")
+        lines.append("The held-out score chose the strongest or the weakest regularisation tried, so "
+                     "the best C may lie beyond the grid (`protocols.linear.c_grid`): these results "
+                     "may understate the method.\n")
+        lines += [*(f"- {e}" for e in edges), ""]
     ver = board["verdicts"]
     if ver:
         lines.append("## Autoencoders vs baselines (linear probe)\n")
@@ -235,6 +262,8 @@ def print_board(board: dict[str, Any]) -> None:
             if vals and header[c] not in ("gain", "protocol"):
                 best.append((max(vals)[1], c))
         print_table(title, header, body, best)
+    for e in edge_notes(board):
+        print(f"linear probe C at an edge of its grid (widen protocols.linear.c_grid): {e}")
     lost = [v for v in board["verdicts"] if not v["beats"]]
     if board["verdicts"]:
         if lost:
