@@ -67,3 +67,34 @@ def test_constant_features_do_not_break_standardisation(constant_column):
     x, y = _blobs(90)
     x[:, 0] = 3.0
     assert torch.isfinite(LinearProbe().fit(x, y).decision_function(x)).all()
+
+
+def test_a_one_value_grid_is_the_choice_with_or_without_validation_data():
+    x, y = _blobs(60, seed=7)
+    probe = LinearProbe(c_grid=(0.001,)).fit(x, y)
+    assert probe.c_ == 0.001 and list(probe.selection_) == [0.001]
+    w, b = fit_logistic(probe.scaler_(x), y, 3, c=0.001)
+    torch.testing.assert_close((probe.w_, probe.b_), (w, b))  # refit on all labels at the chosen C
+    assert "only value" in probe.chosen_by_ and probe.edge_ is None
+    assert LinearProbe(c_grid=(0.001,)).fit(x, y, *_blobs(30, seed=8)).c_ == 0.001
+
+
+def test_without_anything_to_validate_on_the_rule_is_the_grid_value_nearest_c_1():
+    x, y = _blobs(3, seed=6)  # one label per class: no fold can hold a class out
+    probe = LinearProbe(c_grid=(1e-3, 1e-2, 10.0)).fit(x, y)
+    assert probe.c_ == 10.0 and "nearest C=1" in probe.chosen_by_
+    assert probe.edge_ is None  # nothing was chosen on held-out data
+
+
+def test_the_default_grid_is_wide_and_a_choice_at_its_edge_is_reported():
+    assert min(LinearProbe().c_grid) <= 1e-5 and max(LinearProbe().c_grid) >= 1e3
+    x, y = _blobs(200, seed=3, noise=1.0)
+    xv, yv = _blobs(200, seed=4, noise=1.0)
+    high = LinearProbe(c_grid=(1e-5, 1e-3, 1.0)).fit(x, y, xv, yv)
+    assert high.c_ == 1.0 and high.edge_ == "highest" and high.chosen_by_ == "validation split"
+    cv = LinearProbe(c_grid=(1e-5, 1e-3, 1.0)).fit(x, y)
+    assert cv.edge_ == "highest" and cv.chosen_by_ == "5-fold CV in the training labels"
+    x, y = _blobs(200, seed=3, noise=0.3)
+    xv, yv = _blobs(200, seed=4, noise=0.3)
+    inside = LinearProbe(c_grid=(1e-5, 1e-3, 1.0)).fit(x, y, xv, yv)  # 1e-3 and 1.0 both perfect
+    assert inside.c_ == 1e-3 and inside.edge_ is None

@@ -146,6 +146,32 @@ def test_restore_cli_simulates_degrades_and_writes_grid_and_metrics(tmp_path, ca
     assert "does not fit --task inpaint" in capsys.readouterr().err
 
 
+def test_restore_cli_says_when_the_model_makes_the_images_worse(tmp_path, capsys, monkeypatch):
+    from aevision.report import plots
+
+    model = build_model("conv", (1, 16, 16), {"code_dim": None, "channels": [4, 8]},
+                        [{"name": "denoising", "sigma": 0.3}])
+    save_model(model, tmp_path / "dae")  # untrained: its output is far from the bright inputs
+    write_pngs(tmp_path / "in", [np.full((16, 16), 235, dtype=np.uint8) for _ in range(2)])
+    grids = []
+    monkeypatch.setattr(plots, "labelled_grid",
+                        lambda path, rows, title, **kw: grids.append((list(rows), title)))
+    assert main(["restore", str(tmp_path / "dae"), str(tmp_path / "in"), "--task", "denoise",
+                 "--simulate", "gaussian:sigma=0.05", "-o", str(tmp_path / "out")]) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["mean"]["psnr_restored"] < m["mean"]["psnr_degraded"]
+    assert "psnr" in m["lowered"]
+    line = [s for s in capsys.readouterr().out.splitlines() if "worse" in s]
+    assert len(line) == 1 and "lowered PSNR" in line[0]
+    assert f"{m['mean']['psnr_degraded']:.2f} -> {m['mean']['psnr_restored']:.2f} dB" in line[0]
+    # the grid is titled and labelled for what it shows, not "reconstructions"
+    assert grids == [(["degraded (input)", "restored", "clean"], "degraded / restored / clean")]
+    assert main(["restore", str(tmp_path / "dae"), str(tmp_path / "in"), "--task", "denoise",
+                 "-o", str(tmp_path / "plain")]) == 0
+    assert grids[1] == (["input", "restored"], "input / restored")
+    assert "worse" not in capsys.readouterr().out  # without clean images nothing is measured
+
+
 def test_crops_dataset_is_deterministic_and_holds_out_whole_photos(tmp_path):
     rng = np.random.default_rng(0)
     write_pngs(tmp_path / "photos", [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -493,3 +493,16 @@ def test_a_segmenter_resumes_from_a_checkpoint_written_before_an_option_existed(
     torch.save(ckpt, path)
     cfg["train"]["epochs"] = 2
     assert segment(cfg, data=splits, resume=True).fit.resumed_from.endswith("last.ckpt")
+
+
+def test_without_validation_metrics_name_the_monitored_training_loss_honestly(tmp_path):
+    _autoencoder(tmp_path)
+    splits = _tiny_splits()  # data.val_fraction=0: no validation split
+    cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
+           "train": {"epochs": 1, "batch_size": 8, "progress": False}}
+    result = segment(cfg, data=splits)
+    fit = json.loads((tmp_path / "seg" / "metrics.json").read_text())["fit"]
+    assert "best_val_loss" not in fit and fit["monitored"] == "train_loss"
+    assert fit["best_train_loss"] == result.fit.best_val_loss  # the engine's field, unchanged
+    again = segment(cfg, data=splits, reuse=True)  # read back from that file
+    assert again.reused and again.fit.best_val_loss == result.fit.best_val_loss

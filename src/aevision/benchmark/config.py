@@ -124,7 +124,7 @@ class LinearProtocol:
     """Linear probe: standardised features, multinomial logistic regression, C chosen without test."""
 
     enabled: bool = True
-    c_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    c_grid: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3])
     max_iter: int = 200
     folds: int = 5  # cross-validation folds inside small label budgets
     labels: list[int | str] | None = None  # budgets this protocol runs (null: all of them)

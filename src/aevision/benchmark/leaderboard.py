@@ -3,12 +3,14 @@
 ``records`` hold every number with its config, seed, wall time and images/s (one per protocol
 run); ``rows`` aggregate them over seeds (sample standard deviation; 0 for a single run);
 ``verdicts`` say, for every autoencoder and label budget, whether its linear probe beats raw pixels
-and PCA of the same dimension, in words, including where it does not.
+and PCA of the same dimension, loses to them, or is within the noise of the seeds (:data:`RULE`),
+in words, including where it does not win.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +23,13 @@ from aevision.report.table import markdown_table
 PROTOCOL_TITLES = {"linear": "linear probe", "knn": "kNN (cosine, weighted vote)",
                    "finetune": "fine-tuning"}
 KEY = ("dataset", "protocol", "imbalance", "loss", "method", "budget")
+ALPHA = 0.05
+RULE = ("A difference counts as a win or a loss only when it holds across seeds: a two-sided paired "
+        f"t-test over the seeds both methods ran (the same labelled subsets), alpha = {ALPHA:g}; "
+        "otherwise it is within noise. A budget run once (`all`: every label, a deterministic probe) "
+        "has no estimate of the noise, so it gets no verdict.")
+VERDICT_WORDS = {"wins": "**wins**", "loses": "**loses**", "within noise": "within noise",
+                 "single run": "one run: no verdict"}
 
 
 def _std(values: list[float]) -> float:
@@ -46,6 +55,10 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # the held-out score that ranks models without test labels (validation split or CV)
         held_out = [v for r in rs if (v := r.get("selection", {}).get("val_score")) is not None]
         row["val_score_mean"] = statistics.fmean(held_out) if held_out else None
+        # linear probe runs whose C sits at an end of its grid (the best may lie beyond it)
+        row["c_at_edge"] = [{"seed": r["seed"], "C": r["selection"]["C"], "edge": r["selection"]["at_edge"],
+                             "grid": r["selection"].get("grid")}
+                            for r in rs if r.get("selection", {}).get("at_edge")]
         row["wall_seconds_mean"] = round(statistics.fmean(r["wall_seconds"] for r in rs), 3)
         speeds = [r["images_per_s"] for r in rs if r["images_per_s"]]
         row["images_per_s_mean"] = round(statistics.fmean(speeds), 1) if speeds else None
@@ -70,11 +83,33 @@ def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[
             other = lin.get((ds, baseline, budget))
             if other is None:
                 continue
-            a, b = row["accuracy_mean"], other["accuracy_mean"]
+            n, margin, p = paired_test(row, other)
+            verdict = ("single run" if p is None else "within noise" if p >= ALPHA
+                       else "wins" if margin > 0 else "loses")
             out.append({"dataset": ds, "method": method, "baseline": baseline, "budget": budget,
-                        "accuracy": a, "baseline_accuracy": b, "beats": a > b,
-                        "margin": a - b})
+                        "accuracy": row["accuracy_mean"], "baseline_accuracy": other["accuracy_mean"],
+                        "margin": margin, "n_seeds": n, "p_value": p, "verdict": verdict,
+                        "beats": verdict == "wins"})
     return out
+
+
+def paired_test(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float, float | None]:
+    """Two aggregated rows compared seed by seed (the same seed: the same labelled subset): the
+    number of shared seeds, the mean difference a - b (of the means when no seed is shared), and the
+    two-sided paired t-test's p-value (None below two shared seeds: one run says nothing about the
+    noise)."""
+    from scipy.stats import t as student_t
+
+    runs_a = dict(zip(a["seeds"], a["accuracy_runs"], strict=True))
+    runs_b = dict(zip(b["seeds"], b["accuracy_runs"], strict=True))
+    diffs = [runs_a[s] - runs_b[s] for s in sorted(set(runs_a) & set(runs_b))]
+    n = len(diffs)
+    if n < 2:
+        return n, diffs[0] if diffs else a["accuracy_mean"] - b["accuracy_mean"], None
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    if sd == 0:  # the same difference on every seed
+        return n, mean, 1.0 if mean == 0 else 0.0
+    return n, mean, float(2 * student_t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
 
 
 def build(cfg: BenchmarkConfig, records: list[dict[str, Any]], datasets: dict[str, Any],
@@ -129,7 +164,7 @@ def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
             index = defaultdict(dict)
             for r in imb:
                 index[(r["method"], r["protocol"])][r["loss"]] = r
-            header = ["method", "protocol", "plain CE", "class-weighted", "gain", "accuracy plain",
+            header = ["method", "protocol", "plain CE", "weighted CE", "gain", "accuracy plain",
                       "accuracy weighted"]
             body = []
             for (m, p), by_loss in index.items():
@@ -144,13 +179,29 @@ def tables(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
     return out
 
 
+def edge_notes(board: dict[str, Any]) -> list[str]:
+    """One line per result whose linear probe chose C at an end of its grid, in some run."""
+    out = []
+    for r in board["rows"]:
+        if not r.get("c_at_edge"):
+            continue
+        e = r["c_at_edge"]
+        grid = f" of {e[0]['grid'][0]:g} .. {e[0]['grid'][1]:g}" if e[0].get("grid") else ""
+        imb = f", long-tailed 1:{r['imbalance']:g}, {r['loss']}" if r["imbalance"] is not None else ""
+        cs = ", ".join(sorted({f"{x['C']:g}" for x in e}))
+        out.append(f"{r['method']} on {r['dataset']} at {r['budget']}{imb}: C = {cs}, the "
+                   f"{'/'.join(sorted({x['edge'] for x in e}))} end of the grid{grid}, in "
+                   f"{len(e)} of {r['n_seeds']} runs")
+    return out
+
+
 def markdown(board: dict[str, Any]) -> str:
     run = board["run"]
     lines = [f"# Leaderboard: {board['name']}\n",
              "Test split never used for any choice: C and fine-tuning epochs are chosen on the "
              "validation split (budget `all`) or inside the labelled subset (smaller budgets). "
              "`N/class` = N labelled images per class; mean ± sample std over seeds (one number "
-             "when a single run says everything, e.g. the probe with all labels). "
+             "for a single run, e.g. the probe with all labels, which is deterministic). "
              "`validation (all)`: held-out accuracy with all labels (on the validation split, or "
              "by CV inside the training labels when there is none), the score that picks the best "
              "autoencoder.\n",
@@ -164,19 +215,14 @@ def markdown(board: dict[str, Any]) -> str:
                      f"identical inputs (`--resume`); their times are that run's.\n")
     for title, header, body in tables(board):
         lines += [f"## {title}\n", markdown_table(header, body)]
-    ver = board["verdicts"]
-    if ver:
-        lines.append("## Autoencoders vs baselines (linear probe)\n")
-        lost = [v for v in ver if not v["beats"]]
-        if not lost:
-            lines.append("Every autoencoder beats raw pixels and PCA at every label budget.\n")
-        for v in lost:
-            lines.append(f"- **{v['method']} does not beat {v['baseline']}** on {v['dataset']} at "
-                         f"{v['budget']}: {v['accuracy']:.4f} vs {v['baseline_accuracy']:.4f}")
-        won = [v for v in ver if v["beats"]]
-        if won and lost:
-            lines.append(f"- all other {len(won)} comparisons: the autoencoder wins")
-        lines.append("")
+    edges = edge_notes(board)
+    if edges:
+        lines.append("## Linear probe: C at an edge of its grid\n")
+        lines.append("The held-out score chose the strongest or the weakest regularisation tried, so "
+                     "the best C may lie beyond the grid (`protocols.linear.c_grid`): these results "
+                     "may understate the method.\n")
+        lines += [*(f"- {e}" for e in edges), ""]
+    lines += verdict_section(board["verdicts"])
     lines.append("## Pretraining\n")
     header = ["dataset", "model", "epochs", "wall s", "CPU s", "images/s", "val recon", "features",
               "reused"]
@@ -184,7 +230,7 @@ def markdown(board: dict[str, Any]) -> str:
     for ds, info in board["datasets"].items():
         for name, st in info["pretraining"].items():
             body.append([ds, name, st["epochs"], st["wall_seconds"], st["cpu_seconds"],
-                         st["images_per_s"], f"{st['val_recon']:.5f}" if st.get("val_recon") else "",
+                         st["images_per_s"], f"{st['val_recon']:.4g}" if st.get("val_recon") else "",
                          st.get("feature_dim"), "yes" if st["reused"] else "no"])
     lines.append(markdown_table(header, body))
     for ds in board["datasets"]:
@@ -194,6 +240,29 @@ def markdown(board: dict[str, Any]) -> str:
                 lines.append(f"![{ds} {p}]({d}/accuracy_vs_labels_{p}.png)")
     lines.append("")
     return "\n".join(lines)
+
+
+def verdict_counts(ver: list[dict[str, Any]]) -> str:
+    """"2 wins, 1 loss, 20 within noise, 10 single runs (no verdict)"."""
+    n = {k: sum(v["verdict"] == k for v in ver) for k in VERDICT_WORDS}
+    return (f"{n['wins']} win{'s' * (n['wins'] != 1)}, {n['loses']} loss{'es' * (n['loses'] != 1)}, "
+            f"{n['within noise']} within noise, {n['single run']} single "
+            f"run{'s' * (n['single run'] != 1)} (no verdict)")
+
+
+def verdict_section(ver: list[dict[str, Any]]) -> list[str]:
+    """Markdown: the rule, then every autoencoder vs baseline comparison with its verdict."""
+    if not ver:
+        return []
+    several = len({v["dataset"] for v in ver}) > 1
+    header = [*(["dataset"] if several else []), "autoencoder", "baseline", "budget", "accuracy",
+              "baseline accuracy", "difference", "seeds", "p (paired t)", "verdict"]
+    body = [[*([v["dataset"]] if several else []), v["method"], v["baseline"], v["budget"],
+             f"{v['accuracy']:.4f}", f"{v['baseline_accuracy']:.4f}", f"{v['margin']:+.4f}", v["n_seeds"],
+             "" if v["p_value"] is None else f"{v['p_value']:.3g}", VERDICT_WORDS[v["verdict"]]]
+            for v in ver]
+    return ["## Autoencoders vs baselines (linear probe)\n", f"{RULE}\n", f"{verdict_counts(ver)}.\n",
+            markdown_table(header, body)]
 
 
 def csv_rows(board: dict[str, Any]) -> list[dict[str, Any]]:
@@ -217,11 +286,13 @@ def write(out: Path, board: dict[str, Any]) -> None:
             if not sel:
                 continue
             curves: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+            ticks: dict[float, str] = {}
             for r in sel:
                 curves[r["method"]].append((r["labels_per_class"], r["accuracy_mean"],
                                             r["accuracy_std"]))
+                ticks[r["labels_per_class"]] = r["budget"].replace("/class", "")
             accuracy_vs_labels(out / safe_name(ds) / f"accuracy_vs_labels_{protocol}.png", curves,
-                               f"{ds}: {title}")
+                               f"{ds}: {title}", ticks=ticks)
 
 
 def print_board(board: dict[str, Any]) -> None:
@@ -235,11 +306,14 @@ def print_board(board: dict[str, Any]) -> None:
             if vals and header[c] not in ("gain", "protocol"):
                 best.append((max(vals)[1], c))
         print_table(title, header, body, best)
-    lost = [v for v in board["verdicts"] if not v["beats"]]
-    if board["verdicts"]:
-        if lost:
-            for v in lost:
-                print(f"{v['method']} does NOT beat {v['baseline']} on {v['dataset']} at {v['budget']} "
-                      f"({v['accuracy']:.4f} vs {v['baseline_accuracy']:.4f})")
-        else:
-            print("every autoencoder beats raw pixels and PCA with the linear probe at every budget")
+    for e in edge_notes(board):
+        print(f"linear probe C at an edge of its grid (widen protocols.linear.c_grid): {e}")
+    ver = board["verdicts"]
+    if ver:
+        print(f"autoencoders vs pixels and PCA, linear probe: {verdict_counts(ver)}; a win or a loss "
+              f"needs a paired t-test over the seeds at alpha {ALPHA:g}, else it is within noise")
+        for v in ver:
+            if v["verdict"] in ("wins", "loses"):
+                print(f"  {v['method']} {'beats' if v['beats'] else 'loses to'} {v['baseline']} on "
+                      f"{v['dataset']} at {v['budget']}: {v['accuracy']:.4f} vs {v['baseline_accuracy']:.4f} "
+                      f"({v['margin']:+.4f}, p = {v['p_value']:.3g} over {v['n_seeds']} seeds)")

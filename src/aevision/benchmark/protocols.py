@@ -38,7 +38,9 @@ class Outcome:
 def linear(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, test_features: Tensor,
            cfg: LinearProtocol, *, n_classes: int, seed: int, scaler_data: Tensor | None = None,
            class_weight: str | list[float] = "none", metric: str = "accuracy") -> Outcome:
-    """Linear probe. ``val`` chooses C when given, else cross-validation inside ``train``."""
+    """Linear probe. ``val`` chooses C when given, else cross-validation inside ``train`` (the rules:
+    :mod:`aevision.tasks.probe`). The selection records how C was chosen, the grid's ends and
+    ``at_edge`` (``"lowest"`` / ``"highest"`` when the choice sits at an end: widen the grid)."""
     started = time.perf_counter()
     probe = LinearProbe(c_grid=tuple(cfg.c_grid), max_iter=cfg.max_iter, folds=cfg.folds, seed=seed,
                         class_weight=class_weight, metric=metric)  # type: ignore[arg-type]
@@ -46,14 +48,12 @@ def linear(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, test
     probe.fit(x, y, *(val if val is not None else (None, None)), scaler_data=scaler_data,
               n_classes=n_classes)
     pred = probe.predict(test_features)
-    how = "validation split" if val is not None else (
-        f"{probe.folds}-fold CV in the labelled subset" if not all(
-            v != v for v in probe.selection_.values()) else "default (too few labels to validate)")
     # the held-out score at the chosen C: what may rank models without touching test
     val_score = probe.selection_.get(probe.c_, float("nan"))
-    return Outcome(pred, {"C": probe.c_, "chosen_by": how, "metric": metric,
+    return Outcome(pred, {"C": probe.c_, "chosen_by": probe.chosen_by_, "metric": metric,
                           "val_score": None if val_score != val_score else val_score,
-                          "scores": {f"{c:g}": s for c, s in probe.selection_.items()}},
+                          "scores": {f"{c:g}": s for c, s in probe.selection_.items()},
+                          "grid": [min(probe.c_grid), max(probe.c_grid)], "at_edge": probe.edge_},
                    time.perf_counter() - started, len(y) + len(test_features))
 
 

@@ -235,8 +235,9 @@ class DatasetRun:
             self.say(f"[{self.name}] reusing pretrained {name} from {pcfg.output_dir} "
                      f"(trained in {stats['wall_seconds']:.0f}s)")
         else:
+            recon = stats.get("val_recon")  # 4 significant digits, not 16
             self.say(f"[{self.name}] pretrained {name}: {stats['wall_seconds']:.0f}s, "
-                     f"val recon {stats.get('val_recon')}")
+                     f"val recon {'n/a' if recon is None else f'{recon:.4g}'}")
         return result.model, stats
 
     def _pixels(self) -> Method:

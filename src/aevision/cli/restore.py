@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {done.count} restored images and {done.grid}")
     if done.mean:
         m = done.mean
-        print(f"{degradation.label() if degradation else ''}: PSNR {m['psnr_degraded']:.2f} -> "
-              f"{m['psnr_restored']:.2f} dB, SSIM {m['ssim_degraded']:.3f} -> {m['ssim_restored']:.3f}")
+        change = {"psnr": f"PSNR {m['psnr_degraded']:.2f} -> {m['psnr_restored']:.2f} dB",
+                  "ssim": f"SSIM {m['ssim_degraded']:.3f} -> {m['ssim_restored']:.3f}"}
+        print(f"{degradation.label() if degradation else ''}: {change['psnr']}, {change['ssim']}")
+        if done.lowered:  # one line, so that a model that does harm is never silent
+            print(f"the restored images are worse than the degraded ones: the model lowered "
+                  f"{' and '.join(k.upper() for k in done.lowered)} on these images "
+                  f"({', '.join(change[k] for k in done.lowered)})")
     return 0

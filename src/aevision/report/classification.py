@@ -40,11 +40,13 @@ def confusion_matrix_png(path: str | os.PathLike[str], matrix: Sequence[Sequence
 
 def accuracy_vs_labels(path: str | os.PathLike[str],
                        curves: Mapping[str, Sequence[tuple[float, float, float]]],
-                       title: str, ylabel: str = "test accuracy") -> None:
+                       title: str, ylabel: str = "test accuracy",
+                       ticks: Mapping[float, str] | None = None) -> None:
     """One line per method: points (labels per class, mean, std), log x axis, std as error bars.
 
     Baselines (names starting with ``pixels``, ``pca`` or ``scratch``) are dashed so the
-    autoencoders stand out.
+    autoencoders stand out. ``ticks`` names the x positions of the label budgets (``{120.3:
+    "all"}``: every label sits at its number per class, and its tick says "all").
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -58,6 +60,10 @@ def accuracy_vs_labels(path: str | os.PathLike[str],
         ax.errorbar(xs, ys, yerr=es, fmt="--o" if baseline else "-o", ms=4, capsize=3,
                     color=colours[i % len(colours)], label=name, alpha=0.8 if baseline else 1.0)
     ax.set_xscale("log")
+    if ticks:
+        ax.set_xticks(sorted(ticks), [ticks[x] if ticks[x] != "all" else f"all\n(~{x:.0f})"
+                                      for x in sorted(ticks)])
+        ax.minorticks_off()
     ax.set_xlabel("labelled training images per class")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -61,20 +61,24 @@ def reconstruction_grid(path: str | os.PathLike[str], originals: Tensor,
     """Top row: originals; one row per model below (labelled in a matplotlib figure)."""
     if isinstance(reconstructions, Tensor):
         reconstructions = {"reconstruction": reconstructions}
-    h = originals.shape[-2]
-    scale = scale or max(1, 64 // h)
-    rows = [originals, *[r.reshape(originals.shape) if r.shape == originals.shape else r
-                         for r in reconstructions.values()]]
-    grid = image_grid(rows, scale=scale)
+    labelled_grid(path, {"input": originals, **reconstructions}, "reconstructions", scale=scale)
+
+
+def labelled_grid(path: str | os.PathLike[str], rows: Mapping[str, Tensor], title: str,
+                  scale: int | None = None) -> None:
+    """One row of (N, C, H, W) images per entry of ``rows``, labelled with its key, under ``title``."""
+    first = next(iter(rows.values()))
+    scale = scale or max(1, 64 // first.shape[-2])
+    grid = image_grid(list(rows.values()), scale=scale)
     plt = _pyplot()
     n_rows = len(rows)
     fig, ax = plt.subplots(figsize=(max(4.0, grid.shape[1] / 80), max(1.5, grid.shape[0] / 80)))
     ax.imshow(grid, interpolation="nearest")
     row_h = grid.shape[0] / n_rows
     ax.set_yticks([row_h * (i + 0.5) for i in range(n_rows)])
-    ax.set_yticklabels(["input", *reconstructions.keys()])
+    ax.set_yticklabels(list(rows))
     ax.set_xticks([])
-    ax.set_title("reconstructions")
+    ax.set_title(title)
     _figure_to_png(fig, path)
 
 

@@ -1,9 +1,16 @@
 """Linear probe: how linearly separable are the features? The standard test of a representation.
 
 Multinomial logistic regression on standardised features, fitted full-batch with L-BFGS in torch
-(60k x 1k features in seconds on two cores). The L2 strength is chosen on held-out data only: a
-validation split when there is one, else stratified cross-validation inside the labelled set (the
-honest choice when labels are few). The test set is never seen while choosing.
+(60k x 1k features in seconds on two cores). The L2 strength C is chosen from ``c_grid`` on
+held-out data only: a validation split when there is one, else stratified cross-validation inside
+the labelled set (the honest choice when labels are few). The test set is never seen while
+choosing. A grid of one value is the choice. When nothing can be held out (no validation data and
+a class with a single label), the rule is the grid's value nearest C = 1 (scikit-learn's default)
+on a log scale. The final fit uses every training label at the chosen C.
+
+The default grid spans 1e-5 .. 1e3: high-dimensional inputs (raw pixels of colour images) want
+much stronger regularisation than compact codes. ``edge_`` says when the held-out score still
+rose toward an end of the grid, where a wider grid might do better.
 
 For imbalanced training sets, ``class_weight`` (see :func:`aevision.tasks.losses.class_weights`)
 weighs each sample's log-loss by its class, and ``metric="balanced_accuracy"`` makes the choice
@@ -26,7 +33,7 @@ from aevision.errors import ConfigError
 from aevision.tasks.losses import class_weights
 from aevision.tasks.metrics import balanced_accuracy
 
-DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+DEFAULT_C_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 # below this many multiply-adds per evaluation (n x d x k) one thread is faster: the work per op
 # is too small to pay for waking a second one, and on a busy machine every op would wait for it
 SMALL_PROBLEM = 4_000_000
@@ -152,6 +159,7 @@ class LinearProbe:
     metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"  # what chooses C
     c_: float = field(init=False, default=float("nan"))
     selection_: dict[float, float] = field(init=False, default_factory=dict)
+    chosen_by_: str = field(init=False, default="")
 
     def fit(self, x: Tensor, y: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None,
             scaler_data: Tensor | None = None, n_classes: int | None = None) -> LinearProbe:
@@ -165,32 +173,54 @@ class LinearProbe:
         self.n_classes_ = int(n_classes or (int(y.max()) + 1))
         self.scaler_ = Standardizer.fit(scaler_data if scaler_data is not None else x)
         xs = self.scaler_(x)
+        val = None
         if x_val is not None and y_val is not None and len(y_val):
-            xv = self.scaler_(x_val)
-            self.selection_ = self._path(xs, y, [(xs, y, xv, y_val.long())])
-        else:
-            counts = torch.bincount(y, minlength=self.n_classes_)
-            k = min(self.folds, int(counts[counts > 0].min()))
-            if k >= 2 and len(self.c_grid) > 1:
-                splits = stratified_folds(y, k, self.seed)
-                tasks = []
-                for i in range(k):
-                    mask = torch.ones(len(y), dtype=torch.bool)
-                    mask[splits[i]] = False
-                    tasks.append((xs[mask], y[mask], xs[splits[i]], y[splits[i]]))
-                self.selection_ = self._path(xs, y, tasks)
-            else:  # too few labels to validate anything: sklearn's default strength
-                self.selection_ = {1.0: float("nan")}
-        best = max(self.selection_.values()) if not all(
-            math.isnan(v) for v in self.selection_.values()) else None
+            val = (self.scaler_(x_val), y_val.long())
+        self.selection_, self.chosen_by_ = self._select(xs, y, val)
+        scored = {c: s for c, s in self.selection_.items() if not math.isnan(s)}
+        best = max(scored.values(), default=None)
         # the strongest regularisation among the best scores: the safest choice on ties
-        self.c_ = min(c for c, s in self.selection_.items() if best is None or s == best) \
-            if best is not None else 1.0
+        self.c_ = min(c for c, s in scored.items() if s == best) if scored else next(iter(self.selection_))
         fitted = getattr(self, "_fits", {}).get(self.c_)
         self.w_, self.b_ = fitted if fitted is not None else fit_logistic(
             xs, y, self.n_classes_, self.c_, self.max_iter, class_weight=self._weights(y))
         self._fits = {}
         return self
+
+    def _select(self, xs: Tensor, y: Tensor, val: tuple[Tensor, Tensor] | None
+                ) -> tuple[dict[float, float], str]:
+        """The held-out score of each C (NaN: none) and how C is chosen (see the module's rules)."""
+        grid = sorted(self.c_grid)
+        if len(grid) == 1:  # nothing to choose; scored on validation data when there is some
+            return (self._path(xs, y, [(xs, y, *val)]) if val else {grid[0]: math.nan},
+                    "the only value in the grid")
+        if val is not None:
+            return self._path(xs, y, [(xs, y, *val)]), "validation split"
+        counts = torch.bincount(y, minlength=self.n_classes_)
+        k = min(self.folds, int(counts[counts > 0].min()))
+        if k < 2:
+            return ({min(grid, key=lambda c: abs(math.log10(c))): math.nan},
+                    "default: the grid value nearest C=1 (a class has a single label: nothing to "
+                    "validate on)")
+        splits = stratified_folds(y, k, self.seed)
+        tasks = []
+        for i in range(k):
+            mask = torch.ones(len(y), dtype=torch.bool)
+            mask[splits[i]] = False
+            tasks.append((xs[mask], y[mask], xs[splits[i]], y[splits[i]]))
+        return self._path(xs, y, tasks), f"{k}-fold CV in the training labels"
+
+    @property
+    def edge_(self) -> str | None:
+        """``"lowest"`` / ``"highest"`` when held-out scores chose C at that end of a grid of
+        several values and no other C scored as well (the best may lie beyond the grid), else None."""
+        grid = sorted(self.c_grid)
+        scored = {c: s for c, s in self.selection_.items() if not math.isnan(s)}
+        if len(grid) < 2 or len(scored) < 2 or self.c_ not in (grid[0], grid[-1]):
+            return None
+        if sum(s == scored[self.c_] for s in scored.values()) > 1:
+            return None
+        return "lowest" if self.c_ == grid[0] else "highest"
 
     def _weights(self, y: Tensor) -> Tensor | None:
         counts = torch.bincount(y, minlength=self.n_classes_)

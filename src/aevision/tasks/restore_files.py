@@ -38,13 +38,21 @@ class Restored:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def lowered(self) -> list[str]:
+        """The measures (``psnr``, ``ssim``) whose mean is lower after restoring than before: the
+        model made these images worse by that measure."""
+        m = self.mean
+        return [k for k in ("psnr", "ssim") if m and m[f"{k}_restored"] < m[f"{k}_degraded"]]
+
 
 def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[str], *, task: Task,
                   degradation: Degradation | None = None, seed: int = 0, shown: int = 8,
                   command: str | None = None, model_path: str | None = None) -> Restored:
-    """Write ``out/<stem>.png`` for every image and ``out/grid.png`` (the first ``shown``: clean /
-    degraded / restored with a degradation, input / restored without); with a degradation, also
-    ``out/metrics.json`` (PSNR and SSIM of the degraded and the restored images)."""
+    """Write ``out/<stem>.png`` for every image and ``out/grid.png`` (the first ``shown``: degraded /
+    restored / clean with a degradation, input / restored without); with a degradation, also
+    ``out/metrics.json`` (PSNR and SSIM of the degraded and the restored images, and ``lowered``:
+    the measures the model made worse)."""
     out = Path(out)
     rows: dict[str, list[Tensor]] = {"clean": [], "input": [], "restored": []}
     metrics: list[dict[str, Any]] = []
@@ -70,7 +78,7 @@ def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[
         write_json(out / "metrics.json", {
             "command": command, "task": task, "model": model_path,
             "degradation": degradation.to_dict() if degradation else None, "seed": seed,
-            "mean": done.mean, "images": metrics, "machine": machine_info()})
+            "mean": done.mean, "lowered": done.lowered, "images": metrics, "machine": machine_info()})
     return done
 
 
@@ -104,15 +112,14 @@ def _save_png(path: Path, img: Tensor) -> None:
 
 
 def _save_grid(path: Path, rows: dict[str, list[Tensor]]) -> Path:
-    """Clean / degraded / restored rows when there are clean images, else input / restored."""
-    from aevision.report.plots import reconstruction_grid
+    """Degraded / restored / clean rows when there are clean images, else input / restored."""
+    from aevision.report import plots
 
-    grid = {"restored": torch.stack(rows["restored"])}
-    originals = torch.stack(rows["input"])
+    grid = {"input": torch.stack(rows["input"]), "restored": torch.stack(rows["restored"])}
     if rows["clean"]:
-        grid = {"degraded": originals, **grid}
-        originals = torch.stack(rows["clean"])
-    reconstruction_grid(path, originals, grid)
+        grid = {"degraded (input)": grid["input"], "restored": grid["restored"],
+                "clean": torch.stack(rows["clean"])}
+    plots.labelled_grid(path, grid, " / ".join(k.split(" ")[0] for k in grid))
     return path
 
 

@@ -107,7 +107,7 @@ def segment(
     val_metrics = score(predict_set(seg, val, "cpu"), val) if val is not None and run.writer else None
     run.finish(save, {"metrics.json": {
         "test": metrics, "val": val_metrics, **provenance,
-        "fit": {k: v for k, v in fit.to_dict().items() if k != "history"}, "history": fit.history}})
+        "fit": fit_record(fit, validated=val is not None), "history": fit.history}})
     return SegmentResult(seg, run.out_dir, metrics, fit, cfg, timing=run.timing)
 
 
@@ -133,10 +133,30 @@ def segment_key(cfg: SegmentConfig, splits: SegSplits) -> dict[str, Any]:
     return run_key(config, data=fingerprint(*parts), init=init)
 
 
+def fit_record(fit: FitResult, *, validated: bool) -> dict[str, Any]:
+    """The fit as ``metrics.json`` records it, named for what it is: without a validation split
+    the engine monitors the training loss, so its ``best_val_loss`` is written ``best_train_loss``;
+    ``monitored`` says which loss ``best_epoch`` refers to (without validation the weights kept
+    are the last epoch's)."""
+    record = {k: v for k, v in fit.to_dict().items() if k != "history"}
+    if not validated:
+        record["best_train_loss"] = record.pop("best_val_loss")
+    record["monitored"] = "val_loss" if validated else "train_loss"
+    return record
+
+
+def fit_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """:func:`fit_record` (or an earlier version's plain fit) -> :class:`FitResult`'s fields."""
+    fields = {k: v for k, v in record.items() if k not in ("monitored", "best_train_loss")}
+    if "best_train_loss" in record:
+        fields["best_val_loss"] = record["best_train_loss"]
+    return fields
+
+
 def read_back(out_dir: Path, cfg: SegmentConfig) -> SegmentResult:
     """The identical run already finished in ``out_dir``: its segmenter and its scores, as trained."""
     m = read_json(out_dir / "metrics.json", "segmentation metrics")
-    fit = FitResult(**{**m["fit"], "history": m["history"]})
+    fit = FitResult(**{**fit_fields(m["fit"]), "history": m["history"]})
     timing = {k: m.get(k) for k in ("wall_seconds", "cpu_seconds", "resumed")}
     return SegmentResult(load_segmenter(out_dir), out_dir, m["test"], fit, cfg, reused=True, timing=timing)
 
