@@ -231,3 +231,17 @@ def test_readme_gives_the_cpu_only_install_beside_the_default():
         'pip install -e ".[dev]" && pytest          # the tests: offline, a few minutes on 2 CPU cores']
     cpu = readme.index("pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu")
     assert cpu < 25 and readme[cpu + 1] == "pip install -e ."
+
+
+@pytest.mark.parametrize(("reg", "known"), [("l1:wieght=1", "weight"),
+                                            ("contractive:wieght=1", "method, projections, samples, weight")])
+def test_a_misspelled_regularizer_option_names_the_real_ones(reg, known, tmp_path, capsys):
+    """#34, item 3: '--reg l1:wieght=1' said 'expected a known option: none'."""
+    from aevision.cli import main
+
+    code = main(["pretrain", "--dataset", "digits", "--limit", "50", "--epochs", "1", "--reg", reg,
+                 "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "regularizers[0].wieght" in err and known in err and "did you mean 'weight'?" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -23,7 +23,7 @@ import yaml
 
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_text
-from aevision.validation import check, coerce
+from aevision.validation import check, coerce, known_option
 
 Precision = Literal[
     "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine"
@@ -287,7 +287,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
                                       "and under 'options')")
                 options[k] = v  # checked against the builder's signature later
         else:
-            raise ConfigError(name, value, "a known option: " + ", ".join(fields))
+            raise ConfigError(name, value, known_option(str(key), fields))
     if cls in _OPEN_SECTIONS:
         kwargs["options"] = options
     missing = [

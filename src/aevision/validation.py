@@ -124,11 +124,20 @@ def coerce_kwargs(field: str, fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]
     out = {}
     for key, value in kwargs.items():
         if key not in params:
-            raise ConfigError(
-                f"{field}.{key}", value, "a known option: " + (", ".join(sorted(params)) or "none")
-            )
+            raise ConfigError(f"{field}.{key}", value, known_option(key, params))
         out[key] = coerce(f"{field}.{key}", value, hints.get(key, Any))
     return out
+
+
+def known_option(key: str, options: Any) -> str:
+    """What an unknown option's error expects: the options there are, and the one a typo most
+    likely meant (``wieght`` -> ``weight``)."""
+    import difflib
+
+    names = sorted(options)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return "a known option: " + (", ".join(names) or "none") + hint
 
 
 def check(condition: bool, field: str, value: Any, expected: str) -> None:
