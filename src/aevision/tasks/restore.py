@@ -12,7 +12,7 @@ same noisy images.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -24,6 +24,8 @@ from aevision.models.base import Autoencoder
 from aevision.models.resize import at_input_shape
 from aevision.regularizers.denoising import Noise, block_mask, corrupt
 from aevision.validation import check, coerce
+
+Task = Literal["denoise", "inpaint"]  # what restore_files does to each image
 
 
 @dataclass(frozen=True)
