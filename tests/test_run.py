@@ -38,6 +38,9 @@ def test_a_finished_run_is_reused_only_when_identical(tmp_path):
     # without reuse, a rerun into the folder is refused, unless the caller says to replace it
     with pytest.raises(AevisionError, match="holds a trained model already"):
         aevision.pretrain(cfg)
+    # said before any data is loaded (a folder that does not exist is not even looked at)
+    with pytest.raises(AevisionError, match="holds a trained model already"):
+        aevision.pretrain({**cfg, "data": {"name": f"folder:{tmp_path / 'nowhere'}"}})
     assert not aevision.pretrain(cfg, overwrite=True).reused
 
 

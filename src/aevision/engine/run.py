@@ -80,6 +80,15 @@ def weights_sha256(path: str | os.PathLike[str]) -> str:
     return file_sha256(path / WEIGHTS if path.is_dir() else path)
 
 
+def refuse_replacing(out_dir: str | os.PathLike[str], *, allowed: bool) -> None:
+    """A one-line error when ``out_dir`` holds a trained model and replacing it was not asked for
+    (``--resume``, ``--overwrite``, or a benchmark's ``reuse``). Callers check before loading data,
+    so that a user is not told only after minutes of decoding."""
+    if not allowed and (Path(out_dir) / WEIGHTS).is_file():
+        raise AevisionError(f"{out_dir}: holds a trained model already; pass --resume to continue its "
+                            f"training, --overwrite to replace it, or choose another output folder")
+
+
 class Run:
     """A run folder and the key of the run that belongs in it (see the module docstring)."""
 
@@ -129,9 +138,7 @@ class Run:
         ``resume``, or ``reuse`` (a benchmark's own folders, whose runs it replaces when their
         inputs change)."""
         last = self.out_dir / "checkpoints" / LAST
-        if (self.out_dir / WEIGHTS).is_file() and not (overwrite or resume or reuse):
-            raise AevisionError(f"{self.out_dir}: holds a trained model already; pass --resume to continue "
-                                f"its training, --overwrite to replace it, or choose another output folder")
+        refuse_replacing(self.out_dir, allowed=overwrite or resume or reuse)
         same = self.same_key(self.record())
         go_on = resume or (reuse and same and last.is_file())
         if self.writer:

@@ -23,7 +23,7 @@ from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
-from aevision.engine.run import Run, fingerprint, run_key, weights_sha256
+from aevision.engine.run import Run, fingerprint, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
@@ -81,6 +81,7 @@ def pretrain(
     refused unless ``resume``, ``reuse`` or ``overwrite``.
     """
     cfg = as_config(config, overrides)
+    refuse_replacing(cfg.output_dir, allowed=resume or reuse or overwrite)
     seed_everything(cfg.seed, cfg.train.deterministic)
     splits = data if data is not None else load_dataset(cfg.data, cfg.seed)
     model = model_from_config(cfg, splits.train.image_shape)

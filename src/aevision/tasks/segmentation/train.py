@@ -28,7 +28,7 @@ from aevision.data.segmentation import load_segmentation
 from aevision.data.segset import SegSet, SegSplits
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
-from aevision.engine.run import Run, fingerprint, run_key, weights_sha256
+from aevision.engine.run import Run, fingerprint, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, load_model
@@ -76,6 +76,7 @@ def segment(
     folder that holds a trained segmenter is refused unless ``resume``, ``reuse`` or ``overwrite``.
     """
     cfg = as_segment_config(config, tuple(overrides))
+    refuse_replacing(cfg.output_dir, allowed=resume or reuse or overwrite)
     seed_everything(cfg.seed, cfg.train.deterministic)
     ae = load_model(cfg.encoder) if cfg.encoder else None
     splits = data if data is not None else _load(cfg, ae)
