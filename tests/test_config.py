@@ -10,7 +10,7 @@ from aevision.config import (
     load_yaml,
     parse_regularizer,
     parse_value,
-    same_config,
+    upgraded_config,
 )
 from aevision.errors import AevisionError, ConfigError
 
@@ -59,14 +59,23 @@ def test_builder_options_may_be_nested_under_options_or_flat_but_not_both():
         build_config(base={"model": {"name": "conv", "channels": [8], "options": {"channels": [4]}}})
 
 
-def test_a_stored_config_from_before_a_new_field_is_still_the_same_config():
+def test_a_stored_config_from_before_a_new_field_is_still_the_same_run(tmp_path):
+    """The run lifecycle reads a stored key's config as this version writes it (upgraded_config):
+    a new field whose default keeps the old behaviour does not make a finished run look different."""
+    from aevision.engine.run import Run, run_key
+
     wanted = build_config(overrides=["model.name=conv", "train.epochs=3"]).to_dict()
     older = {**wanted, "train": {k: v for k, v in wanted["train"].items() if k != "skip_nonfinite"}}
-    assert older != wanted and same_config(older, wanted)  # the new field takes its default
     changed = {**wanted, "train": {**wanted["train"], "epochs": 4}}
-    assert not same_config(changed, wanted)
-    assert not same_config({**older, "train": {**older["train"], "skip_nonfinite": True}}, wanted)
-    assert not same_config(None, wanted) and not same_config({"train": {"epochs": 0}}, wanted)
+    flipped = {**older, "train": {**older["train"], "skip_nonfinite": True}}
+
+    def same(stored):
+        Run(tmp_path, run_key(stored, data="d")).start(overwrite=True)
+        return Run(tmp_path, run_key(wanted, data="d"), upgrade=upgraded_config).same_key(
+            Run(tmp_path, {}).record())
+
+    assert older != wanted and same(older)  # the new field takes its default
+    assert not same(changed) and not same(flipped) and not same({"train": {"epochs": 0}})
 
 
 def test_bool_is_not_an_int():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import re
 import typing
@@ -447,15 +446,3 @@ def upgraded_config(stored: dict[str, Any]) -> dict[str, Any]:
     :func:`build_config`, so fields added to aevision since it was saved take their defaults."""
     return build_config(base=stored).to_dict()
 
-
-def same_config(stored: Any, wanted: dict[str, Any]) -> bool:
-    """Whether a pretraining config saved by an earlier run equals ``wanted`` (a ``to_dict()``),
-    read as :func:`upgraded_config`: a new option whose default keeps the old behaviour does not
-    make finished runs look different (and trained again).
-    """
-    try:
-        normalised = upgraded_config(stored)
-    except (AevisionError, TypeError, ValueError):
-        return False
-    # compared as a JSON file reads back (tuples are lists there)
-    return json.loads(json.dumps(normalised)) == json.loads(json.dumps(wanted))
