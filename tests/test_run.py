@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import aevision
-from aevision.engine.run import RECORD, Run, fingerprint, run_key
+from aevision.data.sources import fingerprint
+from aevision.engine.run import RECORD, Run, run_key
 from aevision.errors import AevisionError
 from aevision.io import read_safetensors
 from conftest import tiny_config

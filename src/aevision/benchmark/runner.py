@@ -32,9 +32,9 @@ from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
 from aevision.config import DataConfig, PretrainConfig, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
 from aevision.data.splits import long_tailed_subset
-from aevision.engine.run import Run, digest, run_key
+from aevision.engine.run import RECORD, digest, run_key, weights_sha256
 from aevision.errors import AevisionError
-from aevision.io import file_sha256, read_json, write_json
+from aevision.io import read_json, write_json
 from aevision.models import Autoencoder, load_model
 from aevision.provenance import machine_info
 from aevision.tasks.features import FeatureEncoder, extract
@@ -205,7 +205,7 @@ class DatasetRun:
         stats["feature_dim"] = fe.dim
         self.pretraining[name] = stats
         self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": config}
-        weights = file_sha256(Path(pcfg.output_dir) / "model.safetensors") if self.cfg.reuse_runs else None
+        weights = weights_sha256(pcfg.output_dir) if self.cfg.reuse_runs else None
         return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe}, weights)
 
     def _extract(self, method: Method) -> None:
@@ -226,7 +226,7 @@ class DatasetRun:
         """Pretrain ``name``, or with ``reuse_pretrained`` read back the identical finished run (same
         config, data and aevision version: the run lifecycle's key) and resume an unfinished one."""
         reuse = self.cfg.reuse_pretrained
-        if not reuse or Run(pcfg.output_dir, {}).record() is None:
+        if not (reuse and (Path(pcfg.output_dir) / RECORD).is_file()):
             self.say(f"[{self.name}] pretraining {name} ({pcfg.train.epochs} epochs)")
         load0 = os.getloadavg()[0]
         result = pretrain(pcfg, data=self.splits, reuse=reuse, overwrite=True)  # the benchmark's folders

@@ -81,8 +81,16 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
     return data
 
 
-def fingerprint(images: torch.Tensor) -> str:
-    """SHA-256 of the uint8 pixels and their shape: equal only for the very same images."""
-    h = hashlib.sha256(str(tuple(images.shape)).encode())
-    h.update(images.contiguous().numpy().tobytes())
+def fingerprint(*tensors: torch.Tensor | None) -> str:
+    """SHA-256 of tensors' contents and shapes (and dtypes other than uint8; None counts as
+    absent): equal only for the very same images (labels, masks, weights). Hashes the memory
+    without copying it. One uint8 tensor hashes as it always has (an index's ``gallery_sha256``)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode() + (b"" if t.dtype == torch.uint8 else str(t.dtype).encode()))
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, whatever the dtype (bf16 too)
     return h.hexdigest()

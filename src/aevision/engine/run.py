@@ -1,6 +1,7 @@
 """One run's life, the same for every training run (pretraining, segmenters, fine-tunes, benches).
 
     run = Run(out_dir, run_key(config, data=fingerprint(images), init=weights_sha256(path)))
+    # fingerprint: aevision.data.sources
     done = run.finished()                  # the identical run, already finished here: reuse it
     resume = run.start(resume=..., reuse=...)  # record the key; resume only a run of this key
     fit = run.fit(trainer, model, train, val, config)  # timed: wall and CPU seconds
@@ -24,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from aevision.data.batches import TensorBatches
@@ -33,10 +33,10 @@ from aevision.engine.loop import FitResult, Trainer
 from aevision.engine.resources import peak_rss_mib
 from aevision.errors import AevisionError
 from aevision.io import file_sha256, read_json, write_json
+from aevision.models.io import WEIGHTS
 from aevision.provenance import __version__, machine_info
 
 RECORD = "run.json"
-WEIGHTS = "model.safetensors"
 
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -46,9 +46,10 @@ def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None
     """What makes two runs the same run, as JSON reads it back (tuples are lists).
 
     ``config``: the run's config without where it is written (``output_dir`` is dropped: the same
-    run in a moved folder is still the same run); ``data``: :func:`fingerprint` of the data passed
-    in; ``init``: what the weights start from (:func:`weights_sha256`, or an architecture spec for a
-    run that only takes a network's shape); ``extra``: anything else the outputs depend on.
+    run in a moved folder is still the same run); ``data``: a fingerprint of the data passed in
+    (:func:`aevision.data.sources.fingerprint`); ``init``: what the weights start from
+    (:func:`weights_sha256`, or an architecture spec for a run that only takes a network's shape);
+    ``extra``: anything else the outputs depend on.
     """
     config = {k: v for k, v in config.items() if k != "output_dir"}
     key = {"aevision": __version__, "config": config, "data": data, "init": init, **extra}
@@ -58,20 +59,6 @@ def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None
 def digest(key: dict[str, Any]) -> str:
     """A short stable name for a key (a file name for a stored result)."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def fingerprint(*tensors: torch.Tensor | None) -> str:
-    """SHA-256 over the contents, dtypes and shapes of ``tensors`` (None counts as absent): the
-    data's part of a :func:`run_key`. Hashes the tensors' memory without copying it."""
-    h = hashlib.sha256()
-    for t in tensors:
-        if t is None:
-            h.update(b"none")
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def weights_sha256(path: str | os.PathLike[str]) -> str:
@@ -163,7 +150,8 @@ class Run:
 
     def finish(self, save: Callable[[Path], Any], files: dict[str, dict[str, Any]]) -> None:
         """Write the weights (``save(folder)``), then each JSON file of ``files`` with the run's
-        provenance added (key, timing, peak RSS, machine), then mark the run finished."""
+        provenance added (timing, peak RSS, machine), then mark the run finished (``run.json``
+        holds the key)."""
         if not self.writer:
             return
         save(self.out_dir)

@@ -44,8 +44,9 @@ from aevision.config import VAL_BATCH_SIZE, TrainConfig, to_dict
 from aevision.data.augment import Augment, AugmentConfig
 from aevision.data.batches import TensorBatches
 from aevision.data.imageset import ImageSet, float_batches
+from aevision.data.sources import fingerprint
 from aevision.engine import Trainer, seed_everything
-from aevision.engine.run import Run, fingerprint, run_key
+from aevision.engine.run import Run, run_key
 from aevision.errors import AevisionError
 from aevision.models.inference import eval_mode
 from aevision.tasks.features import FeatureEncoder
@@ -257,7 +258,7 @@ def train_phases(clf: Classifier, phases: list[tuple[str, int, bool]], batches: 
         fit = run.fit(trainer, clf, batches, val_batches, {"finetune_phase": name},
                       resume=run.start(overwrite=True))  # a fine-tune's folder is its caller's
         seconds += time.perf_counter() - started
-        run.finish(lambda folder: None, {"summary.json": {"key": run.key, "fit": fit.to_dict()}})
+        run.finish(lambda folder: None, {"summary.json": {"phase": name, "fit": fit.to_dict()}})
         history += [{**row, "phase": name} for row in fit.history]
         best = fit.best_epoch if val_batches is not None else None
     return history, seconds, best

@@ -21,9 +21,10 @@ from aevision.config import VAL_BATCH_SIZE, PretrainConfig, build_config, to_dic
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
+from aevision.data.sources import fingerprint
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
-from aevision.engine.run import Run, fingerprint, refuse_replacing, run_key, weights_sha256
+from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, build_model, load_model, save_model

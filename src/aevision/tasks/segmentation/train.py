@@ -26,9 +26,10 @@ from aevision.data import to_float
 from aevision.data.batches import TensorBatches
 from aevision.data.segmentation import load_segmentation
 from aevision.data.segset import SegSet, SegSplits
+from aevision.data.sources import fingerprint
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
-from aevision.engine.run import Run, fingerprint, refuse_replacing, run_key, weights_sha256
+from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, load_model
@@ -83,7 +84,7 @@ def segment(
     if splits.test is None or not len(splits.test):
         raise AevisionError(f"data: {cfg.data.name} has no test split to score on "
                             f"(for segfolder, set data.test_fraction > 0)")
-    run = Run(cfg.output_dir, segment_key(cfg, splits), upgrade=_upgraded)
+    run = Run(cfg.output_dir, segment_key(cfg, ae, splits), upgrade=_upgraded)
     if reuse and run.finished() is not None:
         return read_back(run.out_dir, cfg)
     train = labelled(splits.train, cfg.labels, cfg.seed)
@@ -118,16 +119,13 @@ def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
     return build_segment_config(base=saved).to_dict()
 
 
-def segment_key(cfg: SegmentConfig, splits: SegSplits) -> dict[str, Any]:
+def segment_key(cfg: SegmentConfig, ae: Autoencoder | None, splits: SegSplits) -> dict[str, Any]:
     """The run's identity: the config, every split's images and masks (the test split is scored,
     so it belongs to the outputs), and what the network starts from: the encoder's weights, or for
     ``init: scratch`` only its architecture (a scratch segmenter takes nothing else from it)."""
     config, init = cfg.to_dict(), None
-    if cfg.encoder:
-        path = Path(cfg.encoder)
-        init = (weights_sha256(path) if cfg.init == "pretrained"
-                else read_json((path.parent if path.suffix == ".safetensors" else path) / "config.json",
-                               "model config").get("model"))
+    if cfg.encoder and ae is not None:
+        init = weights_sha256(cfg.encoder) if cfg.init == "pretrained" else ae.spec
         config["encoder"] = "see init"  # not its path: a run folder moved elsewhere is the same run
     parts = [t for s in (splits.train, splits.val, splits.test) for t in
              ((s.images, s.masks) if s is not None else (None, None))]
