@@ -74,9 +74,8 @@ def one_class(held_out: int, splits: Splits, args: argparse.Namespace) -> dict[s
     config = {"seed": args.seed, "output_dir": str(out),
               "data": {"name": args.dataset, "root": args.data_root}, "model": MODEL,
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}}
-    model, trained = common.pretrained(config, normal, args.reuse)
-    fit = {k: trained[k] for k in ("epochs", "val_recon", "reused") if k in trained}
-    train_s = trained["train_seconds"]
+    model, fit = common.pretrained(config, normal, args.reuse, ("epochs", "val_recon", "train_seconds"))
+    train_s = fit.pop("train_seconds")
 
     started = time.time()
     ref = encode(model, normal.train)

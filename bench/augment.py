@@ -104,8 +104,7 @@ def pretrain_vae(args: argparse.Namespace, splits: Splits) -> tuple[Any, dict]:
     config = {"seed": 0, "output_dir": str(Path(args.runs) / "vae"), "model": VAE,
               "data": {"name": "mnist", "root": args.data_root},
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False}}
-    vae, trained = common.pretrained(config, splits, args.reuse)
-    return vae, {k: trained[k] for k in ("config", "seconds", "last_epoch", "reused") if k in trained}
+    return common.pretrained(config, splits, args.reuse, ("config", "seconds", "last_epoch"))
 
 
 def training_sets(vae: Any, x_real: Tensor, y_real: Tensor, args: argparse.Namespace, seed: int

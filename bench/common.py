@@ -87,15 +87,17 @@ def publish(out: str | os.PathLike[str], result: dict[str, Any], shown: dict[str
     print(json.dumps(result if shown is None else shown, **dumps))
 
 
-def pretrained(config: dict[str, Any], data: Any, reuse: bool) -> tuple[Any, dict[str, Any]]:
+def pretrained(config: dict[str, Any], data: Any, reuse: bool, keep: Sequence[str]
+               ) -> tuple[Any, dict[str, Any]]:
     """The model ``config`` describes, trained on ``data``; with ``reuse`` (``--reuse``) read back
     when the identical run finished in its folder (the run lifecycle's key: config, data, aevision
     version; any other run there is retrained), and resumed when it was killed. Returns the model
-    and what the results say of its training (``reused`` when read back)."""
+    and the ``keep`` items of what is known of its training (config, epochs, val_recon, last_epoch,
+    best_epoch, seconds, train_seconds, history), with ``reused`` when read back."""
     result = pretrain(config, data=data, reuse=reuse, overwrite=True)  # the bench's own folders
     last = result.history[-1] if result.history else {}
     info = {"config": result.config.to_dict(), "epochs": len(result.history),
             "val_recon": last.get("val_recon"), "last_epoch": last, "best_epoch": result.fit.best_epoch,
             "seconds": result.timing.get("wall_seconds"), "train_seconds": result.fit.train_seconds,
             "history": result.history}
-    return result.model, {**info, "reused": True} if result.reused else info
+    return result.model, {**{k: info[k] for k in keep}, **({"reused": True} if result.reused else {})}

@@ -89,8 +89,8 @@ def train(args: argparse.Namespace, splits: Splits) -> tuple[dict[str, Any], dic
     models, fits = {}, {}
     for name, cfg in configs(args.epochs, args.seed, Path(args.runs)).items():
         t0 = time.time()
-        models[name], trained = common.pretrained(copy.deepcopy(cfg), splits, args.reuse)
-        fits[name] = {k: trained[k] for k in ("seconds", "best_epoch", "history", "reused") if k in trained}
+        models[name], fits[name] = common.pretrained(copy.deepcopy(cfg), splits, args.reuse,
+                                                     ("seconds", "best_epoch", "history"))
         print(f"{name}: ready ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
     return models, fits
 

@@ -75,9 +75,7 @@ def train_or_load(name: str, dataset: str, args: argparse.Namespace, splits: Spl
               "data": {"name": dataset, "root": args.data_root},
               "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3, "progress": False},
               **CANDIDATES[name]}
-    model, trained = common.pretrained(config, splits, args.reuse)
-    keep = ("config", "seconds", "epochs", "val_recon", "reused")
-    return model, {k: trained[k] for k in keep if k in trained}
+    return common.pretrained(config, splits, args.reuse, ("config", "seconds", "epochs", "val_recon"))
 
 
 def best_metric(scores: dict[str, dict[str, float]]) -> str:
