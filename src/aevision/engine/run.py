@@ -1,18 +1,18 @@
 """One run's life, the same for every training run (pretraining, segmenters, fine-tunes, benches).
 
     run = Run(out_dir, run_key(config, data=fingerprint(images), init=weights_sha256(path)))
-    # fingerprint: aevision.data.sources
-    done = run.finished()                  # the identical run, already finished here: reuse it
-    resume = run.start(resume=..., reuse=...)  # record the key; resume only a run of this key
-    fit = run.fit(trainer, model, train, val, config)  # timed: wall and CPU seconds
+    done = run.finished()      # the identical run, already finished here: reuse it
+    fit = run.fit(trainer, model, train, val, config, reuse=...)  # start: record the key, resume
+                               # only a run of this key; then train, timed
     run.finish(lambda folder: save_model(model, folder), {"summary.json": {...}})
 
-A run is identified by its **key**: the normalised config, a fingerprint of the data it trains on,
-a hash of the weights it starts from, and aevision's version. ``run.json`` in the run folder
-records the key and the state (``started``, then ``finished`` once every output is written, last of
-all), so a run killed at any point is never taken for finished, and a checkpoint is resumed
-automatically only by a run of the very same key: a run whose data or starting weights changed
-(which the checkpoint's own config cannot see) starts afresh.
+A run is identified by its **key**: the normalised config, a fingerprint of the data it trains on
+(:func:`aevision.data.sources.fingerprint`), a hash of the weights it starts from, and aevision's
+version. ``run.json`` in the run folder records the key and the state (``started``, then
+``finished`` once every output is written, last of all), so a run killed at any point is never
+taken for finished, and a checkpoint is resumed automatically only by a run of the very same key:
+a run whose data or starting weights changed (which the checkpoint's own config cannot see)
+starts afresh.
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ class Run:
     """A run folder and the key of the run that belongs in it (see the module docstring)."""
 
     def __init__(self, out_dir: str | os.PathLike[str], key: dict[str, Any], *,
-                 upgrade: Upgrade | None = None, writer: bool = True):
+                 upgrade: Upgrade | None = None):
         self.out_dir = Path(out_dir)
         self.key = key
         self.upgrade = upgrade  # reads a stored config as this version writes it (added fields)
-        self.writer = writer  # under DDP only the global-zero process writes
+        self.writer = True  # under DDP only the global-zero process writes (fit sets it)
         self.timing: dict[str, Any] = {}
 
     # --- what the folder holds ---------------------------------------------------------------
@@ -135,12 +135,16 @@ class Run:
         return go_on
 
     def fit(self, trainer: Trainer, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
-            run_config: dict[str, Any], *, resume: bool, upgrade_config: Upgrade | None = None) -> FitResult:
-        """``trainer.fit`` timed. A resumed run's process saw only the epochs after the resume: its
-        wall time is then the engine's sum over all epochs, and the killed process's CPU time is
-        unknown (None)."""
+            run_config: dict[str, Any], *, resume: bool = False, reuse: bool = False, overwrite: bool = False,
+            upgrade_config: Upgrade | None = None) -> FitResult:
+        """:meth:`start` the run (from ``trainer``'s global-zero process: the one that writes),
+        then ``trainer.fit``, timed. A resumed run's process saw only the epochs after the resume:
+        its wall time is then the engine's sum over all epochs, and the killed process's CPU time
+        is unknown (None)."""
+        self.writer = trainer.fabric.is_global_zero
+        go_on = self.start(resume=resume, reuse=reuse, overwrite=overwrite)
         t0, c0 = time.time(), time.process_time()
-        fit = trainer.fit(model, train, val, run_config, resume=resume, upgrade_config=upgrade_config)
+        fit = trainer.fit(model, train, val, run_config, resume=go_on, upgrade_config=upgrade_config)
         if fit.resumed_from is not None:
             self.timing = {"wall_seconds": fit.train_seconds, "cpu_seconds": None, "resumed": True}
         else:

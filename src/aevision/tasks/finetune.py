@@ -253,10 +253,10 @@ def train_phases(clf: Classifier, phases: list[tuple[str, int, bool]], batches: 
     for name, epochs, frozen in phases:
         clf.freeze_for(epochs if frozen else 0)
         trainer = Trainer(replace(train_cfg, epochs=epochs), out_dir / name, seed=seed)
-        run = Run(out_dir / name, {**key, "phase": name}, writer=trainer.fabric.is_global_zero)
+        run = Run(out_dir / name, {**key, "phase": name})
         started = time.perf_counter()
         fit = run.fit(trainer, clf, batches, val_batches, {"finetune_phase": name},
-                      resume=run.start(overwrite=True))  # a fine-tune's folder is its caller's
+                      overwrite=True)  # a fine-tune's folder is its caller's
         seconds += time.perf_counter() - started
         run.finish(lambda folder: None, {"summary.json": {"phase": name, "fit": fit.to_dict()}})
         history += [{**row, "phase": name} for row in fit.history]

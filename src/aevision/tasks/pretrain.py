@@ -96,9 +96,8 @@ def pretrain(
     guard_memory(cfg)
     train, val = pretrain_batches(cfg, splits)
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
-    run.writer = trainer.fabric.is_global_zero
-    go_on = run.start(resume=resume, reuse=reuse, overwrite=overwrite)
-    fit = run.fit(trainer, model, train, val, cfg.to_dict(), resume=go_on, upgrade_config=upgraded_config)
+    fit = run.fit(trainer, model, train, val, cfg.to_dict(), resume=resume, reuse=reuse, overwrite=overwrite,
+                  upgrade_config=upgraded_config)
     model.eval()
     provenance = {"config": cfg.to_dict(), "data": data_summary(splits),
                   **({"init_from": {"path": str(init_from), "weights_sha256": init}} if init else {})}

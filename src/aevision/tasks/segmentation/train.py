@@ -91,10 +91,8 @@ def segment(
     seg = prepared_segmenter(cfg, ae, train)
     val = splits.val if splits.val is not None and len(splits.val) else None
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
-    run.writer = trainer.fabric.is_global_zero
-    go_on = run.start(resume=resume, reuse=reuse, overwrite=overwrite)
-    fit = run.fit(trainer, seg, *segment_batches(cfg, train, val), cfg.to_dict(), resume=go_on,
-                  upgrade_config=_upgraded)
+    fit = run.fit(trainer, seg, *segment_batches(cfg, train, val), cfg.to_dict(), resume=resume, reuse=reuse,
+                  overwrite=overwrite, upgrade_config=_upgraded)
     seg.set_frozen(False)
     seg.eval()
     test_preds = predict_set(seg, splits.test, trainer.fabric.device)
