@@ -114,9 +114,14 @@ def paired_test(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float, float
 
 def build(cfg: BenchmarkConfig, records: list[dict[str, Any]], datasets: dict[str, Any],
           run: dict[str, Any]) -> dict[str, Any]:
+    """What leaderboard.json holds; ``tables``, ``verdict_rule`` and ``folders`` (each dataset's
+    figures) are there for readers that do not import the benchmark (``aevision report``)."""
     rows = aggregate(records)
-    return {"name": cfg.name, "config": cfg.to_dict(), "run": run, "datasets": datasets,
-            "rows": rows, "verdicts": verdicts(rows, datasets), "records": records}
+    board = {"name": cfg.name, "config": cfg.to_dict(), "run": run, "datasets": datasets,
+             "rows": rows, "verdicts": verdicts(rows, datasets), "verdict_rule": RULE,
+             "folders": {ds: safe_name(ds) for ds in datasets}, "records": records}
+    board["tables"] = [{"title": t, "header": h, "rows": b} for t, h, b in tables(board)]
+    return board
 
 
 def _cell(row: dict[str, Any] | None, metric: str = "accuracy") -> str:

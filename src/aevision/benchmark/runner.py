@@ -38,6 +38,7 @@ from aevision.io import read_json, write_json
 from aevision.models import Autoencoder, load_model
 from aevision.provenance import machine_info
 from aevision.tasks.features import FeatureEncoder, extract
+from aevision.tasks.html_report import write_report
 from aevision.tasks.losses import LossConfig
 from aevision.tasks.metrics import classification_metrics, save_confusion
 from aevision.tasks.pretrain import PretrainResult, model_from_config, pretrain
@@ -75,7 +76,8 @@ class BenchmarkResult:
 
 def run_benchmark(cfg: BenchmarkConfig, *, verbose: bool = True, command: str | None = None
                   ) -> BenchmarkResult:
-    """Run everything ``cfg`` asks for; write the leaderboard (Markdown, CSV, JSON) and plots."""
+    """Run everything ``cfg`` asks for; write the leaderboard (Markdown, CSV, JSON), plots and
+    ``report.html`` (everything on one page)."""
     out = Path(cfg.output_dir)
     say: Say = print if verbose else (lambda _s: None)
     started = time.time()
@@ -95,9 +97,10 @@ def run_benchmark(cfg: BenchmarkConfig, *, verbose: bool = True, command: str | 
         "command": command,
     })
     leaderboard.write(out, board)
+    page = write_report(out)
     if verbose:
         leaderboard.print_board(board)
-        say(f"wrote {out}/leaderboard.md, leaderboard.csv, leaderboard.json and plots "
+        say(f"wrote {out}/leaderboard.md, leaderboard.csv, leaderboard.json, plots and {page.path} "
             f"({board['run']['wall_seconds']:.0f}s)")
     return BenchmarkResult(out, board)
 

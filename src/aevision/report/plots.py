@@ -104,3 +104,21 @@ def loss_curves(path: str | os.PathLike[str], histories: Mapping[str, Sequence[M
 
 
 
+
+
+def rate_distortion(path: str | os.PathLike[str],
+                    curves: Mapping[str, Sequence[tuple[float, float]]], ylabel: str, title: str) -> None:
+    """Quality against bits per pixel, one line per codec (learned codecs solid, classic dashed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        if points:
+            xs, ys = zip(*sorted(points), strict=True)
+            classic = name.lower() in ("jpeg", "webp")
+            ax.plot(xs, ys, "--s" if classic else "-o", ms=4, label=name)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _figure_to_png(fig, path)
