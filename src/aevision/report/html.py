@@ -21,13 +21,15 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f0f0f0; }
-td:first-child, th:first-child { text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: bold; }
 td.wins { background: #d4f4d4; } td.loses { background: #f8d4d4; }
 figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
 figure img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
+figure.thumb img { width: 330px; image-rendering: auto; }
+figure.thumb { width: 332px; }
 figcaption { font-size: .85em; color: #555; }
 p.note { color: #555; font-size: .9em; }
 nav a { margin-right: 1em; }
@@ -35,8 +37,10 @@ nav a { margin-right: 1em; }
 
 
 def esc(value: Any) -> str:
-    """Any value as escaped text (floats to 4 significant digits)."""
-    return html.escape(f"{value:.4g}" if isinstance(value, float) else str(value))
+    """Any value as escaped text (floats to 4 significant digits, large ones as whole numbers)."""
+    if isinstance(value, float):
+        return html.escape(f"{value:,.0f}" if abs(value) >= 1e4 and value == value else f"{value:.4g}")
+    return html.escape(str(value))
 
 
 def data_uri(png: bytes) -> str:
@@ -59,17 +63,36 @@ def table(header: Sequence[Any], rows: Sequence[Sequence[Any]],
           classes: dict[tuple[int, int], str] | None = None) -> str:
     """An HTML table; ``classes`` gives (row, column) cells a CSS class (``best``, ``wins``, ...)."""
     marks = classes or {}
+
+    def cell(r: int, c: int, v: Any) -> str:
+        names = " ".join(n for n in ("n" if numeric(v) else "", marks.get((r, c), "")) if n)
+        return f'<td class="{esc(names)}">{esc(v)}</td>' if names else f"<td>{esc(v)}</td>"
+
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{esc(marks[(r, c)])}">{esc(v)}</td>' if (r, c) in marks
-                         else f"<td>{esc(v)}</td>" for c, v in enumerate(row)) + "</tr>"
-        for r, row in enumerate(rows))
+    body = "".join("<tr>" + "".join(cell(r, c, v) for c, v in enumerate(row)) + "</tr>"
+                   for r, row in enumerate(rows))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def figure(png: bytes, caption: str) -> str:
-    """An embedded PNG with its caption (also the image's alt text)."""
-    return (f'<figure><img src="{data_uri(png)}" alt="{esc(caption)}">'
+def numeric(value: Any) -> bool:
+    """A number, or text that starts with one ("0.91 ± 0.01", "+0.02"): right-aligned."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    head = str(value).split(" ")[0]
+    try:
+        float(head)
+    except ValueError:
+        return False
+    return True
+
+
+def figure(png: bytes, caption: str, thumb: bool = False) -> str:
+    """An embedded PNG with its caption (also the image's alt text); ``thumb``: shown small, several
+    to a row (confusion matrices, overlays)."""
+    kind = ' class="thumb"' if thumb else ""
+    return (f'<figure{kind}><img src="{data_uri(png)}" alt="{esc(caption)}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 

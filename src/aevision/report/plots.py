@@ -93,8 +93,8 @@ def loss_curves(path: str | os.PathLike[str], histories: Mapping[str, Sequence[M
             pts = [(h["epoch"], h[key]) for h in hist if key in h and h[key] is not None]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, style, color=colours[i % len(colours)],
-                        label=f"{name} {key.replace('_', ' ')}")
+                ax.plot(xs, ys, style, color=colours[i % len(colours)], marker="." if len(xs) < 30 else None,
+                        label=f"{name} {key.replace('_', ' ')}")  # a marker: one epoch is a point
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_yscale("log")

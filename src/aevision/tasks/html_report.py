@@ -30,8 +30,9 @@ from aevision.report.html import Section, figure, heading, page, paragraph, tabl
 
 REPORT = "report.html"
 KNOWN = ("leaderboard.json", "summary.json", "metrics.json", "keypoints.json", "compression.json")
-MAX_OVERLAYS = 8
-MAX_CONFUSIONS = 12
+MAX_OVERLAYS = 12
+MAX_CONFUSIONS = 60
+PROTOCOLS = ("linear", "knn", "finetune")  # the leaderboard's order
 
 
 @dataclass
@@ -70,8 +71,8 @@ def write_report(folder: str | os.PathLike[str], out: str | os.PathLike[str] | N
 
 # --- helpers --------------------------------------------------------------------------------
 
-def png(path: Path, caption: str) -> str:
-    return figure(path.read_bytes(), caption)
+def png(path: Path, caption: str, thumb: bool = False) -> str:
+    return figure(path.read_bytes(), caption, thumb)
 
 
 def drawn(draw: Callable[..., None], *args: Any, **kwargs: Any) -> bytes:
@@ -172,7 +173,7 @@ def verdict_section(ver: list[dict[str, Any]], rule: str | None) -> list[Section
              "" if v["p_value"] is None else f"{v['p_value']:.3g}", v["verdict"]] for v in ver]
     marks = {(i, 9): v["verdict"] for i, v in enumerate(ver) if v["verdict"] in ("wins", "loses")}
     counts = {k: sum(v["verdict"] == k for v in ver) for k in ("wins", "loses", "within noise")}
-    blocks = [paragraph(rule, note=True)] if rule else []
+    blocks = [paragraph(rule.replace("`", ""), note=True)] if rule else []  # Markdown quotes
     blocks += [paragraph(f"{counts['wins']} wins, {counts['loses']} losses, {counts['within noise']} "
                          f"within noise, {len(ver) - sum(counts.values())} without a verdict."),
                table(header, rows, marks)]
@@ -193,16 +194,22 @@ def pretraining_section(datasets: dict[str, Any]) -> list[Section]:
 def dataset_sections(root: Path, dataset: str, board_folders: dict[str, str]) -> list[Section]:
     """Accuracy against labels, reconstructions, loss curves and confusion matrices of one dataset."""
     folder = root / ((board_folders.get(dataset)) or dataset)
-    plots = [png(p, f"{dataset}: {p.stem.replace('_', ' ')}")
-             for p in sorted(folder.glob("accuracy_vs_labels_*.png"))]
+    def order(p: Path) -> tuple[int, str]:
+        protocol = p.stem.removeprefix("accuracy_vs_labels_")
+        return PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS), protocol
+
+    curves = sorted(folder.glob("accuracy_vs_labels_*.png"), key=order)
+    plots = [png(p, f"{dataset}: {p.stem.replace('_', ' ')}") for p in curves]
     plots += [png(folder / f, f"{dataset}: {f[:-4].replace('_', ' ')}")
               for f in ("reconstructions.png", "loss_curves.png") if (folder / f).is_file()]
     out = [Section(f"{dataset}: plots", plots)] if plots else []
-    confusions = []
-    for p in sorted((folder / "confusion").glob("*.png"))[:MAX_CONFUSIONS]:
+    files = sorted((folder / "confusion").glob("*.png"))
+    confusions = [paragraph(f"The first {MAX_CONFUSIONS} of {len(files)}; the rest are in "
+                            f"{folder / 'confusion'}.", note=True)] if len(files) > MAX_CONFUSIONS else []
+    for p in files[:MAX_CONFUSIONS]:
         meta = read(p.with_suffix(".json")) or {}
-        confusions.append(png(p, meta.get("title") or p.stem))
-    if confusions:
+        confusions.append(png(p, meta.get("title") or p.stem, thumb=True))
+    if files:
         out.append(Section(f"{dataset}: confusion matrices", confusions))
     return out
 
@@ -273,7 +280,8 @@ def segment_sections(root: Path) -> list[Section]:
     blocks += [curve] if curve else []
     if (root / "examples.png").is_file():
         blocks.append(png(root / "examples.png", "test images, true masks, predicted overlays"))
-    blocks += [png(p, f"overlay: {p.stem}") for p in sorted((root / "overlays").glob("*.png"))[:MAX_OVERLAYS]]
+    blocks += [png(p, f"overlay: {p.stem}", thumb=True)
+               for p in sorted((root / "overlays").glob("*.png"))[:MAX_OVERLAYS]]
     return [Section("Segmentation", blocks)]
 
 
