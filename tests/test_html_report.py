@@ -96,6 +96,18 @@ def test_a_benchmark_folder_gets_its_leaderboard_verdicts_plots_and_confusions(b
                                "digits: plots", "digits: confusion matrices"]
 
 
+def test_a_leaderboard_written_before_it_kept_its_tables_still_gets_one(benchmark_dir, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(benchmark_dir, old)
+    board = json.loads((old / "leaderboard.json").read_text())
+    for key in ("tables", "folders", "verdict_rule"):
+        del board[key]
+    (old / "leaderboard.json").write_text(json.dumps(board))
+    html = build_report(old).html
+    assert "every result" in html and html.count("<tr>") > len(board["rows"])
+    assert len(PNG.findall(html)) == 10  # the dataset's folder is still found by its name
+
+
 def test_run_folders_get_only_the_sections_whose_files_are_there(runs_dir, tmp_path):
     report = write_report(runs_dir, tmp_path / "r.html")
     assert report.sections == ["Pretraining run", "Segmentation", "Keypoints", "Compression: kodak"]
@@ -126,9 +138,13 @@ def test_cli_writes_the_page_and_refuses_what_it_cannot_report(runs_dir, tmp_pat
 # --- the page in a real browser -----------------------------------------------------------------
 
 
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
 def chromium() -> str:
     """Debian's Chromium, or a skip, except in CI, where the browser test must run."""
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    path = find_chromium()
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -177,11 +193,22 @@ def test_the_page_loads_in_chromium_without_errors_and_every_image_decodes(
         assert shot.width == 1200 and shot.height > 900  # the whole page, longer than one screen
 
 
-def test_the_browser_check_sees_a_broken_image(tmp_path):
-    """The check itself can fail: a PNG data URI that does not decode has natural width 0."""
+def test_the_browser_check_sees_a_broken_image_and_a_script_error(tmp_path):
+    """The check itself can fail: a PNG data URI that does not decode has natural width 0, and an
+    error thrown by the page is collected."""
     executable = chromium()
     broken = tmp_path / "broken.html"
     broken.write_text('<!DOCTYPE html><html><body><img src="data:image/png;base64,iVBORw0KGgo=">'
-                      "</body></html>")
-    _, widths = open_in_browser(executable, broken, tmp_path / "b.png")
-    assert widths == [0]
+                      "<script>throw new Error('boom')</script></body></html>")
+    errors, widths = open_in_browser(executable, broken, tmp_path / "b.png")
+    assert widths == [0] and any("boom" in e for e in errors)
+
+
+def test_without_chromium_the_browser_test_skips_except_in_ci(monkeypatch):
+    monkeypatch.setitem(globals(), "find_chromium", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"no chromium|playwright"):
+        chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI"):
+        chromium()
