@@ -116,6 +116,11 @@ def test_run_folders_get_only_the_sections_whose_files_are_there(runs_dir, tmp_p
     assert report.images == len(PNG.findall(html)) == 2 + 3 + 1 + 2
     assert "a&lt;b&gt;" in html and "img_&lt;1&gt;" in html and "tracking.r2" in html
     assert "machine" not in html.split("Keypoints")[-1].split("Compression")[0]
+    (runs_dir / "sequence1.png").write_bytes(b"GIF89a")  # a damaged file: a note, not a crash
+    try:
+        assert "sequence1.png: not a PNG image, left out" in build_report(runs_dir).html
+    finally:
+        (runs_dir / "sequence1.png").unlink()
     (runs_dir / "keypoints.json").rename(tmp_path / "k.json")
     try:
         assert "Keypoints" not in build_report(runs_dir).sections

@@ -72,7 +72,12 @@ def write_report(folder: str | os.PathLike[str], out: str | os.PathLike[str] | N
 # --- helpers --------------------------------------------------------------------------------
 
 def png(path: Path, caption: str, thumb: bool = False) -> str:
-    return figure(path.read_bytes(), caption, thumb)
+    """A PNG file of the folder as a figure; a file that is not a PNG becomes a note instead (the
+    page stays whole, and says what is missing)."""
+    try:
+        return figure(path.read_bytes(), caption, thumb)
+    except ValueError:
+        return paragraph(f"{path.name}: not a PNG image, left out", note=True)
 
 
 def drawn(draw: Callable[..., None], *args: Any, **kwargs: Any) -> bytes:
@@ -120,9 +125,11 @@ def benchmark_sections(root: Path) -> list[Section]:
     if board is None or "rows" not in board:
         return []
     run = board.get("run") or {}
+    cpus = (run.get("machine") or {}).get("cpu_count")
     intro = [paragraph(f"Benchmark {board.get('name', '')}: {len(board.get('records', []))} runs, "
-                       f"{run.get('wall_seconds', 0):.0f}s wall. Test accuracy, mean ± sample std over "
-                       "seeds; the test split was used for no choice.")]
+                       f"{run.get('wall_seconds', 0):.0f}s wall{f' on {cpus} CPUs' if cpus else ''}. "
+                       "Test accuracy, mean ± sample std over seeds; the test split was used for no "
+                       "choice.")]
     if run.get("command"):
         intro.append(paragraph(f"Command: {run['command']}", note=True))
     lead = Section("Leaderboard", intro + [b for t in board_tables(board) for b in t])
