@@ -128,6 +128,21 @@ def test_run_folders_get_only_the_sections_whose_files_are_there(runs_dir, tmp_p
         (tmp_path / "k.json").rename(runs_dir / "keypoints.json")
 
 
+def test_a_model_with_a_smaller_target_gets_every_row_at_the_input_size():
+    """The DSAE reproduces a small grey target: its rows are enlarged to fit the grid's input row."""
+    from types import SimpleNamespace
+
+    from aevision.tasks.html_report import reconstruction_rows
+
+    small = SimpleNamespace(target=lambda x: x[:, :1, ::4, ::4],
+                            reconstruct=lambda x: x[:, :1, ::4, ::4] * 0.5)
+    rows = reconstruction_rows(small, torch.rand(3, 3, 16, 16))
+    assert list(rows) == ["input", "target", "reconstruction"]
+    assert [tuple(v.shape) for v in rows.values()] == [(3, 3, 16, 16), (3, 1, 16, 16), (3, 1, 16, 16)]
+    plain = SimpleNamespace(target=None, reconstruct=lambda x: x)
+    assert list(reconstruction_rows(plain, torch.rand(2, 1, 8, 8))) == ["input", "reconstruction"]
+
+
 def test_cli_writes_the_page_and_refuses_what_it_cannot_report(runs_dir, tmp_path, capsys):
     out = tmp_path / "page.html"
     assert main(["report", str(runs_dir), "-o", str(out)]) == 0

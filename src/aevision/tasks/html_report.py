@@ -248,12 +248,10 @@ def reconstruction_figure(root: Path, cfg: dict[str, Any]) -> list[str]:
     validation (or test, or training) images of its data; a note when the data cannot be loaded."""
     if (root / "reconstructions.png").is_file():
         return [png(root / "reconstructions.png", "reconstructions")]
-    import torch
-
     from aevision.config import build_config
     from aevision.data import load_dataset
     from aevision.models import load_model
-    from aevision.report.plots import reconstruction_grid
+    from aevision.report.plots import labelled_grid
 
     try:
         pcfg = build_config(base=cfg)
@@ -262,11 +260,25 @@ def reconstruction_figure(root: Path, cfg: dict[str, Any]) -> list[str]:
     except AevisionError as e:
         return [paragraph(f"No reconstructions: {e}", note=True)]
     shown = next(s for s in (splits.val, splits.test, splits.train) if s is not None and len(s))
-    x = shown.images[:12].float() / 255.0
+    rows = reconstruction_rows(model, shown.images[:12].float() / 255.0)
+    caption = "the first 12 held-out images and their reconstructions"
+    if "target" in rows:
+        caption += " (the model reproduces a target of the input; small ones enlarged)"
+    return [figure(drawn(labelled_grid, rows, "reconstructions"), caption)]
+
+
+def reconstruction_rows(model: Any, x: Any) -> dict[str, Any]:
+    """``x`` (N, C, H, W) in [0, 1], the model's target of it when it has one (the DSAE's small
+    grey image), and the reconstruction, each enlarged (nearest) to H x W for one grid."""
+    import torch
+    import torch.nn.functional as F
+
     with torch.no_grad():
-        recon = model.reconstruct(x)
-    return [figure(drawn(reconstruction_grid, x, recon), "first 12 held-out images (top) and their "
-                   "reconstructions")]
+        rows = {"input": x, **({"target": model.target(x)} if model.target is not None else {}),
+                "reconstruction": model.reconstruct(x)}
+    size = tuple(x.shape[-2:])
+    return {k: v if tuple(v.shape[-2:]) == size else F.interpolate(v.float(), size=size, mode="nearest")
+            for k, v in rows.items()}
 
 
 def segment_sections(root: Path) -> list[Section]:
