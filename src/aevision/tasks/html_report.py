@@ -200,7 +200,8 @@ def pretraining_section(datasets: dict[str, Any]) -> list[Section]:
 
 def dataset_sections(root: Path, dataset: str, board_folders: dict[str, str]) -> list[Section]:
     """Accuracy against labels, reconstructions, loss curves and confusion matrices of one dataset."""
-    folder = root / ((board_folders.get(dataset)) or dataset)
+    folder = root / (board_folders.get(dataset) or dataset)
+
     def order(p: Path) -> tuple[int, str]:
         protocol = p.stem.removeprefix("accuracy_vs_labels_")
         return PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS), protocol
