@@ -16,7 +16,7 @@ def add_parser(sub: Any) -> None:
         "whole network) and DIR/export.json (input/output names, shapes, value ranges, model hash, "
         "parity). Every file is run back on real images and compared with PyTorch; an export that "
         "fails is an error and leaves nothing in DIR.")
-    p.add_argument("run", metavar="RUN", help="a run folder of 'aevision pretrain' or 'aevision segment'")
+    p.add_argument("source", metavar="RUN", help="a run folder of 'aevision pretrain' or 'aevision segment'")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--inputs", nargs="+", metavar="IMAGES", help="image files or folders to check parity "
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from aevision.tasks.export import export_model
 
     positive(args, "--limit")
-    result = export_model(args.run, args.out, fmt=args.format, inputs=args.inputs, limit=args.limit,
+    result = export_model(args.source, args.out, fmt=args.format, inputs=args.inputs, limit=args.limit,
                           tolerance=args.tolerance, fit=args.resize, data_root=args.data_root)
     parity = result.manifest["parity"]
     print(f"wrote {', '.join(f.name for f in result.files)} to {result.out}/: parity on "
