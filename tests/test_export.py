@@ -171,3 +171,18 @@ def test_without_recorded_data_or_inputs_export_says_what_to_give(tmp_path, caps
     assert "--inputs IMAGES" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "seg"), "-o", str(tmp_path / "out"), "--format", "tflite"]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_cannot_decode_a_code_exports_its_encoder_alone():
+    from aevision.errors import AevisionError
+    from aevision.tasks.export.graphs import autoencoder_graphs
+
+    model = build_model("dense", (1, 8, 8), {"code_dim": 4}).eval()
+    assert [g.name for g in autoencoder_graphs(model)] == ["encoder", "decoder"]
+
+    def decode(z):
+        raise AevisionError("decodes patch tokens, not a pooled code")
+
+    model.decode = decode  # as the masked autoencoder does
+    (encoder,) = autoencoder_graphs(model)
+    assert encoder.name == "encoder" and "patch tokens" in encoder.note

@@ -62,12 +62,15 @@ class Call(nn.Module):
 IMAGE_RANGE = (0.0, 1.0)
 
 
+@torch.no_grad()
 def fully_convolutional(model: Autoencoder) -> bool:
-    """True when no weight depends on the image size (see :mod:`aevision.models.resize`)."""
+    """True when no weight depends on the image size (see :mod:`aevision.models.resize`) and the
+    encoder runs on larger images (a ViT's patch embedding may insist on its own size)."""
     c, h, w = model.input_shape
     try:
         at_input_shape(model, (c, h + 8, w + 8))
-    except AevisionError:
+        model.encode(torch.zeros(2, c, h + 8, w + 8))
+    except (AevisionError, RuntimeError, AssertionError, ValueError):
         return False
     return True
 
@@ -83,8 +86,22 @@ def autoencoder_graphs(model: Autoencoder) -> list[Graph]:
     def code_of(x: Tensor) -> dict[str, Tensor]:
         return {"code": model.encode(x)}
 
+    why = cannot_decode(model)
+    if why:  # a masked autoencoder decodes patch tokens, not its pooled code
+        encoder.note = f"no decoder exported: {why}"
+        return [encoder]
     decoder = Graph("decoder", Call(model, model.decode), ["code"], ["reconstruction"], code_of)
     return [encoder, decoder]
+
+
+@torch.no_grad()
+def cannot_decode(model: Autoencoder) -> str | None:
+    """Why ``model.decode`` takes no code (its one-line error), or None when it does."""
+    try:
+        model.decode(model.encode(torch.zeros(2, *model.input_shape)))
+    except AevisionError as e:
+        return str(e)
+    return None
 
 
 def entropy_of(model: Autoencoder) -> EntropyModel | None:

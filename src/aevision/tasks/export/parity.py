@@ -100,4 +100,6 @@ def codec_parity(model: Autoencoder, runners: dict[str, Runner], images: Tensor)
         cross_ok, error = False, str(e)
     return {"latents_identical": bool(same), "cross_decompress_ok": bool(cross_ok),
             "file_identical": mine.data == theirs.data, "images": len(images),
+            "latents": sum(q.numel() for q in mine.latents),
+            "nonzero_latents": sum(int((q != 0).sum()) for q in mine.latents),
             "file_bytes": len(theirs.data), **({"error": error} if error else {})}
