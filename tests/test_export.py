@@ -115,6 +115,26 @@ def test_a_codec_exports_its_transforms_and_hyperprior_and_reproduces_its_files(
                                                                           + ["export.json"])
 
 
+@pytest.mark.parametrize(("name", "options", "size"), [
+    ("codec", {"channels": 8, "code_channels": 6, "stages": 2, "code_gain": 8.0}, 18),  # 18 -> 9 -> 5
+    ("conv", {"channels": [4, 6], "code_dim": None, "code_activation": "linear"}, 16),
+])
+def test_factorized_codecs_of_either_architecture_keep_their_integers(tmp_path, name, options, size):
+    model = build_model(name, (3, size, size), options, [{"name": "factorized"}]).eval()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.mul_(4.0)  # latents of a few quantization steps, not all zero
+    save_model(model, tmp_path / "codec")
+    png_folder(tmp_path / "imgs", n=3, size=(size, size))
+    result = export_model(tmp_path / "codec", tmp_path / "out", inputs=[str(tmp_path / "imgs")])
+    analysis, synthesis = result.manifest["graphs"]
+    assert analysis["dynamic_size"] and analysis["opset"] >= 18
+    # stages that do not halve exactly bake their output padding in: the synthesis keeps its size
+    assert synthesis["dynamic_size"] is (size == 16)
+    codec = result.manifest["parity"]["codec"]
+    assert codec["latents_identical"] and codec["cross_decompress_ok"] and codec["nonzero_latents"] > 0
+
+
 def test_codec_parity_catches_an_analysis_that_rounds_differently(tmp_path):
     model = tiny_codec(tmp_path)
     images = (torch.rand(3, 3, 16, 16) * 255).to(torch.uint8)

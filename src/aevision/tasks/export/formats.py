@@ -72,3 +72,11 @@ def load_runner(path: Path, fmt: str) -> Runner:
         return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
     return run
+
+
+def onnx_opset(path: Path) -> int:
+    """The default-domain opset an ONNX file was written for."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -29,7 +29,7 @@ from torch import Tensor
 from aevision.data.imageset import to_float
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import write_json
-from aevision.tasks.export.formats import FORMATS, Runner, load_runner, write_graph
+from aevision.tasks.export.formats import FORMATS, Runner, load_runner, onnx_opset, write_graph
 from aevision.tasks.export.graphs import Graph, model_graphs
 from aevision.tasks.export.manifest import describe, graph_entry
 from aevision.tasks.export.parity import codec_parity, graph_parity
@@ -127,4 +127,5 @@ def export_graph(graph: Graph, images: Tensor, folder: Path, fmt: str,
         raise AevisionError(f"{graph.name}: exported {fmt} output differs from PyTorch by "
                             f"{parity['max_abs_diff']:.3g} (relative {parity['max_rel_diff']:.3g}), "
                             f"over the tolerance {tolerance:g}")
-    return graph_entry(graph, path.name, parity), runner
+    entry = graph_entry(graph, path.name, parity)
+    return ({**entry, "opset": onnx_opset(path)} if fmt == "onnx" else entry), runner
