@@ -185,6 +185,31 @@ def test_failed_parity_is_exit_2_and_leaves_nothing_behind(tmp_path, monkeypatch
     assert not out.exists() and list((tmp_path / "exports").iterdir()) == []
 
 
+@pytest.mark.parametrize(("fault", "message"), [
+    ("shape", "encoder: the exported file's output has shape (1, 4), the model's (2, 4)"),
+    ("raise", "encoder: the exported file fails on an input of shape (2, 1, 8, 8) ([ONNXRuntimeError]"),
+])
+def test_an_exported_file_that_cannot_run_or_gives_other_shapes_is_a_one_line_error(
+        tmp_path, monkeypatch, capsys, fault, message):
+    save_model(build_model("dense", (1, 8, 8), {"code_dim": 4}), tmp_path / "ae")
+    png_folder(tmp_path / "imgs", n=2, size=(8, 8), channels=1)
+    import aevision.tasks.export.model_export as model_export
+
+    def broken(path, fmt):
+        def run(x):
+            if fault == "raise":
+                raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions")
+            return [np.zeros((1, 4), np.float32)]
+        return run
+
+    monkeypatch.setattr(model_export, "load_runner", broken)
+    argv = ["export", str(tmp_path / "ae"), "-o", str(tmp_path / "out"), "--inputs", str(tmp_path / "imgs")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_recorded_data_or_inputs_export_says_what_to_give(tmp_path, capsys):
     segmenter_run(tmp_path)
     assert main(["export", str(tmp_path / "seg"), "-o", str(tmp_path / "out")]) == 2

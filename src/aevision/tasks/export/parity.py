@@ -27,15 +27,17 @@ from aevision.tasks.export.formats import Runner
 from aevision.tasks.export.graphs import Graph, latent
 
 
-def differences(ref: list[Tensor], got: list[np.ndarray]) -> tuple[float, float]:
+def differences(ref: list[Tensor], got: list[np.ndarray], name: str = "exported graph"
+                ) -> tuple[float, float]:
     """(max abs difference, that over the largest reference magnitude) over every output."""
     if len(ref) != len(got):
-        raise AevisionError(f"the exported graph has {len(got)} outputs, the model {len(ref)}")
+        raise AevisionError(f"{name}: the exported file has {len(got)} outputs, the model {len(ref)}")
     worst, scale = 0.0, 0.0
     for r, g in zip(ref, got, strict=True):
         r = r.detach().cpu().double()
         if tuple(r.shape) != tuple(g.shape):
-            raise AevisionError(f"exported output has shape {tuple(g.shape)}, the model's {tuple(r.shape)}")
+            raise AevisionError(f"{name}: the exported file's output has shape {tuple(g.shape)}, "
+                                f"the model's {tuple(r.shape)}")
         worst = max(worst, float((r - torch.from_numpy(np.asarray(g)).double()).abs().max()))
         scale = max(scale, float(r.abs().max()))
     return worst, worst / max(scale, 1e-12)
@@ -48,20 +50,29 @@ def as_list(out: Tensor | tuple[Tensor, ...]) -> list[Tensor]:
 @torch.no_grad()
 def graph_parity(graph: Graph, runner: Runner, image_sets: list[Tensor]) -> dict[str, Any]:
     """Parity of one graph on each of ``image_sets`` ((N, C, H, W) floats in [0, 1]), plus the
-    shapes and value ranges it saw: {max_abs_diff, max_rel_diff, inputs, outputs}."""
-    worst_abs, worst_rel, shapes, outputs = 0.0, 0.0, [], []
+    shapes and value ranges it saw: {max_abs_diff, max_rel_diff, inputs, input_range, outputs}."""
+    worst_abs, worst_rel, shapes, outputs, low, high = 0.0, 0.0, [], [], float("inf"), -float("inf")
     for images in image_sets:
         x = graph.feed(images)[graph.inputs[0]]
         ref = as_list(graph.module(x))
-        abs_diff, rel_diff = differences(ref, runner(x))
+        abs_diff, rel_diff = differences(ref, run_checked(graph, runner, x), graph.name)
         worst_abs, worst_rel = max(worst_abs, abs_diff), max(worst_rel, rel_diff)
         shapes.append(list(x.shape))
         outputs.append([(list(r.shape), float(r.min()), float(r.max())) for r in ref])
-        if not shapes[1:]:
-            first_input = (float(x.min()), float(x.max()))
+        low, high = min(low, float(x.min())), max(high, float(x.max()))
     return {"max_abs_diff": worst_abs, "max_rel_diff": worst_rel,
             "inputs": {"count": shapes[0][0], "shapes": shapes},
-            "input_range": first_input, "outputs": outputs}
+            "input_range": (low, high), "outputs": outputs}
+
+
+def run_checked(graph: Graph, runner: Runner, x: Tensor) -> list[np.ndarray]:
+    """The exported file's outputs for ``x``; a file that cannot take it is a one-line error."""
+    try:
+        return runner(x)
+    except Exception as e:  # onnxruntime and TorchScript raise their own types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AevisionError(f"{graph.name}: the exported file fails on an input of shape "
+                            f"{tuple(x.shape)} ({first[:200]})") from e
 
 
 class ExportedAnalysis(Codec):
@@ -72,6 +83,7 @@ class ExportedAnalysis(Codec):
         self.analysis = analysis
 
     def _analysis(self, model: Autoencoder, x: Tensor) -> Tensor:
+        # the one step Codec.compress_latents takes from the network; the coding stays aevision's
         return torch.from_numpy(self.analysis(x)[0]).to(x.device)
 
 
