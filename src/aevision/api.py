@@ -20,6 +20,7 @@ from aevision.models.inference import as_float_images as as_float_images  # re-e
 from aevision.models.inference import encode as encode
 from aevision.models.inference import reconstruct as reconstruct
 from aevision.provenance import machine_info as machine_info
+from aevision.tasks.export import export_model as export_model
 from aevision.tasks.pretrain import PretrainResult as PretrainResult
 from aevision.tasks.pretrain import as_config as as_config
 from aevision.tasks.pretrain import check_clip_length as check_clip_length
