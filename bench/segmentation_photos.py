@@ -76,9 +76,10 @@ def parse_args(argv: list[str] | None = None) -> Any:
 
 def settable(section: list[str], key: str) -> bool:
     """Where ``--set`` may add a key: the sections aevision checks itself (a typo there is an error
-    naming it), not the schedules this script reads."""
-    top = section[:1]
-    return top in (["pool"], ["segment"]) or (top == ["datasets"] and section[2:3] == ["data"])
+    naming it), and a schedule's ``epoch_steps``; no other key of the schedules this script reads."""
+    top, part = section[:1], section[2:3]
+    return top in (["pool"], ["segment"]) or (top == ["datasets"] and (
+        part == ["data"] or (part in (["all"], ["few"]) and key == "epoch_steps")))
 
 
 def configured(overrides: list[str]) -> dict[str, Any]:
