@@ -93,6 +93,9 @@ class TrainConfig:
 
     epochs: int = 20
     batch_size: int = 128
+    # optimiser steps per epoch: each epoch draws epoch_steps x batch_size samples, cycling a set smaller
+    # than that (fresh shuffles) and sampling a larger one; default (null): one pass over the data
+    epoch_steps: int | None = None
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -120,6 +123,9 @@ class TrainConfig:
     def validate(self, prefix: str = "train") -> None:
         check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
         check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
+        if self.epoch_steps is not None:
+            check(self.epoch_steps >= 1, f"{prefix}.epoch_steps", self.epoch_steps,
+                  "an integer >= 1, or null for one pass over the data")
         check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
         check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
         check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, "an integer >= 0")

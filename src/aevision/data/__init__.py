@@ -1,6 +1,7 @@
 """Data: in-memory image sets, the dataset registry and deterministic splits."""
 
 from aevision.data import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
+from aevision.data import ccp as _ccp  # noqa: F401  (segmentation datasets)
 from aevision.data import crops as _crops  # noqa: F401  (registers crops:PATH)
 from aevision.data import frames as _frames  # noqa: F401  (registers frames:PATH)
 from aevision.data import moving_shapes as _moving_shapes  # noqa: F401  (registers moving-shapes)
@@ -8,6 +9,7 @@ from aevision.data import oxford_pet as _oxford_pet  # noqa: F401  (segmentation
 from aevision.data import pennfudan as _pennfudan  # noqa: F401
 from aevision.data import segfolder as _segfolder  # noqa: F401
 from aevision.data import shapes_seg as _shapes_seg  # noqa: F401
+from aevision.data import union as _union  # noqa: F401  (registers union: a pool of datasets)
 from aevision.data.imageset import ImageSet, Skipped, to_float, to_uint8
 from aevision.data.registry import DATASETS, Source, Splits, data_root, load_dataset
 from aevision.data.segmentation import SEG_DATASETS, load_segmentation

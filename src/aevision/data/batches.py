@@ -9,6 +9,11 @@ exactly the gradient of the single-process run, and the loss curves agree.
 
 With ``targets`` (per-sample labels or masks, gathered with the same indices and yielded as
 stored), a batch is the pair ``(x, y)``; the Trainer then calls ``model(x, y)``.
+
+``epoch_size`` sizes an epoch by samples instead of by the data: a set smaller than that is cycled
+(one fresh shuffle after another, so every sample is drawn before any is drawn again), a larger one
+sampled (the first ``epoch_size`` of the epoch's shuffle). Ten masks then still give an epoch of
+hundreds of images, and a set smaller than one batch more than one step per epoch.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class TensorBatches:
         channels_last: bool = False,
         targets: Tensor | None = None,
         float_cache_mb: float = 256.0,
+        epoch_size: int | None = None,
     ):
         if targets is not None and len(targets) != len(data):
             raise ValueError(f"TensorBatches: {len(targets)} targets for {len(data)} samples")
@@ -54,7 +60,10 @@ class TensorBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        self.drop_last = drop_last and len(data) > batch_size
+        if epoch_size is not None and epoch_size < 1:
+            raise ValueError(f"TensorBatches: epoch_size must be >= 1, got {epoch_size}")
+        self.epoch_size = epoch_size
+        self._drop_last = drop_last
         self.transform = transform
         self.channels_last = channels_last
         self.float_cache_mb = float_cache_mb
@@ -62,6 +71,17 @@ class TensorBatches:
 
     def __len__(self) -> int:
         return self.num_batches()
+
+    @property
+    def size(self) -> int:
+        """Samples per epoch: ``epoch_size``, or the whole data."""
+        return self.epoch_size if self.epoch_size is not None else len(self.data)
+
+    @property
+    def drop_last(self) -> bool:
+        """Drop a last partial batch, except when an epoch is smaller than one batch (a small set
+        still trains)."""
+        return self._drop_last and self.size > self.batch_size
 
     @property
     def images_per_item(self) -> int:
@@ -78,7 +98,7 @@ class TensorBatches:
         return self
 
     def shard_size(self, world_size: int = 1) -> int:
-        return len(self.data) // world_size if world_size > 1 else len(self.data)
+        return self.size // world_size if world_size > 1 else self.size
 
     def num_batches(self, world_size: int = 1) -> int:
         n = self.shard_size(world_size)
@@ -86,8 +106,7 @@ class TensorBatches:
 
     def indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
         """This rank's sample order for ``epoch``: slice ``rank`` of every global batch."""
-        n = len(self.data)
-        order = permutation(n, self.seed, 1000 + epoch) if self.shuffle else torch.arange(n)
+        order = self.epoch_order(epoch)
         if world_size > 1:
             per = self.shard_size(world_size)
             global_batch = self.batch_size * world_size
@@ -98,6 +117,15 @@ class TensorBatches:
                 if rest else order[:0]
             order = torch.cat([head.reshape(-1), tail])
         return order
+
+    def epoch_order(self, epoch: int) -> Tensor:
+        """The ``size`` sample indices of ``epoch``: shuffles of the data (or ``arange``s), one after
+        another, cut to ``size``; with no ``epoch_size``, exactly one shuffle as always."""
+        n = len(self.data)
+        passes = -(-self.size // n) if n else 1
+        orders = [permutation(n, self.seed, 1000 + epoch, *((k,) if k else ())) if self.shuffle
+                  else torch.arange(n) for k in range(passes)]
+        return torch.cat(orders)[: self.size]
 
     def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
               start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:

@@ -4,6 +4,9 @@ A mask is a single-channel PNG whose pixel values are class ids: greyscale (8 or
 palette PNG (the PASCAL VOC convention: the palette index is the class, the colours are only for
 viewing; 255 marks unknown pixels). Class names come from ``data.classes``, else a
 ``classes.txt`` beside ``images/`` (one name per line, class 0 first), else the largest id found.
+Masks holding only 0 and 255 (the usual binary format) are background / foreground, 255 being
+class 1 instead of unknown, unless two class names say otherwise: more than two names keep 255
+unknown. One log line says how the masks were read (classes, pixels of each, pixels ignored).
 Every way the pairing can go wrong stops with one line naming the file: a missing mask, a mask
 whose size differs from its image, a value that is not a class.
 """
@@ -114,7 +117,7 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
         channels = guess_channels([p for p, _ in pairs])
     images, masks, files, skipped = [], [], [], []
     palette: list[tuple[int, int, int]] | None = None
-    max_id = 0
+    max_id, values = 0, set()
     for img_path, mask_path in pairs:
         try:
             native = load_image(img_path, channels)
@@ -125,6 +128,7 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
         check_mask(root, mask, mask_path, native, img_path, names, names_from)
         valid = mask[mask != IGNORE_INDEX]
         max_id = max(max_id, int(valid.max()) if valid.size else 0)
+        values.update(np.unique(mask).tolist())
         if palette is None:
             palette = pal
         if image_size is not None and tuple(native.shape[1:]) != tuple(image_size):
@@ -140,14 +144,36 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
     if skipped:
         log.warning("segfolder:%s: skipped %d unreadable images (e.g. %s: %s)", root, len(skipped),
                     skipped[0].path, skipped[0].reason)
-    if names is None:
+    stacked = torch.stack(masks)
+    binary = is_binary(values, names)
+    if binary:
+        stacked[stacked == IGNORE_INDEX] = 1
+        names = names or ["background", "foreground"]
+    elif names is None:
         names = [str(i) for i in range(max_id + 1)]
-        log.info("segfolder:%s: %d classes from the largest id in the masks (name them with "
-                 "classes.txt or data.classes)", root, len(names))
     k = len(names)
     colours = (palette[:k] + default_palette(k)[len(palette):]) if palette else default_palette(k)
-    return SegSet(torch.stack(images), torch.stack(masks), names, f"segfolder:{root}", files,
-                  colours, skipped)
+    data = SegSet(torch.stack(images), stacked, names, f"segfolder:{root}", files, colours, skipped)
+    log.info("%s", how_read(data, names_from, binary))
+    return data
+
+
+def is_binary(values: set[int], names: list[str] | None) -> bool:
+    """Masks of 0 and 255 only (both present), with no names or two: 255 is the foreground."""
+    return values == {0, IGNORE_INDEX} and (names is None or len(names) == 2)
+
+
+def how_read(data: SegSet, names_from: str, binary: bool) -> str:
+    """One line: the classes found (with their share of the known pixels) and the pixels ignored."""
+    counts = data.pixel_counts().tolist()
+    known = max(1, sum(counts))
+    classes = ", ".join(f"{i} {c} {100 * n / known:.1f}%" for i, (c, n) in
+                        enumerate(zip(data.classes, counts, strict=True)))
+    ignored = int((data.masks == IGNORE_INDEX).sum())
+    origin = ("binary masks (0 and 255 only): 255 read as class 1" if binary
+              else f"class names from {names_from}")
+    return (f"{data.name}: {len(data)} masks, {origin}; classes {classes}; {ignored} pixels "
+            f"({100 * ignored / data.masks.numel():.1f}%) unknown (255), ignored")
 
 
 def check_mask(root: Path, mask: np.ndarray, mask_path: Path, image: torch.Tensor, img_path: Path,

@@ -4,7 +4,8 @@ A segmentation loader takes a :class:`Source` plus its own options and returns
 :class:`SegSplits`. :func:`register_segmentation` also registers the images alone as a plain
 dataset of the same name, so ``aevision pretrain --dataset penn-fudan`` pretrains on exactly the
 training images that ``aevision segment --dataset penn-fudan`` later segments, and the test split
-stays held out from both.
+stays held out from both. A dataset's photos without masks (``SegSplits.unlabelled``) join the
+training images there.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def register_segmentation(name: str, summary: str) -> Callable[[SegLoader], SegL
         @functools.wraps(fn)  # same keyword options, same ':' argument marker
         def images_only(source: Source, **options: object) -> Splits:
             s = fn(source, **options)
-            return Splits(train=s.train.as_imageset(),
+            return Splits(train=with_unlabelled(s.train.as_imageset(), s),
                           test=None if s.test is None else s.test.as_imageset(),
                           val=None if s.val is None else s.val.as_imageset())
 
@@ -52,6 +53,18 @@ def register_segmentation(name: str, summary: str) -> Callable[[SegLoader], SegL
         return fn
 
     return deco
+
+
+def with_unlabelled(train: ImageSet, splits: SegSplits) -> ImageSet:
+    """The training images followed by the dataset's photos without masks (when it has some)."""
+    if splits.unlabelled is None:
+        return train
+    extra = splits.unlabelled()
+    if not len(extra):
+        return train
+    files = None if train.files is None or extra.files is None else [*train.files, *extra.files]
+    return ImageSet(torch.cat([train.images, extra.images]), name=train.name, files=files,
+                    skipped=[*train.skipped, *extra.skipped])
 
 
 def load_segmentation(cfg: DataConfig, seed: int) -> SegSplits:

@@ -7,6 +7,7 @@ PASCAL VOC): losses and metrics skip those pixels. So a set has at most 255 clas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +78,11 @@ class SegSet(StackedSet):
 
 @dataclass
 class SegSplits:
+    """A segmentation dataset's splits; ``unlabelled`` loads its photos that have no mask (none
+    of them a test photo), which pretraining adds to the training images and ``segment`` never
+    sees (a callable: only pretraining pays for decoding them)."""
+
     train: SegSet
     test: SegSet | None
     val: SegSet | None = None
+    unlabelled: Callable[[], ImageSet] | None = None

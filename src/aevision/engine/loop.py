@@ -67,6 +67,31 @@ class FitResult:
         return asdict(self)
 
 
+MIN_STEPS = 200  # fewer optimiser steps than this rarely train a network: say so before training
+
+
+def size_epochs(train: TensorBatches, cfg: TrainConfig, world_size: int) -> None:
+    """``train.epoch_steps``: every epoch draws that many batches (of the batch size in use, on
+    every process), whatever the data's size."""
+    if cfg.epoch_steps is not None:
+        train.epoch_size = cfg.epoch_steps * train.batch_size * world_size
+
+
+def warn_few_steps(cfg: TrainConfig, train: TensorBatches, batches: int, world_size: int) -> None:
+    """A warning when the whole run takes fewer than :data:`MIN_STEPS` optimiser steps (ten masks,
+    or 45 images in batches of 128: a step or two per epoch), saying how to size epochs instead."""
+    total = cfg.epochs * batches
+    if total >= MIN_STEPS:
+        return
+    n = len(train.data)
+    smaller = (f"; train.batch_size {train.batch_size} is larger than the {n} training samples"
+               if train.batch_size * world_size > n else "")
+    log.warning("train: %d optimiser steps in all (%d epochs x %d of %d samples in batches of %d%s); "
+                "under %d a network rarely trains: set train.epoch_steps (steps per epoch) or more "
+                "train.epochs", total, cfg.epochs, batches, train.size, train.batch_size, smaller,
+                MIN_STEPS)
+
+
 def make_fabric(cfg: TrainConfig, log_dir: Path | None = None) -> Fabric:
     loggers: list[Any] = []
     if log_dir is not None:
@@ -289,6 +314,7 @@ class Trainer:
             for batches in (train, val):
                 if batches is not None:
                     batches.to(fabric.device)
+        size_epochs(train, cfg, fabric.world_size)
         fit.batches = train.num_batches(fabric.world_size)
         if fit.batches == 0:
             raise AevisionError("train: no training batches (empty training set)")
@@ -296,7 +322,10 @@ class Trainer:
             remove_stale_temp_files(self.ckpt_dir)
         if cfg.auto_batch_size:
             self._fit_batch_size(fit.forward, train)
+            size_epochs(train, cfg, fabric.world_size)
             fit.batches = train.num_batches(fabric.world_size)
+        if fabric.is_global_zero:
+            warn_few_steps(cfg, train, fit.batches, fabric.world_size)
         # over the steps of the batch size in use; on the optimizer itself: the scheduler counts
         # its steps, which the direct path takes
         fit.scheduler = lr_scheduler(fit.inner, cfg, cfg.epochs * fit.batches)

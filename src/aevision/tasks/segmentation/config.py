@@ -81,7 +81,10 @@ class SegmentConfig:
     freeze_decoder: bool = False  # freeze a pretrained ('unet') decoder too: only the head learns at first
     pretrained_lr_scale: float = 1.0  # lr of the autoencoder's weights = train.lr * this (init: pretrained)
     labels: int | None = None  # train on this many masks (seeded choice); None: all
-    epoch_images: int | None = None  # cycle a small labelled set until an epoch has this many images
+    # images an epoch draws, cycling a smaller labelled set; default: the training split's size,
+    # masked or not (so 10 masks train as many steps as all of them); train.epoch_steps, when set,
+    # sizes epochs by steps instead
+    epoch_images: int | None = None
     examples: int | None = 16  # test images written as mask and overlay PNGs (None: all)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes-seg"))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

@@ -40,9 +40,9 @@ class SegMetrics:
         self.pixels += int((t != self.ignore_index).sum())
 
     def compute(self) -> dict[str, Any]:
-        iou = self.iou.compute().double()
+        iou = self.iou.compute().double().reshape(-1)  # one class: a 0-d tensor otherwise
         present = ~torch.isnan(iou)
-        dice = self.dice.compute().double()
+        dice = self.dice.compute().double().reshape(-1)
         per_iou = _per_class(self.classes, iou, present)
         per_dice = _per_class(self.classes, dice, present)
         return {

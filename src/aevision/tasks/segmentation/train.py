@@ -11,7 +11,6 @@ scored once at the end. Everything lands in ``output_dir``: the segmenter (safet
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from aevision.config import VAL_BATCH_SIZE
 from aevision.data import to_float
 from aevision.data.batches import TensorBatches
 from aevision.data.segmentation import load_segmentation
-from aevision.data.segset import SegSet, SegSplits
+from aevision.data.segset import IGNORE_INDEX, SegSet, SegSplits
 from aevision.data.sources import fingerprint
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
@@ -88,10 +87,12 @@ def segment(
     if reuse and run.finished() is not None:
         return read_back(run.out_dir, cfg)
     train = labelled(splits.train, cfg.labels, cfg.seed)
+    check_learnable(train)
     seg = prepared_segmenter(cfg, ae, train)
     val = splits.val if splits.val is not None and len(splits.val) else None
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
-    fit = run.fit(trainer, seg, *segment_batches(cfg, train, val), cfg.to_dict(), resume=resume, reuse=reuse,
+    batches = segment_batches(cfg, train, val, epoch_images(cfg, splits))
+    fit = run.fit(trainer, seg, *batches, cfg.to_dict(), resume=resume, reuse=reuse,
                   overwrite=overwrite, upgrade_config=_upgraded)
     seg.set_frozen(False)
     seg.eval()
@@ -171,16 +172,34 @@ def prepared_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet
     return seg
 
 
-def segment_batches(cfg: SegmentConfig, train: SegSet, val: SegSet | None
+def epoch_images(cfg: SegmentConfig, splits: SegSplits) -> int:
+    """Images an epoch draws: ``epoch_images``, else as many as the training split holds, masked
+    or not: ten masks of a 120-photo split train on 120 image draws an epoch, as all 120 masks do,
+    so that the optimiser steps do not collapse with the mask count."""
+    return cfg.epoch_images if cfg.epoch_images is not None else len(splits.train)
+
+
+def check_learnable(train: SegSet) -> None:
+    """Refuse masks with fewer than two classes present (all background, or all unknown)."""
+    counts = train.pixel_counts()
+    present = [c for c, n in zip(train.classes, counts.tolist(), strict=True) if n]
+    if len(present) < 2:
+        unknown = int((train.masks == IGNORE_INDEX).sum())
+        raise AevisionError(f"data: the {len(train)} training masks of {train.name or 'the data'} hold "
+                            f"{'only class ' + repr(present[0]) if present else 'no known pixel'} "
+                            f"({unknown} pixels unknown, {IGNORE_INDEX}): nothing to learn (a mask needs "
+                            f"at least two classes; binary masks: 0/1 or 0/255)")
+
+
+def segment_batches(cfg: SegmentConfig, train: SegSet, val: SegSet | None, images: int | None = None
                     ) -> tuple[TensorBatches, TensorBatches | None]:
-    """Training batches (each image repeated so that an epoch holds ``epoch_images``; augmented),
-    and validation batches in order."""
-    reps = max(1, math.ceil(cfg.epoch_images / len(train))) if cfg.epoch_images else 1
-    order = torch.arange(len(train)).repeat(reps)
+    """Training batches (``images`` draws an epoch, cycling a smaller labelled set; default one pass;
+    augmented), and validation batches in order."""
     augment = SegAugment(cfg.augment)
     bs = cfg.train.batch_size
-    train_batches = TensorBatches(train.images[order], bs, seed=cfg.seed, shuffle=True, drop_last=True,
-                                  targets=train.masks[order], transform=augment if augment.active else None)
+    train_batches = TensorBatches(train.images, bs, seed=cfg.seed, shuffle=True, drop_last=True,
+                                  targets=train.masks, transform=augment if augment.active else None,
+                                  epoch_size=images)
     val_batches = (TensorBatches(val.images, max(bs, VAL_BATCH_SIZE), shuffle=False, targets=val.masks)
                    if val is not None else None)
     return train_batches, val_batches
@@ -298,6 +317,7 @@ def data_summary(splits: SegSplits, train: SegSet, cfg: SegmentConfig) -> dict[s
         "classes": splits.train.classes,
         "train": one(splits.train), "val": one(splits.val), "test": one(splits.test),
         "labelled_train_images": len(train),
+        "epoch_images": epoch_images(cfg, splits),
         "train_class_pixels": dict(zip(train.classes, train.pixel_counts().tolist(), strict=True)),
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in splits.train.skipped],
     }

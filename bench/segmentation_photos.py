@@ -1,0 +1,209 @@
+"""Claim: a U-Net pretrained on a pool of unlabelled photos of people segments people better than
+random init when masks are few (Penn-Fudan and Clothing Co-Parsing, issue #36).
+
+One autoencoder (the whole U-Net, pretrained to inpaint holes) trains once on the pool: the
+Clothing Co-Parsing photos without masks and the training photos of both datasets, never a test
+photo (a ``union`` dataset; the script checks that no pool file is a test file). Then, per seed,
+U-Net segmenters train on person / background masks around its encoder and decoder
+("pretrained") or the same architecture from random weights ("scratch"): all training masks, and
+10 and 50 masks (the same seeded choice for both inits, with the same optimiser steps: epochs are
+sized by steps, not by the mask count). Each test split (Penn-Fudan's fixed 50 photos, CCP's fixed
+204 masked photos) is scored once per run, by the person class's IoU over the whole split; nothing
+is chosen on it. Every run records its optimiser steps, the pool's pretraining its time.
+
+    AEVISION_DATA=/work/shared/datasets python bench/segmentation_photos.py --runs runs/segphotos --reuse
+    python bench/segmentation_photos.py --seeds 1 --set pool.train.epochs=1 ...   # a tiny trial
+
+``--set PATH=VALUE`` changes one config value (dotted path, YAML value; recorded in ``config``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+from aevision.config import DataConfig, apply_override
+from aevision.data import load_dataset, load_segmentation
+from aevision.data.segset import SegSplits
+from aevision.errors import AevisionError
+from aevision.tasks.segmentation import segment
+
+CONFIG: dict[str, Any] = {
+    # the pool at one size (Penn-Fudan's landscape photos are stretched to it; the segmenters then
+    # run at each dataset's own size: the U-Net is fully convolutional)
+    "pool": {
+        # options.datasets: every dataset below, with its own options (so its own test split)
+        "data": {"name": "union", "image_size": [192, 160], "val_fraction": 0.05},
+        "model": {"name": "unet", "channels": [16, 32, 64, 128, 256], "batch_norm": True},
+        "regularizers": [{"name": "denoising", "noise": "blocks", "p": 0.25, "block": 16}],
+        "augment": {"hflip": True},
+        "train": {"epochs": 40, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+    },
+    "segment": {
+        "decoder": {"stem_channels": 16},
+        "augment": {"hflip": True, "zoom": 1.3, "jitter": 0.1},
+        "train": {"batch_size": 8, "lr": 2e-3, "scheduler": "cosine"},
+    },
+    "datasets": {
+        "penn-fudan": {
+            "key": "pennfudan",
+            "data": {"name": "penn-fudan", "image_size": [256, 320], "val_fraction": 0.0},
+            "all": {"epochs": 100, "freeze_epochs": 5, "inits": ["pretrained", "scratch"]},  # 1,500 steps
+            "few": {"epochs": 40, "epoch_steps": 15, "freeze_epochs": 10},  # 600 steps at any mask count
+            "budgets": [10],
+        },
+        "clothing-co-parsing": {
+            "key": "ccp",
+            "data": {"name": "clothing-co-parsing", "image_size": [192, 128], "val_fraction": 0.0},
+            "all": {"epochs": 30, "freeze_epochs": 2, "inits": ["pretrained"]},  # 3,000 steps
+            "few": {"epochs": 40, "epoch_steps": 15, "freeze_epochs": 10},
+            "budgets": [10, 50],
+        },
+    },
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    p = common.parser(__doc__, "segmentation_photos.json", data=True, runs="runs/bench-segphotos",
+                      reuse="read back runs that finished in --runs under the identical key")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    return p.parse_args(argv)
+
+
+def settable(section: list[str], key: str) -> bool:
+    """Where ``--set`` may add a key: the sections aevision checks itself (a typo there is an error
+    naming it), and a schedule's ``epoch_steps``; no other key of the schedules this script reads."""
+    top, part = section[:1], section[2:3]
+    return top in (["pool"], ["segment"]) or (top == ["datasets"] and (
+        part == ["data"] or (part in (["all"], ["few"]) and key == "epoch_steps")))
+
+
+def configured(overrides: list[str]) -> dict[str, Any]:
+    """:data:`CONFIG` with each ``--set`` applied (a path that does not exist is an error)."""
+    cfg = copy.deepcopy(CONFIG)
+    for assignment in overrides:
+        try:
+            apply_override(cfg, assignment, new_key=settable)
+        except AevisionError as e:
+            raise SystemExit(f"--set: {e}") from None
+    return cfg
+
+
+def pretrain_pool(cfg: dict[str, Any], root: str | None, runs: Path, reuse: bool
+                  ) -> tuple[str, dict[str, Any], list[str]]:
+    """The pool's autoencoder (trained once, or read back): its folder, what is known of its
+    training (seconds, steps) and the pool's files."""
+    pool = copy.deepcopy(cfg["pool"])
+    parts = [{"name": ds["data"]["name"], "options": ds["data"].get("options", {})}
+             for ds in cfg["datasets"].values()]
+    pool["data"].update(root=root, options={"datasets": parts})
+    data = load_dataset(DataConfig(**pool["data"]), 0)
+    out = runs / "pool"
+    config = {**pool, "seed": 0, "output_dir": str(out), "train": {**pool["train"], "progress": False}}
+    _, info = common.pretrained(config, data, reuse, keep=("epochs", "steps", "val_recon", "seconds",
+                                                            "train_seconds"))
+    files = [*(data.train.files or []), *((data.val.files or []) if data.val is not None else [])]
+    info["images"] = len(data.train) + (len(data.val) if data.val is not None else 0)
+    return str(out), info, files
+
+
+def plan(ds: dict[str, Any]) -> list[tuple[str, int | None, str]]:
+    """(tag, mask count, init) of every segmenter of a dataset: all masks, then each budget."""
+    return [("all", None, init) for init in ds["all"]["inits"]] + [
+        (str(b), b, init) for b in ds["budgets"] for init in ("pretrained", "scratch")]
+
+
+def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs: Path, encoder: str,
+                run: tuple[str, int | None, str], reuse: bool) -> dict[str, Any]:
+    """One segmenter: its person IoU on the test split, optimiser steps and seconds."""
+    tag, labels, init = run
+    ds, seg = cfg["datasets"][name], cfg["segment"]
+    sched = ds["all"] if labels is None else ds["few"]
+    config = {
+        "seed": seed, "output_dir": str(runs / name / f"seed{seed}" / f"{tag}-{init}"), "encoder": encoder,
+        "init": init, "labels": labels,
+        "freeze_epochs": sched["freeze_epochs"] if init == "pretrained" else 0,
+        "examples": 4, "data": ds["data"], "decoder": seg["decoder"], "augment": seg["augment"],
+        "train": {**seg["train"], "epochs": sched["epochs"], "epoch_steps": sched.get("epoch_steps"),
+                  "progress": False},
+    }
+    result = segment(config, data=data, reuse=reuse, overwrite=True)
+    return {"person_iou": result.metrics["iou"]["person"], "steps": result.fit.steps,
+            "seconds": result.timing.get("wall_seconds"), "labelled_images": labels}
+
+
+def dataset_runs(cfg: dict[str, Any], name: str, args: Any, encoder: str, pool_files: set[str]
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Every segmenter of dataset ``name``, for every seed, keyed ``<tag>_<init>``."""
+    data = load_segmentation(DataConfig(**{**cfg["datasets"][name]["data"], "root": args.data_root}), 0)
+    leaked = pool_files & set(data.test.files or [])
+    if leaked:
+        raise SystemExit(f"{name}: {len(leaked)} test photos are in the pool (e.g. {sorted(leaked)[0]})")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for seed in range(args.seeds):
+        for run in plan(cfg["datasets"][name]):
+            out.setdefault(f"{run[0]}_{run[2]}", []).append(
+                segment_run(cfg, name, data, seed, Path(args.runs), encoder, run, args.reuse))
+    return out
+
+
+def summary(key: str, runs: dict[str, list[dict[str, Any]]], inits: list[str]) -> dict[str, Any]:
+    """``<key>_person_iou_<run>`` means and ``_std``; with one all-mask init, ``<key>_person_iou_all``."""
+    out: dict[str, Any] = {}
+    for run, seeds in runs.items():
+        name = "all" if run.startswith("all_") and len(inits) == 1 else run
+        cell = common.mean_std([r["person_iou"] for r in seeds])
+        out[f"{key}_person_iou_{name}"], out[f"{key}_person_iou_{name}_std"] = cell["mean"], cell["std"]
+    return out
+
+
+def same_steps(runs: dict[str, list[dict[str, Any]]]) -> bool:
+    """Pretrained and scratch took the same optimiser steps at every mask count and seed."""
+    tags = {run.rsplit("_", 1)[0] for run in runs}
+    return all([r["steps"] for r in runs[f"{t}_pretrained"]] == [r["steps"] for r in runs[f"{t}_scratch"]]
+               for t in tags if f"{t}_pretrained" in runs and f"{t}_scratch" in runs)
+
+
+CLAIMS = {  # the issue's targets: name -> (the keys it compares, the test on their means)
+    "pennfudan_all_pretrained_at_least_0.75": (["pennfudan_person_iou_all_pretrained"], lambda a: a >= 0.75),
+    "ccp_all_at_least_0.92": (["ccp_person_iou_all"], lambda a: a >= 0.92),
+    "ccp_10_pretrained_beats_scratch_by_5_points": (
+        ["ccp_person_iou_10_pretrained", "ccp_person_iou_10_scratch"], lambda p, s: p - s >= 0.05),
+    "ccp_50_pretrained_beats_scratch_by_2_points": (
+        ["ccp_person_iou_50_pretrained", "ccp_person_iou_50_scratch"], lambda p, s: p - s >= 0.02),
+    "pennfudan_10_pretrained_beats_scratch_by_5_points": (
+        ["pennfudan_person_iou_10_pretrained", "pennfudan_person_iou_10_scratch"],
+        lambda p, s: p - s >= 0.05),
+}
+
+
+def claims(results: dict[str, Any]) -> dict[str, bool]:
+    """Each target whose runs were made (a trial with other budgets judges none of theirs)."""
+    return {name: test(*(results[k] for k in keys)) for name, (keys, test) in CLAIMS.items()
+            if all(k in results for k in keys)}
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = configured(args.overrides)
+    started = time.time()
+    encoder, pool, pool_files = pretrain_pool(cfg, args.data_root, Path(args.runs), args.reuse)
+    runs, results = {}, {}
+    for name, ds in cfg["datasets"].items():
+        runs[name] = dataset_runs(cfg, name, args, encoder, set(pool_files))
+        results.update(summary(ds["key"], runs[name], ds["all"]["inits"]))
+    out = {**results, "claims_met": claims(results),
+           "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
+           "pool_images": pool["images"], "pool_pretraining": pool, "seeds": list(range(args.seeds)),
+           "runs": runs, "overrides": args.overrides,
+           "command": common.command("segmentation_photos.py", data=True), "config": cfg,
+           **common.provenance(started, common.SHARED)}
+    common.publish(args.out, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""bench/segmentation_photos.py end to end on tiny fake Penn-Fudan and Clothing Co-Parsing folders:
+one pool autoencoder, then every segmenter, pretrained and scratch with the same steps."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from PIL import Image
+
+from test_segmentation_photos import fake_ccp
+
+
+def fake_pennfudan(root, n=8):
+    folder = root / "PennFudanPed"
+    (folder / "PNGImages").mkdir(parents=True)
+    (folder / "PedMasks").mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((40, 50, 3), 30 * i, dtype=np.uint8)).save(folder / "PNGImages" / f"P{i}.png")
+        inst = np.zeros((40, 50), dtype=np.uint8)
+        inst[5:35, 5:15], inst[10:30, 30:40] = 1, 2
+        Image.fromarray(inst).save(folder / "PedMasks" / f"P{i}_mask.png")
+
+
+TINY = ["pool.data.image_size=[16,16]", "pool.model.channels=[4,8]", "pool.regularizers.0.block=4",
+        "pool.train.epochs=1"]
+for name, size, budgets in (("penn-fudan", "[16,20]", "[2]"), ("clothing-co-parsing", "[16,12]", "[2,3]")):
+    TINY += [f"datasets.{name}.data.image_size={size}", f"datasets.{name}.data.options={{n_test: 2}}",
+             f"datasets.{name}.budgets={budgets}", f"datasets.{name}.all.epochs=1",
+             f"datasets.{name}.few.epochs=1", f"datasets.{name}.few.epoch_steps=3"]
+
+
+def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
+        bench_script, monkeypatch, tmp_path, one_thread):
+    fake_ccp(tmp_path / "data")
+    fake_pennfudan(tmp_path / "data")
+    bench = bench_script("segmentation_photos")
+    out = tmp_path / "out.json"
+    argv = ["segmentation_photos.py", "--data-root", str(tmp_path / "data"), "--runs", str(tmp_path / "runs"),
+            "--out", str(out), "--seeds", "2", *[a for s in TINY for a in ("--set", s)]]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    r = json.loads(out.read_text())
+    assert r["pool_images"] == 6 + 4 + 6  # CCP's training and unmasked photos, Penn-Fudan's training
+    assert r["pool_pretraining"]["steps"] >= 1 and r["pool_pretraining"]["seconds"] is not None
+    for key in ("pennfudan_person_iou_all_pretrained", "pennfudan_person_iou_all_scratch",
+                "pennfudan_person_iou_2_pretrained", "ccp_person_iou_all", "ccp_person_iou_3_scratch"):
+        assert 0 <= r[key] <= 1 and f"{key}_std" in r
+    assert r["same_steps_pretrained_and_scratch"]
+    assert [x["steps"] for x in r["runs"]["clothing-co-parsing"]["2_scratch"]] == [3, 3]
+    assert set(r["claims_met"]) == {"pennfudan_all_pretrained_at_least_0.75", "ccp_all_at_least_0.92"}
+    assert "datasets.penn-fudan.budgets=[2]" in r["overrides"] and r["config"]["pool"]["train"]["epochs"] == 1
