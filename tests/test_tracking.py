@@ -7,7 +7,6 @@ import argparse
 import sqlite3
 
 import pytest
-from conftest import tiny_config
 
 import aevision
 from aevision.cli import main
@@ -17,6 +16,8 @@ from aevision.engine import tracking
 from aevision.engine.checkpoint import config_mismatch
 from aevision.engine.run import run_key
 from aevision.errors import AevisionError, ConfigError
+from aevision.models.io import saved_run
+from conftest import tiny_config
 
 
 def test_loggers_are_a_checked_list_option():
@@ -32,11 +33,12 @@ def test_logger_flag_is_repeatable_or_comma_separated(capsys):
     def names(*values):
         return logger_names(argparse.Namespace(logger=list(values)))
 
-    assert names("csv,mlflow") == ["csv", "mlflow"] and names("tensorboard", " mlflow ") == ["tensorboard", "mlflow"]
+    assert names("csv,mlflow") == ["csv", "mlflow"]
+    assert names("tensorboard", " mlflow ") == ["tensorboard", "mlflow"]
     assert logger_names(argparse.Namespace(logger=None)) is None
-    with pytest.raises(ConfigError, match="--logger: .*'neptune'.*csv, tensorboard, mlflow"):
+    with pytest.raises(ConfigError, match=r"--logger: .*'neptune'.*csv, tensorboard, mlflow"):
         names("csv", "neptune")
-    with pytest.raises(ConfigError, match="--logger: .*at most once"):
+    with pytest.raises(ConfigError, match=r"--logger: .*at most once"):
         names("csv,csv")
     assert main(["pretrain", "--dataset", "digits", "--logger", "wandb", "-o", "unused"]) == 2
     assert "--logger" in capsys.readouterr().err
@@ -86,7 +88,8 @@ def test_mlflow_receives_params_metrics_and_the_run_files(monkeypatch, tmp_path)
     (run,) = client.search_runs([client.get_experiment_by_name("aevision").experiment_id])
     assert run.info.run_name == "myrun" and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["train.lr"] == "0.001" and params["model.name"] == "dense" and params["data.name"] == "digits"
+    assert params["train.lr"] == "0.001" and params["model.name"] == "dense"
+    assert params["data.name"] == "digits"
     assert params["model.code_dim"] == "16" and params["train.loggers"] == "['csv', 'mlflow']"
     epochs = client.get_metric_history(run.info.run_id, "epoch/train_loss")
     assert [m.value for m in epochs] == pytest.approx([h["train_loss"] for h in result.history])
@@ -97,3 +100,28 @@ def test_mlflow_receives_params_metrics_and_the_run_files(monkeypatch, tmp_path)
     assert not any(f.startswith(("checkpoints", "logs")) for f in files)
     assert list((out / "logs").rglob("metrics.csv"))  # csv alongside
     assert not (out / "logs" / "tensorboard").exists()  # not asked for
+
+
+def test_benchmark_logger_reaches_its_pretraining_runs():
+    from aevision.benchmark import load_benchmark
+    from aevision.cli.benchmark import overrides_from
+    from aevision.config import DataConfig
+
+    args = argparse.Namespace(labels=None, seeds=None, seed=None, imbalance=None, epochs=None, data_root=None,
+                              out=None, retrain=False, resume=False, progress=False, logger=["csv,mlflow"])
+    assert overrides_from(args, ["conv"], 1) == ["loggers=[csv, mlflow]"]
+    cfg = load_benchmark("quick", overrides_from(args, [], 1))
+    name = next(iter(cfg.models))
+    assert cfg.pretrain_config(name, DataConfig(name="digits")).train.loggers == ["csv", "mlflow"]
+    plain = load_benchmark("quick")
+    assert plain.pretrain_config(name, DataConfig(name="digits")).train.loggers == ["csv", "tensorboard"]
+
+
+def test_pretrain_logger_flag_picks_the_loggers(tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "digits", "--limit", "100", "--epochs", "1", "--no-progress",
+                 "--logger", "tensorboard", "-o", str(out)]) == 0
+    events = list((out / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and b"epoch/train_loss" in b"".join(e.read_bytes() for e in events)
+    assert not (out / "logs" / "csv").exists()
+    assert saved_run(out)[0]["train"]["loggers"] == ["tensorboard"]

@@ -11,10 +11,12 @@ Lightning's loggers, which Fabric drives (``fabric.log_dict`` reaches each of th
   the experiment is ``MLFLOW_EXPERIMENT_NAME`` or ``aevision``, the run is named after the run
   folder. It needs the ``tracking`` extra (``pip install 'aevision[tracking]'``).
 
-What each receives: the whole run config as parameters (:func:`flat_params`: nested keys joined
-with dots), the engine's metrics per step (``step/<term>``) and per epoch (``epoch/train_<term>``,
-``epoch/val_<term>``), and, once the run is finished, the files of the run folder (the model, its
-config, the summary, history and run record) as MLflow artifacts (:func:`log_artifacts`).
+What each receives: the engine's metrics per step (``step/<term>``) and per epoch
+(``epoch/train_<term>``, ``epoch/val_<term>``); MLflow also the whole run config as parameters
+(:func:`flat_params`: nested keys joined with dots) and, once the run is finished, the files of the
+run folder (the model, its config, the summary, history and run record) as artifacts
+(:func:`log_artifacts`). TensorBoard shows parameters only beside an ``hp_metric``, which the
+engine does not invent, and Fabric's CSV logger keeps none: the config is in the run folder.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def log_params(loggers: Iterable[Any], config: dict[str, Any]) -> None:
-    """The whole run config, flattened, as each logger's hyperparameters (the CSV logger keeps none)."""
+    """The whole run config, flattened, as each logger's hyperparameters (those that keep them)."""
     params = flat_params(config)
     for logger in loggers:
         try:
