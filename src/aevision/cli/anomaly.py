@@ -99,7 +99,8 @@ def _print(args: argparse.Namespace, result: Any, n: int) -> None:
         print(f"note: {result.note}")
     ref = "none" if result.reference_size is None else \
         f"{result.reference}, {plural(result.reference_size, 'image')}"
-    print(f"scored {plural(n, 'image')} with {args.score}; reference: {ref}")
+    needed = result.reference_size is not None or result.threshold is None  # a calibrated recon: no
+    print(f"scored {plural(n, 'image')} with {args.score}" + (f"; reference: {ref}" if needed else ""))
     if result.threshold is not None:
         print(f"threshold ({result.rule}): {result.threshold:.6g}; flagged {result.flagged} of {n} "
               f"as anomalous")
