@@ -87,6 +87,9 @@ class RegularizerConfig:
 VAL_BATCH_SIZE = 256
 
 
+LoggerName = Literal["csv", "tensorboard", "mlflow"]  # engine/tracking.py
+
+
 @dataclass
 class TrainConfig:
     """How to optimise: the loop, the hardware, the checkpoints."""
@@ -119,6 +122,10 @@ class TrainConfig:
     auto_batch_size: bool = False  # halve batch_size until a step fits in memory
     max_memory_gb: float | None = None  # CPU runs: fail cleanly instead of being OOM-killed
     max_bad_batches: int = 10  # with skip_nonfinite: stop after this many skipped batches
+    # where metrics go (engine/tracking.py): csv and tensorboard under OUT/logs, mlflow to
+    # $MLFLOW_TRACKING_URI or ./mlruns (params = the whole config, metrics, the run's files)
+    loggers: list[LoggerName] = field(
+        default_factory=lambda: ["csv", "tensorboard"])
 
     def validate(self, prefix: str = "train") -> None:
         check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
@@ -150,6 +157,8 @@ class TrainConfig:
         if self.gradient_clip_norm is not None:
             check(self.gradient_clip_norm > 0, f"{prefix}.gradient_clip_norm", self.gradient_clip_norm,
                   "a number > 0 or null")
+        check(len(set(self.loggers)) == len(self.loggers), f"{prefix}.loggers", self.loggers,
+              "each of csv, tensorboard, mlflow at most once")
 
 
 @dataclass

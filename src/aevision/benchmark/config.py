@@ -39,6 +39,7 @@ from typing import Any
 
 from aevision.config import (
     DataConfig,
+    LoggerName,
     PretrainConfig,
     apply_override,
     build_config,
@@ -247,6 +248,9 @@ class BenchmarkConfig:
     reuse_runs: bool = False  # read back protocol runs finished from identical inputs (--resume)
     confusion_png: bool = True  # a confusion-matrix PNG per method/protocol at the largest budget
     progress: bool = False  # per-epoch lines from pretraining / fine-tuning
+    # the pretraining runs' train.loggers where a model's own train section does not say (the many
+    # small fine-tunes log as protocols.finetune.train.loggers says)
+    loggers: list[LoggerName] | None = None
 
     @property
     def budgets(self) -> list[Budget]:
@@ -301,6 +305,8 @@ class BenchmarkConfig:
             check(key in ("model", "regularizers", "train"), f"models.{name}.{key}", fragment[key],
                   "only model, regularizers, train and features sections")
         fragment.setdefault("train", {}).setdefault("progress", self.progress)
+        if self.loggers is not None:
+            fragment["train"].setdefault("loggers", list(self.loggers))
         base = {"seed": self.seed, "data": to_dict(data),
                 "output_dir": str(Path(self.output_dir) / "models" / safe_name(data.name) / name),
                 **fragment}

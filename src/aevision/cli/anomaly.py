@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
         description="Score images with a model trained on normal images: 'recon' is the "
         "reconstruction error; 'gaussian', 'gmm' and 'knn' fit a density on the codes of "
         "reference (normal) images, by default the model's own training set. Images scoring "
-        "above the --quantile of the reference scores are flagged.")
+        "above the threshold are flagged: the one --calibrate stored for the model and score, else "
+        "the --quantile of the reference scores.")
     p.add_argument("model", help="model folder (from 'aevision pretrain') or model.safetensors")
     add_data_arguments(p)
     p.add_argument("--score", choices=("recon", "gaussian", "gmm", "knn"), default="recon")
@@ -33,7 +34,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--metric", choices=("l2", "cosine"), default="l2", help="knn: code distance")
     p.add_argument("--components", type=int, default=10, help="gmm: mixture components (default 10)")
     p.add_argument("--quantile", type=float, default=0.99,
-                   help="flag images above this quantile of reference scores (default 0.99)")
+                   help="without a calibrated threshold: flag images above this quantile of reference "
+                   "scores (default 0.99)")
+    p.add_argument("--calibrate", metavar="NORMAL", help="normal images the model never trained on (a "
+                   "folder or dataset name): set the threshold for --fpr from their scores (split "
+                   "conformal) and store it beside the model (threshold.json), used from then on")
+    p.add_argument("--fpr", type=float, default=0.05,
+                   help="--calibrate: the false-positive rate on normal images to allow (default 0.05)")
     p.add_argument("-o", "--out", metavar="FILE.csv", help="write every image's score as CSV")
     p.add_argument("--grid", metavar="FILE.png", help="thumbnails of the most anomalous images")
     p.add_argument("--top", type=int, default=16, help="images listed and shown (default 16)")
@@ -49,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
     check_flag(args, "--quantile", lambda q: 0.0 < q < 1.0, "a fraction in (0, 1)")
     out = output_path(args.out, (".csv",)) if args.out else None
     grid = output_path(args.grid, (".png",), "--grid") if args.grid else None
+    check_flag(args, "--fpr", lambda q: 0.0 < q < 1.0, "a fraction in (0, 1)")
     model = load(args.model, args.device)
+    if args.calibrate:
+        _calibrate(args, model)
+        if not (args.inputs or args.dataset):
+            return 0
     data = load_inputs(args, model)
     result = score_images(model, args.model, data, score=args.score, reference=args.reference,
                           reference_limit=args.reference_limit, data_root=args.data_root, seed=args.seed,
@@ -67,16 +79,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace, model: Any) -> None:
+    from aevision.data.sources import SourceSpec, load_source, resolved
+    from aevision.tasks.anomaly_report import ScoreSpec, calibrate
+
+    c, h, w = model.input_shape
+    normal = load_source(SourceSpec(resolved(args.calibrate), "train", args.data_root, args.seed), c, (h, w))
+    spec = ScoreSpec(args.score, args.reference, args.reference_limit, args.data_root, args.seed, args.k,
+                     args.metric, args.components)
+    found = calibrate(model, args.model, normal, fpr=args.fpr, source=args.calibrate, spec=spec,
+                      batch_size=args.batch_size, device=args.device)
+    print(f"calibrated {args.score} threshold {found.threshold:.6g} for false-positive rate {args.fpr:g}: "
+          f"score rank {found.rank} of {plural(found.calibration_images, 'normal image')}; "
+          f"stored with the model")
+
+
 def _print(args: argparse.Namespace, result: Any, n: int) -> None:
     if result.note:
         print(f"note: {result.note}")
     ref = "none" if result.reference_size is None else \
         f"{result.reference}, {plural(result.reference_size, 'image')}"
-    print(f"scored {plural(n, 'image')} with {args.score}; reference: {ref}")
+    needed = result.reference_size is not None or result.threshold is None  # a calibrated recon: no
+    print(f"scored {plural(n, 'image')} with {args.score}" + (f"; reference: {ref}" if needed else ""))
     if result.threshold is not None:
-        print(f"threshold (reference {args.quantile:g} quantile): {result.threshold:.6g}; "
-              f"flagged {result.flagged} of {n}")
+        print(f"threshold ({result.rule}): {result.threshold:.6g}; flagged {result.flagged} of {n} "
+              f"as anomalous")
     print(f"most anomalous ({min(args.top, n)}):")
     for i in result.order[: args.top].tolist():
         label = f"  label {int(result.labels[i])}" if result.labels is not None else ""
-        print(f"  {result.scores[i]:.6g}  {result.names[i]}{label}")
+        verdict = "" if result.threshold is None else \
+            ("  anomalous" if result.scores[i] > result.threshold else "  normal")
+        print(f"  {result.scores[i]:.6g}  {result.names[i]}{verdict}{label}")

@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from aevision.cli.common import Parser
+from aevision.cli.common import Parser, add_logger_argument, logger_names
 
 
 def add_parser(sub: Any) -> None:
@@ -44,6 +44,7 @@ def add_parser(sub: Any) -> None:
                    help="only pretrain the models (or find them pretrained), then stop; run several "
                    "of these in parallel with --models, then the full benchmark reuses them")
     p.add_argument("--models", metavar="NAMES", help="with --pretrain-only: which models (a,b,...)")
+    add_logger_argument(p)  # the pretraining runs' (fine-tunes: protocols.finetune.train.loggers)
     p.set_defaults(run=run)
 
 
@@ -70,6 +71,9 @@ def overrides_from(args: argparse.Namespace, models: list[str], n_datasets: int)
         out.append("reuse_runs=true")
     if args.progress:
         out.append("progress=true")
+    loggers = logger_names(args)
+    if loggers is not None:
+        out.append(f"loggers=[{', '.join(loggers)}]")
     return out
 
 

@@ -128,6 +128,30 @@ def add_engine_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model already trained in OUT (refused otherwise)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    add_logger_argument(p)
+
+
+def add_logger_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--logger", action="append", metavar="NAMES",
+                   help="where training metrics go: csv, tensorboard, mlflow (repeatable or comma-"
+                   "separated; default csv,tensorboard). mlflow: $MLFLOW_TRACKING_URI or ./mlruns, with "
+                   "the config as params and the run's files as artifacts")
+
+
+def logger_names(args: argparse.Namespace) -> list[str] | None:
+    """The ``--logger`` values (repeated or comma-separated) as one list, each checked; None when
+    not given."""
+    from aevision.engine.tracking import LOGGERS
+
+    if not getattr(args, "logger", None):
+        return None
+    names = [n.strip() for value in args.logger for n in value.split(",") if n.strip()]
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError("--logger", name, ", ".join(LOGGERS))
+    if not names or len(set(names)) != len(names):
+        raise ConfigError("--logger", ",".join(args.logger), f"each of {', '.join(LOGGERS)} at most once")
+    return names
 
 
 def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
@@ -138,6 +162,9 @@ def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]
         out.append("train.deterministic=true")
     if args.no_progress:
         out.append("train.progress=false")
+    loggers = logger_names(args)
+    if loggers is not None:
+        out.append(f"train.loggers=[{', '.join(loggers)}]")
     return out + list(args.overrides)
 
 

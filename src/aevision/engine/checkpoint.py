@@ -63,7 +63,8 @@ _RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.early_stopping_pa
                       "train.log_every_n_steps", "train.checkpoint_every_n_steps", "output_dir",
                       "train.devices", "train.accelerator", "train.num_nodes", "train.strategy",
                       "train.skip_nonfinite", "train.max_bad_batches", "data.root",
-                      "data.download", "train.max_memory_gb", "train.tune_allocator"}
+                      "data.download", "train.max_memory_gb", "train.tune_allocator",
+                      "train.loggers"}
 
 
 def config_mismatch(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> str | None:

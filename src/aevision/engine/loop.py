@@ -42,6 +42,7 @@ from aevision.engine.determinism import rng_state, set_rng_state
 from aevision.engine.progress import Reporter, format_terms
 from aevision.engine.resources import is_out_of_memory
 from aevision.engine.schedule import lr_scheduler
+from aevision.engine.tracking import build_loggers, log_params
 from aevision.errors import AevisionError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
 from aevision.validation import plural
@@ -93,25 +94,9 @@ def warn_few_steps(cfg: TrainConfig, train: TensorBatches, batches: int, world_s
 
 
 def make_fabric(cfg: TrainConfig, log_dir: Path | None = None) -> Fabric:
-    loggers: list[Any] = []
-    if log_dir is not None:
-        from lightning.fabric.loggers import CSVLogger
-
-        loggers.append(CSVLogger(str(log_dir), name="csv"))
-        try:
-            from lightning.fabric.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(str(log_dir), name="tensorboard"))
-        except (ImportError, ModuleNotFoundError):
-            pass
-        else:
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                try:
-                    import tensorboardX  # noqa: F401
-                except ImportError:
-                    loggers.pop()
+    """Fabric for ``cfg``'s devices and precision, with its ``loggers`` writing under ``log_dir``
+    (none without it); an MLflow run is named after the run folder (``log_dir``'s parent)."""
+    loggers = build_loggers(cfg.loggers, log_dir, log_dir.resolve().parent.name) if log_dir else []
     try:
         return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                       strategy=cfg.strategy, precision=cfg.precision, loggers=loggers)
@@ -272,6 +257,8 @@ class Trainer:
         if fabric.world_size > 1 and fit.resumed_from is None:
             torch.manual_seed(self.seed + fabric.global_rank)  # distinct noise streams per rank
         report = Reporter(fabric.is_global_zero and cfg.progress, True, cfg.epochs, fit.batches)
+        log_params(fabric.loggers, fit.run_config)
+        status = "failed"
         try:
             for epoch in range(fit.loop.epoch, cfg.epochs):
                 hook = getattr(fit.raw, "on_train_epoch_start", None)
@@ -281,10 +268,11 @@ class Trainer:
                 self._train_epoch(fit, epoch, report)
                 if self._end_epoch(fit, epoch, report):
                     break
+            status = "success"
         finally:
             report.close()
             for logger in fabric.loggers:
-                logger.finalize("success")
+                logger.finalize(status)
         if fit.best_state is not None and val is not None:
             fit.raw.load_state_dict(fit.best_state)
         loop = fit.loop

@@ -31,6 +31,7 @@ from aevision.data.batches import TensorBatches
 from aevision.engine.checkpoint import LAST
 from aevision.engine.loop import FitResult, Trainer
 from aevision.engine.resources import peak_rss_mib
+from aevision.engine.tracking import log_artifacts
 from aevision.errors import AevisionError
 from aevision.io import file_sha256, read_json, write_json
 from aevision.models.io import WEIGHTS
@@ -46,12 +47,15 @@ def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None
     """What makes two runs the same run, as JSON reads it back (tuples are lists).
 
     ``config``: the run's config without where it is written (``output_dir`` is dropped: the same
-    run in a moved folder is still the same run); ``data``: a fingerprint of the data passed in
-    (:func:`aevision.data.sources.fingerprint`); ``init``: what the weights start from
+    run in a moved folder is still the same run) nor where its metrics go (``train.loggers``);
+    ``data``: a fingerprint of the data passed in (:func:`aevision.data.sources.fingerprint`);
+    ``init``: what the weights start from
     (:func:`weights_sha256`, or an architecture spec for a run that only takes a network's shape);
     ``extra``: anything else the outputs depend on.
     """
     config = {k: v for k, v in config.items() if k != "output_dir"}
+    if isinstance(config.get("train"), dict):  # where metrics are logged changes no output
+        config["train"] = {k: v for k, v in config["train"].items() if k != "loggers"}
     key = {"aevision": __version__, "config": config, "data": data, "init": init, **extra}
     return json.loads(json.dumps(key, default=str))
 
@@ -85,6 +89,7 @@ class Run:
         self.key = key
         self.upgrade = upgrade  # reads a stored config as this version writes it (added fields)
         self.writer = True  # under DDP only the global-zero process writes (fit sets it)
+        self.loggers: list[Any] = []  # the trainer's (fit sets them): MLflow receives the outputs
         self.timing: dict[str, Any] = {}
 
     # --- what the folder holds ---------------------------------------------------------------
@@ -141,7 +146,7 @@ class Run:
         then ``trainer.fit``, timed. A resumed run's process saw only the epochs after the resume:
         its wall time is then the engine's sum over all epochs, and the killed process's CPU time
         is unknown (None)."""
-        self.writer = trainer.fabric.is_global_zero
+        self.writer, self.loggers = trainer.fabric.is_global_zero, list(trainer.fabric.loggers)
         go_on = self.start(resume=resume, reuse=reuse, overwrite=overwrite)
         t0, c0 = time.time(), time.process_time()
         fit = trainer.fit(model, train, val, run_config, resume=go_on, upgrade_config=upgrade_config)
@@ -155,7 +160,7 @@ class Run:
     def finish(self, save: Callable[[Path], Any], files: dict[str, dict[str, Any]]) -> None:
         """Write the weights (``save(folder)``), then each JSON file of ``files`` with the run's
         provenance added (timing, peak RSS, machine), then mark the run finished (``run.json``
-        holds the key)."""
+        holds the key); then hand the folder's files to the tracking loggers (MLflow artifacts)."""
         if not self.writer:
             return
         save(self.out_dir)
@@ -163,6 +168,7 @@ class Run:
         for name, content in files.items():
             write_json(self.out_dir / name, {**content, **provenance})
         self._write_record("finished", **self.timing)
+        log_artifacts(self.loggers, self.out_dir)
 
     def _write_record(self, state: str, **extra: Any) -> None:
         write_json(self.out_dir / RECORD, {"key": self.key, "state": state,

@@ -1,8 +1,10 @@
 """Scoring images against normal reference images: what ``aevision anomaly`` runs.
 
 :func:`score_images` scores images with :mod:`aevision.tasks.anomaly` (reconstruction error or a
-code density) and sets a threshold at a quantile of the reference images' own scores; the
-reference is given, or is exactly the training set the model was pretrained on.
+code density) and thresholds them: with the threshold :func:`calibrate` stored beside the model
+(split conformal on held-out normal images, a chosen false-positive rate), else at a quantile of
+the reference images' own scores; the reference is given, or is exactly the training set the
+model was pretrained on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aevision.models import Autoencoder
 from aevision.models.inference import encode
 from aevision.models.io import saved_run, trained_on
 from aevision.tasks.anomaly import CodeDensity, reconstruction_error
+from aevision.tasks.calibration import Threshold, stored_threshold
 
 
 @dataclass
@@ -37,18 +40,21 @@ class AnomalyScores:
     reference: str
     reference_size: int | None
     note: str | None = None
+    rule: str | None = None  # how the threshold was set
 
     @property
     def flagged(self) -> int | None:
         return int((self.scores > self.threshold).sum()) if self.threshold is not None else None
 
     def rows(self) -> list[dict[str, Any]]:
-        """One CSV row per image: name, score, flagged (with a threshold), label (when known)."""
+        """One CSV row per image: name, score, flagged and the threshold used (when there is one),
+        label (when known)."""
         rows = []
         for i, name in enumerate(self.names):
             row: dict[str, Any] = {"image": name, "score": float(self.scores[i])}
             if self.threshold is not None:
                 row["anomalous"] = int(self.scores[i] > self.threshold)
+                row["threshold"] = self.threshold
             if self.labels is not None:
                 row["label"] = int(self.labels[i])
             rows.append(row)
@@ -76,38 +82,122 @@ def load_reference(model_path: str | os.PathLike[str], model: Autoencoder, refer
     return images, f"{cfg.name} (the model's training set)"
 
 
+@dataclass
+class ScoreSpec:
+    """Which score, and against which normal reference images: what a stored threshold is for."""
+
+    score: str = "recon"
+    reference: str | None = None
+    reference_limit: int | None = None
+    data_root: str | None = None
+    seed: int = 0
+    k: int = 5
+    metric: str = "l2"
+    components: int = 10
+
+    def definition(self) -> dict[str, Any]:
+        """What the score's values depend on besides the model (where the data lives does not)."""
+        if self.score == "recon":
+            return {"score": "recon"}
+        options = {"knn": {"k": self.k, "metric": self.metric},
+                   "gmm": {"components": self.components}}.get(self.score, {})
+        ref = {"reference": resolved(self.reference) if self.reference else "training set",
+               "reference_limit": self.reference_limit, "seed": self.seed}
+        return {"score": self.score, **options, **ref}
+
+
+@dataclass
+class Scorer:
+    """Scores images (``__call__``: ImageSet -> (N,)) with the reference's own scores, if any."""
+
+    model: Autoencoder
+    density: CodeDensity | None
+    reference: str
+    reference_size: int | None
+    reference_scores: Tensor | None
+    batch_size: int = 512
+    device: str = "cpu"
+    note: str | None = None
+
+    def __call__(self, data: ImageSet) -> Tensor:
+        if self.density is None:
+            return reconstruction_error(self.model, data, self.batch_size)
+        return self.density.score(encode(self.model, data, self.batch_size, self.device))
+
+
+def make_scorer(model: Autoencoder, model_path: str | os.PathLike[str], spec: ScoreSpec, *,
+                with_reference: bool = True, batch_size: int = 512, device: str = "cpu") -> Scorer:
+    """The scorer of ``spec`` ('recon' or a code density fitted on the reference images, see
+    :func:`load_reference`); 'recon' goes on without reference images (no reference scores), and
+    does not load them unless ``with_reference``."""
+    note, found = None, None
+    if with_reference or spec.score != "recon":
+        try:
+            found = load_reference(model_path, model, spec.reference, spec.data_root, spec.seed,
+                                   spec.reference_limit)
+        except AevisionError as e:
+            if spec.reference or spec.score != "recon":
+                raise
+            note = f"no reference images, so no threshold ({e})"
+    if found is None and spec.score != "recon":
+        raise AevisionError(f"--score {spec.score}: needs --reference DATA (normal images); the "
+                            f"model's config does not say what it was trained on")
+    ref, ref_name = found if found is not None else (None, "none")
+    scorer = Scorer(model, None, ref_name, len(ref) if ref is not None else None, None, batch_size,
+                    device, note)
+    if spec.score == "recon":
+        scorer.reference_scores = scorer(ref) if ref is not None else None
+        return scorer
+    assert ref is not None
+    density = CodeDensity(spec.score, k=spec.k, metric=spec.metric,  # type: ignore[arg-type]
+                          components=spec.components, seed=spec.seed)
+    ref_codes = encode(model, ref, batch_size, device)
+    scorer.density = density.fit(ref_codes)
+    scorer.reference_scores = density.score(ref_codes, exclude_self=True)
+    return scorer
+
+
 def score_images(model: Autoencoder, model_path: str | os.PathLike[str], data: ImageSet, *,
                  score: str = "recon", reference: str | None = None, reference_limit: int | None = None,
                  data_root: str | None = None, seed: int = 0, k: int = 5, metric: str = "l2",
                  components: int = 10, quantile: float = 0.99, batch_size: int = 512,
                  device: str = "cpu") -> AnomalyScores:
     """Score ``data`` with ``score`` ('recon' or a code density: gaussian, gmm, knn) against the
-    reference images (see :func:`load_reference`); 'recon' goes on without them, unthresholded."""
-    note = None
-    try:
-        found = load_reference(model_path, model, reference, data_root, seed, reference_limit)
-    except AevisionError as e:
-        if reference or score != "recon":
-            raise
-        note, found = f"no reference images, so no threshold ({e})", None
-    if found is None and score != "recon":
-        raise AevisionError(f"--score {score}: needs --reference DATA (normal images); the "
-                            f"model's config does not say what it was trained on")
-    ref, ref_name = found if found is not None else (None, "none")
-    if score == "recon":
-        scores = reconstruction_error(model, data, batch_size)
-        ref_scores = reconstruction_error(model, ref, batch_size) if ref is not None else None
+    reference images (see :func:`make_scorer`). The threshold is the one calibrated for this model
+    and score (``threshold.json``, :mod:`aevision.tasks.calibration`) when there is one, else the
+    ``quantile`` of the reference images' own scores; 'recon' without either is unthresholded."""
+    spec = ScoreSpec(score, reference, reference_limit, data_root, seed, k, metric, components)
+    calibrated = stored_threshold(model_path)
+    if calibrated is not None and calibrated.score != spec.definition():
+        calibrated = None  # calibrated for another score: it says nothing about this one
+    scorer = make_scorer(model, model_path, spec, with_reference=calibrated is None,
+                         batch_size=batch_size, device=device)
+    scores = scorer(data)
+    if calibrated is not None:
+        threshold, rule = calibrated.threshold, calibrated.rule()
+    elif scorer.reference_scores is not None:
+        threshold = float(scorer.reference_scores.quantile(quantile))
+        rule = f"reference {quantile:g} quantile"
     else:
-        assert ref is not None
-        density = CodeDensity(score, k=k, metric=metric, components=components, seed=seed)
-        ref_codes = encode(model, ref, batch_size, device)
-        density.fit(ref_codes)
-        scores = density.score(encode(model, data, batch_size, device))
-        ref_scores = density.score(ref_codes, exclude_self=True)
-    threshold = float(ref_scores.quantile(quantile)) if ref_scores is not None else None
+        threshold, rule = None, None
     names = data.files or [str(i) for i in range(len(data))]
     return AnomalyScores(scores, scores.argsort(descending=True), names, data.labels, threshold,
-                         ref_name, len(ref) if ref is not None else None, note)
+                         scorer.reference, scorer.reference_size, scorer.note, rule)
+
+
+def calibrate(model: Autoencoder, model_path: str | os.PathLike[str], normal: ImageSet, *, fpr: float,
+              source: str, spec: ScoreSpec | None = None, batch_size: int = 512,
+              device: str = "cpu") -> Threshold:
+    """Calibrate the threshold of ``spec``'s score on ``normal`` images (``source``: where they
+    came from) for a false-positive rate of ``fpr``, and store it beside the model
+    (:mod:`aevision.tasks.calibration`). The images must be normal and must not have been trained
+    on (their scores would be too low, and the rate too high)."""
+    spec = spec or ScoreSpec()
+    scorer = make_scorer(model, model_path, spec, with_reference=False, batch_size=batch_size,
+                         device=device)
+    found = Threshold.fit(scorer(normal), fpr, spec.definition(), model_path, source)
+    found.save(model_path)
+    return found
 
 
 def save_top_grid(path: str | Path, data: ImageSet, result: AnomalyScores, top: int) -> None:

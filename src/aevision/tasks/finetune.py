@@ -255,7 +255,7 @@ def train_phases(clf: Classifier, phases: list[tuple[str, int, bool]], batches: 
         trainer = Trainer(replace(train_cfg, epochs=epochs), out_dir / name, seed=seed)
         run = Run(out_dir / name, {**key, "phase": name})
         started = time.perf_counter()
-        fit = run.fit(trainer, clf, batches, val_batches, {"finetune_phase": name},
+        fit = run.fit(trainer, clf, batches, val_batches, {"finetune_phase": name, **key["config"]},
                       overwrite=True)  # a fine-tune's folder is its caller's
         seconds += time.perf_counter() - started
         run.finish(lambda folder: None, {"summary.json": {"phase": name, "fit": fit.to_dict()}})
