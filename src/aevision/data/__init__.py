@@ -8,6 +8,7 @@ from aevision.data import oxford_pet as _oxford_pet  # noqa: F401  (segmentation
 from aevision.data import pennfudan as _pennfudan  # noqa: F401
 from aevision.data import segfolder as _segfolder  # noqa: F401
 from aevision.data import shapes_seg as _shapes_seg  # noqa: F401
+from aevision.data import shards as _shards  # noqa: F401  (registers shards:PATH)
 from aevision.data.imageset import ImageSet, Skipped, to_float, to_uint8
 from aevision.data.registry import DATASETS, Source, Splits, data_root, load_dataset
 from aevision.data.segmentation import SEG_DATASETS, load_segmentation
