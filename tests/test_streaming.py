@@ -120,3 +120,54 @@ def test_prepare_command_writes_shards_of_a_named_dataset(tmp_path, capsys):
     counts = read_info(str(tmp_path / "s")).counts
     assert counts["train"] + counts["val"] == 20 and counts["test"] == 5 and counts["val"] >= 1
     assert f"train {counts['train']}, val {counts['val']}, test 5" in capsys.readouterr().out
+
+
+# --- pretraining from streamed shards -------------------------------------------------------------
+
+
+def shapes_shards(tmp_path, n_train: int = 256) -> str:
+    out = tmp_path / "shapes-shards"
+    prepare("shapes", out, progress=False, val_fraction=0.125,
+            options={"n_train": n_train, "n_test": 0, "size": 12})
+    return str(out)
+
+
+def stream_config(tmp_path, path: str, name: str, **train):
+    return {"seed": 0, "output_dir": str(tmp_path / name),
+            "data": {"name": f"shards:{path}", "memory": 0, "workers": 0},
+            "model": {"name": "conv", "channels": [8, 16], "code_dim": 16},
+            "train": {"epochs": 2, "batch_size": 16, "progress": False, **train}}
+
+
+def test_pretrain_streams_shards_larger_than_data_memory_and_says_so(tmp_path, caplog, one_thread):
+    import logging
+
+    from aevision.tasks.pretrain import pretrain
+
+    path = shapes_shards(tmp_path, 128)
+    with caplog.at_level(logging.INFO, logger="aevision"):
+        streamed = pretrain(stream_config(tmp_path, path, "streamed"))
+    assert "streaming with 0 loader processes" in caplog.text and "(data.memory)" in caplog.text
+    n_train = streamed.data.counts["train"]  # the manifest: nothing was read whole
+    assert n_train + streamed.data.counts["val"] == 128
+    assert [h["step"] for h in streamed.history] == [n_train // 16, 2 * (n_train // 16)]
+    assert streamed.history[1]["train_loss"] < streamed.history[0]["train_loss"]
+    summary = (tmp_path / "streamed" / "summary.json").read_text()
+    assert '"streamed": true' in summary
+    caplog.clear()
+    cfg = stream_config(tmp_path, path, "in-memory")
+    cfg["data"]["memory"] = None  # the default budget, a quarter of RAM, holds 112 tiny images
+    with caplog.at_level(logging.INFO, logger="aevision"):
+        in_memory = pretrain(cfg)
+    assert "reading it into memory" in caplog.text and "1/4 of" in caplog.text
+    assert len(in_memory.data.train) == n_train and len(in_memory.data.val) == 128 - n_train
+
+
+def test_streaming_refuses_settings_it_cannot_honour(tmp_path):
+    from aevision.errors import ConfigError
+    from aevision.tasks.pretrain import pretrain
+
+    cfg = stream_config(tmp_path, shapes_shards(tmp_path, 32), "x")
+    cfg["data"]["image_size"] = [8, 8]
+    with pytest.raises(ConfigError, match=r"data\.image_size"):
+        pretrain(cfg)

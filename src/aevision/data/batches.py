@@ -14,13 +14,32 @@ stored), a batch is the pair ``(x, y)``; the Trainer then calls ``model(x, y)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from aevision.data.imageset import to_float
 from aevision.data.splits import permutation
+
+
+class Batches(Protocol):
+    """What the Trainer reads batches from: :class:`TensorBatches` (in memory) or
+    :class:`aevision.data.streaming.StreamBatches` (streamed chunks)."""
+
+    batch_size: int
+    drop_last: bool
+    channels_last: bool
+    images_per_item: int
+
+    def num_batches(self, world_size: int = 1) -> int: ...
+
+    def shard_size(self, world_size: int = 1) -> int: ...
+
+    def to(self, device: torch.device | str) -> Any: ...
+
+    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
+              start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]: ...
 
 
 class TensorBatches:

@@ -28,7 +28,7 @@ from lightning.fabric.strategies import SingleDeviceStrategy
 from torch import Tensor, nn
 
 from aevision.config import TrainConfig
-from aevision.data.batches import TensorBatches
+from aevision.data.batches import Batches
 from aevision.engine.allocator import tune_malloc
 from aevision.engine.checkpoint import (
     BEST,
@@ -178,8 +178,8 @@ class _Fit:
     inner: torch.optim.Optimizer  # the torch optimizer Fabric wraps
     scheduler: Any
     deferred: bool  # the NaN check runs on the device (:func:`defers_nonfinite_check`)
-    train: TensorBatches
-    val: TensorBatches | None
+    train: Batches
+    val: Batches | None
     run_config: dict[str, Any]
     batches: int = 0  # training batches per epoch on this rank
     loop: LoopState = field(default_factory=LoopState)
@@ -231,7 +231,7 @@ class Trainer:
 
     # --- public ------------------------------------------------------------------------------
 
-    def fit(self, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
+    def fit(self, model: nn.Module, train: Batches, val: Batches | None,
             run_config: dict[str, Any] | None = None, *, resume: bool = False,
             upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> FitResult:
         """Train ``model``; with ``resume``, continue from ``last.ckpt`` if its config is this one.
@@ -272,7 +272,7 @@ class Trainer:
 
     # --- setup -------------------------------------------------------------------------------
 
-    def _setup(self, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
+    def _setup(self, model: nn.Module, train: Batches, val: Batches | None,
                run_config: dict[str, Any]) -> _Fit:
         """Devices, model, optimizer, schedule and data, ready for the first (or resumed) epoch."""
         cfg, fabric = self.cfg, self.fabric
@@ -302,7 +302,7 @@ class Trainer:
         fit.scheduler = lr_scheduler(fit.inner, cfg, cfg.epochs * fit.batches)
         return fit
 
-    def _setup_model(self, raw: nn.Module, train: TensorBatches, val: TensorBatches | None,
+    def _setup_model(self, raw: nn.Module, train: Batches, val: Batches | None,
                      run_config: dict[str, Any]) -> _Fit:
         """The optimizer (the model's own ``param_groups`` if it has them), ``torch.compile``,
         Fabric's wrappers, and whether steps bypass them (:class:`DirectForward`)."""
@@ -530,7 +530,7 @@ class Trainer:
     # --- validation, the batch-size probe ----------------------------------------------------
 
     @torch.no_grad()
-    def _evaluate(self, forward: Any, val: TensorBatches) -> dict[str, float]:
+    def _evaluate(self, forward: Any, val: Batches) -> dict[str, float]:
         """Mean loss terms on the validation set (every rank sees all of it: no communication)."""
         forward.eval()
         sums: dict[str, float] = {}
@@ -543,7 +543,7 @@ class Trainer:
             count += n
         return {k: v / max(1, count) for k, v in sums.items()}
 
-    def _fit_batch_size(self, forward: Any, train: TensorBatches) -> None:
+    def _fit_batch_size(self, forward: Any, train: Batches) -> None:
         """Halve the batch size until one training step fits in memory (``train.auto_batch_size``).
 
         ``forward`` is the loop's: the probe calls the model as every step does (``model(x, y)``

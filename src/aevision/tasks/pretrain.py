@@ -21,7 +21,10 @@ from aevision.config import VAL_BATCH_SIZE, PretrainConfig, build_config, to_dic
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
+from aevision.data.plan import plan_data
+from aevision.data.shards import ShardInfo, data_fingerprint
 from aevision.data.sources import fingerprint
+from aevision.data.streaming import StreamBatches
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
 from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
@@ -37,7 +40,7 @@ class PretrainResult:
     out_dir: Path
     fit: FitResult
     config: PretrainConfig
-    data: Splits
+    data: Splits | ShardInfo  # the shards' manifest when the training set was streamed
     global_rank: int = 0  # under DDP every process returns; only rank 0 wrote the files
     reused: bool = False  # the identical run had finished in out_dir: read back, not trained
     timing: dict[str, Any] = field(default_factory=dict)  # wall_seconds, cpu_seconds, resumed
@@ -84,26 +87,28 @@ def pretrain(
     cfg = as_config(config, overrides)
     refuse_replacing(cfg.output_dir, allowed=resume or reuse or overwrite)
     seed_everything(cfg.seed, cfg.train.deterministic)
-    splits = data if data is not None else load_dataset(cfg.data, cfg.seed)
-    model = model_from_config(cfg, splits.train.image_shape)
+    stream = plan_data(cfg.data).stream if data is None else None
+    splits = data if data is not None or stream is not None else load_dataset(cfg.data, cfg.seed)
+    model = model_from_config(cfg, stream.image_shape if stream else splits.train.image_shape)
     check_clip_length(cfg, model)
     init = start_from(model, init_from) if init_from is not None else None
-    val_images = splits.val.images if splits.val is not None else None
-    key = run_key(cfg.to_dict(), data=fingerprint(splits.train.images, val_images), init=init)
+    key = run_key(cfg.to_dict(), data=data_key(splits, stream), init=init)
     run = Run(cfg.output_dir, key, upgrade=upgraded_config)
+    found: Splits | ShardInfo = stream if stream is not None else splits
     if reuse and run.finished() is not None:
-        return read_back(run.out_dir, cfg, splits)
+        return read_back(run.out_dir, cfg, found)
     guard_memory(cfg)
-    train, val = pretrain_batches(cfg, splits)
+    train, val = streamed_batches(cfg, stream) if stream is not None else pretrain_batches(cfg, splits)
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     fit = run.fit(trainer, model, train, val, cfg.to_dict(), resume=resume, reuse=reuse, overwrite=overwrite,
                   upgrade_config=upgraded_config)
     model.eval()
-    provenance = {"config": cfg.to_dict(), "data": data_summary(splits),
+    summary = stream_summary(stream) if stream is not None else data_summary(splits)
+    provenance = {"config": cfg.to_dict(), "data": summary,
                   **({"init_from": {"path": str(init_from), "weights_sha256": init}} if init else {})}
     run.finish(lambda folder: save_model(model, folder, extra=provenance),
                {"summary.json": {**provenance, "fit": fit.to_dict()}})
-    return PretrainResult(model, run.out_dir, fit, cfg, splits, trainer.fabric.global_rank,
+    return PretrainResult(model, run.out_dir, fit, cfg, found, trainer.fabric.global_rank,
                           timing=run.timing)
 
 
@@ -120,7 +125,7 @@ def start_from(model: Autoencoder, path: str | os.PathLike[str]) -> str:
     return weights_sha256(weights)
 
 
-def read_back(out_dir: Path, cfg: PretrainConfig, splits: Splits) -> PretrainResult:
+def read_back(out_dir: Path, cfg: PretrainConfig, splits: Splits | ShardInfo) -> PretrainResult:
     """The identical run already finished in ``out_dir``: its model and its fit, as trained."""
     summary = read_json(out_dir / "summary.json", "run summary")
     timing = {k: summary.get(k) for k in ("wall_seconds", "cpu_seconds", "resumed")}
@@ -145,6 +150,49 @@ def pretrain_batches(cfg: PretrainConfig, splits: Splits) -> tuple[TensorBatches
                          shuffle=False)
            if splits.val is not None and len(splits.val) else None)
     return train, val
+
+
+def data_key(splits: Splits | None, stream: ShardInfo | None) -> str:
+    """What makes two runs' data the same: the pixels in memory, or the streamed shards' indexes."""
+    if stream is not None:
+        return data_fingerprint(stream)
+    assert splits is not None
+    return fingerprint(splits.train.images, splits.val.images if splits.val is not None else None)
+
+
+def streamed_batches(cfg: PretrainConfig, info: ShardInfo) -> tuple[StreamBatches, StreamBatches | None]:
+    """Shuffled training batches streamed from the shards (augmented when configured), the
+    prepared validation split streamed in order."""
+    check_streamable(cfg, info)
+    bs = cfg.train.batch_size
+    train = StreamBatches(info.split_path("train"), bs, seed=cfg.seed, shuffle=True, drop_last=True,
+                          transform=Augment(cfg.augment) if cfg.augment.active else None,
+                          workers=cfg.data.workers)
+    val = (StreamBatches(info.split_path("val"), max(bs, VAL_BATCH_SIZE), shuffle=False)
+           if info.counts.get("val") else None)
+    return train, val
+
+
+def check_streamable(cfg: PretrainConfig, info: ShardInfo) -> None:
+    """Settings a streamed set cannot honour are errors naming them, not silently ignored."""
+    d = cfg.data
+    fix = "set when preparing (aevision prepare --image-size/--channels)"
+    if d.image_size is not None and tuple(d.image_size) != info.image_shape[1:]:
+        raise ConfigError("data.image_size", d.image_size, f"null or {list(info.image_shape[1:])}: {fix}")
+    if d.channels is not None and d.channels != info.image_shape[0]:
+        raise ConfigError("data.channels", d.channels, f"null or {info.image_shape[0]}: {fix}")
+    if d.limit is not None:
+        raise ConfigError("data.limit", d.limit, "null when streaming (prepare a smaller set instead)")
+    if d.clip_length is not None:
+        raise ConfigError("data.clip_length", d.clip_length, "null: streamed shards hold single images")
+
+
+def stream_summary(info: ShardInfo) -> dict[str, Any]:
+    """``data_summary`` of a streamed set: counts from its manifest."""
+    one = {split: {"images": n, "image_shape": list(info.image_shape), "labelled": bool(info.classes)}
+           for split, n in info.counts.items()}
+    return {"name": f"shards:{info.path}", "streamed": True, "train": one.get("train"),
+            "val": one.get("val"), "test": one.get("test"), "classes": info.classes, "skipped_files": []}
 
 
 def check_clip_length(cfg: PretrainConfig, model: Autoencoder) -> None:
