@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +177,175 @@ def test_streaming_refuses_settings_it_cannot_honour(tmp_path):
     cfg["data"]["image_size"] = [8, 8]
     with pytest.raises(ConfigError, match=r"data\.image_size"):
         pretrain(cfg)
+
+
+# --- DDP and resuming ------------------------------------------------------------------------------
+
+
+def numbered_shards(root: Path, n_train: int = 128, n_val: int = 32, size: int = 8) -> str:
+    """Shards whose image ``i`` says ``i`` in its first pixel (channels 0, 1: i // 256, i % 256),
+    smooth random pictures otherwise; small chunks, so that ranks and workers split them."""
+    from aevision.data.shards import ShardInfo, item, write_info, write_split
+
+    g = torch.Generator().manual_seed(0)
+
+    def records(n: int):
+        for i in range(n):
+            low = torch.rand(3, 2, 2, generator=g)
+            image = (torch.nn.functional.interpolate(low[None], size=(size, size), mode="bilinear")[0] * 255)
+            image = image.round().to(torch.uint8)
+            image[0, 0, 0], image[1, 0, 0] = i // 256, i % 256
+            yield item(i, image.numpy(), None, f"image-{i}")
+
+    counts = {split: write_split(root / split, records(n), chunk_bytes="4KB")
+              for split, n in (("train", n_train), ("val", n_val))}
+    write_info(root, ShardInfo(str(root), (3, size, size), counts, source="test"))
+    return str(root)
+
+
+def indices_of(x: torch.Tensor) -> list[int]:
+    first = (x[:, :2, 0, 0] * 255).round().long()
+    return (first[:, 0] * 256 + first[:, 1]).tolist()
+
+
+def _rank_epoch(rank: int, world: int, path: str, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        batches = StreamBatches(path, 8, seed=5, shuffle=True, drop_last=True, workers=1)
+        seen = [i for x in batches.epoch(0, rank, world) for i in indices_of(x)]
+        Path(out, f"rank{rank}.txt").write_text(" ".join(map(str, seen)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_each_rank_streams_disjoint_shards_covering_the_set(tmp_path):
+    """Two gloo processes (litdata sees the process group): one epoch, every image once."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    path = numbered_shards(tmp_path / "numbered", n_train=128) + "/train"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # forked, not spawned: no second import of torch per rank
+    mp.start_processes(_rank_epoch, args=(2, path, port, str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
+    seen = [[int(v) for v in (tmp_path / f"rank{r}.txt").read_text().split()] for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 64
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(128))
+
+
+STREAM_RUN = ["--model", "conv", "--no-progress", "--accelerator", "cpu", "--lr", "3e-3",
+              "model.channels=[8,16]", "model.code_dim=16", "data.memory=0"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "aevision", "pretrain", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_ddp_from_the_stream_follows_one_process_with_the_same_global_batch(tmp_path):
+    path = numbered_shards(tmp_path / "numbered", n_train=256)
+    base = ["--dataset", f"shards:{path}", "--epochs", "3", *STREAM_RUN, "data.workers=0"]
+    one = _cli(*base, "--batch-size", "32", "-o", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = _cli(*base, "--batch-size", "16", "--devices", "2", "--strategy", "ddp",
+               "-o", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr
+    h1, h2 = (json.loads((tmp_path / n / "summary.json").read_text())["fit"]["history"]
+              for n in ("one", "two"))
+    assert [h["step"] for h in h1] == [h["step"] for h in h2] == [8, 16, 24]
+    for a, b in zip(h1, h2, strict=True):  # other batches (litdata splits chunks per rank): noise only
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.15)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.15)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_while_streaming_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    from aevision.engine.checkpoint import load_checkpoint
+    from aevision.io import read_safetensors
+
+    path = numbered_shards(tmp_path / "numbered", n_train=192)
+    run = ["--dataset", f"shards:{path}", "--epochs", "3", "--batch-size", "8", "--deterministic",
+           *STREAM_RUN, "data.workers=2", "train.checkpoint_every_n_steps=5", "--reg", "denoising:sigma=0.2"]
+    ref = _cli(*run, "-o", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "aevision", "pretrain", *run, "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, killed_at, deadline = out / "checkpoints" / "last.ckpt", None, time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        loop = None
+        if ckpt.is_file():
+            try:
+                loop = load_checkpoint(ckpt)["loop"]
+            except Exception:  # being replaced right now; look again
+                loop = None
+        if loop is not None and loop.epoch >= 1 and loop.batch > 0:  # inside epoch 2 or later
+            proc.send_signal(signal.SIGKILL)
+            killed_at = loop.step
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and killed_at is not None, "finished before it was killed"
+    resumed = _cli(*run, "-o", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = read_safetensors(tmp_path / "ref" / "model.safetensors")
+    b = read_safetensors(out / "model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- streaming a plain folder ----------------------------------------------------------------------
+
+
+def test_a_plain_folder_streams_in_the_in_memory_order_and_resumes_there(tmp_path):
+    from aevision.data.batches import TensorBatches
+    from aevision.data.folder_batches import FolderBatches
+    from aevision.data.folder_stream import list_folder
+
+    folder = photo_folder(tmp_path / "photos", per_class=20, size=12)
+    listing = list_folder(folder, None, [8, 8])
+    batches = FolderBatches(listing, range(40), 8, seed=2, workers=2)
+    raw = list(batches.raw_epoch(1))
+    order = torch.cat([r["index"] for r in raw])
+    assert torch.equal(order, TensorBatches(torch.zeros(40, 1), 8, seed=2).indices(1))  # the same draw
+    assert raw[0]["image"].shape == (8, 3, 8, 8)  # resized while decoding
+    resumed = list(batches.raw_epoch(1, start=3))
+    assert torch.equal(torch.cat([r["index"] for r in resumed]), order[24:])
+    halves = [torch.cat([r["index"] for r in batches.raw_epoch(0, rank, 2)]) for rank in (0, 1)]
+    assert sorted(torch.cat(halves).tolist()) == list(range(40))
+
+
+def test_an_unreadable_file_in_a_streamed_folder_is_skipped_and_counted(tmp_path, caplog):
+    from aevision.data.folder_batches import FolderBatches
+    from aevision.data.folder_stream import list_folder
+
+    folder = photo_folder(tmp_path / "photos", per_class=6)
+    (folder / "a" / "3.png").write_bytes(b"not a png")
+    listing = list_folder(folder, 3, [12, 12])
+    batches = FolderBatches(listing, range(12), 4, shuffle=False)
+    images = sum(len(x) for x in batches.epoch(0))
+    assert images == 11 and batches.bad_files == 1
+    assert "3.png" in caplog.text
+
+
+def test_pretrain_streams_a_folder_larger_than_data_memory(tmp_path, caplog, one_thread):
+    import logging
+
+    from aevision.tasks.pretrain import pretrain
+
+    folder = photo_folder(tmp_path / "photos", per_class=20, size=12)
+    cfg = stream_config(tmp_path, "", "run")
+    cfg["data"] = {"name": f"folder:{folder}", "memory": 0, "workers": 1, "val_fraction": 0.2}
+    with caplog.at_level(logging.INFO, logger="aevision"):
+        result = pretrain(cfg)
+    assert "streaming with 1 loader processes" in caplog.text
+    assert len(result.data.files) == 40 and [h["step"] for h in result.history] == [2, 4]  # 32 // 16
+    assert result.history[-1]["val_loss"] is not None

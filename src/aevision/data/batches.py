@@ -105,18 +105,7 @@ class TensorBatches:
 
     def indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
         """This rank's sample order for ``epoch``: slice ``rank`` of every global batch."""
-        n = len(self.data)
-        order = permutation(n, self.seed, 1000 + epoch) if self.shuffle else torch.arange(n)
-        if world_size > 1:
-            per = self.shard_size(world_size)
-            global_batch = self.batch_size * world_size
-            full, rest = divmod(per * world_size, global_batch)
-            head = order[:full * global_batch].view(full, world_size, self.batch_size)[:, rank]
-            # the last, partial global batch is split evenly too
-            tail = order[full * global_batch:per * world_size].view(world_size, -1)[rank] \
-                if rest else order[:0]
-            order = torch.cat([head.reshape(-1), tail])
-        return order
+        return epoch_order(len(self.data), self.batch_size, self.seed, epoch, self.shuffle, rank, world_size)
 
     def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
               start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
@@ -148,3 +137,20 @@ class TensorBatches:
         if self.channels_last and batch.dim() == 4:
             return batch.contiguous(memory_format=torch.channels_last)
         return batch
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, rank: int = 0,
+                world_size: int = 1) -> Tensor:
+    """Rank ``rank``'s sample order over ``n`` samples in ``epoch`` (seeded): slice ``rank`` of
+    every global batch of ``world_size`` x ``batch_size``, each rank ``n // world_size`` samples."""
+    order = permutation(n, seed, 1000 + epoch) if shuffle else torch.arange(n)
+    if world_size > 1:
+        per = n // world_size
+        global_batch = batch_size * world_size
+        full, rest = divmod(per * world_size, global_batch)
+        head = order[:full * global_batch].view(full, world_size, batch_size)[:, rank]
+        # the last, partial global batch is split evenly too
+        tail = order[full * global_batch:per * world_size].view(world_size, -1)[rank] \
+            if rest else order[:0]
+        order = torch.cat([head.reshape(-1), tail])
+    return order

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from aevision.config import DataConfig
+from aevision.data.folder_stream import FolderListing, list_folder
 from aevision.data.shards import ShardInfo, read_info
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,11 @@ def human_bytes(n: int) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """How ``pretrain`` reads its data: ``stream`` set means streamed from those shards."""
+    """How ``pretrain`` reads its data: ``stream`` set means streamed from those shards or files."""
 
     decoded_bytes: int | None
     budget_bytes: int
-    stream: ShardInfo | None = None
+    stream: ShardInfo | FolderListing | None = None
 
     @property
     def streamed(self) -> bool:
@@ -55,16 +57,23 @@ class Plan:
 
 
 def plan_data(cfg: DataConfig) -> Plan:
-    """In memory unless ``cfg.name`` is ``shards:PATH`` whose decoded training split exceeds the
-    budget (other datasets are in memory by nature: generated, downloaded, or decoded whole)."""
+    """In memory unless ``cfg.name`` is ``shards:PATH`` or ``folder:PATH`` whose decoded training
+    images exceed the budget (other datasets are small by nature: generated or downloaded sets)."""
     budget, why = memory_budget(cfg)
     name, _, argument = cfg.name.partition(":")
-    if name != "shards" or not argument:
+    if name not in ("shards", "folder") or not argument or \
+            (name == "folder" and not Path(argument).expanduser().is_dir()):  # archives: in memory
         return Plan(None, budget)
-    info = read_info(argument)
-    size = info.decoded_bytes("train")
+    found: ShardInfo | FolderListing
+    if name == "shards":
+        found = read_info(argument)
+        size = found.decoded_bytes("train")
+    else:
+        found = list_folder(Path(argument).expanduser().resolve(), cfg.channels, cfg.image_size,
+                            cfg.strict)
+        size = found.decoded_bytes()
     streamed = size > budget
     log.info("data: %s decoded %s %s the budget of %s (%s): %s", cfg.name, human_bytes(size),
              ">" if streamed else "<=", human_bytes(budget), why,
              f"streaming with {cfg.workers} loader processes" if streamed else "reading it into memory")
-    return Plan(size, budget, info if streamed else None)
+    return Plan(size, budget, found if streamed else None)

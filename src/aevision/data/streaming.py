@@ -120,10 +120,16 @@ class StreamBatches:
         if (env.world_size, env.global_rank) != (world_size, rank):  # not launched by torch.distributed
             env = _DistributedEnv(world_size, rank, 1)
         ds.distributed_env = env
+        # its own generator: a loader draws its workers' base seed when it starts an epoch, which
+        # from the global RNG would shift the training noise (denoising, dropout) of a resumed run
         loader = StreamingDataLoader(ds, batch_size=self.batch_size, num_workers=self.workers,
-                                     persistent_workers=False)
+                                     persistent_workers=False, generator=own_generator(self.seed, epoch))
         loader.current_epoch = epoch  # its __iter__ counts one up: litdata's epochs start at 1
         return loader
+
+
+def own_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def resume_state(loader: Any, epoch: int, start: int) -> dict[str, Any]:

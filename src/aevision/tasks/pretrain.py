@@ -21,10 +21,9 @@ from aevision.config import VAL_BATCH_SIZE, PretrainConfig, build_config, to_dic
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
+from aevision.data.folder_stream import FolderListing
 from aevision.data.plan import plan_data
-from aevision.data.shards import ShardInfo, data_fingerprint
-from aevision.data.sources import fingerprint
-from aevision.data.streaming import StreamBatches
+from aevision.data.shards import ShardInfo
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
 from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
@@ -32,6 +31,7 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
 from aevision.models.io import WEIGHTS, load_weights_strict
+from aevision.tasks.streamed_data import data_key, stream_summary, streamed_batches
 
 
 @dataclass
@@ -40,7 +40,7 @@ class PretrainResult:
     out_dir: Path
     fit: FitResult
     config: PretrainConfig
-    data: Splits | ShardInfo  # the shards' manifest when the training set was streamed
+    data: Splits | ShardInfo | FolderListing  # streamed: the shards' manifest or the folder's files
     global_rank: int = 0  # under DDP every process returns; only rank 0 wrote the files
     reused: bool = False  # the identical run had finished in out_dir: read back, not trained
     timing: dict[str, Any] = field(default_factory=dict)  # wall_seconds, cpu_seconds, resumed
@@ -94,7 +94,7 @@ def pretrain(
     init = start_from(model, init_from) if init_from is not None else None
     key = run_key(cfg.to_dict(), data=data_key(splits, stream), init=init)
     run = Run(cfg.output_dir, key, upgrade=upgraded_config)
-    found: Splits | ShardInfo = stream if stream is not None else splits
+    found: Splits | ShardInfo | FolderListing = stream if stream is not None else splits
     if reuse and run.finished() is not None:
         return read_back(run.out_dir, cfg, found)
     guard_memory(cfg)
@@ -125,7 +125,8 @@ def start_from(model: Autoencoder, path: str | os.PathLike[str]) -> str:
     return weights_sha256(weights)
 
 
-def read_back(out_dir: Path, cfg: PretrainConfig, splits: Splits | ShardInfo) -> PretrainResult:
+def read_back(out_dir: Path, cfg: PretrainConfig, splits: Splits | ShardInfo | FolderListing
+              ) -> PretrainResult:
     """The identical run already finished in ``out_dir``: its model and its fit, as trained."""
     summary = read_json(out_dir / "summary.json", "run summary")
     timing = {k: summary.get(k) for k in ("wall_seconds", "cpu_seconds", "resumed")}
@@ -150,49 +151,6 @@ def pretrain_batches(cfg: PretrainConfig, splits: Splits) -> tuple[TensorBatches
                          shuffle=False)
            if splits.val is not None and len(splits.val) else None)
     return train, val
-
-
-def data_key(splits: Splits | None, stream: ShardInfo | None) -> str:
-    """What makes two runs' data the same: the pixels in memory, or the streamed shards' indexes."""
-    if stream is not None:
-        return data_fingerprint(stream)
-    assert splits is not None
-    return fingerprint(splits.train.images, splits.val.images if splits.val is not None else None)
-
-
-def streamed_batches(cfg: PretrainConfig, info: ShardInfo) -> tuple[StreamBatches, StreamBatches | None]:
-    """Shuffled training batches streamed from the shards (augmented when configured), the
-    prepared validation split streamed in order."""
-    check_streamable(cfg, info)
-    bs = cfg.train.batch_size
-    train = StreamBatches(info.split_path("train"), bs, seed=cfg.seed, shuffle=True, drop_last=True,
-                          transform=Augment(cfg.augment) if cfg.augment.active else None,
-                          workers=cfg.data.workers)
-    val = (StreamBatches(info.split_path("val"), max(bs, VAL_BATCH_SIZE), shuffle=False)
-           if info.counts.get("val") else None)
-    return train, val
-
-
-def check_streamable(cfg: PretrainConfig, info: ShardInfo) -> None:
-    """Settings a streamed set cannot honour are errors naming them, not silently ignored."""
-    d = cfg.data
-    fix = "set when preparing (aevision prepare --image-size/--channels)"
-    if d.image_size is not None and tuple(d.image_size) != info.image_shape[1:]:
-        raise ConfigError("data.image_size", d.image_size, f"null or {list(info.image_shape[1:])}: {fix}")
-    if d.channels is not None and d.channels != info.image_shape[0]:
-        raise ConfigError("data.channels", d.channels, f"null or {info.image_shape[0]}: {fix}")
-    if d.limit is not None:
-        raise ConfigError("data.limit", d.limit, "null when streaming (prepare a smaller set instead)")
-    if d.clip_length is not None:
-        raise ConfigError("data.clip_length", d.clip_length, "null: streamed shards hold single images")
-
-
-def stream_summary(info: ShardInfo) -> dict[str, Any]:
-    """``data_summary`` of a streamed set: counts from its manifest."""
-    one = {split: {"images": n, "image_shape": list(info.image_shape), "labelled": bool(info.classes)}
-           for split, n in info.counts.items()}
-    return {"name": f"shards:{info.path}", "streamed": True, "train": one.get("train"),
-            "val": one.get("val"), "test": one.get("test"), "classes": info.classes, "skipped_files": []}
 
 
 def check_clip_length(cfg: PretrainConfig, model: Autoencoder) -> None:
