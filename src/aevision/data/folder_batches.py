@@ -25,14 +25,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from aevision.data.batches import epoch_order
 from aevision.data.folder_stream import FolderListing
-from aevision.data.imageset import to_float
+from aevision.data.imageset import Skipped, to_float
 from aevision.data.streaming import own_generator
+from aevision.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-def decode_file(path: Path, channels: int, size: tuple[int, int]) -> Tensor | None:
-    """One file -> (channels, H, W) uint8 at ``size``, or None when it does not decode."""
+def decode_file(path: Path, channels: int, size: tuple[int, int], exact: bool = False) -> Tensor | None:
+    """One file -> (channels, H, W) uint8 at ``size``, or None when it does not decode. With
+    ``exact`` an image of another size is an error naming it instead of being resized."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
@@ -43,6 +45,9 @@ def decode_file(path: Path, channels: int, size: tuple[int, int]) -> Tensor | No
     except (RuntimeError, ValueError, OSError):
         return None
     if tuple(image.shape[1:]) != tuple(size):
+        if exact:
+            raise DataError(f"{path}: a {image.shape[1]}x{image.shape[2]} image, the model takes "
+                            f"{size[0]}x{size[1]}: give --resize stretch")
         x = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
                           align_corners=False)
         image = x[0].round().clamp(0, 255).to(torch.uint8)
@@ -52,9 +57,10 @@ def decode_file(path: Path, channels: int, size: tuple[int, int]) -> Tensor | No
 class _EpochFiles(IterableDataset):
     """The batches ``start``.. of one epoch's order, each decoded by its loader process."""
 
-    def __init__(self, listing: FolderListing, order: Tensor, batch_size: int, batches: int, start: int):
+    def __init__(self, listing: FolderListing, order: Tensor, batch_size: int, batches: int, start: int,
+                 exact: bool = False):
         self.listing, self.order, self.batch_size = listing, order, batch_size
-        self.batches, self.start = batches, start
+        self.batches, self.start, self.exact = batches, start, exact
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -67,7 +73,10 @@ class _EpochFiles(IterableDataset):
         listing = self.listing
         images, kept, bad = [], [], []
         for i in idx:
-            image = decode_file(listing.files[i], listing.channels, listing.size)
+            try:
+                image = decode_file(listing.files[i], listing.channels, listing.size, self.exact)
+            except DataError as e:  # handed to the training process: one line there, not a traceback
+                return {"error": str(e)}
             if image is None:
                 bad.append(str(listing.files[i]))
             else:
@@ -84,7 +93,7 @@ class FolderBatches:
 
     def __init__(self, listing: FolderListing, indices: Sequence[int], batch_size: int, *, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = False, transform: Callable[..., Any] | None = None,
-                 workers: int = 0):
+                 workers: int = 0, exact_size: bool = False):
         self.listing = listing
         self.subset = torch.as_tensor(list(indices), dtype=torch.long)
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
@@ -93,7 +102,8 @@ class FolderBatches:
         self.channels_last = False
         self.images_per_item = 1
         self.device: torch.device | None = None
-        self.bad_files = 0
+        self.exact_size = exact_size
+        self.skipped: list[Skipped] = []  # files that did not decode, as they were met
 
     def __len__(self) -> int:
         return self.num_batches()
@@ -114,16 +124,19 @@ class FolderBatches:
         """The decoded batches as records: ``image`` (B, C, H, W) uint8, ``index``, ``label``."""
         order = self.subset[epoch_order(len(self.subset), self.batch_size, self.seed, epoch, self.shuffle,
                                         rank, world_size)]
-        data = _EpochFiles(self.listing, order, self.batch_size, self.num_batches(world_size), start)
+        data = _EpochFiles(self.listing, order, self.batch_size, self.num_batches(world_size), start,
+                           self.exact_size)
         workers = min(self.workers, max(0, self.num_batches(world_size) - start))
         # its own generator: drawing the workers' base seed from the global RNG would shift the
         # training noise of a resumed run
         generator = own_generator(self.seed, epoch)
         for raw in DataLoader(data, batch_size=None, num_workers=workers, generator=generator):
+            if "error" in raw:
+                raise DataError(raw["error"])
             if raw["bad"]:
-                self.bad_files += len(raw["bad"])
+                self.skipped += [Skipped(path, "not a readable image") for path in raw["bad"]]
                 log.warning("skipped %d unreadable file(s), e.g. %s (%d so far)", len(raw["bad"]),
-                            raw["bad"][0], self.bad_files)
+                            raw["bad"][0], len(self.skipped))
             yield raw
 
     def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
