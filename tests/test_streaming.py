@@ -53,9 +53,14 @@ def test_prepare_writes_each_split_with_labels_and_files(shards, tmp_path):
         assert torch.equal(train.images[i], torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1))
 
 
-def test_prepare_refuses_to_replace_a_prepared_folder(shards, tmp_path):
+def test_prepare_refuses_to_replace_a_prepared_folder_unless_overwriting(shards, tmp_path):
     with pytest.raises(Exception, match="already holds a prepared dataset"):
         prepare(str(tmp_path / "photos"), shards.path, progress=False)
+    info = prepare("shapes", shards.path, progress=False, overwrite=True, val_fraction=0.0,
+                   options={"n_train": 10, "n_test": 0, "size": 8}).info
+    assert info.counts == {"train": 10}
+    assert not Path(shards.path, "val").exists()  # nothing of the replaced set is left
+    assert len(load_dataset(DataConfig(name=f"shards:{shards.path}", val_fraction=0.0), 0).train) == 10
 
 
 def test_masks_travel_with_the_images_of_a_segmentation_set(tmp_path):

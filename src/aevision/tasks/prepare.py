@@ -10,6 +10,7 @@ is loaded as the project loads it, then written. Validation is carved here, seed
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from aevision.data.splits import permutation
 from aevision.errors import AevisionError
 
 log = logging.getLogger(__name__)
-Tick = Callable[[int], None]
+Tick = Callable[..., None]  # tick(images done) or tick(0, total=images to write)
 
 
 @dataclass
@@ -55,6 +56,9 @@ def prepare(source: str, out: str | Path, *, image_size: Sequence[int] | None = 
         raise AevisionError(f"prepare: {out} already holds a prepared dataset (use --overwrite)")
     if not 0.0 <= val_fraction < 1.0:
         raise AevisionError(f"prepare: --val-fraction {val_fraction}: expected a fraction in [0, 1)")
+    for split in SPLITS:  # an overwritten dataset leaves no chunk behind
+        shutil.rmtree(out / split, ignore_errors=True)
+    (out / MANIFEST).unlink(missing_ok=True)
     start = time.perf_counter()
     with _bar(progress) as tick:
         folder = _folder_path(source)
@@ -82,6 +86,7 @@ def _prepare_folder(folder: Path, out: Path, image_size: Sequence[int] | None, c
                     ) -> tuple[ShardInfo, list[Skipped]]:
     listing = list_folder(folder.resolve(), channels, image_size)
     n = len(listing.files)
+    tick(0, total=n)
     order = permutation(n, seed, 7)
     n_val = round(val_fraction * n) if n > 1 else 0
     parts = {"val": order[:n_val].sort().values.tolist(), "train": order[n_val:].sort().values.tolist()}
@@ -107,6 +112,7 @@ def _prepare_dataset(cfg: DataConfig, out: Path, seed: int, chunk_bytes: str, ti
                      ) -> tuple[ShardInfo, list[Skipped]]:
     seg = cfg.name.partition(":")[0] in SEG_DATASETS
     splits: Any = load_segmentation(cfg, seed) if seg else load_dataset(cfg, seed)
+    tick(0, total=sum(len(getattr(splits, s)) for s in SPLITS if getattr(splits, s) is not None))
     counts = {}
     for split in SPLITS:
         data = getattr(splits, split)
@@ -142,10 +148,15 @@ class _bar:
 
     def __enter__(self) -> Tick:
         if self.progress is None:
-            return lambda n: None
+            return lambda n, total=None: None
         self.progress.start()
         task = self.progress.add_task("prepare", total=None)
-        return lambda n: self.progress.update(task, advance=n)  # type: ignore[union-attr]
+        progress = self.progress
+
+        def tick(n: int, total: int | None = None) -> None:
+            progress.update(task, advance=n, **({"total": total} if total is not None else {}))
+
+        return tick
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
