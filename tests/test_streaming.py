@@ -71,6 +71,15 @@ def test_masks_travel_with_the_images_of_a_segmentation_set(tmp_path):
     x, y = next(batches.epoch(0))
     assert x.shape == (4, 3, 16, 16) and y.shape == (4, 16, 16) and y.dtype == torch.uint8
     assert int(y.max()) > 0  # shapes drawn, not an empty mask
+    from aevision.data import load_segmentation
+
+    seg = load_segmentation(DataConfig(name=f"shards:{info.path}"), seed=0)  # what `segment` reads
+    direct = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.25,
+                                          options={"n_train": 16, "n_test": 4, "size": 16}), seed=0)
+    assert torch.equal(seg.test.masks, direct.test.masks) and torch.equal(seg.test.images, direct.test.images)
+    assert seg.train.classes == direct.train.classes and len(seg.val) == 4
+    images_only = load_dataset(DataConfig(name=f"shards:{info.path}"), seed=0).train
+    assert images_only.labels is None and images_only.classes is None
 
 
 def test_one_epoch_streams_every_training_image_once_as_floats(shards):

@@ -27,6 +27,8 @@ import torch
 
 from aevision.data.imageset import ImageSet
 from aevision.data.registry import DATASETS, Source, Splits, takes_argument
+from aevision.data.segmentation import SEG_DATASETS
+from aevision.data.segset import SegSet, SegSplits
 from aevision.errors import DataError
 from aevision.io import atomic_open
 
@@ -168,18 +170,31 @@ def read_batches(path: str, batch_size: int = 512, workers: int = 0) -> Iterator
     yield from StreamingDataLoader(ds, batch_size=batch_size, num_workers=workers)
 
 
-def read_split(info: ShardInfo, split: str) -> ImageSet | None:
-    """One prepared split read whole into memory (the images, labels and files; masks stay in
-    the chunks for the streamed path)."""
+def read_split(info: ShardInfo, split: str, masks: bool = False) -> ImageSet | SegSet | None:
+    """One prepared split read whole into memory: the images, labels and files (with ``masks``:
+    a SegSet, the masks with them)."""
     if not info.counts.get(split):
         return None
-    images, labels = [], []
+    images, labels, mask_parts = [], [], []
     for b in read_batches(info.split_path(split)):
         images.append(b["image"])
         labels.append(b["label"])
-    label_tensor = torch.cat(labels).long() if info.classes else None
+        if masks:
+            mask_parts.append(b["mask"])
     files = read_files(info.split_path(split))
-    return ImageSet(torch.cat(images), label_tensor, info.classes, f"shards:{info.path}", files)
+    name = f"shards:{info.path}"
+    if masks:
+        return SegSet(torch.cat(images), torch.cat(mask_parts), info.classes or [], name, files)
+    label_tensor = torch.cat(labels).long() if info.classes and not info.masks else None
+    classes = info.classes if not info.masks else None  # a segmentation set's classes are its masks'
+    return ImageSet(torch.cat(images), label_tensor, classes, name, files)
+
+
+def _train(info: ShardInfo, masks: bool = False) -> ImageSet | SegSet:
+    train = read_split(info, "train", masks)
+    if train is None:
+        raise DataError(f"shards:{info.path}: the train split is empty")
+    return train
 
 
 @DATASETS.register("shards", "shards:PATH: a dataset written by `aevision prepare` (a folder or an "
@@ -188,7 +203,16 @@ def read_split(info: ShardInfo, split: str) -> ImageSet | None:
 def load_shards(source: Source) -> Splits:
     assert source.argument is not None
     info = read_info(source.argument)
-    train = read_split(info, "train")
-    if train is None:
-        raise DataError(f"shards:{info.path}: the train split is empty")
-    return Splits(train=train, test=read_split(info, "test"), val=read_split(info, "val"))
+    return Splits(train=_train(info), test=read_split(info, "test"), val=read_split(info, "val"))
+
+
+@SEG_DATASETS.register("shards", "shards:PATH: a segmentation set written by `aevision prepare` "
+                       "(images with their masks)")
+@takes_argument
+def load_seg_shards(source: Source) -> SegSplits:
+    assert source.argument is not None
+    info = read_info(source.argument)
+    if not info.masks:
+        raise DataError(f"shards:{info.path}: no masks there (prepared from {info.source or 'images'})")
+    return SegSplits(train=_train(info, True), test=read_split(info, "test", True),  # type: ignore[arg-type]
+                     val=read_split(info, "val", True))  # type: ignore[arg-type]
