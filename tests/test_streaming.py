@@ -405,3 +405,25 @@ def test_encode_streams_prepared_shards_by_split(shards, tmp_path, capsys):
     rows = json.loads(out.with_suffix(".rows.json").read_text())
     assert np.load(out).shape == (16, 6) and rows["split"] == "val" and len(rows["files"]) == 16
     assert rows["classes"] == ["a", "b"] and set(rows["labels"]) == {0, 1}
+
+
+def test_anomaly_scores_a_large_folder_streamed_as_in_memory(tmp_path, capsys):
+    import csv
+
+    from aevision.cli import main
+    from aevision.models import build_model, save_model
+
+    folder = photo_folder(tmp_path / "photos", per_class=8, size=12)
+    save_model(build_model("conv", (3, 12, 12), {"channels": [8], "code_dim": 6}, [], "mse"), tmp_path / "m")
+    common = ["anomaly", str(tmp_path / "m"), str(folder), "--reference", str(folder / "a"), "--top", "3"]
+    assert main([*common, "-o", str(tmp_path / "mem.csv")]) == 0
+    assert main([*common, "-o", str(tmp_path / "str.csv"), "--memory", "0", "--workers", "1",
+                 "--batch-size", "5", "--grid", str(tmp_path / "top.png")]) == 0
+    def read(name):
+        with open(tmp_path / name) as f:
+            return {r["image"]: float(r["score"]) for r in csv.DictReader(f)}
+
+    in_memory, streamed = read("mem.csv"), read("str.csv")
+    assert set(in_memory) == set(streamed) and len(streamed) == 16
+    assert all(abs(in_memory[f] - streamed[f]) < 1e-6 for f in streamed)
+    assert (tmp_path / "top.png").is_file()
