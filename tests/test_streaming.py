@@ -427,3 +427,17 @@ def test_anomaly_scores_a_large_folder_streamed_as_in_memory(tmp_path, capsys):
     assert set(in_memory) == set(streamed) and len(streamed) == 16
     assert all(abs(in_memory[f] - streamed[f]) < 1e-6 for f in streamed)
     assert (tmp_path / "top.png").is_file()
+
+
+def test_index_streams_a_large_folder_to_the_same_gallery_as_in_memory(tmp_path):
+    from aevision.models import build_model, save_model
+    from aevision.tasks.gallery import index_gallery
+
+    folder = photo_folder(tmp_path / "photos", per_class=6, size=12)
+    save_model(build_model("conv", (3, 12, 12), {"channels": [8], "code_dim": 6}, [], "mse"), tmp_path / "m")
+    in_memory = index_gallery(tmp_path / "m", str(folder), tmp_path / "i1")
+    streamed = index_gallery(tmp_path / "m", str(folder), tmp_path / "i2", memory=0, workers=1, batch_size=5)
+    assert streamed.meta["source"]["streamed"] and streamed.meta["files"] == in_memory.meta["files"]
+    assert torch.equal(streamed.labels, in_memory.labels) and streamed.meta["classes"] == ["a", "b"]
+    a, b = in_memory.index.reconstruct_n(0, 12), streamed.index.reconstruct_n(0, 12)
+    assert np.allclose(a, b, atol=1e-5)

@@ -51,6 +51,9 @@ class StreamedInput:
                                     workers=workers, exact_size=True)
         return self.folder.raw_epoch(0)
 
+    def classes(self) -> list[str] | None:
+        return self.shards.classes if self.shards is not None else self.listing.classes  # type: ignore
+
     def files(self) -> list[str]:
         if self.shards is not None:
             return read_files(self.shards.split_path(self.split))
@@ -126,7 +129,7 @@ def _finish(tmp: Path, out: Path, rows: int, dim: int) -> None:
 def _write_rows(out: Path, source: StreamedInput, indices: list[int], labels: list[int],
                 model_path: str | None) -> None:
     files = source.files()
-    classes = source.shards.classes if source.shards is not None else source.listing.classes  # type: ignore
+    classes = source.classes()
     skipped = [] if source.listing is None else [
         {"path": s.path, "reason": s.reason}
         for s in [*source.listing.skipped, *(source.folder.skipped if source.folder else [])]]
@@ -135,3 +138,30 @@ def _write_rows(out: Path, source: StreamedInput, indices: list[int], labels: li
         "files": [files[i] for i in indices], "dataset": source.name if source.shards else None,
         "split": source.split if source.shards else None,
         "labels": labels if classes else None, "classes": classes, "skipped": skipped})
+
+
+@torch.no_grad()
+def streamed_codes(model: Autoencoder, source: StreamedInput, *, batch_size: int = 512, device: str = "cpu",
+                   workers: int = 2) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+    """The codes of ``source`` read batch by batch (N, D), each row's file, and the labels (None
+    when unlabelled): a gallery's features, without its images in memory."""
+    model.eval().to(device)
+    codes, indices, labels = [], [], []
+    for raw in source.batches(batch_size, workers):
+        codes.append(model.encode(raw["image"].to(device).float().div_(255)).float().cpu())
+        indices += raw["index"].tolist()
+        labels.append(raw["label"])
+    if not codes:
+        raise DataError(f"{source.name}: no readable images")
+    files = source.files()
+    label_tensor = torch.cat(labels).long()
+    labelled = bool((label_tensor >= 0).all())
+    return torch.cat(codes), [files[i] for i in indices], label_tensor if labelled else None
+
+
+def stream_fingerprint(source: StreamedInput) -> str:
+    """What says a streamed gallery is still the same: the shards' indexes, or the folder's files."""
+    from aevision.data.shards import data_fingerprint
+    from aevision.tasks.streamed_data import data_key
+
+    return data_fingerprint(source.shards) if source.shards is not None else data_key(None, source.listing)
