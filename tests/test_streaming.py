@@ -441,3 +441,8 @@ def test_index_streams_a_large_folder_to_the_same_gallery_as_in_memory(tmp_path)
     assert torch.equal(streamed.labels, in_memory.labels) and streamed.meta["classes"] == ["a", "b"]
     a, b = in_memory.index.reconstruct_n(0, 12), streamed.index.reconstruct_n(0, 12)
     assert np.allclose(a, b, atol=1e-5)
+    from aevision.cli import main
+
+    grid = tmp_path / "grid.png"  # neighbours read back one file at a time, not the whole gallery
+    assert main(["search", str(tmp_path / "i2"), str(folder / "a"), "-k", "3", "--grid", str(grid)]) == 0
+    assert grid.is_file()

@@ -145,10 +145,7 @@ def save_search_grid(path: str | os.PathLike[str], found: SearchResults, rows: i
     if not src.get("data"):
         raise AevisionError("--grid: the index does not say where its gallery images are")
     c, h, w = src["image_shape"]
-    gallery = load_source(SourceSpec.from_dict(src), c, (h, w))
-    if src.get("gallery_sha256") and fingerprint(gallery.images) != src["gallery_sha256"]:
-        raise AevisionError(f"--grid: the gallery images of {src['data']} changed since indexing; "
-                            f"rebuild the index")
+    gallery = _gallery_floats(found.index, src)
     n = min(rows, len(found.queries))
     q_imgs = found.queries.floats(slice(0, n))
     if q_imgs.shape[1:] != (c, h, w):
@@ -156,5 +153,22 @@ def save_search_grid(path: str | os.PathLike[str], found: SearchResults, rows: i
     lines = []
     for i in range(n):
         ids = [j for j in found.found.ids[i].tolist() if j >= 0]
-        lines.append(torch.cat([q_imgs[i:i + 1], gallery.floats(torch.tensor(ids, dtype=torch.long))]))
+        lines.append(torch.cat([q_imgs[i:i + 1], gallery(ids)]))
     save_image(path, image_grid(lines, pad=2, scale=max(1, 64 // h)))
+
+
+def _gallery_floats(index: GalleryIndex, src: dict[str, Any]) -> Any:
+    """``ids -> (n, C, H, W) floats`` of the gallery: loaded whole and checked against its
+    fingerprint, or, for a streamed gallery (larger than memory), each neighbour read from its file."""
+    c, h, w = src["image_shape"]
+    if src.get("streamed"):
+        from aevision.data.images import read_image
+        from aevision.data.imageset import to_float
+
+        files = index.meta.get("files") or []
+        return lambda ids: to_float(torch.stack([read_image(files[j], c, (h, w)) for j in ids]))
+    gallery = load_source(SourceSpec.from_dict(src), c, (h, w))
+    if src.get("gallery_sha256") and fingerprint(gallery.images) != src["gallery_sha256"]:
+        raise AevisionError(f"--grid: the gallery images of {src['data']} changed since indexing; "
+                            f"rebuild the index")
+    return lambda ids: gallery.floats(torch.tensor(ids, dtype=torch.long))
