@@ -91,6 +91,8 @@ def test_one_epoch_streams_every_training_image_once_as_floats(shards):
     assert x.dtype == torch.float32 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert x.shape == (10, 3, 12, 12) and y.dtype == torch.long
     assert len(batches) == 7
+    batches.batch_size = 32  # as train.auto_batch_size halves it: the count follows
+    assert len(batches) == 2 and len(list(batches.epoch(0))) == 2
 
 
 def test_the_order_is_shuffled_per_epoch_and_resumes_exactly(shards):

@@ -52,7 +52,7 @@ class StreamBatches:
         self.cache_dir = cache_dir
         self.device: torch.device | None = None
         self.images_per_item = 1
-        self._counts: dict[int, int] = {}
+        self._counts: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
         return self.num_batches()
@@ -63,9 +63,10 @@ class StreamBatches:
         return self
 
     def num_batches(self, world_size: int = 1) -> int:
-        if world_size not in self._counts:
-            self._counts[world_size] = len(self._loader(0, 0, world_size))
-        return self._counts[world_size]
+        key = (world_size, self.batch_size)  # the batch size may change (train.auto_batch_size)
+        if key not in self._counts:
+            self._counts[key] = len(self._loader(0, 0, world_size))
+        return self._counts[key]
 
     def shard_size(self, world_size: int = 1) -> int:
         """Images this rank sees in an epoch (at most; the last batch may be partial)."""
