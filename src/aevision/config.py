@@ -44,10 +44,17 @@ class DataConfig:
     clip_length: int | None = None  # video data: train on clips of this many consecutive frames
     clip_stride: int | None = None  # frames between the starts of two clips; default clip_length
     options: dict[str, Any] = field(default_factory=dict)  # the dataset builder's own options
+    # GiB the decoded training set may take in memory; larger sets (shards:, folders) are streamed.
+    # Default: a quarter of the machine's RAM (data/plan.py)
+    memory: float | None = None
+    workers: int = 2  # loader processes per training process when streaming
 
     def validate(self, prefix: str = "data") -> None:
         check(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", self.val_fraction,
               "a fraction in [0, 1)")
+        if self.memory is not None:
+            check(self.memory >= 0, f"{prefix}.memory", self.memory, "GiB >= 0, or null for 1/4 of RAM")
+        check(self.workers >= 0, f"{prefix}.workers", self.workers, "an integer >= 0")
         if self.image_size is not None:
             check(len(self.image_size) == 2 and min(self.image_size) >= 1,
                   f"{prefix}.image_size", self.image_size, "[height, width] of positive integers")

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from aevision.cli.common import Parser, UsageError, check_device_and_output
 
 # subcommand modules, in the order ``aevision --help`` lists them
-COMMANDS = ("demo", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "segment", "predict_masks",
-            "compress", "restore", "retrieval", "generate", "anomaly", "report", "export", "listing")
+COMMANDS = ("demo", "prepare", "pretrain", "encode", "reconstruct", "keypoints", "benchmark", "segment",
+            "predict_masks", "compress", "restore", "retrieval", "generate", "anomaly", "report", "export",
+            "listing")
 
 
 def build_parser() -> Parser:

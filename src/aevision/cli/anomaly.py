@@ -45,12 +45,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--grid", metavar="FILE.png", help="thumbnails of the most anomalous images")
     p.add_argument("--top", type=int, default=16, help="images listed and shown (default 16)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--memory", type=float, metavar="GIB",
+                   help="one folder or --dataset shards:PATH whose decoded images exceed this is scored "
+                   "streamed, batch by batch (default: a quarter of RAM)")
+    p.add_argument("--workers", type=int, default=2, help="loader processes when streaming (default 2)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aevision.api import load
-    from aevision.tasks.anomaly_report import save_top_grid, score_images
+    from aevision.tasks.anomaly_report import save_top_grid, score_images, score_stream, top_images
+    from aevision.tasks.streamed_features import streamed_input
 
     positive(args, "-k", "--components", "--top", "--reference-limit")
     check_flag(args, "--quantile", lambda q: 0.0 < q < 1.0, "a fraction in (0, 1)")
@@ -62,19 +67,27 @@ def run(args: argparse.Namespace) -> int:
         _calibrate(args, model)
         if not (args.inputs or args.dataset):
             return 0
-    data = load_inputs(args, model)
-    result = score_images(model, args.model, data, score=args.score, reference=args.reference,
-                          reference_limit=args.reference_limit, data_root=args.data_root, seed=args.seed,
-                          k=args.k, metric=args.metric, components=args.components,
-                          quantile=args.quantile, batch_size=args.batch_size, device=args.device)
-    _print(args, result, len(data))
+    options = dict(score=args.score, reference=args.reference, reference_limit=args.reference_limit,
+                   data_root=args.data_root, seed=args.seed, k=args.k, metric=args.metric,
+                   components=args.components, quantile=args.quantile, batch_size=args.batch_size,
+                   device=args.device)
+    stream = None if args.limit is not None else \
+        streamed_input(args.dataset, args.inputs, args.split, tuple(model.input_shape), args.memory)
+    if stream is not None:
+        result = score_stream(model, args.model, stream, workers=args.workers, **options)
+        data = None
+    else:
+        data = load_inputs(args, model)
+        result = score_images(model, args.model, data, **options)
+    _print(args, result, len(result.scores))
     if out is not None:
         from aevision.io import write_csv_rows
 
         write_csv_rows(out, result.rows())
         print(f"wrote {out}")
     if grid is not None:
-        save_top_grid(grid, data, result, args.top)
+        save_top_grid(grid, data if data is not None else top_images(result, model, args.top), result,
+                      args.top if data is not None else None)
         print(f"wrote {grid}")
     return 0
 

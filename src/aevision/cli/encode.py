@@ -18,16 +18,31 @@ def add_parser(sub: Any) -> None:
     add_data_arguments(p)
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="features.npy or .safetensors")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--memory", type=float, metavar="GIB",
+                   help="one folder or --dataset shards:PATH whose decoded images exceed this is streamed, "
+                   "its features written as they come (.npy; default: a quarter of RAM)")
+    p.add_argument("--workers", type=int, default=2, help="loader processes when streaming (default 2)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aevision.api import load
     from aevision.tasks.model_outputs import rows_path, write_features
+    from aevision.tasks.streamed_features import streamed_input, write_streamed_features
     from aevision.validation import plural
 
     out = output_path(args.out, (".npy", ".safetensors"))
     model = load(args.model, args.device)
+    if args.limit is None:
+        shape = tuple(model.input_shape)
+        stream = streamed_input(args.dataset, args.inputs, args.split, shape, args.memory)
+        if stream is not None:
+            rows, dim = write_streamed_features(model, stream, out, batch_size=args.batch_size,
+                                                device=args.device, workers=args.workers,
+                                                model_path=args.model)
+            print(f"wrote {out}: {rows} x {dim} features, streamed from {stream.name} "
+                  f"(rows: {rows_path(out)})")
+            return 0
     inputs = model_inputs(args, model)
     features = write_features(model, inputs, out, batch_size=args.batch_size, device=args.device,
                               model_path=args.model)

@@ -26,6 +26,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the val split (default 0)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--memory", type=float, metavar="GIB",
+                   help="one folder or shards:PATH whose decoded images exceed this is streamed: only its "
+                   "codes are held (default: a quarter of RAM)")
+    p.add_argument("--workers", type=int, default=2, help="loader processes when streaming (default 2)")
     p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat",
                    help="flat: exact (default); ivf: inverted lists; hnsw: graph (approximate)")
     p.add_argument("--metric", choices=("l2", "cosine"), default="l2")
@@ -63,8 +67,8 @@ def run_index(args: argparse.Namespace) -> int:
         set_threads(args.threads)
     index = index_gallery(args.model, args.data, args.out, split=args.split, root=args.data_root,
                           seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
-                          kind=args.kind, metric=args.metric, nlist=args.nlist, nprobe=args.nprobe,
-                          hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+                          memory=args.memory, workers=args.workers, kind=args.kind, metric=args.metric,
+                          nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     print(f"indexed {plural(len(index), 'image')} of {args.data} ({args.kind}, {args.metric}, "
           f"{index.dim} features) -> {args.out}")
     return 0

@@ -9,6 +9,7 @@ from aevision.data import oxford_pet as _oxford_pet  # noqa: F401  (segmentation
 from aevision.data import pennfudan as _pennfudan  # noqa: F401
 from aevision.data import segfolder as _segfolder  # noqa: F401
 from aevision.data import shapes_seg as _shapes_seg  # noqa: F401
+from aevision.data import shards as _shards  # noqa: F401  (registers shards:PATH)
 from aevision.data import union as _union  # noqa: F401  (registers union: a pool of datasets)
 from aevision.data.imageset import ImageSet, Skipped, to_float, to_uint8
 from aevision.data.registry import DATASETS, Source, Splits, data_root, load_dataset

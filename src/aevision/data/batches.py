@@ -19,13 +19,32 @@ hundreds of images, and a set smaller than one batch more than one step per epoc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from aevision.data.imageset import to_float
 from aevision.data.splits import permutation
+
+
+class Batches(Protocol):
+    """What the Trainer reads batches from: :class:`TensorBatches` (in memory) or
+    :class:`aevision.data.streaming.StreamBatches` (streamed chunks)."""
+
+    batch_size: int
+    drop_last: bool
+    channels_last: bool
+    images_per_item: int
+
+    def num_batches(self, world_size: int = 1) -> int: ...
+
+    def shard_size(self, world_size: int = 1) -> int: ...
+
+    def to(self, device: torch.device | str) -> Any: ...
+
+    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
+              start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]: ...
 
 
 class TensorBatches:
@@ -106,26 +125,9 @@ class TensorBatches:
 
     def indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
         """This rank's sample order for ``epoch``: slice ``rank`` of every global batch."""
-        order = self.epoch_order(epoch)
-        if world_size > 1:
-            per = self.shard_size(world_size)
-            global_batch = self.batch_size * world_size
-            full, rest = divmod(per * world_size, global_batch)
-            head = order[:full * global_batch].view(full, world_size, self.batch_size)[:, rank]
-            # the last, partial global batch is split evenly too
-            tail = order[full * global_batch:per * world_size].view(world_size, -1)[rank] \
-                if rest else order[:0]
-            order = torch.cat([head.reshape(-1), tail])
-        return order
+        return epoch_order(len(self.data), self.batch_size, self.seed, epoch, self.shuffle, rank,
+                           world_size, self.size)
 
-    def epoch_order(self, epoch: int) -> Tensor:
-        """The ``size`` sample indices of ``epoch``: shuffles of the data (or ``arange``s), one after
-        another, cut to ``size``; with no ``epoch_size``, exactly one shuffle as always."""
-        n = len(self.data)
-        passes = -(-self.size // n) if n else 1
-        orders = [permutation(n, self.seed, 1000 + epoch, *((k,) if k else ())) if self.shuffle
-                  else torch.arange(n) for k in range(passes)]
-        return torch.cat(orders)[: self.size]
 
     def epoch(self, epoch: int, rank: int = 0, world_size: int = 1,
               start: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
@@ -157,3 +159,24 @@ class TensorBatches:
         if self.channels_last and batch.dim() == 4:
             return batch.contiguous(memory_format=torch.channels_last)
         return batch
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, rank: int = 0,
+                world_size: int = 1, size: int | None = None) -> Tensor:
+    """Rank ``rank``'s sample order over ``n`` samples in ``epoch`` (seeded): ``size`` samples
+    (default ``n``; more cycle through fresh shuffles, one after another), then slice ``rank`` of
+    every global batch of ``world_size`` x ``batch_size``, each rank ``size // world_size``."""
+    size = n if size is None else size
+    passes = -(-size // n) if n else 1
+    order = torch.cat([permutation(n, seed, 1000 + epoch, *((k,) if k else ())) if shuffle
+                       else torch.arange(n) for k in range(passes)])[:size]
+    if world_size > 1:
+        per = size // world_size
+        global_batch = batch_size * world_size
+        full, rest = divmod(per * world_size, global_batch)
+        head = order[:full * global_batch].view(full, world_size, batch_size)[:, rank]
+        # the last, partial global batch is split evenly too
+        tail = order[full * global_batch:per * world_size].view(world_size, -1)[rank] \
+            if rest else order[:0]
+        order = torch.cat([head.reshape(-1), tail])
+    return order

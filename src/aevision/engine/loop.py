@@ -28,7 +28,7 @@ from lightning.fabric.strategies import SingleDeviceStrategy
 from torch import Tensor, nn
 
 from aevision.config import TrainConfig
-from aevision.data.batches import TensorBatches
+from aevision.data.batches import Batches, TensorBatches
 from aevision.engine.allocator import tune_malloc
 from aevision.engine.checkpoint import (
     BEST,
@@ -43,7 +43,7 @@ from aevision.engine.progress import Reporter, format_terms
 from aevision.engine.resources import is_out_of_memory
 from aevision.engine.schedule import lr_scheduler
 from aevision.engine.tracking import build_loggers, log_params
-from aevision.errors import AevisionError, DivergenceError
+from aevision.errors import AevisionError, ConfigError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
 from aevision.validation import plural
 
@@ -71,25 +71,29 @@ class FitResult:
 MIN_STEPS = 200  # fewer optimiser steps than this rarely train a network: say so before training
 
 
-def size_epochs(train: TensorBatches, cfg: TrainConfig, world_size: int) -> None:
+def size_epochs(train: Batches, cfg: TrainConfig, world_size: int) -> None:
     """``train.epoch_steps``: every epoch draws that many batches (of the batch size in use, on
-    every process), whatever the data's size."""
-    if cfg.epoch_steps is not None:
-        train.epoch_size = cfg.epoch_steps * train.batch_size * world_size
+    every process), whatever the data's size (in-memory data; a stream's epoch is one pass)."""
+    if cfg.epoch_steps is None:
+        return
+    if not isinstance(train, TensorBatches):
+        raise ConfigError("train.epoch_steps", cfg.epoch_steps,
+                          "null for streamed data (an epoch of a stream is one pass over it)")
+    train.epoch_size = cfg.epoch_steps * train.batch_size * world_size
 
 
-def warn_few_steps(cfg: TrainConfig, train: TensorBatches, batches: int, world_size: int) -> None:
+def warn_few_steps(cfg: TrainConfig, train: Batches, batches: int, world_size: int) -> None:
     """A warning when the whole run takes fewer than :data:`MIN_STEPS` optimiser steps (ten masks,
     or 45 images in batches of 128: a step or two per epoch), saying how to size epochs instead."""
     total = cfg.epochs * batches
     if total >= MIN_STEPS:
         return
-    n = len(train.data)
+    n = train.shard_size(1)
     smaller = (f"; train.batch_size {train.batch_size} is larger than the {n} training samples"
                if train.batch_size * world_size > n else "")
     log.warning("train: %d optimiser steps in all (%d epochs x %d of %d samples in batches of %d%s); "
                 "under %d a network rarely trains: set train.epoch_steps (steps per epoch) or more "
-                "train.epochs", total, cfg.epochs, batches, train.size, train.batch_size, smaller,
+                "train.epochs", total, cfg.epochs, batches, n, train.batch_size, smaller,
                 MIN_STEPS)
 
 
@@ -188,8 +192,8 @@ class _Fit:
     inner: torch.optim.Optimizer  # the torch optimizer Fabric wraps
     scheduler: Any
     deferred: bool  # the NaN check runs on the device (:func:`defers_nonfinite_check`)
-    train: TensorBatches
-    val: TensorBatches | None
+    train: Batches
+    val: Batches | None
     run_config: dict[str, Any]
     batches: int = 0  # training batches per epoch on this rank
     loop: LoopState = field(default_factory=LoopState)
@@ -241,7 +245,7 @@ class Trainer:
 
     # --- public ------------------------------------------------------------------------------
 
-    def fit(self, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
+    def fit(self, model: nn.Module, train: Batches, val: Batches | None,
             run_config: dict[str, Any] | None = None, *, resume: bool = False,
             upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> FitResult:
         """Train ``model``; with ``resume``, continue from ``last.ckpt`` if its config is this one.
@@ -285,7 +289,7 @@ class Trainer:
 
     # --- setup -------------------------------------------------------------------------------
 
-    def _setup(self, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
+    def _setup(self, model: nn.Module, train: Batches, val: Batches | None,
                run_config: dict[str, Any]) -> _Fit:
         """Devices, model, optimizer, schedule and data, ready for the first (or resumed) epoch."""
         cfg, fabric = self.cfg, self.fabric
@@ -319,7 +323,7 @@ class Trainer:
         fit.scheduler = lr_scheduler(fit.inner, cfg, cfg.epochs * fit.batches)
         return fit
 
-    def _setup_model(self, raw: nn.Module, train: TensorBatches, val: TensorBatches | None,
+    def _setup_model(self, raw: nn.Module, train: Batches, val: Batches | None,
                      run_config: dict[str, Any]) -> _Fit:
         """The optimizer (the model's own ``param_groups`` if it has them), ``torch.compile``,
         Fabric's wrappers, and whether steps bypass them (:class:`DirectForward`)."""
@@ -547,7 +551,7 @@ class Trainer:
     # --- validation, the batch-size probe ----------------------------------------------------
 
     @torch.no_grad()
-    def _evaluate(self, forward: Any, val: TensorBatches) -> dict[str, float]:
+    def _evaluate(self, forward: Any, val: Batches) -> dict[str, float]:
         """Mean loss terms on the validation set (every rank sees all of it: no communication)."""
         forward.eval()
         sums: dict[str, float] = {}
@@ -560,7 +564,7 @@ class Trainer:
             count += n
         return {k: v / max(1, count) for k, v in sums.items()}
 
-    def _fit_batch_size(self, forward: Any, train: TensorBatches) -> None:
+    def _fit_batch_size(self, forward: Any, train: Batches) -> None:
         """Halve the batch size until one training step fits in memory (``train.auto_batch_size``).
 
         ``forward`` is the loop's: the probe calls the model as every step does (``model(x, y)``

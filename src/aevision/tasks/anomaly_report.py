@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from aevision.data import load_dataset
@@ -119,7 +120,7 @@ class Scorer:
     device: str = "cpu"
     note: str | None = None
 
-    def __call__(self, data: ImageSet) -> Tensor:
+    def __call__(self, data: ImageSet | Tensor) -> Tensor:
         if self.density is None:
             return reconstruction_error(self.model, data, self.batch_size)
         return self.density.score(encode(self.model, data, self.batch_size, self.device))
@@ -157,32 +158,37 @@ def make_scorer(model: Autoencoder, model_path: str | os.PathLike[str], spec: Sc
     return scorer
 
 
-def score_images(model: Autoencoder, model_path: str | os.PathLike[str], data: ImageSet, *,
-                 score: str = "recon", reference: str | None = None, reference_limit: int | None = None,
-                 data_root: str | None = None, seed: int = 0, k: int = 5, metric: str = "l2",
-                 components: int = 10, quantile: float = 0.99, batch_size: int = 512,
-                 device: str = "cpu") -> AnomalyScores:
-    """Score ``data`` with ``score`` ('recon' or a code density: gaussian, gmm, knn) against the
-    reference images (see :func:`make_scorer`). The threshold is the one calibrated for this model
-    and score (``threshold.json``, :mod:`aevision.tasks.calibration`) when there is one, else the
-    ``quantile`` of the reference images' own scores; 'recon' without either is unthresholded."""
+def score_images(model: Autoencoder, model_path: str | os.PathLike[str], data: ImageSet,
+                 **options: Any) -> AnomalyScores:
+    """Score ``data`` with ``options``' score ('recon' or a code density: gaussian, gmm, knn)
+    against the reference images (see :func:`thresholded_scorer`)."""
+    scorer, threshold, rule = thresholded_scorer(model, model_path, **options)
+    scores = scorer(data)
+    names = data.files or [str(i) for i in range(len(data))]
+    return AnomalyScores(scores, scores.argsort(descending=True), names, data.labels, threshold,
+                         scorer.reference, scorer.reference_size, scorer.note, rule)
+
+
+def thresholded_scorer(model: Autoencoder, model_path: str | os.PathLike[str], *, score: str = "recon",
+                       reference: str | None = None, reference_limit: int | None = None,
+                       data_root: str | None = None, seed: int = 0, k: int = 5, metric: str = "l2",
+                       components: int = 10, quantile: float = 0.99, batch_size: int = 512,
+                       device: str = "cpu") -> tuple[Scorer, float | None, str | None]:
+    """The scorer (:func:`make_scorer`), its threshold and the rule that set it: the one calibrated
+    for this model and score (``threshold.json``, :mod:`aevision.tasks.calibration`) when there is
+    one, else the ``quantile`` of the reference images' own scores; 'recon' without either is
+    unthresholded."""
     spec = ScoreSpec(score, reference, reference_limit, data_root, seed, k, metric, components)
     calibrated = stored_threshold(model_path)
     if calibrated is not None and calibrated.score != spec.definition():
         calibrated = None  # calibrated for another score: it says nothing about this one
     scorer = make_scorer(model, model_path, spec, with_reference=calibrated is None,
                          batch_size=batch_size, device=device)
-    scores = scorer(data)
     if calibrated is not None:
-        threshold, rule = calibrated.threshold, calibrated.rule()
-    elif scorer.reference_scores is not None:
-        threshold = float(scorer.reference_scores.quantile(quantile))
-        rule = f"reference {quantile:g} quantile"
-    else:
-        threshold, rule = None, None
-    names = data.files or [str(i) for i in range(len(data))]
-    return AnomalyScores(scores, scores.argsort(descending=True), names, data.labels, threshold,
-                         scorer.reference, scorer.reference_size, scorer.note, rule)
+        return scorer, calibrated.threshold, calibrated.rule()
+    if scorer.reference_scores is not None:
+        return scorer, float(scorer.reference_scores.quantile(quantile)), f"reference {quantile:g} quantile"
+    return scorer, None, None
 
 
 def calibrate(model: Autoencoder, model_path: str | os.PathLike[str], normal: ImageSet, *, fpr: float,
@@ -200,9 +206,36 @@ def calibrate(model: Autoencoder, model_path: str | os.PathLike[str], normal: Im
     return found
 
 
-def save_top_grid(path: str | Path, data: ImageSet, result: AnomalyScores, top: int) -> None:
-    """Thumbnails of the ``top`` most anomalous images, 8 per row."""
+def score_stream(model: Autoencoder, model_path: str | os.PathLike[str], source: Any, *, workers: int = 2,
+                 **options: Any) -> AnomalyScores:
+    """Score a streamed input (:class:`aevision.tasks.streamed_features.StreamedInput`: a folder
+    or shards larger than memory) batch by batch; each score named by its file."""
+    scorer, threshold, rule = thresholded_scorer(model, model_path, **options)
+    files = source.files()
+    parts, names, labels = [], [], []
+    for raw in source.batches(options.get("batch_size", 512), workers):
+        parts.append(scorer(raw["image"]))
+        names += [files[i] for i in raw["index"].tolist()]
+        labels.append(raw["label"])
+    scores = torch.cat(parts) if parts else torch.empty(0)
+    label_tensor = torch.cat(labels).long() if labels and bool((torch.cat(labels) >= 0).all()) else None
+    return AnomalyScores(scores, scores.argsort(descending=True), names, label_tensor, threshold,
+                         scorer.reference, scorer.reference_size, scorer.note, rule)
+
+
+def save_top_grid(path: str | Path, data: ImageSet, result: AnomalyScores, top: int | None) -> None:
+    """Thumbnails of the ``top`` most anomalous images of ``data``, 8 per row (``top`` None:
+    ``data`` holds just those, in order: :func:`top_images`)."""
     from aevision.report.plots import image_grid, save_image
 
-    images = data.floats(result.order[:top])
+    images = data.floats(result.order[:top]) if top is not None else data.floats()
     save_image(path, image_grid(list(images.split(8)), scale=max(1, 64 // data.image_shape[1])))
+
+
+def top_images(result: AnomalyScores, model: Autoencoder, top: int) -> ImageSet:
+    """The ``top`` most anomalous images of a streamed input, read back from their files."""
+    from aevision.data.images import read_image
+
+    c, h, w = model.input_shape
+    names = [result.names[i] for i in result.order[:top].tolist()]
+    return ImageSet(torch.stack([read_image(n, c, (h, w)) for n in names]), files=names)

@@ -24,29 +24,42 @@ from aevision.models import Autoencoder
 from aevision.models.inference import encode
 from aevision.models.io import load_model, model_files
 from aevision.tasks.retrieval import GalleryIndex, Neighbours
+from aevision.tasks.streamed_features import stream_fingerprint, streamed_codes, streamed_input
 
 
 def index_gallery(model_path: str | os.PathLike[str], data: str, out: str | os.PathLike[str], *,
                   split: Split = "train", root: str | None = None, seed: int = 0, limit: int | None = None,
-                  batch_size: int = 512, device: str = "cpu", **options: Any) -> GalleryIndex:
+                  batch_size: int = 512, device: str = "cpu", memory: float | None = None, workers: int = 2,
+                  **options: Any) -> GalleryIndex:
     """Encode ``data`` (a dataset name or an image folder/file) with the model and save a
-    :class:`GalleryIndex` (``options``: kind, metric, nlist, nprobe, hnsw_m, ef_search) to ``out``."""
+    :class:`GalleryIndex` (``options``: kind, metric, nlist, nprobe, hnsw_m, ef_search) to ``out``.
+    One folder or ``shards:`` set whose decoded images exceed ``memory`` GiB (default a quarter
+    of RAM) is streamed: only its codes are held."""
     model = load_model(model_path, device)
     # a resolved data root, so that 'search --grid' finds the same images whatever $AEVISION_DATA says
     root = None if is_path(data) else str(data_root(root).resolve())
     spec = SourceSpec(resolved(data), split, root, seed, limit)
     c, h, w = model.input_shape
-    gallery = load_source(spec, c, (h, w))
-    features = encode(model, gallery, batch_size, device)
+    stream = None if limit is not None else streamed_input(
+        None if is_path(data) else data, [data] if is_path(data) else [], split, (c, h, w), memory)
+    if stream is not None:  # larger than memory: the codes, never the images
+        features, files, labels = streamed_codes(model, stream, batch_size=batch_size, device=device,
+                                                 workers=workers)
+        sha, classes = stream_fingerprint(stream), stream.classes()
+    else:
+        gallery = load_source(spec, c, (h, w))
+        features = encode(model, gallery, batch_size, device)
+        files, labels, classes = gallery.files, gallery.labels, gallery.classes
+        sha = fingerprint(gallery.images)
     meta = {
         "model": {"path": str(Path(model_path).resolve()), "sha256": file_sha256(model_files(model_path)[1]),
                   "name": model.spec.get("name"), "code_dim": model.code_dim},
-        "source": {**spec.to_dict(), "image_shape": [c, h, w],
-                   "gallery_sha256": fingerprint(gallery.images)},
-        "classes": gallery.classes if gallery.labels is not None else None,
-        "files": gallery.files,
+        "source": {**spec.to_dict(), "image_shape": [c, h, w], "gallery_sha256": sha,
+                   **({"streamed": True} if stream is not None else {})},
+        "classes": classes if labels is not None else None,
+        "files": files,
     }
-    index = GalleryIndex.build(features, labels=gallery.labels, meta=meta, **options)
+    index = GalleryIndex.build(features, labels=labels, meta=meta, **options)
     index.save(out)
     return index
 
@@ -132,10 +145,7 @@ def save_search_grid(path: str | os.PathLike[str], found: SearchResults, rows: i
     if not src.get("data"):
         raise AevisionError("--grid: the index does not say where its gallery images are")
     c, h, w = src["image_shape"]
-    gallery = load_source(SourceSpec.from_dict(src), c, (h, w))
-    if src.get("gallery_sha256") and fingerprint(gallery.images) != src["gallery_sha256"]:
-        raise AevisionError(f"--grid: the gallery images of {src['data']} changed since indexing; "
-                            f"rebuild the index")
+    gallery = _gallery_floats(found.index, src)
     n = min(rows, len(found.queries))
     q_imgs = found.queries.floats(slice(0, n))
     if q_imgs.shape[1:] != (c, h, w):
@@ -143,5 +153,22 @@ def save_search_grid(path: str | os.PathLike[str], found: SearchResults, rows: i
     lines = []
     for i in range(n):
         ids = [j for j in found.found.ids[i].tolist() if j >= 0]
-        lines.append(torch.cat([q_imgs[i:i + 1], gallery.floats(torch.tensor(ids, dtype=torch.long))]))
+        lines.append(torch.cat([q_imgs[i:i + 1], gallery(ids)]))
     save_image(path, image_grid(lines, pad=2, scale=max(1, 64 // h)))
+
+
+def _gallery_floats(index: GalleryIndex, src: dict[str, Any]) -> Any:
+    """``ids -> (n, C, H, W) floats`` of the gallery: loaded whole and checked against its
+    fingerprint, or, for a streamed gallery (larger than memory), each neighbour read from its file."""
+    c, h, w = src["image_shape"]
+    if src.get("streamed"):
+        from aevision.data.images import read_image
+        from aevision.data.imageset import to_float
+
+        files = index.meta.get("files") or []
+        return lambda ids: to_float(torch.stack([read_image(files[j], c, (h, w)) for j in ids]))
+    gallery = load_source(SourceSpec.from_dict(src), c, (h, w))
+    if src.get("gallery_sha256") and fingerprint(gallery.images) != src["gallery_sha256"]:
+        raise AevisionError(f"--grid: the gallery images of {src['data']} changed since indexing; "
+                            f"rebuild the index")
+    return lambda ids: gallery.floats(torch.tensor(ids, dtype=torch.long))

@@ -21,7 +21,9 @@ from aevision.config import VAL_BATCH_SIZE, PretrainConfig, build_config, to_dic
 from aevision.data import ImageSet, Splits, VideoSet, load_dataset, training_data
 from aevision.data.augment import Augment
 from aevision.data.batches import TensorBatches
-from aevision.data.sources import fingerprint
+from aevision.data.folder_stream import FolderListing
+from aevision.data.plan import plan_data
+from aevision.data.shards import ShardInfo
 from aevision.engine import FitResult, Trainer, seed_everything
 from aevision.engine.resources import limit_memory
 from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
@@ -29,6 +31,7 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
 from aevision.models.io import WEIGHTS, load_weights_strict
+from aevision.tasks.streamed_data import data_key, stream_summary, streamed_batches
 
 
 @dataclass
@@ -37,7 +40,7 @@ class PretrainResult:
     out_dir: Path
     fit: FitResult
     config: PretrainConfig
-    data: Splits
+    data: Splits | ShardInfo | FolderListing  # streamed: the shards' manifest or the folder's files
     global_rank: int = 0  # under DDP every process returns; only rank 0 wrote the files
     reused: bool = False  # the identical run had finished in out_dir: read back, not trained
     timing: dict[str, Any] = field(default_factory=dict)  # wall_seconds, cpu_seconds, resumed
@@ -84,26 +87,28 @@ def pretrain(
     cfg = as_config(config, overrides)
     refuse_replacing(cfg.output_dir, allowed=resume or reuse or overwrite)
     seed_everything(cfg.seed, cfg.train.deterministic)
-    splits = data if data is not None else load_dataset(cfg.data, cfg.seed)
-    model = model_from_config(cfg, splits.train.image_shape)
+    stream = plan_data(cfg.data).stream if data is None else None
+    splits = data if data is not None or stream is not None else load_dataset(cfg.data, cfg.seed)
+    model = model_from_config(cfg, stream.image_shape if stream else splits.train.image_shape)
     check_clip_length(cfg, model)
     init = start_from(model, init_from) if init_from is not None else None
-    val_images = splits.val.images if splits.val is not None else None
-    key = run_key(cfg.to_dict(), data=fingerprint(splits.train.images, val_images), init=init)
+    key = run_key(cfg.to_dict(), data=data_key(splits, stream), init=init)
     run = Run(cfg.output_dir, key, upgrade=upgraded_config)
+    found: Splits | ShardInfo | FolderListing = stream if stream is not None else splits
     if reuse and run.finished() is not None:
-        return read_back(run.out_dir, cfg, splits)
+        return read_back(run.out_dir, cfg, found)
     guard_memory(cfg)
-    train, val = pretrain_batches(cfg, splits)
+    train, val = streamed_batches(cfg, stream) if stream is not None else pretrain_batches(cfg, splits)
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     fit = run.fit(trainer, model, train, val, cfg.to_dict(), resume=resume, reuse=reuse, overwrite=overwrite,
                   upgrade_config=upgraded_config)
     model.eval()
-    provenance = {"config": cfg.to_dict(), "data": data_summary(splits),
+    summary = stream_summary(stream) if stream is not None else data_summary(splits)
+    provenance = {"config": cfg.to_dict(), "data": summary,
                   **({"init_from": {"path": str(init_from), "weights_sha256": init}} if init else {})}
     run.finish(lambda folder: save_model(model, folder, extra=provenance),
                {"summary.json": {**provenance, "fit": fit.to_dict()}})
-    return PretrainResult(model, run.out_dir, fit, cfg, splits, trainer.fabric.global_rank,
+    return PretrainResult(model, run.out_dir, fit, cfg, found, trainer.fabric.global_rank,
                           timing=run.timing)
 
 
@@ -120,7 +125,8 @@ def start_from(model: Autoencoder, path: str | os.PathLike[str]) -> str:
     return weights_sha256(weights)
 
 
-def read_back(out_dir: Path, cfg: PretrainConfig, splits: Splits) -> PretrainResult:
+def read_back(out_dir: Path, cfg: PretrainConfig, splits: Splits | ShardInfo | FolderListing
+              ) -> PretrainResult:
     """The identical run already finished in ``out_dir``: its model and its fit, as trained."""
     summary = read_json(out_dir / "summary.json", "run summary")
     timing = {k: summary.get(k) for k in ("wall_seconds", "cpu_seconds", "resumed")}
