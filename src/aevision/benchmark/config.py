@@ -7,13 +7,14 @@ A benchmark file (or a shipped preset: ``quick``, ``mnist``, ``fashion-mnist``, 
     seeds: 3                      # label-subset seeds; results are mean +- std over them
     labels: [10, 100, 1000, all]  # per class; "1000t" = 1000 in total; "all" = every label
     datasets: [{name: mnist}]     # data sections as in a pretrain config
-    models:                       # name -> a pretrain config fragment (+ optional features)
+    models:                       # name -> a pretrain config fragment (model, regularizers,
+                                  # train, augment: pretraining's) + optional features
       conv-dae:
         model: {name: conv, channels: [32, 64], code_dim: null}
         regularizers: [{name: denoising, noise: masking, p: 0.3}]
         train: {epochs: 10}
         features: {source: stages, pool: 4}
-    baselines: [pixels, pca, scratch]
+    baselines: [pixels, pca, scratch, untrained]   # untrained: each model's encoder, random weights
     protocols:
       linear: {c_grid: [0.01, 0.1, 1]}
       knn: {k: 20}
@@ -56,7 +57,9 @@ from aevision.tasks.losses import LossConfig
 from aevision.validation import check, coerce_kwargs
 
 PRESETS = ("quick", "mnist", "fashion-mnist")
-BASELINES = ("pixels", "pca", "scratch")
+# pixels, PCA of the same dimension, a supervised network of a fine-tuned model's architecture
+# trained from scratch, and every autoencoder's own encoder untrained (random weights)
+BASELINES = ("pixels", "pca", "scratch", "untrained")
 PROTOCOLS = ("linear", "knn", "finetune")
 
 
@@ -266,7 +269,7 @@ class BenchmarkConfig:
         self.features.validate("features")
         for name, entry in self.models.items():
             check(isinstance(entry, dict), f"models.{name}", entry,
-                  "a mapping with model / regularizers / train sections")
+                  "a mapping with model / regularizers / train / augment sections")
             self.model_features(name)
             self._check_builders(name, self.pretrain_config(name, self.datasets[0]))
         self.protocols.validate("protocols", self.models)
@@ -298,8 +301,8 @@ class BenchmarkConfig:
         """The full pretrain config of model ``name`` on dataset ``data``."""
         fragment = {k: copy.deepcopy(v) for k, v in self.models[name].items() if k != "features"}
         for key in fragment:
-            check(key in ("model", "regularizers", "train"), f"models.{name}.{key}", fragment[key],
-                  "only model, regularizers, train and features sections")
+            check(key in ("model", "regularizers", "train", "augment"), f"models.{name}.{key}",
+                  fragment[key], "only model, regularizers, train, augment and features sections")
         fragment.setdefault("train", {}).setdefault("progress", self.progress)
         base = {"seed": self.seed, "data": to_dict(data),
                 "output_dir": str(Path(self.output_dir) / "models" / safe_name(data.name) / name),
