@@ -1,6 +1,6 @@
 """What a benchmark runs: models x datasets x protocols x label budgets, from one YAML file.
 
-A benchmark file (or a shipped preset: ``quick``, ``mnist``, ``fashion-mnist``, see
+A benchmark file (or a shipped preset: ``quick``, ``mnist``, ``fashion-mnist``, ``cifar10``, see
 ``aevision/presets/``) looks like::
 
     name: mnist
@@ -56,7 +56,7 @@ from aevision.tasks.knn import Weights
 from aevision.tasks.losses import LossConfig
 from aevision.validation import check, coerce_kwargs
 
-PRESETS = ("quick", "mnist", "fashion-mnist")
+PRESETS = ("quick", "mnist", "fashion-mnist", "cifar10")
 # pixels, PCA of the same dimension, a supervised network of a fine-tuned model's architecture
 # trained from scratch, and every autoencoder's own encoder untrained (random weights)
 BASELINES = ("pixels", "pca", "scratch", "untrained")
