@@ -48,3 +48,17 @@ def test_every_autoencoder_is_compared_with_its_untrained_encoder(tmp_path):
 def test_every_preset_has_the_untrained_control():
     for name in PRESETS:
         assert "untrained" in load_benchmark(name).baselines, name
+
+
+def test_the_control_holds_the_weights_pretraining_started_from(tmp_path):
+    """With a vanishing learning rate pretraining leaves its start unchanged: the control equals it."""
+    torch.set_num_threads(1)
+    cfg = load_benchmark("quick", [
+        f"output_dir={tmp_path}", "baselines=[untrained]", "protocols.finetune.models=null",
+        "imbalance.models=null", "imbalance.ratio=null",
+        "models={tiny: {model: {name: conv, channels: [4], code_dim: null}, "
+        "train: {epochs: 1, lr: 1.0e-30, optimizer: sgd}}}"])
+    run = DatasetRun(cfg, cfg.datasets[0], Path(tmp_path), lambda _s: None)
+    trained = run._pretrained("tiny").stats["features"].encoder.state_dict()
+    untrained = run._untrained("tiny").stats["features"].encoder.state_dict()
+    assert all(torch.equal(trained[k], untrained[k]) for k in trained)

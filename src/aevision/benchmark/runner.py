@@ -247,8 +247,9 @@ class DatasetRun:
         return result.model, stats
 
     def _untrained(self, name: str) -> Method:
-        """The control of autoencoder ``name``: the same encoder with random weights (drawn with
-        the pretraining seed), read through the same features by the same probe and kNN. What the
+        """The control of autoencoder ``name``: the same encoder with random weights (those its
+        pretraining started from: the same seed, drawn the same way), read through the same
+        features by the same probe and kNN. What the
         autoencoder gains over it is what pretraining itself adds (random conv features are no
         weak baseline: Jarrett et al. 2009, Saxe et al. 2011)."""
         pcfg = self.cfg.pretrain_config(name, self.data_cfg)
