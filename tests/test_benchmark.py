@@ -132,7 +132,7 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     board = json.loads((out / "leaderboard.json").read_text())
     models = ["dense", "sparse-l1", "contractive", "denoising", "conv"]
     methods = {r["method"] for r in board["rows"]}
-    assert methods == {*models, "pixels", "pca-32", "scratch:conv"}
+    assert methods == {*models, "pixels", "pca-32", "scratch:conv", *(f"untrained:{m}" for m in models)}
     rows = {(r["method"], r["protocol"], r["budget"], r["loss"]): r for r in board["rows"]}
     for m in [*models, "pixels", "pca-32"]:
         assert rows[(m, "linear", "5/class", None)]["n_seeds"] == 2
@@ -164,7 +164,7 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
         assert f"{val:.4f}" in md
     assert rows[("conv", "knn", "all", None)]["val_score_mean"] is None  # kNN chooses nothing
     assert md.count("| validation (all) |") == 2  # linear probe and fine-tuning, not kNN
-    assert len(board["verdicts"]) == 5 * 2 * 2  # models x budgets x (pixels, pca)
+    assert len(board["verdicts"]) == 5 * 2 * 3  # models x budgets x (pixels, pca, untrained)
     for name in ("accuracy_vs_labels_linear.png", "accuracy_vs_labels_knn.png",
                  "accuracy_vs_labels_finetune.png", "reconstructions.png", "loss_curves.png"):
         assert (out / "digits" / name).read_bytes()[:4] == b"\x89PNG"

@@ -105,7 +105,8 @@ def test_benchmark_output_is_readable_verdicts_ticks_losses_and_headers(tmp_path
     md = (tmp_path / "leaderboard.md").read_text()
     # wins are counted only beyond the noise of the seeds; the single run at `all` gets no verdict
     assert "paired t-test over the seeds" in md and "one run: no verdict" in md
-    assert "autoencoders vs pixels and PCA, linear probe:" in printed and "single run" in printed
+    assert "autoencoders vs pixels, PCA and their untrained encoders, linear probe:" in printed
+    assert "single run" in printed
     # the `all` budget is plotted where its labels per class put it, and its tick says so
     five, every = ticks["accuracy_vs_labels_linear.png"]
     assert five == "5" and every.startswith("all")

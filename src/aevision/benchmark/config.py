@@ -1,19 +1,20 @@
 """What a benchmark runs: models x datasets x protocols x label budgets, from one YAML file.
 
-A benchmark file (or a shipped preset: ``quick``, ``mnist``, ``fashion-mnist``, see
+A benchmark file (or a shipped preset: ``quick``, ``mnist``, ``fashion-mnist``, ``cifar10``, see
 ``aevision/presets/``) looks like::
 
     name: mnist
     seeds: 3                      # label-subset seeds; results are mean +- std over them
     labels: [10, 100, 1000, all]  # per class; "1000t" = 1000 in total; "all" = every label
     datasets: [{name: mnist}]     # data sections as in a pretrain config
-    models:                       # name -> a pretrain config fragment (+ optional features)
+    models:                       # name -> a pretrain config fragment (model, regularizers,
+                                  # train, augment: pretraining's) + optional features
       conv-dae:
         model: {name: conv, channels: [32, 64], code_dim: null}
         regularizers: [{name: denoising, noise: masking, p: 0.3}]
         train: {epochs: 10}
         features: {source: stages, pool: 4}
-    baselines: [pixels, pca, scratch]
+    baselines: [pixels, pca, scratch, untrained]   # untrained: each model's encoder, random weights
     protocols:
       linear: {c_grid: [0.01, 0.1, 1]}
       knn: {k: 20}
@@ -56,8 +57,10 @@ from aevision.tasks.knn import Weights
 from aevision.tasks.losses import LossConfig
 from aevision.validation import check, coerce_kwargs
 
-PRESETS = ("quick", "mnist", "fashion-mnist")
-BASELINES = ("pixels", "pca", "scratch")
+PRESETS = ("quick", "mnist", "fashion-mnist", "cifar10")
+# pixels, PCA of the same dimension, a supervised network of a fine-tuned model's architecture
+# trained from scratch, and every autoencoder's own encoder untrained (random weights)
+BASELINES = ("pixels", "pca", "scratch", "untrained")
 PROTOCOLS = ("linear", "knn", "finetune")
 
 
@@ -270,7 +273,7 @@ class BenchmarkConfig:
         self.features.validate("features")
         for name, entry in self.models.items():
             check(isinstance(entry, dict), f"models.{name}", entry,
-                  "a mapping with model / regularizers / train sections")
+                  "a mapping with model / regularizers / train / augment sections")
             self.model_features(name)
             self._check_builders(name, self.pretrain_config(name, self.datasets[0]))
         self.protocols.validate("protocols", self.models)
@@ -302,8 +305,8 @@ class BenchmarkConfig:
         """The full pretrain config of model ``name`` on dataset ``data``."""
         fragment = {k: copy.deepcopy(v) for k, v in self.models[name].items() if k != "features"}
         for key in fragment:
-            check(key in ("model", "regularizers", "train"), f"models.{name}.{key}", fragment[key],
-                  "only model, regularizers, train and features sections")
+            check(key in ("model", "regularizers", "train", "augment"), f"models.{name}.{key}",
+                  fragment[key], "only model, regularizers, train, augment and features sections")
         fragment.setdefault("train", {}).setdefault("progress", self.progress)
         if self.loggers is not None:
             fragment["train"].setdefault("loggers", list(self.loggers))

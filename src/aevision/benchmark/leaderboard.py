@@ -2,9 +2,10 @@
 
 ``records`` hold every number with its config, seed, wall time and images/s (one per protocol
 run); ``rows`` aggregate them over seeds (sample standard deviation; 0 for a single run);
-``verdicts`` say, for every autoencoder and label budget, whether its linear probe beats raw pixels
-and PCA of the same dimension, loses to them, or is within the noise of the seeds (:data:`RULE`),
-in words, including where it does not win.
+``verdicts`` say, for every autoencoder and label budget, whether its linear probe beats raw pixels,
+PCA of the same dimension and its own encoder untrained (the ``untrained`` control: what
+pretraining itself adds), loses to them, or is within the noise of the seeds (:data:`RULE`), in
+words, including where it does not win.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every autoencoder vs pixels and its matched PCA, linear probe, every budget (balanced data)."""
+    """Every autoencoder vs pixels, its matched PCA and its untrained twin, linear probe, every
+    budget (balanced data)."""
     out = []
     lin = {(r["dataset"], r["method"], r["budget"]): r for r in rows
            if r["protocol"] == "linear" and r["imbalance"] is None}
@@ -79,7 +81,7 @@ def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[
         pixels_dim = info["methods"].get("pixels", {}).get("dim")
         dim = info["methods"][method]["dim"]
         pca_dim = min(dim, pixels_dim or dim, info["train"])
-        for baseline in ("pixels", f"pca-{pca_dim}"):
+        for baseline in ("pixels", f"pca-{pca_dim}", f"untrained:{method}"):
             other = lin.get((ds, baseline, budget))
             if other is None:
                 continue
@@ -266,7 +268,11 @@ def verdict_section(ver: list[dict[str, Any]]) -> list[str]:
              f"{v['accuracy']:.4f}", f"{v['baseline_accuracy']:.4f}", f"{v['margin']:+.4f}", v["n_seeds"],
              "" if v["p_value"] is None else f"{v['p_value']:.3g}", VERDICT_WORDS[v["verdict"]]]
             for v in ver]
-    return ["## Autoencoders vs baselines (linear probe)\n", f"{RULE}\n", f"{verdict_counts(ver)}.\n",
+    return ["## Autoencoders vs baselines (linear probe)\n",
+            "Baselines: raw pixels, PCA of the autoencoder's feature dimension, and `untrained:NAME`, "
+            "the autoencoder's own encoder with random weights under the same features and probe "
+            "(what pretraining itself adds).\n",
+            f"{RULE}\n", f"{verdict_counts(ver)}.\n",
             markdown_table(header, body)]
 
 
@@ -315,7 +321,8 @@ def print_board(board: dict[str, Any]) -> None:
         print(f"linear probe C at an edge of its grid (widen protocols.linear.c_grid): {e}")
     ver = board["verdicts"]
     if ver:
-        print(f"autoencoders vs pixels and PCA, linear probe: {verdict_counts(ver)}; a win or a loss "
+        print(f"autoencoders vs pixels, PCA and their untrained encoders, linear probe: "
+              f"{verdict_counts(ver)}; a win or a loss "
               f"needs a paired t-test over the seeds at alpha {ALPHA:g}, else it is within noise")
         for v in ver:
             if v["verdict"] in ("wins", "loses"):

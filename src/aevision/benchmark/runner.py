@@ -184,6 +184,11 @@ class DatasetRun:
                     self.cfg.imbalance.models is None or method.name in self.cfg.imbalance.models):
                 self._imbalance(method)
             method.features = None  # free the memory before the next method
+            if method.kind == "autoencoder" and "untrained" in self.cfg.baselines:
+                control = self._untrained(method.name)
+                self._extract(control)
+                self._evaluate(control)
+                control.features = None
         if "scratch" in self.cfg.baselines and self.cfg.protocols.finetune.enabled:
             for method in self._scratch_methods(models):
                 self._evaluate(method)
@@ -220,7 +225,8 @@ class DatasetRun:
                            extract(fe, self.test))
         seconds = time.perf_counter() - started
         n = len(self.train) + len(self.test) + (len(self.val) if self.val is not None else 0)
-        self.pretraining[method.name].update({
+        where = self.pretraining if method.kind == "autoencoder" else self.methods
+        where[method.name].update({
             "features_seconds": round(seconds, 3),
             "features_images_per_s": round(n / seconds, 1) if seconds > 0 else None})
         self.say(f"[{self.name}] features of {method.name}: {method.dim} per image ({seconds:.1f}s)")
@@ -242,6 +248,25 @@ class DatasetRun:
             self.say(f"[{self.name}] pretrained {name}: {stats['wall_seconds']:.0f}s, "
                      f"val recon {'n/a' if recon is None else f'{recon:.4g}'}")
         return result.model, stats
+
+    def _untrained(self, name: str) -> Method:
+        """The control of autoencoder ``name``: the same encoder with random weights (those its
+        pretraining started from: the same seed, drawn the same way), read through the same
+        features by the same probe and kNN. What the
+        autoencoder gains over it is what pretraining itself adds (random conv features are no
+        weak baseline: Jarrett et al. 2009, Saxe et al. 2011)."""
+        pcfg = self.cfg.pretrain_config(name, self.data_cfg)
+        feats_cfg = self.cfg.model_features(name)
+        torch.manual_seed(pcfg.seed)
+        fe = FeatureEncoder(model_from_config(pcfg, self.train.image_shape), copy.deepcopy(feats_cfg),
+                            f"models.{name}.features")
+        label = f"untrained:{name}"
+        config = {"baseline": "untrained encoder", "untrained_of": name, "seed": pcfg.seed,
+                  "model": to_dict(pcfg.model), "regularizers": [to_dict(r) for r in pcfg.regularizers],
+                  "features": to_dict(feats_cfg)}
+        self.methods[label] = {"kind": "control", "dim": fe.dim, "config": config}
+        self.methods[name]["untrained_control"] = label  # what the leaderboard compares it with
+        return Method(label, "control", config, fe.dim, stats={"features": fe})
 
     def _pixels(self) -> Method:
         def flat(s: ImageSet | None) -> Tensor | None:
@@ -309,12 +334,14 @@ class DatasetRun:
         cfg = self.cfg
         for protocol in ("linear", "knn", "finetune"):
             proto = getattr(cfg.protocols, protocol)
-            if not proto.enabled or (method.kind == "autoencoder" and not cfg.runs(protocol, method.name)):
+            own = method.config.get("untrained_of", method.name)  # a control runs where its model does
+            if not proto.enabled or (method.kind != "baseline" and not cfg.runs(protocol, own)):
                 continue
             if protocol == "finetune" and method.encoder is None:
                 continue  # pixels and PCA have nothing to fine-tune
             if protocol != "finetune" and method.features is None:
-                continue  # the scratch baseline has no pretrained features
+                continue  # the scratch baseline has no pretrained features (nor a control:
+                # fine-tuning its untrained encoder is the scratch baseline)
             for budget in cfg.budgets_for(protocol):
                 # with every label the subset is the same for every seed; the probe and kNN are
                 # then deterministic, so one run says everything

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from aevision.data.archives import extract_cached, is_archive, unwrap_single_folder
-from aevision.data.folder import load_folder
+from aevision.data.folder import load_folder, load_split_folders, split_folders
 from aevision.data.imageset import ImageSet
 from aevision.data.registry import DATASETS, Source, Splits, fixed_test_split, takes_argument
 from aevision.data.shapes import KINDS, shapes_classification
@@ -115,8 +115,8 @@ def shapes(
                   test=data.subset(range(n_train, n_train + n_test)) if n_test else None)
 
 
-@DATASETS.register("folder", "folder:PATH: images in class subfolders (labelled) or flat (unlabelled); "
-                   "PATH may be a .zip/.tar archive")
+@DATASETS.register("folder", "folder:PATH: images in class subfolders (labelled) or flat (unlabelled), "
+                   "or train/ + test/ (+ val/) split folders of those; PATH may be a .zip/.tar archive")
 @takes_argument
 def folder(source: Source, *, test_fraction: float = 0.0) -> Splits:
     check(0 <= test_fraction < 1, "data.test_fraction", test_fraction, "a fraction in [0, 1)")
@@ -124,6 +124,13 @@ def folder(source: Source, *, test_fraction: float = 0.0) -> Splits:
     path = Path(source.argument).expanduser()
     if is_archive(path):  # folder:images.zip -> unpacked once, safely, under the data root
         path = unwrap_single_folder(extract_cached(path, source.root))
+    splits = split_folders(path)
+    if splits is not None:  # the folder's own splits: never carved again
+        check(test_fraction == 0, "data.test_fraction", test_fraction,
+              f"0: {path} has its own test/ split")
+        sets = load_split_folders(splits, channels=source.channels, image_size=source.image_size,
+                                  strict=source.strict)
+        return Splits(train=sets["train"], test=sets["test"], val=sets.get("val"))
     data = load_folder(path, channels=source.channels, image_size=source.image_size,
                        strict=source.strict)
     if test_fraction == 0:

@@ -1,4 +1,10 @@
-"""``folder:PATH``: a user's image folder, labelled by class subfolders or flat and unlabelled."""
+"""``folder:PATH``: a user's image folder, labelled by class subfolders or flat and unlabelled.
+
+A folder whose top level is ``train/`` and ``test/`` (and optionally ``val/``), each of class
+subfolders or flat, is a dataset with its own splits (CIFAR-10 as JPEG folders, ImageNet-style
+layouts): :func:`split_folders` finds them and :func:`load_split_folders` reads them with one class
+list, so ``train`` and ``test`` are never taken for two classes.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,19 @@ from aevision.errors import DataError
 
 log = logging.getLogger(__name__)
 
+SPLITS = ("train", "val", "test")  # the split folders a dataset folder may hold
+
+
+def split_folders(root: Path) -> dict[str, Path] | None:
+    """``{"train": root/train, ["val": root/val,] "test": root/test}`` when those are exactly the
+    visible subfolders of ``root`` (files beside them are allowed), else None."""
+    if not root.is_dir():
+        return None
+    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if names not in ({"train", "test"}, {"train", "val", "test"}):
+        return None
+    return {s: root / s for s in SPLITS if s in names}
+
 
 def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None, list[Skipped]]:
     """Files to read, their labels and class names.
@@ -26,6 +45,9 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
         raise DataError(f"folder:{root}: no such folder")
     if not root.is_dir():
         raise DataError(f"folder:{root}: not a folder")
+    if split_folders(root) is not None:
+        raise DataError(f"{root}: holds the splits train/ and test/, not classes: name one split's "
+                        f"folder ({root / 'test'}), or the dataset folder:{root} with its --split")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     subdirs = [p for p in entries if p.is_dir()]
     skipped: list[Skipped] = []
@@ -94,3 +116,40 @@ def load_folder(
         files=[str(p) for p, _ in decoded],
         skipped=skipped,
     )
+
+
+def load_split_folders(folders: dict[str, Path], *, channels: int | None = None,
+                       image_size: Sequence[int] | None = None, strict: bool = False
+                       ) -> dict[str, ImageSet]:
+    """Each split folder of :func:`split_folders` read by :func:`load_folder`, with the channel
+    count of ``train`` and its class list: a class folder of ``val`` or ``test`` must be one of
+    ``train``'s (a class missing from a split is allowed), and its labels index ``train``'s
+    classes. All splits have one image size."""
+    train = load_folder(folders["train"], channels=channels, image_size=image_size, strict=strict)
+    sets = {"train": train}
+    for split in (s for s in SPLITS if s in folders and s != "train"):
+        data = load_folder(folders[split], channels=train.image_shape[0], image_size=image_size,
+                           strict=strict)
+        sets[split] = same_classes(data, train, folders[split], folders["train"])
+    loading.check_one_size(f"folder:{folders['train'].parent}",
+                           [(str(folders[k]), s.images[0]) for k, s in sets.items()],
+                           what="splits", verb="has")
+    return sets
+
+
+def same_classes(data: ImageSet, train: ImageSet, folder: Path, train_folder: Path) -> ImageSet:
+    """``data`` labelled by ``train``'s class list (both labelled, or both not)."""
+    if (data.classes is None) != (train.classes is None):
+        labelled, flat = (folder, train_folder) if data.classes is not None else (train_folder, folder)
+        raise DataError(f"{labelled}: has class folders but {flat} has none; give every split "
+                        f"the same layout")
+    if data.classes is None or train.classes is None or data.classes == train.classes:
+        return data
+    unknown = [c for c in data.classes if c not in train.classes]
+    if unknown:
+        raise DataError(f"{folder / unknown[0]}: class folder {unknown[0]!r} is not one of "
+                        f"{train_folder}'s classes ({', '.join(train.classes)})")
+    index = torch.tensor([train.classes.index(c) for c in data.classes])
+    assert data.labels is not None
+    return ImageSet(data.images, index[data.labels], list(train.classes), data.name, data.files,
+                    data.skipped)

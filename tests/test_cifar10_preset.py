@@ -1,0 +1,64 @@
+"""The cifar10 benchmark preset: it loads and validates, and runs end to end (tiny overrides) on a
+generated train/ + test/ folder, down to the keys bench/classification.py writes for it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from aevision.benchmark import load_benchmark, run_benchmark
+from aevision.benchmark.config import Budget
+
+
+def test_the_cifar10_preset_loads_and_validates():
+    cfg = load_benchmark("cifar10")
+    assert cfg.datasets[0].name == "cifar10"  # torchvision's; offline: folder:PATH/cifar10-jpeg
+    assert cfg.budgets == [Budget(per_class=25), Budget(per_class=400), Budget()]
+    assert set(cfg.baselines) == {"pixels", "pca", "scratch", "untrained"}
+    assert {p for p in ("linear", "knn", "finetune") if getattr(cfg.protocols, p).enabled} == {
+        "linear", "knn", "finetune"}
+    regs = {name: [r["name"] for r in entry.get("regularizers", [])] for name, entry in cfg.models.items()}
+    assert ["contractive"] in regs.values()
+    rgb = cfg.pretrain_config("conv-rgb", cfg.datasets[0])
+    assert rgb.augment.hflip and rgb.augment.zoom > 1 and rgb.model.options["code_dim"] is None
+    assert cfg.budgets_for("finetune") == [Budget(per_class=400), Budget()]
+
+
+def _split_folder(root, classes=3, train=30, test=8, size=8):
+    """Three classes of RGB JPEGs told apart by colour, in train/ and test/."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+                pixels[..., c] += 150
+                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys(tmp_path, bench_script):
+    torch.set_num_threads(1)
+    root = _split_folder(tmp_path / "cifar")
+    tiny = [f"output_dir={tmp_path / 'bench'}", f"datasets=[{{name: 'folder:{root}'}}]",
+            "labels=[25, all]", "seeds=2", "protocols.finetune.labels=[all]",
+            "protocols.finetune.train.epochs=1", "protocols.knn.enabled=false", "imbalance.ratio=null",
+            "confusion_png=false"]
+    for model in ("conv-rgb", "conv-contractive"):
+        tiny += [f"models.{model}.model.channels=[4, 8]", f"models.{model}.train.epochs=1"]
+    cfg = load_benchmark("cifar10", tiny)
+    board = run_benchmark(cfg, verbose=False, command="test").board
+    info = board["datasets"][f"folder:{root}"]
+    assert (info["train"] + info["val"], info["test"]) == (90, 24)  # the folder's own test split
+    summary = bench_script("classification").summarise("cifar10", board)
+    for key in ("linear_probe_all", "pixels_linear_all", "pca_linear_all", "finetune_all",
+                "contractive_linear_all", "contractive_finetune_all", "untrained_linear_all"):
+        assert 0 <= summary[key] <= 1, key
+    assert summary["contractive_model"] == "conv-contractive"
+    assert summary["linear_probe_400pc_mean"] is None  # no 400/class budget in this run
+    assert summary["mae_finetune_all"] is None and "no mae model" in summary["mae_note"]
+    untrained = {v["method"]: v for v in board["verdicts"] if v["baseline"].startswith("untrained:")}
+    assert set(untrained) == {"conv-rgb", "conv-contractive"}
+    assert "every_autoencoder_beats_its_untrained_encoder" in summary["targets"]
