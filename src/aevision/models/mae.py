@@ -122,7 +122,8 @@ class ViTEncoder(nn.Module):
 
     def forward_visible(self, x: Tensor, kept: Tensor | None = None) -> Tensor:
         """(N, C, H, W) and (N, K) kept patch indices (None: all) -> (N, [1 +] K, D) tokens."""
-        tokens = self.patch_embed(x) + self.pos_embed.to(x.dtype)
+        tokens = self.patch_embed(x)
+        tokens = tokens + self.pos_embed.to(tokens.dtype)
         if kept is not None:
             tokens = tokens.gather(1, kept.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         return self.transformer(tokens)
