@@ -25,7 +25,9 @@ CODE_OPTIONS = {"codec": ({"code_channels": 8, "channels": 8}, 8 * 1 * 2),
                 "unet": ({"channels": [4, 8]}, 1 * 13 * 17 + 4 * 7 * 9 + 8 * 4 * 5)}
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+# mae: patches must divide the image, it decodes tokens instead of codes and refuses forward-mode
+# contractive estimates; test_mae.py runs it with the same regularizers
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n != "mae"])
 @pytest.mark.parametrize("regs", REGULARIZERS, ids=lambda r: "+".join(x["name"] for x in r) or "none")
 def test_forward_backward_every_combination(name, regs):
     options, code_size = CODE_OPTIONS.get(name, ({"code_dim": 8}, 8))

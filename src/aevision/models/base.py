@@ -32,6 +32,8 @@ class Parts:
     code lives in ((0, 1) for sigmoid codes), which some regularizers require. ``regularizers``
     are the ones the architecture itself implies (a VAE's reparameterisation and KL term); they
     run before the configured ones and are rebuilt by the builder, so configs never list them.
+    ``autoencoder`` is the :class:`Autoencoder` subclass ``build_model`` makes of the parts when
+    the architecture's objective differs (``mae``: it overrides :meth:`Autoencoder.objective`).
     """
 
     encoder: nn.Module
@@ -41,6 +43,9 @@ class Parts:
     code_range: tuple[float, float] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     regularizers: list[Regularizer] = field(default_factory=list)
+    # the Autoencoder subclass to build when the training objective is not "decode(encode(x))
+    # vs the target" (the masked autoencoder's); None: Autoencoder itself
+    autoencoder: type[Autoencoder] | None = None
 
 
 class Autoencoder(nn.Module):
@@ -111,7 +116,6 @@ class Autoencoder(nn.Module):
         if x.dim() == 5:
             frames = int(x.shape[1])
             x = x.flatten(0, 1)
-        target = x if self.target is None else self.target(x)
         x_in = x
         if self.training:
             for reg in self.regularizers:
@@ -121,6 +125,23 @@ class Autoencoder(nn.Module):
             tangent = reg.input_tangent(x_in)
             if tangent is not None:
                 break
+        ctx, recon = self.objective(x, x_in, tangent, frames)
+        terms: dict[str, Tensor] = {"loss": recon, "recon": recon}
+        loss = recon
+        for reg in self.regularizers:
+            penalty = reg.penalty(ctx)
+            if penalty is not None:
+                terms[reg.term] = penalty
+                loss = loss + reg.weight * penalty
+        terms["loss"] = loss
+        return terms
+
+    def objective(self, x: Tensor, x_in: Tensor, tangent: Tensor | None,
+                  frames: int | None) -> tuple[LossContext, Tensor]:
+        """The reconstruction term of a batch and the context its penalties read: encode the
+        (corrupted) ``x_in``, with J(x_in) @ ``tangent`` when a regularizer asked for it, decode,
+        compare with the target of the clean ``x``. (The masked autoencoder overrides this.)"""
+        target = x if self.target is None else self.target(x)
         if tangent is None:
             z, aux = self.encode_with_aux(x_in)
             jvp = None
@@ -130,16 +151,7 @@ class Autoencoder(nn.Module):
             z, aux, jvp = encode_with_tangent(self.encode_with_aux, x_in, tangent)
         x_hat = self.decode(z)
         recon = self.reconstruction_loss(x_hat, target)
-        terms: dict[str, Tensor] = {"loss": recon, "recon": recon}
-        ctx = LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp, aux)
-        loss = recon
-        for reg in self.regularizers:
-            penalty = reg.penalty(ctx)
-            if penalty is not None:
-                terms[reg.term] = penalty
-                loss = loss + reg.weight * penalty
-        terms["loss"] = loss
-        return terms
+        return LossContext(self, x, x_in, z, x_hat, target, frames, tangent, jvp, aux), recon
 
     def reconstruction_loss(self, x_hat: Tensor, target: Tensor) -> Tensor:
         if self.reconstruction == "mse":

@@ -39,7 +39,8 @@ def build_model(
         "regularizers": [dict(r) for r in regularizers],
         "input_shape": list(shape),
     }
-    model = Autoencoder(parts, shape, regs, reconstruction, spec)  # type: ignore[arg-type]
+    cls = parts.autoencoder or Autoencoder
+    model = cls(parts, shape, regs, reconstruction, spec)  # type: ignore[arg-type]
     for i, reg in enumerate(regs):  # the configured ones; the architecture's own need no check
         reg.check(model, f"regularizers[{i}]")
     return model

@@ -107,6 +107,10 @@ class Regularizer(nn.Module):
     term: str = ""  # key of the penalty in the loss dict; "" when there is no penalty
     default_weight: float = 1.0
     min_frames: int = 1  # > 1: the penalty needs clips of at least this many ordered frames
+    # True: the penalty differentiates the code with respect to the input (forward-mode AD or a
+    # double backward), which fused attention kernels do not support (mae then computes
+    # attention by its formula)
+    jacobian: bool = False
 
     def __init__(self, *, weight: float | None = None) -> None:
         super().__init__()

@@ -95,6 +95,7 @@ def frobenius_exact(model: CodeModel, x: Tensor, create_graph: bool) -> Tensor:
 class Contractive(Regularizer):
     term = "contractive"
     default_weight = 1e-3
+    jacobian = True
 
     def __init__(self, *, weight: float = default_weight, method: Method = "auto", projections: int = 1,
                  distribution: Literal["rademacher", "gaussian"] = "rademacher", samples: float = 0.25):
@@ -113,8 +114,14 @@ class Contractive(Regularizer):
             raise ConfigError(f"{field}.method", "closed_form",
                               "'jvp', 'vjp', 'exact' or 'auto' (the closed form needs a dense model "
                               "with no hidden layers, code_activation=sigmoid and no top-k)")
+        # an encoder with softmax attention (mae): torch cannot backpropagate through the
+        # forward-mode derivative of softmax, so its Jacobian estimate goes by double backward
+        no_forward_ad = model.notes.get("forward_ad") is False
+        if self.method == "jvp" and no_forward_ad:
+            raise ConfigError(f"{field}.method", "jvp", "'vjp', 'exact' or 'auto' (this encoder's "
+                              "softmax attention has no trainable forward-mode derivative in torch)")
         if self.method == "auto":
-            self.method = "closed_form" if linear is not None else "jvp"
+            self.method = "closed_form" if linear is not None else "vjp" if no_forward_ad else "jvp"
         self._linear = [linear] if linear is not None else []
 
     def input_tangent(self, x_in: Tensor) -> Tensor | None:

@@ -21,6 +21,10 @@ pretraining gets. Specific to fine-tuning:
   hidden layer lets the head combine features the encoder computes, instead of asking the encoder
   to make every class linearly separable on its own. Such a head starts at random (with
   ``freeze_epochs`` to train it before the encoder moves);
+- ``layer_decay``: layer-wise learning-rate decay for a ViT encoder (``mae``; BEiT, Bao et al.
+  2022, and the MAE paper's fine-tuning): its layer i of L (0 = patch embedding, 1..depth = the
+  blocks, L = depth + 1 = the final norm) learns at ``lr * encoder_lr_scale * decay^(L - i)``,
+  so the first layers, the most general, move least. Encoders without numbered blocks refuse it;
 - ``freeze_epochs``: the first epochs train the head alone, then the whole network (the encoder
   is held still as :mod:`aevision.tasks.freezing` holds every task's pretrained parts). They run
   as a separate Trainer phase (``out_dir/head`` then ``out_dir/full``).
@@ -47,7 +51,7 @@ from aevision.data.imageset import ImageSet, float_batches
 from aevision.data.sources import fingerprint
 from aevision.engine import Trainer, seed_everything
 from aevision.engine.run import Run, run_key
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, ConfigError
 from aevision.models.inference import eval_mode
 from aevision.tasks.features import FeatureEncoder
 from aevision.tasks.freezing import Freezable
@@ -64,6 +68,7 @@ class FinetuneConfig:
         epochs=10, batch_size=128, lr=1e-3, optimizer="adamw", scheduler="cosine", progress=False))
     init: Literal["pretrained", "scratch"] = "pretrained"
     encoder_lr_scale: float = 0.1  # encoder lr = train.lr * this (1 for scratch)
+    layer_decay: float | None = None  # ViT encoders: layer i of L at lr * scale * this^(L - i)
     freeze_epochs: int = 0  # epochs (out of train.epochs) that train the head only
     head_init: Literal["probe", "random"] = "probe"  # probe: start from the linear probe (pretrained only)
     head_c: float = 1.0  # the probe's inverse L2 strength for head_init="probe"
@@ -83,6 +88,9 @@ class FinetuneConfig:
               self.freeze_epochs, f"an integer in [0, train.epochs={self.train.epochs}]")
         check(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "a fraction in [0, 1)")
         check(self.head_c > 0, f"{prefix}.head_c", self.head_c, "a number > 0")
+        if self.layer_decay is not None:
+            check(0 < self.layer_decay <= 1, f"{prefix}.layer_decay", self.layer_decay,
+                  "a factor in (0, 1] or null")
         for i, h in enumerate(self.hidden):
             check(isinstance(h, int) and h >= 1, f"{prefix}.hidden[{i}]", h, "a positive integer")
         check(0 <= self.hidden_dropout < 1, f"{prefix}.hidden_dropout", self.hidden_dropout,
@@ -95,6 +103,23 @@ class FinetuneConfig:
 STD_FLOOR = 0.1  # see Classifier.standardize
 
 
+def encoder_layers(features: FeatureEncoder, decay: float) -> tuple[dict[int, list[nn.Parameter]], int]:
+    """The features' parameters by layer for layer-wise lr decay, and the top layer L: the encoder
+    numbers its own (``layer_of(name)``, ``num_layers``: a ViT's patch embedding 0, blocks 1..depth);
+    what else the features hold (code transforms) sits at the top."""
+    encoder = features.encoder
+    layer_of = getattr(encoder, "layer_of", None)
+    if not callable(layer_of):
+        raise ConfigError("finetune.layer_decay", decay, "null: layer-wise decay needs an encoder "
+                          "of numbered transformer blocks (model.name=mae)")
+    top = int(encoder.num_layers)
+    layers: dict[int, list[nn.Parameter]] = {}
+    for name, param in features.named_parameters():
+        i = layer_of(name.removeprefix("encoder.")) if name.startswith("encoder.") else top
+        layers.setdefault(i, []).append(param)
+    return layers, top
+
+
 class Classifier(Freezable):
     """features (N, C, H, W) -> (N, D), then the head: dropout, [linear + ReLU + dropout] per
     hidden width, linear -> (N, K) logits. ``freeze_epochs`` holds ``features`` still
@@ -102,7 +127,7 @@ class Classifier(Freezable):
 
     def __init__(self, features: FeatureEncoder, n_classes: int, loss: ClassificationLoss | None = None,
                  dropout: float = 0.0, encoder_lr_scale: float = 1.0, hidden: Sequence[int] = (),
-                 hidden_dropout: float = 0.5):
+                 hidden_dropout: float = 0.5, layer_decay: float | None = None):
         super().__init__()
         self.features = features
         self.hidden = tuple(hidden)
@@ -117,6 +142,9 @@ class Classifier(Freezable):
         self.register_buffer("scale", torch.ones(features.dim))
         self.criterion = loss or ClassificationLoss()
         self.encoder_lr_scale = encoder_lr_scale
+        self.layer_decay = layer_decay
+        if layer_decay is not None:
+            encoder_layers(features, layer_decay)  # refuses an encoder without numbered layers
 
     def logits(self, x: Tensor) -> Tensor:
         return self.head((self.features(x) - self.shift) * self.scale)
@@ -166,8 +194,14 @@ class Classifier(Freezable):
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """The engine's optimizer hook: the head at ``lr``, the encoder at ``lr * scale`` (frozen
-        or not: a frozen encoder has no gradient, so the optimizer leaves it alone)."""
+        or not: a frozen encoder has no gradient, so the optimizer leaves it alone), with
+        ``layer_decay`` one group per encoder layer (:func:`encoder_layers`)."""
         groups: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": lr}]
+        if self.layer_decay is not None:
+            layers, top = encoder_layers(self.features, self.layer_decay)
+            base = lr * self.encoder_lr_scale
+            return groups + [{"params": params, "lr": base * self.layer_decay ** (top - i)}
+                             for i, params in sorted(layers.items())]
         encoder = list(self.features.parameters())
         if encoder:
             groups.append({"params": encoder, "lr": lr * self.encoder_lr_scale})
@@ -210,7 +244,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     counts = torch.bincount(train.labels, minlength=k)
     scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
     clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale,
-                     cfg.hidden, cfg.hidden_dropout)
+                     cfg.hidden, cfg.hidden_dropout, cfg.layer_decay)
     started = time.perf_counter()
     if cfg.init == "pretrained":
         if cfg.head_init == "probe":
