@@ -48,6 +48,9 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
             "confusion_png=false"]
     for model in ("conv-rgb", "conv-contractive"):
         tiny += [f"models.{model}.model.channels=[4, 8]", f"models.{model}.train.epochs=1"]
+    tiny += ["models.mae.model.width=16", "models.mae.model.depth=1", "models.mae.model.heads=2",
+             "models.mae.model.decoder_width=16", "models.mae.model.decoder_depth=1",
+             "models.mae.train.epochs=1", "models.mae.train.warmup_steps=0"]
     cfg = load_benchmark("cifar10", tiny)
     board = run_benchmark(cfg, verbose=False, command="test").board
     info = board["datasets"][f"folder:{root}"]
@@ -58,7 +61,10 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
         assert 0 <= summary[key] <= 1, key
     assert summary["contractive_model"] == "conv-contractive"
     assert summary["linear_probe_400pc_mean"] is None  # no 400/class budget in this run
-    assert summary["mae_finetune_all"] is None and "no mae model" in summary["mae_note"]
+    assert 0 <= summary["mae_finetune_all"] <= 1 and 0 <= summary["vit_scratch_finetune_all"] <= 1
     untrained = {v["method"]: v for v in board["verdicts"] if v["baseline"].startswith("untrained:")}
-    assert set(untrained) == {"conv-rgb", "conv-contractive"}
+    assert set(untrained) == {"conv-rgb", "conv-contractive", "mae"}
     assert "every_autoencoder_beats_its_untrained_encoder" in summary["targets"]
+    assert summary["targets"]["finetune_all"]["target"] == 0.93
+    margin = summary["targets"]["mae_finetune_all_beats_vit_scratch_finetune_all"]
+    assert margin["met"] == (margin["measured"] >= 5)
