@@ -118,7 +118,7 @@ def test_the_contractive_jvp_through_batch_norm_under_bf16_matches_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = model(x)["contractive"]
     assert got.dtype == torch.float32
-    assert abs(float(got) / float(ref) - 1) < 0.05
+    assert abs(got.item() / ref.item() - 1) < 0.05
 
 
 def test_entropy_models_keep_float32_likelihoods_under_autocast():
@@ -131,7 +131,7 @@ def test_entropy_models_keep_float32_likelihoods_under_autocast():
     name = model.regularizers[0].term
     assert terms16[name].dtype == torch.float32
     # the rate depends on the latents, which the bf16 analysis transform changes a little
-    assert abs(float(terms16[name]) / float(terms32[name]) - 1) < 0.05
+    assert abs(terms16[name].item() / terms32[name].item() - 1) < 0.05
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +168,74 @@ def test_pretrain_finetune_and_segment_train_in_bf16_mixed(digits, tmp_path):
                             "options": {"n_train": 16, "n_test": 8, "size": 16}},
                    "train": {**train, "batch_size": 8}})
     assert _finite(seg.fit.history)
+
+
+# --- precision: auto ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("features,expected", [(["avx512_bf16"], "bf16-mixed"), ([], "32-true")])
+def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, features, expected):
+    from aevision.engine import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: features)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for accelerator in ("cpu", "auto"):
+        chosen, why = precision.resolve_precision("auto", accelerator)
+        assert chosen == expected
+        assert ("natively (avx512_bf16)" in why) == bool(features)
+        assert ("no native bfloat16" in why) == (not features)
+    assert precision.resolve_precision("32-true", "cpu") == ("32-true", "as configured")
+    assert precision.resolve_precision("bf16-mixed", "cpu")[0] == "bf16-mixed"
+
+
+@pytest.mark.parametrize("supported,expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_a_gpu_asks_cuda(monkeypatch, supported, expected):
+    from aevision.engine import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ["avx512_bf16"])  # not asked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Test GPU")
+    for accelerator in ("auto", "cuda", "gpu"):
+        chosen, why = precision.resolve_precision("auto", accelerator)
+        assert chosen == expected and "Test GPU" in why
+    assert precision.resolve_precision("auto", "mps")[0] == "32-true"
+
+
+def test_cpu_bf16_features_read_the_kernels_flags(monkeypatch, tmp_path):
+    from aevision.engine import precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_tile amx_bf16 avx512_vnni\n")
+    monkeypatch.setattr(precision, "CPUINFO", info)
+    assert precision.cpu_bf16_features() == ["amx_bf16"]
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert precision.cpu_bf16_features() == []
+    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "absent")  # not Linux: no flags to read
+    assert precision.cpu_bf16_features() == []
+
+
+@pytest.mark.parametrize("features,expected", [(["avx512_bf16"], "bf16-mixed"), ([], "32-true")])
+def test_the_trainer_resolves_auto_and_says_what_and_why(monkeypatch, caplog, tmp_path, features,
+                                                         expected):
+    import logging
+
+    from aevision.api import as_config
+    from aevision.data.batches import TensorBatches
+    from aevision.engine import Trainer, precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: features)
+    cfg = as_config({"train": {"precision": "auto", "accelerator": "cpu", "epochs": 1,
+                               "batch_size": 4, "progress": False}}).train
+    assert cfg.precision == "auto"
+    with caplog.at_level(logging.INFO, logger="aevision"):
+        trainer = Trainer(cfg, tmp_path)
+    assert trainer.cfg.precision == expected
+    assert f"train.precision=auto: {expected}" in caplog.text
+    model = build_model("dense", SHAPE, {"code_dim": 4})
+    x = torch.randint(0, 256, (8, *SHAPE), dtype=torch.uint8)
+    result = trainer.fit(model, TensorBatches(x, 4, seed=0), None)
+    assert _finite(result.history)
+    # the run's config keeps "auto" (the same run on another machine is the same run)
+    assert cfg.precision == "auto"
