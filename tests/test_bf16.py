@@ -239,3 +239,20 @@ def test_the_trainer_resolves_auto_and_says_what_and_why(monkeypatch, caplog, tm
     assert _finite(result.history)
     # the run's config keeps "auto" (the same run on another machine is the same run)
     assert cfg.precision == "auto"
+
+
+def test_pretrain_precision_auto_from_the_command_line(monkeypatch, tmp_path, caplog):
+    import json
+
+    from aevision.cli import main
+    from aevision.engine import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ["amx_bf16"])
+    assert main(["pretrain", "--dataset", "digits", "--limit", "100", "--epochs", "1",
+                 "--batch-size", "32", "--model", "dense", "--accelerator", "cpu",
+                 "--precision", "auto", "-o", str(tmp_path)]) == 0
+    # the CLI shows aevision's INFO log on stderr
+    assert "train.precision=auto: bf16-mixed (the CPU computes bfloat16 natively (amx_bf16))" \
+        in caplog.text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["train"]["precision"] == "auto"
