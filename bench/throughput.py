@@ -296,7 +296,9 @@ def pretrain_mnist(root: str | None) -> dict:
 
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as out:
-        cfg = as_config({"data": {"name": "mnist", "root": root}, "train": {"epochs": 3}, "output_dir": out})
+        small = {"limit": 2000} if quick() else {}
+        cfg = as_config({"data": {"name": "mnist", "root": root, **small},
+                         "train": {"epochs": 1 if quick() else 3}, "output_dir": out})
         try:  # loaded here, as pretrain would, only to tell a missing MNIST from a failed run
             splits = load_dataset(cfg.data, cfg.seed)
         except AevisionError as e:  # no MNIST here (and offline): say so in the results
