@@ -236,7 +236,7 @@ def contractive_costs(device: str = "cpu", bf16: bool = False) -> dict:
     bf16-mixed). Alternated over three rounds; the fastest round of each counts. (With two rounds
     of 15 steps the JVP ratio ranged 1.24-1.65 over five runs of one CPU session.)"""
     torch.set_num_threads(THREADS)
-    x = torch.rand(256, 3, 32, 32, device=device)
+    x = torch.rand(32 if quick() else 256, 3, 32, 32, device=device)
     variants = (("none", []), ("jvp", [{"name": "contractive", "method": "jvp"}]),
                 ("jvp_full_batch", [{"name": "contractive", "method": "jvp", "samples": 1.0}]),
                 ("exact", [{"name": "contractive", "method": "exact"}]))
@@ -455,6 +455,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quality", action="store_true",
                     help="also: bf16 vs fp32 validation loss per model and MNIST probe accuracy")
     ap.add_argument("--model", choices=list(CONFIG))
+    ap.add_argument("--models", default=",".join(CONFIG),
+                    help="comma-separated models of a whole run (default: all)")
     ap.add_argument("--peer", choices=["torch", "torch_bf16"], help="a child: one torch peer run")
     ap.add_argument("--variant", default="fp32", choices=sorted({*GPU_VARIANTS, *CPU_VARIANTS}))
     ap.add_argument("--variants", help="comma-separated variants to run (default: on the CPU "
@@ -487,6 +489,9 @@ def check_args(a: argparse.Namespace) -> None:
         sys.exit("throughput: --device cuda, but torch sees no CUDA device")
     if gpu and (a.peers or a.quality):
         sys.exit("throughput: --peers and --quality are CPU measurements; not with --device cuda")
+    for m in a.models.split(","):
+        if m not in CONFIG:
+            sys.exit(f"throughput: unknown model {m!r} in --models; expected some of {', '.join(CONFIG)}")
     known = GPU_VARIANTS if gpu else CPU_VARIANTS
     for v in [a.variant, *(a.variants.split(",") if a.variants else [])]:
         if v not in known:
@@ -528,7 +533,7 @@ def variants_of(name: str, a: argparse.Namespace) -> list[str]:
 def run_models(a: argparse.Namespace, result: dict, peer_runs: dict) -> None:
     """Each model at each variant in its own child process, its peers right after it."""
     gpu = a.device == "cuda"
-    for name in CONFIG:
+    for name in a.models.split(","):
         runs = {v: child(["--model", name, "--variant", v, "--device", a.device])
                 for v in variants_of(name, a)}
         result[name] = runs if gpu else best_variant(runs)
