@@ -16,11 +16,11 @@ with the reason, where MNIST is not there).
     python bench/throughput.py --device cuda   # GPU: bench/results/throughput_gpu/throughput_gpu.json
 
 On the CPU each model runs at each precision of ``--variants`` (default: fp32 and bf16-mixed, and
-for M3 bf16 + channels_last, which paid there and not for conv), both loops alike; the model's
-``images_per_s`` is its best precision's, ``fp32_images_per_s`` beside it. On a GPU each model
-runs in three variants: fp32, bf16 autocast + channels_last (a no-op for the dense M1 and M2) and
-bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes takes milliseconds there)
-and GPU-resident data on both sides. Peak GPU memory is reported too.
+for M3 bf16 + channels_last, which paid there in a short test and not for conv), both loops
+alike; the model's ``images_per_s`` is its best precision's, ``fp32_images_per_s`` beside it.
+On a GPU each model runs in three variants: fp32, bf16 autocast + channels_last (a no-op for the
+dense M1 and M2) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
+takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is reported too.
 
 With ``--peers`` the peers (``peers.py``) run in the same session, each right after aevision's run
 of the same model, each at its own best setting: plain PyTorch as the peers wrote it in fp32 and
@@ -101,7 +101,8 @@ class Variant:
 
 CPU_VARIANTS = {"fp32": Variant(), "bf16": Variant("bf16-mixed"),
                 "bf16+channels_last": Variant("bf16-mixed", True)}
-# what a CPU run tries per model (channels_last measured: M3 bf16 1.26x without it; conv 0.95x)
+# what a CPU run tries per model (bf16 + channels_last, one short measurement on a busy 2-core
+# machine, 1 thread: M3 1.26x plain bf16, conv 0.95x; torch.compile: conv 0.87x, 200 s to compile)
 CPU_DEFAULT = {name: ["fp32", "bf16"] for name in CONFIG} | {"M3": ["fp32", "bf16", "bf16+channels_last"]}
 GPU_VARIANTS = {"fp32": Variant(), "bf16": Variant("bf16-mixed", True),
                 "bf16+compile": Variant("bf16-mixed", True, True)}
