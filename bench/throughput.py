@@ -15,15 +15,24 @@ with the reason, where MNIST is not there).
     python bench/throughput.py --peers ../shared/peers --tf-python /path/to/tf-venv/bin/python
     python bench/throughput.py --device cuda   # GPU: bench/results/throughput_gpu/throughput_gpu.json
 
-On a GPU each model runs in three variants, both loops alike: fp32, bf16 autocast + channels_last
-(a no-op for the dense M1 and M2) and bf16 + ``torch.compile``; with larger datasets (an epoch of
-the CPU sizes takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is
-reported too.
+On the CPU each model runs at each precision of ``--variants`` (default: fp32 and bf16-mixed, and
+for M3 bf16 + channels_last, which paid there in a short test and not for conv), both loops
+alike; the model's ``images_per_s`` is its best precision's, ``fp32_images_per_s`` beside it.
+On a GPU each model runs in three variants: fp32, bf16 autocast + channels_last (a no-op for the
+dense M1 and M2) and bf16 + ``torch.compile``; with larger datasets (an epoch of the CPU sizes
+takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory is reported too.
 
-With ``--peers`` the peers' own scripts run in the same session (plain PyTorch with this python,
-Keras with ``--tf-python``, a separate environment), each right after aevision's run of the same
-model, and the fp32 matmul ceiling at the start and the end (the median is used): every comparison
-is a ratio of numbers measured on the same machine, minutes apart.
+With ``--peers`` the peers (``peers.py``) run in the same session, each right after aevision's run
+of the same model, each at its own best setting: plain PyTorch as the peers wrote it in fp32 and
+bf16 autocast (this python), Keras as written, with XLA and autotune off, and ``mixed_bfloat16``
+with XLA (``peer_keras.py`` under ``--tf-python``, a TensorFlow environment); and the fp32 and bf16
+matmul ceilings at the start and the end (the median is used): every comparison is a ratio of
+numbers measured on the same machine, minutes apart. ``--quality`` adds, per model, the
+validation loss of a fixed-seed bf16 run over an fp32 one (generated shapes, both evaluated in
+fp32), and the MNIST preset's first model's linear-probe accuracy in bf16 minus fp32, in points
+(``--part probe``; MNIST from ``--data-root``).
+
+    python bench/throughput.py --peers --tf-python tfvenv/bin/python --quality   # the issue's run
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 THREADS = 2
@@ -47,9 +56,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import common  # noqa: E402
+import peers  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
-from aevision.engine import Trainer  # noqa: E402
+from aevision.engine import Trainer, seed_everything  # noqa: E402
 from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
@@ -59,14 +69,25 @@ CONFIG = {
     "M1": (20480, 256, 8), "M2": (20480, 256, 8), "M3": (2560, 128, 5),
     "conv": (20480, 256, 6), "conv+contractive": (10240, 256, 6),
 }
-# training FLOPs per image of the peer models (peers' convention: 3 x 2 x MACs)
-TRAIN_MFLOP = {"M1": 2.4, "M2": 5.0, "M3": 551.0}
+PEERS = ("M1", "M2", "M3", "conv")  # the models the peers run too
 KERAS = {"M1": 30.5e3, "M2": 19.3e3, "M3": 223.0}  # best Keras figures from the performance issue
 # on a GPU: same batches, more images per epoch (an epoch must last well past timer noise)
 GPU_CONFIG = {
     "M1": (262144, 256, 4), "M2": (262144, 256, 4), "M3": (32768, 128, 4),
     "conv": (131072, 256, 4), "conv+contractive": (65536, 256, 4),
 }
+
+
+def quick() -> bool:
+    """``--quick``: a proof run (every part at a tiny size; numbers mean nothing). An environment
+    variable, so that the child processes see it too."""
+    return os.environ.get("AEVISION_BENCH_QUICK") == "1"
+
+
+def sizes(name: str, gpu: bool = False) -> tuple[int, int, int]:
+    """(images per epoch, batch, epochs) of ``name``: the peers' sizes, or a proof run's."""
+    n, batch, epochs = (GPU_CONFIG if gpu else CONFIG)[name]
+    return (2 * batch, batch, 2) if quick() else (n, batch, epochs)
 
 
 @dataclass(frozen=True)
@@ -78,7 +99,11 @@ class Variant:
     compile: bool = False
 
 
-CPU_VARIANTS = {"fp32": Variant()}
+CPU_VARIANTS = {"fp32": Variant(), "bf16": Variant("bf16-mixed"),
+                "bf16+channels_last": Variant("bf16-mixed", True)}
+# what a CPU run tries per model (bf16 + channels_last, one short measurement on a busy 2-core
+# machine, 1 thread: M3 1.26x plain bf16, conv 0.95x; torch.compile: conv 0.87x, 200 s to compile)
+CPU_DEFAULT = {name: ["fp32", "bf16"] for name in CONFIG} | {"M3": ["fp32", "bf16", "bf16+channels_last"]}
 GPU_VARIANTS = {"fp32": Variant(), "bf16": Variant("bf16-mixed", True),
                 "bf16+compile": Variant("bf16-mixed", True, True)}
 
@@ -120,7 +145,7 @@ def shape_of(name: str) -> tuple[int, int, int]:
 def plain_loop(model: nn.Module, x: torch.Tensor, batch: int, epochs: int,
                variant: Variant = Variant()) -> list[float]:
     """The peers' loop: float data in memory (on the model's device), randperm gather, Adam, loss,
-    backward, step; on a GPU with the variant's autocast, layout and compilation."""
+    backward, step; with the variant's autocast, layout and compilation."""
     device = x.device
     model = model.to(device)
     if variant.channels_last:
@@ -162,7 +187,7 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
     torch.set_num_threads(THREADS)
     gpu = device != "cpu"
     variant = (GPU_VARIANTS if gpu else CPU_VARIANTS)[variant_name]
-    n, batch, epochs = (GPU_CONFIG if gpu else CONFIG)[name]
+    n, batch, epochs = sizes(name, gpu)
     torch.manual_seed(0)
     x_u8 = torch.randint(0, 256, (n, *shape_of(name)), dtype=torch.uint8)
     x = (x_u8.float() / 255).to(device)
@@ -171,7 +196,7 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
     with tempfile.TemporaryDirectory() as tmp:
         # alternate: drift in machine load hits both alike. Compiled variants: one round (the
         # compilation is warm-up, excluded like every first epoch, but costs a minute a loop)
-        for r in range(1 if variant.compile else 2 if name == "M3" or gpu else 3):
+        for r in range(1 if variant.compile or quick() else 2 if name == "M3" or gpu else 3):
             for which in ("plain", "aevision"):
                 if gpu:
                     torch.cuda.reset_peak_memory_stats()
@@ -187,7 +212,8 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
                     peak_gpu[which] = max(peak_gpu[which], torch.cuda.max_memory_allocated() / 2**20)
     plain, ours = max(rounds["plain"]), max(rounds["aevision"])
     res = {
-        "model": name, "variant": variant_name, "n": n, "batch": batch, "epochs": epochs,
+        "model": name, "variant": variant_name, "precision": variant.precision, "n": n,
+        "batch": batch, "epochs": epochs,
         "images_per_s": round(ours, 1), "plain_torch_images_per_s": round(plain, 1),
         "ratio_vs_plain_torch": round(ours / plain, 3),
         "peak_rss_mib": peak_rss_mib(),
@@ -196,20 +222,22 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
     }
     if gpu:
         res["peak_gpu_mib"] = {k: round(v, 1) for k, v in peak_gpu.items()}
-    if name in TRAIN_MFLOP:
-        res["achieved_gflops"] = round(ours * TRAIN_MFLOP[name] / 1e3, 1)
-        if not gpu:
-            res["ratio_vs_keras_best"] = round(ours / KERAS[name], 2)
+    # the architecture's arithmetic (conv+contractive: conv's; the penalty's passes not counted)
+    res["train_mflop_per_image"] = mflop = peers.train_mflop(build(name.split("+")[0]), shape_of(name))
+    res["achieved_gflops"] = round(ours * mflop / 1e3, 1)
+    if name in KERAS and not gpu:
+        res["ratio_vs_keras_best"] = round(ours / KERAS[name], 2)  # the issue's figure, not this run's
     return res
 
 
-def contractive_costs(device: str = "cpu") -> dict:
+def contractive_costs(device: str = "cpu", bf16: bool = False) -> dict:
     """Step time of conv with the contractive penalty relative to plain conv: the default estimate
     (JVP on a quarter of each batch), the JVP on the whole batch, and the exact Jacobian (one step:
-    a backward per code unit). Alternated over three rounds; the fastest round of each counts. (With
-    two rounds of 15 steps the JVP ratio ranged 1.24-1.65 over five runs of one CPU session.)"""
+    a backward per code unit); with ``bf16`` every step under bf16 autocast (the engine's
+    bf16-mixed). Alternated over three rounds; the fastest round of each counts. (With two rounds
+    of 15 steps the JVP ratio ranged 1.24-1.65 over five runs of one CPU session.)"""
     torch.set_num_threads(THREADS)
-    x = torch.rand(256, 3, 32, 32, device=device)
+    x = torch.rand(32 if quick() else 256, 3, 32, 32, device=device)
     variants = (("none", []), ("jvp", [{"name": "contractive", "method": "jvp"}]),
                 ("jvp_full_batch", [{"name": "contractive", "method": "jvp", "samples": 1.0}]),
                 ("exact", [{"name": "contractive", "method": "exact"}]))
@@ -221,12 +249,13 @@ def contractive_costs(device: str = "cpu") -> dict:
             torch.manual_seed(0)
             model = build_model("conv", (3, 32, 32), {}, regs).to(device)
             opt = torch.optim.Adam(model.parameters(), fused=True)
-            steps = 1 if label == "exact" else 40 if device == "cpu" else 100
+            steps = 1 if label == "exact" else 2 if quick() else 40 if device == "cpu" else 100
             for i in range(steps + 2):
                 if i == 2:
                     synchronize(device)
                     t = time.perf_counter()
-                loss = model(x)["loss"]
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = model(x)["loss"]
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -237,6 +266,7 @@ def contractive_costs(device: str = "cpu") -> dict:
             "jvp_cost_ratio": round(out["jvp"] / out["none"], 3),
             "jvp_full_batch_cost_ratio": round(out["jvp_full_batch"] / out["none"], 3),
             "exact_cost_ratio": round(out["exact"] / out["none"], 2),
+            "precision": "bf16-mixed" if bf16 else "32-true",
             "note": "default estimate: samples=0.25 of each batch (unbiased), 1 projection"}
 
 
@@ -267,7 +297,9 @@ def pretrain_mnist(root: str | None) -> dict:
 
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as out:
-        cfg = as_config({"data": {"name": "mnist", "root": root}, "train": {"epochs": 3}, "output_dir": out})
+        small = {"limit": 2000} if quick() else {}
+        cfg = as_config({"data": {"name": "mnist", "root": root, **small},
+                         "train": {"epochs": 1 if quick() else 3}, "output_dir": out})
         try:  # loaded here, as pretrain would, only to tell a missing MNIST from a failed run
             splits = load_dataset(cfg.data, cfg.seed)
         except AevisionError as e:  # no MNIST here (and offline): say so in the results
@@ -279,8 +311,88 @@ def pretrain_mnist(root: str | None) -> dict:
             "under_1.5_GB": summary["peak_rss_mib"] * 2**20 < 1.5e9}
 
 
+def quality(name: str, n: int = 4096, epochs: int = 3, seed: int = 0) -> dict:
+    """Validation loss after a fixed-seed fp32 run and a bf16-mixed one of ``name`` (same seed,
+    data and batches), both evaluated in fp32 (what the weights are worth, not how the last
+    epoch was computed). Data: generated shapes (32x32 RGB; grey 28x28 for the dense M1, M2)."""
+    torch.set_num_threads(THREADS)
+    _, batch, _ = sizes(name)
+    n, epochs = (2 * batch, 1) if quick() else (n, epochs)
+    train, val = shapes_data(shape_of(name), n, max(256, n // 8))
+    losses = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("32-true", "bf16-mixed"):
+            seed_everything(seed)
+            model = build(name)
+            cfg = TrainConfig(epochs=epochs, batch_size=batch, accelerator="cpu", progress=False,
+                              precision=precision)
+            Trainer(cfg, Path(tmp) / precision, seed=seed).fit(
+                model, TensorBatches(train, batch, seed=seed), None)
+            losses[precision] = fp32_loss(model, val)
+    return {"n": n, "epochs": epochs, "batch": batch, "seed": seed,
+            "val_loss_fp32": round(losses["32-true"], 6), "val_loss_bf16": round(losses["bf16-mixed"], 6),
+            "loss_ratio_bf16_vs_fp32": round(losses["bf16-mixed"] / losses["32-true"], 4)}
+
+
+def shapes_data(shape: tuple[int, int, int], n: int, n_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, C, H, W) training and validation images of generated shapes, at ``shape``."""
+    from aevision.data.shapes import shapes_classification
+
+    images, _ = shapes_classification(n + n_val, shape[1], seed=1234)
+    if shape[0] == 1:
+        images = images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+    return images[:n], images[n:]
+
+
+@torch.no_grad()
+def fp32_loss(model: Autoencoder, images: torch.Tensor) -> float:
+    """The mean training objective over ``images`` (uint8), eval mode, float32."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(images), 256):
+        xb = images[i:i + 256].float() / 255
+        total += float(model(xb)["loss"]) * len(xb)
+    return total / len(images)
+
+
+def probe_quality(root: str | None, limit: int | None, epochs: int | None, seed: int = 0) -> dict:
+    """The MNIST preset's first model pretrained in fp32 and in bf16-mixed (same seed), each
+    probed by the preset's linear protocol on all labels (C chosen on the validation split): the
+    test accuracy difference, in points."""
+    from aevision.api import pretrain
+    from aevision.benchmark.config import load_benchmark
+    from aevision.benchmark.protocols import linear
+    from aevision.data import load_dataset
+    from aevision.tasks.features import FeatureEncoder, extract
+
+    torch.set_num_threads(THREADS)
+    bench = load_benchmark("mnist")
+    name = next(iter(bench.models))
+    out: dict = {"model": name, "limit": limit, "seed": seed}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("32-true", "bf16-mixed"):
+            cfg = bench.pretrain_config(name, replace(bench.datasets[0], root=root, limit=limit))
+            cfg = replace(cfg, seed=seed, output_dir=str(Path(tmp) / precision),
+                          train=replace(cfg.train, precision=precision, progress=False,
+                                        epochs=epochs or cfg.train.epochs))
+            try:
+                splits = load_dataset(cfg.data, cfg.seed)
+            except AevisionError as e:  # no MNIST here (and offline): say so in the results
+                return {"skipped": str(e)}
+            model = pretrain(cfg, data=splits).model
+            fe = FeatureEncoder(model, bench.model_features(name))
+            feats = {k: extract(fe, getattr(splits, k)) for k in ("train", "val", "test")}
+            done = linear((feats["train"], splits.train.labels), (feats["val"], splits.val.labels),
+                          feats["test"], bench.protocols.linear, n_classes=10, seed=seed)
+            accuracy = (done.pred == splits.test.labels).float().mean()
+            out[precision] = round(100 * float(accuracy), 2)
+            out["epochs"] = cfg.train.epochs
+    out["probe_points_bf16_vs_fp32"] = round(out["bf16-mixed"] - out["32-true"], 2)
+    return out
+
+
 def json_child(python: str, script: Path, args: list[str]) -> dict:
-    """The last JSON line a script prints (ours and the peers' print one), or the error."""
+    """The last JSON line a script prints (ours prints one), or the error."""
     p = subprocess.run([python, str(script), *args], capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
     if p.returncode != 0 or not lines:
@@ -293,110 +405,178 @@ def child(args: list[str]) -> dict:
     return json_child(sys.executable, Path(__file__), args)
 
 
-def peer_runs(folder: Path, tf_python: str | None) -> list[tuple[str, str, Path, list[str]]]:
-    """(label, python, script, extra args) of each peer."""
-    runs = [("torch", sys.executable, folder / "bench_torch.py", [])]
-    if tf_python:
-        runs.append(("keras", tf_python, folder / "bench_tf.py", []))
-        runs.append(("keras_best", tf_python, folder / "bench_tf.py", ["--jit", "--no-autotune"]))
-    return runs
+def peer_results(name: str, tf_python: str | None) -> dict:
+    """Every peer of ``name`` at this model's sizes, right after aevision's runs of it: plain
+    PyTorch fp32 and bf16 (each in its own process), and Keras' three settings."""
+    n, batch, epochs = sizes(name)
+    out = {label: child(["--peer", label, "--model", name]) for label in ("torch", "torch_bf16")}
+    for label, args in peers.KERAS_RUNS.items() if tf_python else ():
+        out[label] = peers.keras_peer(tf_python, name, args, n, batch, epochs, THREADS)
+    return out
 
 
-def compare(result: dict, peers: dict) -> None:
-    """Ratios of aevision's images/s to each peer's, and the share of the matmul ceiling."""
-    ceilings = [c.get("peak_gflops") for c in peers["matmul_ceiling"] if c.get("peak_gflops")]
-    gflops = statistics.median(ceilings) if ceilings else None
-    result["matmul_ceiling_gflops"] = gflops
-    for m in ("M1", "M2", "M3"):
-        ours = result[m].get("images_per_s")
-        if not ours:
+def best_variant(runs: dict[str, dict]) -> dict:
+    """The fastest variant's run of a model, with every variant's images/s beside it."""
+    ok = {v: r for v, r in runs.items() if r.get("images_per_s")}
+    if not ok:
+        return {"error": "no variant ran", "variants": runs}
+    best = max(ok, key=lambda v: ok[v]["images_per_s"])
+    return {**ok[best], "fp32_images_per_s": ok.get("fp32", {}).get("images_per_s"),
+            "variants": runs}
+
+
+def compare(result: dict, peer_runs: dict) -> None:
+    """Per model: the best peer, the ratios, the share of the bf16 matmul ceiling; the quality."""
+    ceilings = {k: statistics.median(c[k]["peak"] for c in peer_runs["matmul_ceiling"])
+                for k in ("fp32", "bf16")}
+    result["matmul_ceiling_gflops"] = ceilings
+    for m in PEERS:
+        ours, got = result.get(m, {}), peer_runs.get(m, {})
+        ips = {label: r["images_per_s"] for label, r in got.items() if r.get("images_per_s")}
+        if not ours.get("images_per_s"):
             continue
-        vs = {}
-        for label in ("torch", "keras", "keras_best"):
-            ips = peers.get(label, {}).get(m, {}).get("images_per_s")
-            if ips:
-                vs[label] = {"images_per_s": ips, "ratio": round(ours / ips, 3)}
-        result[m]["same_run_peers"] = vs
-        if gflops:
-            result[m]["fraction_of_matmul_ceiling"] = round(ours * TRAIN_MFLOP[m] / 1e3 / gflops, 3)
+        if ips:
+            best = max(ips, key=lambda k: ips[k])
+            ours.update(best_peer=best, best_peer_images_per_s=ips[best],
+                        ratio_vs_best_peer=round(ours["images_per_s"] / ips[best], 3))
+            ours["same_run_peers"] = {k: {"images_per_s": v, "ratio": round(ours["images_per_s"] / v, 3)}
+                                      for k, v in ips.items()}
+        fp32_keras = [ips[k] for k in ("keras", "keras_best") if k in ips]
+        if fp32_keras:
+            ours["keras_best_fp32_images_per_s"] = max(fp32_keras)
+        mflop = ours["train_mflop_per_image"]
+        ours["bf16_ceiling_fraction"] = round(ours["images_per_s"] * mflop / 1e3 / ceilings["bf16"], 3)
+        ours["fraction_of_matmul_ceiling"] = round(ours["images_per_s"] * mflop / 1e3 / ceilings["fp32"], 3)
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--peers", help="folder of the peers' benchmark scripts: run them in this session")
+    ap.add_argument("--peers", action="store_true", help="run the peers (peers.py) in this session")
     ap.add_argument("--tf-python", help="python of an environment with tensorflow (Keras peer)")
+    ap.add_argument("--quality", action="store_true",
+                    help="also: bf16 vs fp32 validation loss per model and MNIST probe accuracy")
     ap.add_argument("--model", choices=list(CONFIG))
-    ap.add_argument("--variant", default="fp32", choices=list(GPU_VARIANTS))
-    ap.add_argument("--variants", default=",".join(GPU_VARIANTS),
-                    help="with --device cuda: the comma-separated variants to run (default: all)")
+    ap.add_argument("--models", default=",".join(CONFIG),
+                    help="comma-separated models of a whole run (default: all)")
+    ap.add_argument("--peer", choices=["torch", "torch_bf16"], help="a child: one torch peer run")
+    ap.add_argument("--variant", default="fp32", choices=sorted({*GPU_VARIANTS, *CPU_VARIANTS}))
+    ap.add_argument("--variants", help="comma-separated variants to run (default: on the CPU "
+                    f"{CPU_DEFAULT['M3']} for M3, fp32,bf16 otherwise; on a GPU all)")
+    ap.add_argument("--quick", action="store_true",
+                    help="prove the script: every part at a tiny size (the numbers mean nothing)")
     ap.add_argument("--models-only", action="store_true",
                     help="skip the contractive-cost, encode and MNIST-pretraining parts")
-    ap.add_argument("--part", choices=["contractive", "encode", "pretrain-mnist"])
+    ap.add_argument("--part", choices=["contractive", "contractive-bf16", "encode", "pretrain-mnist",
+                                       "matmul", "quality", "probe"])
+    ap.add_argument("--probe-limit", type=int, help="MNIST training images for --part probe")
+    ap.add_argument("--probe-epochs", type=int, help="epochs for --part probe (default: the preset's)")
+    ap.add_argument("--quality-n", type=int, default=4096, help="training images of --part quality")
+    ap.add_argument("--quality-epochs", type=int, default=3)
     ap.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"),
                     help="where MNIST is, for the pretraining memory part (default $AEVISION_DATA)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", help="results file (default bench/results/throughput.json; with "
                                   "--device cuda, bench/results/throughput_gpu/throughput_gpu.json)")
     a = ap.parse_args()
-    gpu = a.device == "cuda"
-    if gpu and not torch.cuda.is_available():
-        sys.exit("throughput: --device cuda, but torch sees no CUDA device")
-    if gpu and a.peers:
-        sys.exit("throughput: --peers runs the peers' CPU scripts; it does not go with --device cuda")
-    known = GPU_VARIANTS if gpu else CPU_VARIANTS
-    for v in [a.variant, *(a.variants.split(",") if gpu else [])]:
-        if v not in known:
-            sys.exit(f"throughput: unknown variant {v!r} for --device {a.device}; expected one of "
-                     f"{', '.join(known)}")
+    check_args(a)
+    if a.quick:
+        os.environ["AEVISION_BENCH_QUICK"] = "1"
     return a
 
 
+def check_args(a: argparse.Namespace) -> None:
+    gpu = a.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        sys.exit("throughput: --device cuda, but torch sees no CUDA device")
+    if gpu and (a.peers or a.quality):
+        sys.exit("throughput: --peers and --quality are CPU measurements; not with --device cuda")
+    for m in a.models.split(","):
+        if m not in CONFIG:
+            sys.exit(f"throughput: unknown model {m!r} in --models; expected some of {', '.join(CONFIG)}")
+    known = GPU_VARIANTS if gpu else CPU_VARIANTS
+    for v in [a.variant, *(a.variants.split(",") if a.variants else [])]:
+        if v not in known:
+            sys.exit(f"throughput: unknown variant {v!r} for --device {a.device}; expected one of "
+                     f"{', '.join(known)}")
+
+
 def one_part(a: argparse.Namespace) -> dict | None:
-    """What a child process measures (``--model`` or ``--part``), or None for the whole run."""
+    """What a child process measures (``--model``, ``--peer`` or ``--part``), or None for the
+    whole run."""
+    if a.peer:
+        n, batch, epochs = sizes(a.model)
+        torch.set_num_threads(THREADS)
+        return peers.torch_peer(a.model, n, batch, epochs, bf16=a.peer == "torch_bf16")
+    parts = {
+        "contractive": lambda: contractive_costs(a.device),
+        "contractive-bf16": lambda: contractive_costs(a.device, bf16=True),
+        "encode": lambda: {"encode_mnist_60k_s": encode_60k(a.device)},
+        "pretrain-mnist": lambda: {"pretrain_mnist": pretrain_mnist(a.data_root)},
+        "matmul": lambda: (torch.set_num_threads(THREADS),
+                           peers.matmul_ceiling(*(((1024,), 0.2) if quick() else ())))[1],
+        "quality": lambda: quality(a.model, a.quality_n, a.quality_epochs),
+        "probe": lambda: probe_quality(a.data_root, a.probe_limit or (2000 if quick() else None),
+                                       a.probe_epochs or (1 if quick() else None)),
+    }
+    if a.part:
+        return parts[a.part]()
     if a.model:
         return run_model(a.model, a.device, a.variant)
-    if a.part == "contractive":
-        return contractive_costs(a.device)
-    if a.part == "encode":
-        return {"encode_mnist_60k_s": encode_60k(a.device)}
-    if a.part == "pretrain-mnist":
-        return {"pretrain_mnist": pretrain_mnist(a.data_root)}
     return None
 
 
-def whole_run(a: argparse.Namespace) -> dict:
-    """Each model (and variant) in its own child process, the peers right after ours, then the
-    contractive cost, ``encode`` and the MNIST pretraining part."""
+def variants_of(name: str, a: argparse.Namespace) -> list[str]:
+    if a.variants:
+        return a.variants.split(",")
+    return list(GPU_VARIANTS) if a.device == "cuda" else CPU_DEFAULT[name]
+
+
+def run_models(a: argparse.Namespace, result: dict, peer_runs: dict) -> None:
+    """Each model at each variant in its own child process, its peers right after it."""
     gpu = a.device == "cuda"
-    result = {"command": "python bench/throughput.py", "threads": THREADS, "machine": common.machine()}
+    for name in a.models.split(","):
+        runs = {v: child(["--model", name, "--variant", v, "--device", a.device])
+                for v in variants_of(name, a)}
+        result[name] = runs if gpu else best_variant(runs)
+        if a.quality and not gpu:
+            result[name]["quality"] = child(["--part", "quality", "--model", name, "--quality-n",
+                                             str(a.quality_n), "--quality-epochs", str(a.quality_epochs)])
+            result[name]["loss_ratio_bf16_vs_fp32"] = result[name]["quality"].get("loss_ratio_bf16_vs_fp32")
+        print(json.dumps({name: result[name]}), file=sys.stderr)
+        if a.peers and name in PEERS:  # right after ours: the machine's speed drifts
+            peer_runs[name] = peer_results(name, a.tf_python)
+
+
+def whole_run(a: argparse.Namespace) -> dict:
+    """The matmul ceilings, each model (and variant) in its own child process with its peers right
+    after it, the ceilings again, then the contractive cost (fp32 and bf16), ``encode``, the MNIST
+    pretraining part and (``--quality``) the MNIST probe in bf16 vs fp32."""
+    gpu = a.device == "cuda"
+    result = {"command": "python bench/throughput.py", "threads": THREADS,
+              "machine": common.machine(load_average=True)}
+    if quick():
+        result["quick"] = "a proof run at tiny sizes: the numbers mean nothing"
     if gpu:
         result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
         result["machine"]["cudnn_tf32"] = torch.backends.cudnn.allow_tf32
-    peers: dict = {"matmul_ceiling": []}
-    runs = peer_runs(Path(a.peers), a.tf_python) if a.peers else []
+    peer_runs: dict = {"matmul_ceiling": [child(["--part", "matmul"])] if a.peers else []}
+    run_models(a, result, peer_runs)
     if a.peers:
-        peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
+        peer_runs["matmul_ceiling"].append(child(["--part", "matmul"]))
     device_args = ["--device", a.device]
-    for name in CONFIG:
-        if gpu:
-            result[name] = {v: child(["--model", name, "--variant", v, *device_args])
-                            for v in a.variants.split(",")}
-        else:
-            result[name] = child(["--model", name])
-        print(json.dumps({name: result[name]}), file=sys.stderr)
-        for label, python, script, extra in runs if name in TRAIN_MFLOP else []:
-            # right after ours: the machine's speed drifts, so peers run at the same moment
-            peers.setdefault(label, {})[name] = json_child(python, script, ["--model", name, *extra])
     if not a.models_only:
         result["contractive_cost"] = child(["--part", "contractive", *device_args])
+        result["contractive_cost_bf16"] = child(["--part", "contractive-bf16", *device_args])
         result.update(child(["--part", "encode", *device_args]))
+        root = ["--data-root", a.data_root] if a.data_root else []
         if not gpu:
-            root = ["--data-root", a.data_root] if a.data_root else []
             result.update(child(["--part", "pretrain-mnist", *root]))
+        if a.quality:
+            result["probe_quality"] = child(["--part", "probe", *root])
+            result["probe_points_bf16_vs_fp32"] = result["probe_quality"].get("probe_points_bf16_vs_fp32")
     if a.peers:
-        peers["matmul_ceiling"].append(json_child(sys.executable, Path(a.peers) / "bench_matmul_peak.py", []))
-        result["peers"] = peers
-        compare(result, peers)
+        result["peers"] = peer_runs
+        compare(result, peer_runs)
     result["command"] = common.command("throughput.py")
     return result
 

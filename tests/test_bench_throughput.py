@@ -13,3 +13,49 @@ def test_pretrain_mnist_part_reports_the_runs_peak_rss(bench_script, tmp_path):
     # torch alone holds over 100 MiB; a number in KiB or bytes read as MiB would be far off
     assert 100 < result["peak_rss_mib"] < 8192
     assert result["under_1.5_GB"] == (result["peak_rss_mib"] * 2**20 < 1.5e9)
+
+
+def test_training_flops_follow_the_peers_convention(bench_script):
+    """3 x 2 x MACs of the dense and conv layers: the peers' figures for M1, M2, M3."""
+    tp = bench_script("throughput")
+    peers = bench_script("peers")
+    got = {m: peers.train_mflop(tp.build(m), tp.shape_of(m)) for m in ("M1", "M2", "M3")}
+    assert got == {"M1": 2.408, "M2": 4.99, "M3": 551.289}
+    # the peers' plain conv is aevision's default conv, layer for layer
+    assert peers.train_mflop(peers.peer_model("conv"), (3, 32, 32)) == peers.train_mflop(
+        tp.build("conv"), (3, 32, 32))
+
+
+def test_the_best_variant_and_the_comparison_with_the_peers(bench_script):
+    tp = bench_script("throughput")
+    runs = {"fp32": {"images_per_s": 100.0, "precision": "32-true", "train_mflop_per_image": 10.0},
+            "bf16": {"images_per_s": 180.0, "precision": "bf16-mixed", "train_mflop_per_image": 10.0},
+            "bf16+channels_last": {"error": "crashed"}}
+    best = tp.best_variant(runs)
+    assert best["precision"] == "bf16-mixed" and best["images_per_s"] == 180.0
+    assert best["fp32_images_per_s"] == 100.0 and best["variants"] is runs
+    result = {"M3": best}
+    ceiling = [{"fp32": {"peak": 200.0}, "bf16": {"peak": 800.0}},
+               {"fp32": {"peak": 180.0}, "bf16": {"peak": 900.0}}]
+    peer_runs = {"matmul_ceiling": ceiling, "M3": {
+        "torch": {"images_per_s": 90.0}, "torch_bf16": {"images_per_s": 120.0},
+        "keras": {"images_per_s": 60.0}, "keras_best": {"images_per_s": 80.0},
+        "keras_bf16": {"error": "no tensorflow"}}}
+    tp.compare(result, peer_runs)
+    assert result["matmul_ceiling_gflops"] == {"fp32": 190.0, "bf16": 850.0}  # medians
+    m3 = result["M3"]
+    assert (m3["best_peer"], m3["best_peer_images_per_s"]) == ("torch_bf16", 120.0)
+    assert m3["ratio_vs_best_peer"] == 1.5
+    assert m3["keras_best_fp32_images_per_s"] == 80.0
+    assert m3["bf16_ceiling_fraction"] == round(180 * 10 / 1e3 / 850, 3)
+    assert "keras_bf16" not in m3["same_run_peers"]
+
+
+def test_quality_compares_fp32_and_bf16_runs_of_one_seed(bench_script, monkeypatch, one_thread):
+    monkeypatch.setenv("AEVISION_BENCH_QUICK", "1")
+    result = bench_script("throughput").quality("M1")
+    assert result["n"] == 512 and result["epochs"] == 1
+    assert 0 < result["val_loss_fp32"] < 1 and 0 < result["val_loss_bf16"] < 1
+    assert result["loss_ratio_bf16_vs_fp32"] == round(result["val_loss_bf16"] / result["val_loss_fp32"], 4)
+    # one seed, one data order: two runs at the same precision agree exactly
+    assert bench_script("throughput").quality("M1")["val_loss_fp32"] == result["val_loss_fp32"]

@@ -24,8 +24,11 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_text
 from aevision.validation import check, coerce, known_option
 
+# Lightning's precisions, and auto: bf16-mixed where the CPU or GPU has native bfloat16, else
+# 32-true (resolved by the engine, which logs what it picked and why: engine/precision.py)
 Precision = Literal[
-    "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine"
+    "auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
+    "transformer-engine",
 ]
 
 

@@ -121,7 +121,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("-o", "--out", metavar="DIR", help=f"output folder (default {default_out})")
     p.add_argument("--devices", help="number of devices, 'auto', or ids like '0,1'")
     p.add_argument("--accelerator", help="cpu, cuda, gpu, mps or auto")
-    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
+    p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed, ..., or auto: "
+                   "bf16-mixed on CPUs and GPUs with native bfloat16, 32-true elsewhere")
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/last.ckpt if it exists")

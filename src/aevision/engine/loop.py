@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from aevision.engine.checkpoint import (
     save_checkpoint,
 )
 from aevision.engine.determinism import rng_state, set_rng_state
+from aevision.engine.precision import AUTO, resolve_precision
 from aevision.engine.progress import Reporter, format_terms
 from aevision.engine.resources import is_out_of_memory
 from aevision.engine.schedule import lr_scheduler
@@ -97,13 +98,24 @@ def warn_few_steps(cfg: TrainConfig, train: Batches, batches: int, world_size: i
                 MIN_STEPS)
 
 
+def with_precision_resolved(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``precision: auto`` replaced by what this machine runs best, said in the log
+    (:func:`aevision.engine.precision.resolve_precision`); any other precision as it is."""
+    if cfg.precision != AUTO:
+        return cfg
+    precision, why = resolve_precision(cfg.precision, cfg.accelerator)
+    log.info("train.precision=auto: %s (%s)", precision, why)
+    return replace(cfg, precision=precision)
+
+
 def make_fabric(cfg: TrainConfig, log_dir: Path | None = None) -> Fabric:
     """Fabric for ``cfg``'s devices and precision, with its ``loggers`` writing under ``log_dir``
     (none without it); an MLflow run is named after the run folder (``log_dir``'s parent)."""
     loggers = build_loggers(cfg.loggers, log_dir, log_dir.resolve().parent.name) if log_dir else []
     try:
         return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                      strategy=cfg.strategy, precision=cfg.precision, loggers=loggers)
+                      strategy=cfg.strategy, precision=with_precision_resolved(cfg).precision,
+                      loggers=loggers)
     except (ValueError, RuntimeError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AevisionError(f"train: cannot set up accelerator/devices/strategy/precision: {first}") from None
@@ -237,10 +249,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, fabric: Fabric | None = None,
                  seed: int = 0):
-        self.cfg = cfg
+        self.cfg = with_precision_resolved(cfg)
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
-        self.fabric = fabric or make_fabric(cfg, self.out_dir / "logs")
+        self.fabric = fabric or make_fabric(self.cfg, self.out_dir / "logs")
         self.seed = seed
 
     # --- public ------------------------------------------------------------------------------

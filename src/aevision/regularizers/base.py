@@ -18,7 +18,8 @@ is part of through :class:`CodeModel`, the few things it may read of it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -93,10 +94,47 @@ def encode_with_tangent(encode: Callable[[Tensor], tuple[Tensor, A]], x: Tensor,
     Inductor does not carry forward-mode tangents (pytorch/pytorch#187284: the tangent is silently
     dropped; with torch 2.11, CUDA and bf16 the backward fails with "ZeroTensors are immutable").
     """
-    with fwAD.dual_level():
+    with fwAD.dual_level(), norm_tangents_in_primal_dtype(x.device.type):
         z, aux = encode(fwAD.make_dual(x, tangent))
         z, jvp = fwAD.unpack_dual(z)
     return z, aux, jvp
+
+
+def widened(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is a 16-bit float (a bf16 autocast activation), else as it is: a
+    penalty sums thousands of terms, which bf16's 8-bit mantissa would round to 3 digits."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@contextmanager
+def norm_tangents_in_primal_dtype(device_type: str) -> Iterator[None]:
+    """Under autocast, give each normalisation layer's output tangent its output's dtype.
+
+    A batch norm fed bfloat16 under autocast keeps its float32 weights; its forward-mode derivative
+    then returns a float32 tangent on a bfloat16 output, and the next convolution refuses the pair
+    ("Input type (torch.FloatTensor) and weight type (CPUBFloat16Type) should be the same"; the
+    same mixed-dtype norm rule as pytorch/pytorch#184890). Outside autocast: nothing to do.
+    """
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    handle = nn.modules.module.register_module_forward_hook(_tangent_like_primal)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _tangent_like_primal(module: nn.Module, args: Any, out: Any) -> Tensor | None:
+    if not isinstance(module, NORMS) or not isinstance(out, Tensor):
+        return None
+    primal, tangent = fwAD.unpack_dual(out)
+    if tangent is None or tangent.dtype == primal.dtype:
+        return None
+    return fwAD.make_dual(primal, tangent.to(primal.dtype))
 
 
 class Regularizer(nn.Module):

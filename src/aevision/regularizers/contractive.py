@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from aevision.errors import ConfigError
-from aevision.regularizers.base import CodeModel, LossContext, Regularizer, encode_with_tangent
+from aevision.regularizers.base import CodeModel, LossContext, Regularizer, encode_with_tangent, widened
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
 
@@ -77,7 +77,9 @@ def one_layer_sigmoid(model: CodeModel) -> nn.Linear | None:
 
 def frobenius_closed_form(h: Tensor, weight: Tensor) -> Tensor:
     """Per-sample ||J||_F^2 of h = sigmoid(W x + b): (N, D) codes, (D, n_in) weight -> (N,)."""
-    return (h * (1 - h)).pow(2) @ weight.pow(2).sum(dim=1)
+    with torch.autocast(h.device.type, enabled=False):  # float32 under autocast: a sum over D
+        h = widened(h)
+        return (h * (1 - h)).pow(2) @ weight.to(h.dtype).pow(2).sum(dim=1)
 
 
 def frobenius_exact(model: CodeModel, x: Tensor, create_graph: bool) -> Tensor:
@@ -88,7 +90,14 @@ def frobenius_exact(model: CodeModel, x: Tensor, create_graph: bool) -> Tensor:
         n, d = z.shape
         eye = torch.eye(d, device=z.device, dtype=z.dtype).unsqueeze(1).expand(d, n, d)
         (grads,) = torch.autograd.grad(z, x, eye, create_graph=create_graph, is_grads_batched=True)
-    return grads.pow(2).sum(dim=(0, *range(2, grads.dim())))
+    return widened(grads).pow(2).sum(dim=(0, *range(2, grads.dim())))
+
+
+def squared_norms(v: Tensor) -> Tensor:
+    """(N, ...) -> (N,) squared L2 norms, summed in float32: under bf16 autocast the tangents and
+    gradients stay bfloat16 (the passes that make them are the cost, and a one-projection estimate
+    is far noisier than bf16's 3 digits), only the sum of thousands of squares is widened."""
+    return widened(v).pow(2).flatten(1).sum(dim=1)
 
 
 @REGULARIZERS.register("contractive", "contractive: weight * ||dz/dx||_F^2 (closed form or stochastic JVP)")
@@ -151,22 +160,23 @@ class Contractive(Regularizer):
             return frobenius_exact(ctx.model, x_in, create_graph=self.training)
         if self.method == "jvp":
             riding = ctx.jvp is not None and self.samples == 1
-            total = ctx.jvp.pow(2).sum(dim=1) if riding else x_in.new_zeros(x_in.shape[0])
+            total = (squared_norms(ctx.jvp) if riding
+                     else widened(x_in).new_zeros(x_in.shape[0]))
             for _ in range(self.projections - 1 if riding else self.projections):
                 u = random_direction(x_in, self.distribution)
                 _, _, jvp = encode_with_tangent(ctx.model.encode_with_aux, x_in, u)
-                total = total + jvp.pow(2).sum(dim=1)
+                total = total + squared_norms(jvp)
             return total / self.projections
         # vjp: E_v ||J^T v||^2 with v in code space
         with torch.enable_grad():
             x = x_in.detach().requires_grad_(True)
             z = ctx.model.encode(x)
-            total = x.new_zeros(x.shape[0])
+            total = widened(x).new_zeros(x.shape[0])
             for p in range(self.projections):
                 v = random_direction(z, self.distribution)
                 (g,) = torch.autograd.grad(z, x, v, create_graph=self.training,
                                            retain_graph=p < self.projections - 1 or self.training)
-                total = total + g.pow(2).flatten(1).sum(dim=1)
+                total = total + squared_norms(g)
         return total / self.projections
 
     def extra_repr(self) -> str:

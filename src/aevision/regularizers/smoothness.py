@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from aevision.regularizers.base import LossContext, Regularizer
+from aevision.regularizers.base import LossContext, Regularizer, widened
 from aevision.regularizers.registry import REGULARIZERS
 
 
@@ -37,5 +37,5 @@ class TemporalSmoothness(Regularizer):
         """None for batches of single images: they have no order to be smooth in."""
         if ctx.frames is None or ctx.frames < 3:
             return None
-        z = ctx.z.reshape(-1, ctx.frames, ctx.z.shape[1])
+        z = widened(ctx.z).reshape(-1, ctx.frames, ctx.z.shape[1])
         return second_difference(z).pow(2).sum(dim=-1).mean()

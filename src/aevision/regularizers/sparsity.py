@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from aevision.errors import ConfigError
-from aevision.regularizers.base import CodeModel, LossContext, Regularizer
+from aevision.regularizers.base import CodeModel, LossContext, Regularizer, widened
 from aevision.regularizers.registry import REGULARIZERS
 from aevision.validation import check
 
@@ -20,7 +20,7 @@ class L1Sparsity(Regularizer):
         super().__init__(weight=weight)
 
     def penalty(self, ctx: LossContext) -> Tensor:
-        return ctx.z.abs().sum(dim=1).mean()
+        return widened(ctx.z).abs().sum(dim=1).mean()
 
 
 @REGULARIZERS.register("kl", "KL sparsity (Ng): sum_j KL(rho || mean activation of unit j); sigmoid codes")

@@ -1,0 +1,157 @@
+"""The peers of ``throughput.py``, each at its own best setting, and the machine's matmul ceilings.
+
+Adapted from the peer scripts of the performance issue (``../shared/peers``: ``bench_torch.py``,
+``bench_matmul_peak.py``; the Keras peer is ``peer_keras.py``, run with a TensorFlow environment's
+python):
+
+- plain PyTorch as the peers wrote it: their models (M1, M2, M3; for ``conv`` the same layers as
+  aevision's default conv autoencoder in one ``nn.Sequential``), float data in memory, a randperm
+  gather, ``Adam(lr=1e-3)``, ``F.mse_loss`` (+ M2's ``0.01 * mean|z|``), backward, step; in fp32
+  and under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the peer's bf16), in this process;
+- Keras (``peer_keras.py``): ``fit`` as written (fp32), fp32 with XLA and tf.data autotune off (the
+  best fp32 Keras of the issue), and ``mixed_bfloat16`` with XLA;
+- the matmul ceiling: ``torch.mm`` of square fp32 and bf16 matrices, GFLOP/s (median of 7 reps of
+  ~1 s), at the start and the end of a run.
+
+Training FLOPs follow the peers' convention: 3 x 2 x the multiply-accumulates of the dense and conv
+layers (:func:`train_mflop`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aevision.models import build_model
+
+KERAS_SCRIPT = Path(__file__).resolve().parent / "peer_keras.py"
+# label -> peer_keras.py arguments: as written, and each precision at its best setting
+KERAS_RUNS = {
+    "keras": [],
+    "keras_best": ["--jit", "--no-autotune"],
+    "keras_bf16": ["--jit", "--no-autotune", "--precision", "mixed_bfloat16"],
+}
+
+
+def peer_model(name: str) -> nn.Module:
+    """The peers' plain model of ``name``: (N, ...) -> its reconstruction, or (M2) with its code."""
+    if name == "M1":
+        return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid())
+    if name == "M2":
+        return nn.ModuleDict({
+            "enc": nn.Sequential(nn.Linear(784, 784), nn.ReLU(), nn.Linear(784, 128), nn.ReLU()),
+            "dec": nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 784), nn.Sigmoid())})
+    if name == "M3":
+        return nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(16 * 16 * 64, 8 * 8 * 64), nn.ReLU(), nn.Unflatten(1, (64, 8, 8)),
+            nn.ConvTranspose2d(64, 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2),
+            nn.ConvTranspose2d(64, 64, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2),
+            nn.ConvTranspose2d(64, 3, 3, padding=1))
+    if name == "conv":
+        ae = build_model("conv", (3, 32, 32))
+        return nn.Sequential(ae.encoder, ae.decoder)
+    raise ValueError(name)
+
+
+def peer_shape(name: str) -> tuple[int, ...]:
+    return (784,) if name in ("M1", "M2") else (3, 32, 32)
+
+
+def peer_loss(name: str, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if name == "M2":
+        z = net["enc"](x)
+        return F.mse_loss(net["dec"](z), x) + 0.01 * z.abs().mean()
+    return F.mse_loss(net(x), x)
+
+
+def torch_peer(name: str, n: int, batch: int, epochs: int, bf16: bool) -> dict:
+    """The peers' plain PyTorch loop: images/s (median of the epochs after the first)."""
+    torch.manual_seed(0)
+    x = torch.rand(n, *peer_shape(name))
+    net = peer_model(name)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(0, n, batch):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = peer_loss(name, net, x[perm[i:i + batch]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        loss.item()
+        times.append(time.perf_counter() - t)
+    return {"peer": "torch-bf16-autocast" if bf16 else "torch-fp32", "model": name, "n": n,
+            "batch": batch, "epochs": epochs, "epoch_times_s": [round(t, 4) for t in times],
+            "images_per_s": round(n / statistics.median(times[1:]), 1)}
+
+
+def keras_peer(tf_python: str, name: str, args: list[str], n: int, batch: int, epochs: int,
+               threads: int) -> dict:
+    """``peer_keras.py`` in the TensorFlow environment: its one JSON line, or the error."""
+    cmd = [tf_python, str(KERAS_SCRIPT), "--model", name, "--n", str(n), "--batch", str(batch),
+           "--epochs", str(epochs), "--threads", str(threads), *args]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
+    if p.returncode != 0 or not lines:
+        return {"error": (p.stderr or p.stdout)[-2000:], "args": args}
+    return json.loads(lines[-1])
+
+
+def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1.0) -> float:
+    """Median GFLOP/s of ``torch.mm`` on (n, n) matrices of ``dtype``, reps of ~``min_time`` s."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    c = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=c)
+    t = time.perf_counter()
+    torch.mm(a, b, out=c)
+    inner = max(1, int(min_time / max(time.perf_counter() - t, 1e-6)))
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b, out=c)
+        rates.append(2.0 * n ** 3 * inner / (time.perf_counter() - t) / 1e9)
+    return round(statistics.median(rates), 1)
+
+
+def matmul_ceiling(sizes: tuple[int, ...] = (1024, 2048, 4096), min_time: float = 1.0) -> dict:
+    """fp32 and bf16 matmul GFLOP/s at each size; ``peak`` the best size of each."""
+    out: dict = {}
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        by_size = {str(n): matmul_gflops(dtype, n, min_time=min_time) for n in sizes}
+        out[label] = {"gflops_by_size": by_size, "peak": max(by_size.values())}
+    return out
+
+
+def train_mflop(model: nn.Module, shape: tuple[int, ...]) -> float:
+    """Training MFLOP per image, the peers' convention: 3 x 2 x the MACs of one image's forward
+    through the Linear, Conv2d and ConvTranspose2d layers (activations, pooling, loss ignored)."""
+    macs = [0]
+
+    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            macs[0] += module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):  # per output pixel: Cin/groups * k*k * Cout
+            macs[0] += out[0].numel() * module.weight[0].numel()
+        elif isinstance(module, nn.ConvTranspose2d):  # per input pixel: Cin * k*k * Cout/groups
+            macs[0] += args[0][0].numel() // args[0].shape[1] * module.weight.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.rand(1, *shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return round(6 * macs[0] / 1e6, 3)
