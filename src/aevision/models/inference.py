@@ -14,7 +14,9 @@ from torch import Tensor, nn
 
 from aevision.data import ImageSet, VideoSet, to_float
 from aevision.data.imageset import float_batches
+from aevision.errors import AevisionError
 from aevision.models.base import Autoencoder
+from aevision.regularizers.entropy import EntropyModel
 
 
 @contextmanager
@@ -60,3 +62,14 @@ def _batched(model: Autoencoder, fn: Any, images: Any, batch_size: int, device: 
     with eval_mode(model):
         outs = [fn(x).float().cpu() for x in float_batches(x_all, batch_size, device)]
     return torch.cat(outs) if outs else torch.empty(0)
+
+
+def entropy_model_input(model: Autoencoder, x: Tensor) -> Tensor:
+    """The code y a codec's entropy model quantizes, (N, M, h, w): the encoder's output through the
+    code transforms configured before the entropy model (what compression and export both code)."""
+    z = model.encoder(x)
+    for reg in model.regularizers:
+        if isinstance(reg, EntropyModel):
+            return reg.spatial(z)
+        z = reg.transform_code(z)
+    raise AevisionError("this model has no entropy model (a codec has one)")

@@ -33,6 +33,7 @@ from aevision.data.imageset import to_float, to_uint8
 from aevision.errors import AevisionError
 from aevision.io import write_bytes
 from aevision.models.base import Autoencoder
+from aevision.models.inference import entropy_model_input
 from aevision.models.io import load_model
 from aevision.models.resize import at_input_shape
 from aevision.regularizers.entropy import EntropyModel
@@ -108,14 +109,10 @@ class Codec:
     def _entropy(model: Autoencoder) -> EntropyModel:
         return entropy_model(model)
 
-    def _analysis(self, model: Autoencoder, x: Tensor) -> Tensor:
-        """The code before the entropy model quantizes it (earlier code transforms applied)."""
-        z = model.encoder(x)
-        for reg in model.regularizers:
-            if isinstance(reg, EntropyModel):
-                return reg.spatial(z)
-            z = reg.transform_code(z)
-        raise AssertionError("unreachable: the model has an entropy model")
+    def analysis(self, model: Autoencoder, x: Tensor) -> Tensor:
+        """The code the entropy model quantizes (an exported codec's parity check overrides this
+        with the exported graph)."""
+        return entropy_model_input(model, x)
 
     @torch.no_grad()
     def compress_latents(self, images: Sequence[Tensor], names: Sequence[str] | None = None) -> Compressed:
@@ -133,7 +130,7 @@ class Codec:
                                     f"got {tuple(img.shape)} {img.dtype}")
             h, w = int(img.shape[1]), int(img.shape[2])
             model = self.at_size(h, w)
-            y = self._analysis(model, to_float(img.unsqueeze(0)).to(device))
+            y = self.analysis(model, to_float(img.unsqueeze(0)).to(device))
             q, _ = self._entropy(model).encode_latents(y, writer)
             crc = _latent_crc(q, crc)
             sizes.append((h, w))

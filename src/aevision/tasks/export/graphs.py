@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from aevision.errors import AevisionError
 from aevision.models.base import Autoencoder
+from aevision.models.inference import entropy_model_input
 from aevision.models.resize import at_input_shape
 from aevision.regularizers.base import Regularizer
 from aevision.regularizers.entropy import EntropyModel
@@ -149,13 +150,7 @@ def sized(model: Autoencoder, x: Tensor) -> Autoencoder:
 
 def latent(model: Autoencoder, x: Tensor) -> Tensor:
     """The code y the entropy model quantizes, (N, M, h, w), as the codec computes it."""
-    model = sized(model, x)
-    z = model.encoder(x)
-    for reg in model.regularizers:
-        if isinstance(reg, EntropyModel):
-            return reg.spatial(z)
-        z = reg.transform_code(z)
-    raise AevisionError("this model has no entropy model")
+    return entropy_model_input(sized(model, x), x)
 
 
 def codec_graphs(model: Autoencoder, entropy: EntropyModel) -> list[Graph]:

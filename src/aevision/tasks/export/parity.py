@@ -80,11 +80,11 @@ class ExportedAnalysis(Codec):
 
     def __init__(self, model: Autoencoder, analysis: Runner):
         super().__init__(model)
-        self.analysis = analysis
+        self.exported = analysis
 
-    def _analysis(self, model: Autoencoder, x: Tensor) -> Tensor:
+    def analysis(self, model: Autoencoder, x: Tensor) -> Tensor:
         # the one step Codec.compress_latents takes from the network; the coding stays aevision's
-        return torch.from_numpy(self.analysis(x)[0]).to(x.device)
+        return torch.from_numpy(self.exported(x)[0]).to(x.device)
 
 
 @torch.no_grad()
