@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import struct
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 # OpenMP threads that spin while waiting burn the CPU other jobs need, and on a busy machine a
@@ -87,3 +90,41 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     magic = 0x0800 | array.ndim  # unsigned bytes, then the number of dimensions
     dims = b"".join(struct.pack(">I", d) for d in array.shape)
     path.write_bytes(struct.pack(">I", magic) + dims + array.tobytes())
+
+
+def assert_kill_and_resume_is_exact(argv: list[str], tmp_path: Path, env: dict[str, str], *,
+                                    min_step: int = 1, timeout: float = 300) -> None:
+    """Train ``aevision pretrain ARGV`` once uninterrupted; again, killed with SIGKILL as soon as a
+    mid-epoch checkpoint past epoch 1 (and ``min_step``) exists; then ``--resume`` it. The resumed
+    weights must equal the uninterrupted ones bit for bit, and no temporary file may be left."""
+    from aevision.engine.checkpoint import load_checkpoint
+    from aevision.io import read_safetensors
+
+    cmd = [sys.executable, "-m", "aevision", "pretrain", *argv]
+    ref = subprocess.run([*cmd, "-o", str(tmp_path / "ref")], env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "-o", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt, killed_at, deadline = out / "checkpoints" / "last.ckpt", None, time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        loop = None
+        if ckpt.is_file():
+            try:
+                loop = load_checkpoint(ckpt)["loop"]
+            except Exception:  # being replaced right now; look again
+                loop = None
+        if loop is not None and loop.epoch >= 1 and loop.step >= min_step and loop.batch > 0:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = loop.step
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert killed_at is not None and not (out / "model.safetensors").exists()
+    resumed = subprocess.run([*cmd, "-o", str(out), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = read_safetensors(tmp_path / "ref" / "model.safetensors")
+    b = read_safetensors(out / "model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((out / "checkpoints").glob(".*.tmp"))

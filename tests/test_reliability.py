@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 
 import numpy as np
@@ -23,13 +21,11 @@ from aevision.data.archives import safe_extract
 from aevision.data.batches import TensorBatches
 from aevision.data.folder import load_folder
 from aevision.engine import Trainer
-from aevision.engine.checkpoint import load_checkpoint
 from aevision.errors import DataError
-from aevision.io import read_safetensors
+from conftest import assert_kill_and_resume_is_exact
 
-RUN = [sys.executable, "-m", "aevision", "pretrain", "--dataset", "shapes", "--model", "conv",
-       "--deterministic", "--no-progress", "--epochs", "4", "--batch-size", "16",
-       "data.n_train=320", "data.n_test=0", "data.size=24", "model.channels=[16,32]",
+RUN = ["--dataset", "shapes", "--model", "conv", "--deterministic", "--no-progress", "--epochs", "4",
+       "--batch-size", "16", "data.n_train=320", "data.n_test=0", "data.size=24", "model.channels=[16,32]",
        "model.code_dim=32", "train.checkpoint_every_n_steps=7", "--reg", "denoising:sigma=0.2"]
 
 
@@ -39,35 +35,7 @@ def _env(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
-    env = _env(tmp_path)
-    ref = subprocess.run([*RUN, "-o", str(tmp_path / "ref")], env=env, capture_output=True, text=True)
-    assert ref.returncode == 0, ref.stderr
-    out = tmp_path / "killed"
-    proc = subprocess.Popen([*RUN, "-o", str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpt = out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.is_file():
-            try:
-                loop = load_checkpoint(ckpt)["loop"]
-            except Exception:  # being replaced right now; look again
-                loop = None
-            if loop is not None and loop.step >= 25 and loop.batch > 0:  # inside epoch 2 or later
-                proc.send_signal(signal.SIGKILL)
-                killed_at = loop.step
-                break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert killed_at is not None and not (out / "model.safetensors").exists()
-    resumed = subprocess.run([*RUN, "-o", str(out), "--resume"], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    a = read_safetensors(tmp_path / "ref" / "model.safetensors")
-    b = read_safetensors(out / "model.safetensors")
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    assert not list((out / "checkpoints").glob(".*.tmp"))
+    assert_kill_and_resume_is_exact(RUN, tmp_path, _env(tmp_path), min_step=25, timeout=120)
 
 
 def test_memory_guard_turns_exhaustion_into_a_failed_allocation(tmp_path):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from aevision.data.shards import read_info
 from aevision.data.streaming import StreamBatches
 from aevision.errors import DataError
 from aevision.tasks.prepare import prepare
+from conftest import assert_kill_and_resume_is_exact
 
 
 def photo_folder(root: Path, per_class: int = 40, size: int = 12) -> Path:
@@ -284,38 +283,10 @@ def test_ddp_from_the_stream_follows_one_process_with_the_same_global_batch(tmp_
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_while_streaming_then_resume_gives_the_uninterrupted_weights(tmp_path):
-    from aevision.engine.checkpoint import load_checkpoint
-    from aevision.io import read_safetensors
-
     path = numbered_shards(tmp_path / "numbered", n_train=192)
     run = ["--dataset", f"shards:{path}", "--epochs", "3", "--batch-size", "8", "--deterministic",
            *STREAM_RUN, "data.workers=2", "train.checkpoint_every_n_steps=5", "--reg", "denoising:sigma=0.2"]
-    ref = _cli(*run, "-o", str(tmp_path / "ref"))
-    assert ref.returncode == 0, ref.stderr
-    out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "aevision", "pretrain", *run, "-o", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt, killed_at, deadline = out / "checkpoints" / "last.ckpt", None, time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        loop = None
-        if ckpt.is_file():
-            try:
-                loop = load_checkpoint(ckpt)["loop"]
-            except Exception:  # being replaced right now; look again
-                loop = None
-        if loop is not None and loop.epoch >= 1 and loop.batch > 0:  # inside epoch 2 or later
-            proc.send_signal(signal.SIGKILL)
-            killed_at = loop.step
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL and killed_at is not None, "finished before it was killed"
-    resumed = _cli(*run, "-o", str(out), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    a = read_safetensors(tmp_path / "ref" / "model.safetensors")
-    b = read_safetensors(out / "model.safetensors")
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert_kill_and_resume_is_exact(run, tmp_path, {**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 # --- streaming a plain folder ----------------------------------------------------------------------
