@@ -70,6 +70,16 @@ def scratch_row(board: dict[str, Any], method: str, budget: str = "all") -> dict
     return None
 
 
+def untrained_row(board: dict[str, Any], method: str, budget: str = "all") -> dict[str, Any] | None:
+    """The linear probe of ``method``'s encoder untrained (its control, which models that differ
+    only in a penalty share), as the benchmark recorded it."""
+    for info in board["datasets"].values():
+        control = info["methods"].get(method, {}).get("untrained_control")
+        if control:
+            return row(board["rows"], control, "linear", budget)
+    return None
+
+
 def models_where(board: dict[str, Any], test: Any) -> list[str]:
     """The preset's autoencoders whose config section passes ``test``."""
     return [name for name, entry in board["config"]["models"].items() if test(entry)]
@@ -91,8 +101,7 @@ def cifar10_keys(board: dict[str, Any]) -> dict[str, Any]:
         "linear_probe_400pc_mean": accuracy(lin_400),
         "linear_probe_400pc_std": accuracy(lin_400, "accuracy_std"),
         "linear_probe_400pc_model": lin_400 and lin_400["method"],
-        "untrained_linear_all": lin_all and accuracy(
-            row(rows, f"untrained:{lin_all['method']}", "linear", "all")),
+        "untrained_linear_all": lin_all and accuracy(untrained_row(board, lin_all["method"])),
         "finetune_400pc_pretrained": accuracy(ft_400), "finetune_400pc_model": ft_400 and ft_400["method"],
         "finetune_400pc_scratch": ft_400 and accuracy(scratch_row(board, ft_400["method"], "400/class")),
     }

@@ -62,3 +62,29 @@ def test_the_control_holds_the_weights_pretraining_started_from(tmp_path):
     trained = run._pretrained("tiny").stats["features"].encoder.state_dict()
     untrained = run._untrained("tiny").stats["features"].encoder.state_dict()
     assert all(torch.equal(trained[k], untrained[k]) for k in trained)
+
+
+def test_models_that_differ_only_in_a_penalty_share_one_control(tmp_path):
+    """A penalty or a corruption changes training, not what the untrained encoder computes: such
+    models are compared with one control, probed once; a code transform (top-k) is part of the
+    encoder, so its model gets a control of its own."""
+    torch.set_num_threads(1)
+    arch = "model: {name: conv, channels: [4], code_dim: 16}, train: {epochs: 1, batch_size: 64}"
+    cfg = load_benchmark("quick", [
+        f"output_dir={tmp_path}", "baselines=[untrained]", "labels=[5]", "seeds=1",
+        "protocols.finetune.enabled=false", "protocols.finetune.models=null", "imbalance.models=null",
+        "imbalance.ratio=null", "confusion_png=false",
+        f"models={{plain: {{{arch}}}, contractive: {{{arch}, regularizers: [{{name: contractive}}]}}, "
+        f"topk: {{{arch}, regularizers: [{{name: topk, k: 4}}]}}}}"])
+    board = run_benchmark(cfg, verbose=False).board
+    methods = board["datasets"]["digits"]["methods"]
+    assert methods["plain"]["untrained_control"] == "untrained:plain"
+    assert methods["contractive"]["untrained_control"] == "untrained:plain"
+    assert methods["topk"]["untrained_control"] == "untrained:topk"
+    assert methods["untrained:plain"]["control_of"] == ["plain", "contractive"]
+    assert "untrained:contractive" not in methods
+    probed = sorted({r["method"] for r in board["records"] if r["method"].startswith("untrained:")})
+    assert probed == ["untrained:plain", "untrained:topk"]
+    shared = [v for v in board["verdicts"]
+              if v["method"] == "contractive" and v["baseline"].startswith("untrained")]
+    assert [v["baseline"] for v in shared] == ["untrained:plain"]

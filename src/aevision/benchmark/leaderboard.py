@@ -81,7 +81,8 @@ def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[
         pixels_dim = info["methods"].get("pixels", {}).get("dim")
         dim = info["methods"][method]["dim"]
         pca_dim = min(dim, pixels_dim or dim, info["train"])
-        for baseline in ("pixels", f"pca-{pca_dim}", f"untrained:{method}"):
+        control = info["methods"][method].get("untrained_control", f"untrained:{method}")
+        for baseline in ("pixels", f"pca-{pca_dim}", control):
             other = lin.get((ds, baseline, budget))
             if other is None:
                 continue

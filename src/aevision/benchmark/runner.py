@@ -136,6 +136,7 @@ class DatasetRun:
         self.records: list[dict[str, Any]] = []
         self.pretraining: dict[str, Any] = {}
         self.methods: dict[str, dict[str, Any]] = {}
+        self._controls: dict[str, str] = {}  # an untrained encoder's identity -> its control's label
         self.splits = self._load()
         self.train: ImageSet = self.splits.train
         self.val: ImageSet | None = self.splits.val
@@ -184,8 +185,9 @@ class DatasetRun:
                     self.cfg.imbalance.models is None or method.name in self.cfg.imbalance.models):
                 self._imbalance(method)
             method.features = None  # free the memory before the next method
-            if method.kind == "autoencoder" and "untrained" in self.cfg.baselines:
-                control = self._untrained(method.name)
+            control = (self._untrained(method.name)
+                       if method.kind == "autoencoder" and "untrained" in self.cfg.baselines else None)
+            if control is not None:
                 self._extract(control)
                 self._evaluate(control)
                 control.features = None
@@ -249,24 +251,43 @@ class DatasetRun:
                      f"val recon {'n/a' if recon is None else f'{recon:.4g}'}")
         return result.model, stats
 
-    def _untrained(self, name: str) -> Method:
+    def _untrained(self, name: str) -> Method | None:
         """The control of autoencoder ``name``: the same encoder with random weights (those its
         pretraining started from: the same seed, drawn the same way), read through the same
-        features by the same probe and kNN. What the
-        autoencoder gains over it is what pretraining itself adds (random conv features are no
-        weak baseline: Jarrett et al. 2009, Saxe et al. 2011)."""
+        features by the same probe and kNN. What the autoencoder gains over it is what pretraining
+        itself adds (random conv features are no weak baseline: Jarrett et al. 2009, Saxe et al.
+        2011). None when an earlier model's control is this very encoder (the same architecture,
+        code transforms, features, seed and protocols: models that differ only in a penalty or a
+        corruption): ``name`` then shares that control instead of probing it again."""
         pcfg = self.cfg.pretrain_config(name, self.data_cfg)
         feats_cfg = self.cfg.model_features(name)
         torch.manual_seed(pcfg.seed)
-        fe = FeatureEncoder(model_from_config(pcfg, self.train.image_shape), copy.deepcopy(feats_cfg),
-                            f"models.{name}.features")
-        label = f"untrained:{name}"
+        model = model_from_config(pcfg, self.train.image_shape)
+        identity = self._encoder_identity(name, pcfg, model)
+        if identity in self._controls:
+            self.methods[name]["untrained_control"] = label = self._controls[identity]
+            self.methods[label]["control_of"].append(name)
+            self.say(f"[{self.name}] untrained control of {name}: {label} (the same random encoder)")
+            return None
+        fe = FeatureEncoder(model, copy.deepcopy(feats_cfg), f"models.{name}.features")
+        label = self._controls[identity] = f"untrained:{name}"
         config = {"baseline": "untrained encoder", "untrained_of": name, "seed": pcfg.seed,
                   "model": to_dict(pcfg.model), "regularizers": [to_dict(r) for r in pcfg.regularizers],
                   "features": to_dict(feats_cfg)}
-        self.methods[label] = {"kind": "control", "dim": fe.dim, "config": config}
+        self.methods[label] = {"kind": "control", "dim": fe.dim, "config": config, "control_of": [name]}
         self.methods[name]["untrained_control"] = label  # what the leaderboard compares it with
         return Method(label, "control", config, fe.dim, stats={"features": fe})
+
+    def _encoder_identity(self, name: str, pcfg: PretrainConfig, model: Autoencoder) -> str:
+        """What an untrained ``name`` computes and how it is evaluated, as a string: equal strings,
+        equal controls."""
+        configured = model.regularizers[len(model.regularizers) - len(pcfg.regularizers):]
+        transforms = [to_dict(r) for r, reg in zip(pcfg.regularizers, configured, strict=True)
+                      if reg.transforms_code]
+        return json.dumps({"model": to_dict(pcfg.model), "code_transforms": transforms, "seed": pcfg.seed,
+                           "features": to_dict(self.cfg.model_features(name)),
+                           "protocols": [p for p in ("linear", "knn") if self.cfg.runs(p, name)]},
+                          sort_keys=True, default=str)
 
     def _pixels(self) -> Method:
         def flat(s: ImageSet | None) -> Tensor | None:

@@ -164,6 +164,14 @@ class Regularizer(nn.Module):
         """Applied to the encoder output at every ``encode``; (N, D) -> (N, D)."""
         return z
 
+    @property
+    def transforms_code(self) -> bool:
+        """Whether this regularizer changes the code at every encode (then it is part of what an
+        encoder computes, trained or not; a penalty or a corruption is not)."""
+        cls = type(self)
+        return (cls.transform_code is not Regularizer.transform_code
+                or cls.transform_code_with_aux is not Regularizer.transform_code_with_aux)
+
     def transform_code_with_aux(self, z: Tensor) -> tuple[Tensor, Any]:
         """``transform_code(z)`` and what ``penalty`` needs of this encode besides the code (None:
         nothing); the forward pass hands it over as ``ctx.aux_of(self)``."""
