@@ -16,7 +16,7 @@ from aevision.cli import main
 from aevision.data.imageset import ImageSet
 from aevision.errors import AevisionError
 from aevision.models import build_model, save_model
-from aevision.tasks.anomaly_report import ScoreSpec, calibrate, score_images
+from aevision.tasks.anomaly_report import calibrate, score_images
 from aevision.tasks.calibration import (
     THRESHOLD_FILE,
     Threshold,
@@ -93,9 +93,8 @@ def test_calibrate_a_density_score_on_its_reference(tmp_path):
     for i in range(30):
         Image.fromarray(rng.integers(0, 100, (8, 8), dtype=np.uint8)).save(ref / f"{i}.png")
         Image.fromarray(rng.integers(0, 100, (8, 8), dtype=np.uint8)).save(cal / f"{i}.png")
-    spec = ScoreSpec("knn", reference=str(ref), k=3)
     normal = ImageSet(torch.as_tensor(rng.integers(0, 100, (30, 1, 8, 8), dtype=np.uint8)))
-    found = calibrate(model, folder, normal, fpr=0.1, source="cal", spec=spec)
+    found = calibrate(model, folder, normal, fpr=0.1, source="cal", score="knn", k=3, reference=str(ref))
     assert found.score["score"] == "knn" and found.score["k"] == 3 and found.rank == 28
     same = score_images(model, folder, normal, score="knn", k=3, reference=str(ref))
     assert same.threshold == found.threshold

@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
     grid = output_path(args.grid, (".png",), "--grid") if args.grid else None
     check_flag(args, "--fpr", lambda q: 0.0 < q < 1.0, "a fraction in (0, 1)")
     model = load(args.model, args.device)
+    score = dict(score=args.score, reference=args.reference, reference_limit=args.reference_limit,
+                 data_root=args.data_root, seed=args.seed, k=args.k, metric=args.metric,
+                 components=args.components)
     if args.calibrate:
-        _calibrate(args, model)
+        _calibrate(args, model, score)
         if not (args.inputs or args.dataset):
             return 0
-    options = dict(score=args.score, reference=args.reference, reference_limit=args.reference_limit,
-                   data_root=args.data_root, seed=args.seed, k=args.k, metric=args.metric,
-                   components=args.components, quantile=args.quantile, batch_size=args.batch_size,
-                   device=args.device)
+    options = dict(score, quantile=args.quantile, batch_size=args.batch_size, device=args.device)
     stream = None if args.limit is not None else \
         streamed_input(args.dataset, args.inputs, args.split, tuple(model.input_shape), args.memory)
     if stream is not None:
@@ -92,16 +92,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(args: argparse.Namespace, model: Any) -> None:
+def _calibrate(args: argparse.Namespace, model: Any, score: dict[str, Any]) -> None:
     from aevision.data.sources import SourceSpec, load_source, resolved
-    from aevision.tasks.anomaly_report import ScoreSpec, calibrate
+    from aevision.tasks.anomaly_report import calibrate
 
     c, h, w = model.input_shape
     normal = load_source(SourceSpec(resolved(args.calibrate), "train", args.data_root, args.seed), c, (h, w))
-    spec = ScoreSpec(args.score, args.reference, args.reference_limit, args.data_root, args.seed, args.k,
-                     args.metric, args.components)
-    found = calibrate(model, args.model, normal, fpr=args.fpr, source=args.calibrate, spec=spec,
-                      batch_size=args.batch_size, device=args.device)
+    found = calibrate(model, args.model, normal, fpr=args.fpr, source=args.calibrate,
+                      batch_size=args.batch_size, device=args.device, **score)
     print(f"calibrated {args.score} threshold {found.threshold:.6g} for false-positive rate {args.fpr:g}: "
           f"score rank {found.rank} of {plural(found.calibration_images, 'normal image')}; "
           f"stored with the model")

@@ -169,16 +169,14 @@ def score_images(model: Autoencoder, model_path: str | os.PathLike[str], data: I
                          scorer.reference, scorer.reference_size, scorer.note, rule)
 
 
-def thresholded_scorer(model: Autoencoder, model_path: str | os.PathLike[str], *, score: str = "recon",
-                       reference: str | None = None, reference_limit: int | None = None,
-                       data_root: str | None = None, seed: int = 0, k: int = 5, metric: str = "l2",
-                       components: int = 10, quantile: float = 0.99, batch_size: int = 512,
-                       device: str = "cpu") -> tuple[Scorer, float | None, str | None]:
-    """The scorer (:func:`make_scorer`), its threshold and the rule that set it: the one calibrated
-    for this model and score (``threshold.json``, :mod:`aevision.tasks.calibration`) when there is
-    one, else the ``quantile`` of the reference images' own scores; 'recon' without either is
-    unthresholded."""
-    spec = ScoreSpec(score, reference, reference_limit, data_root, seed, k, metric, components)
+def thresholded_scorer(model: Autoencoder, model_path: str | os.PathLike[str], *, quantile: float = 0.99,
+                       batch_size: int = 512, device: str = "cpu", **score: Any
+                       ) -> tuple[Scorer, float | None, str | None]:
+    """The scorer (:func:`make_scorer`) of ``score`` (the fields of :class:`ScoreSpec`), its
+    threshold and the rule that set it: the one calibrated for this model and score
+    (``threshold.json``, :mod:`aevision.tasks.calibration`) when there is one, else the
+    ``quantile`` of the reference images' own scores; 'recon' without either is unthresholded."""
+    spec = ScoreSpec(**score)
     calibrated = stored_threshold(model_path)
     if calibrated is not None and calibrated.score != spec.definition():
         calibrated = None  # calibrated for another score: it says nothing about this one
@@ -192,13 +190,13 @@ def thresholded_scorer(model: Autoencoder, model_path: str | os.PathLike[str], *
 
 
 def calibrate(model: Autoencoder, model_path: str | os.PathLike[str], normal: ImageSet, *, fpr: float,
-              source: str, spec: ScoreSpec | None = None, batch_size: int = 512,
-              device: str = "cpu") -> Threshold:
-    """Calibrate the threshold of ``spec``'s score on ``normal`` images (``source``: where they
-    came from) for a false-positive rate of ``fpr``, and store it beside the model
+              source: str, batch_size: int = 512, device: str = "cpu", **score: Any) -> Threshold:
+    """Calibrate the threshold of ``score`` (the fields of :class:`ScoreSpec`, as
+    :func:`score_images` takes them) on ``normal`` images (``source``: where they came from) for
+    a false-positive rate of ``fpr``, and store it beside the model
     (:mod:`aevision.tasks.calibration`). The images must be normal and must not have been trained
     on (their scores would be too low, and the rate too high)."""
-    spec = spec or ScoreSpec()
+    spec = ScoreSpec(**score)
     scorer = make_scorer(model, model_path, spec, with_reference=False, batch_size=batch_size,
                          device=device)
     found = Threshold.fit(scorer(normal), fpr, spec.definition(), model_path, source)
