@@ -108,7 +108,9 @@ def pretrain_pool(cfg: dict[str, Any], root: str | None, runs: Path, reuse: bool
     out = runs / "pool"
     config = {**pool, "seed": 0, "output_dir": str(out), "train": {**pool["train"], "progress": False}}
     _, info = common.pretrained(config, data, reuse, keep=("epochs", "steps", "val_recon", "seconds",
-                                                            "train_seconds"))
+                                                            "train_seconds", "history"))
+    # each epoch's own time: a run resumed after a pause (or slowed by other jobs) shows it there
+    info["epoch_seconds"] = [round(row["train_seconds"], 1) for row in info.pop("history")]
     files = [*(data.train.files or []), *((data.val.files or []) if data.val is not None else [])]
     info["images"] = len(data.train) + (len(data.val) if data.val is not None else 0)
     return str(out), info, files
@@ -139,19 +141,21 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
             "seconds": result.timing.get("wall_seconds"), "labelled_images": labels}
 
 
-def dataset_runs(cfg: dict[str, Any], name: str, args: Any, encoder: str, pool_files: set[str]
-                 ) -> dict[str, list[dict[str, Any]]]:
-    """Every segmenter of dataset ``name``, for every seed, keyed ``<tag>_<init>``."""
-    data = load_segmentation(DataConfig(**{**cfg["datasets"][name]["data"], "root": args.data_root}), 0)
+def segmentation_data(cfg: dict[str, Any], name: str, root: str | None, pool_files: set[str]) -> SegSplits:
+    """Dataset ``name``'s splits, refused when a test photo is in the pool."""
+    data = load_segmentation(DataConfig(**{**cfg["datasets"][name]["data"], "root": root}), 0)
     leaked = pool_files & set(data.test.files or [])
     if leaked:
         raise SystemExit(f"{name}: {len(leaked)} test photos are in the pool (e.g. {sorted(leaked)[0]})")
-    out: dict[str, list[dict[str, Any]]] = {}
-    for seed in range(args.seeds):
-        for run in plan(cfg["datasets"][name]):
-            out.setdefault(f"{run[0]}_{run[2]}", []).append(
-                segment_run(cfg, name, data, seed, Path(args.runs), encoder, run, args.reuse))
-    return out
+    return data
+
+
+def seed_runs(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, args: Any, encoder: str,
+              into: dict[str, list[dict[str, Any]]]) -> None:
+    """Every segmenter of dataset ``name`` for one seed, appended to ``into[<tag>_<init>]``."""
+    for run in plan(cfg["datasets"][name]):
+        into.setdefault(f"{run[0]}_{run[2]}", []).append(
+            segment_run(cfg, name, data, seed, Path(args.runs), encoder, run, args.reuse))
 
 
 def summary(key: str, runs: dict[str, list[dict[str, Any]]], inits: list[str]) -> dict[str, Any]:
@@ -195,17 +199,21 @@ def main() -> None:
     cfg = configured(args.overrides)
     started = time.time()
     encoder, pool, pool_files = pretrain_pool(cfg, args.data_root, Path(args.runs), args.reuse)
-    runs, results = {}, {}
-    for name, ds in cfg["datasets"].items():
-        runs[name] = dataset_runs(cfg, name, args, encoder, set(pool_files))
-        results.update(summary(ds["key"], runs[name], ds["all"]["inits"]))
-    out = {**results, "claims_met": claims(results),
-           "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
-           "pool_images": pool["images"], "pool_pretraining": pool, "seeds": list(range(args.seeds)),
-           "runs": runs, "overrides": args.overrides,
-           "command": common.command("segmentation_photos.py", data=True), "config": cfg,
-           **common.provenance(started, common.SHARED)}
-    common.publish(args.out, out, indent=2)
+    data = {name: segmentation_data(cfg, name, args.data_root, set(pool_files)) for name in cfg["datasets"]}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in cfg["datasets"]}
+    for seed in range(args.seeds):  # seed by seed, written after each: a killed run leaves its seeds
+        for name in cfg["datasets"]:
+            seed_runs(cfg, name, data[name], seed, args, encoder, runs[name])
+        results: dict[str, Any] = {}
+        for name, ds in cfg["datasets"].items():
+            results.update(summary(ds["key"], runs[name], ds["all"]["inits"]))
+        out = {**results, "claims_met": claims(results),
+               "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
+               "complete": seed == args.seeds - 1, "seeds": list(range(seed + 1)),
+               "pool_images": pool["images"], "pool_pretraining": pool, "runs": runs,
+               "overrides": args.overrides, "command": common.command("segmentation_photos.py", data=True),
+               "config": cfg, **common.provenance(started, common.SHARED)}
+        common.publish(args.out, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     r = json.loads(out.read_text())
     assert r["pool_images"] == 6 + 4 + 6  # CCP's training and unmasked photos, Penn-Fudan's training
     assert r["pool_pretraining"]["steps"] >= 1 and r["pool_pretraining"]["seconds"] is not None
+    assert len(r["pool_pretraining"]["epoch_seconds"]) == 1 and r["complete"] and r["seeds"] == [0, 1]
     for key in ("pennfudan_person_iou_all_pretrained", "pennfudan_person_iou_all_scratch",
                 "pennfudan_person_iou_2_pretrained", "ccp_person_iou_all", "ccp_person_iou_3_scratch"):
         assert 0 <= r[key] <= 1 and f"{key}_std" in r
