@@ -117,9 +117,10 @@ def pretrain_pool(cfg: dict[str, Any], root: str | None, runs: Path, reuse: bool
 
 
 def plan(ds: dict[str, Any]) -> list[tuple[str, int | None, str]]:
-    """(tag, mask count, init) of every segmenter of a dataset: all masks, then each budget."""
-    return [("all", None, init) for init in ds["all"]["inits"]] + [
-        (str(b), b, init) for b in ds["budgets"] for init in ("pretrained", "scratch")]
+    """(tag, mask count, init) of every segmenter of a dataset: each budget (the short runs, and
+    the question the pool is for), then all masks."""
+    return [(str(b), b, init) for b in ds["budgets"] for init in ("pretrained", "scratch")] + [
+        ("all", None, init) for init in ds["all"]["inits"]]
 
 
 def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs: Path, encoder: str,
