@@ -117,10 +117,9 @@ def pretrain_pool(cfg: dict[str, Any], root: str | None, runs: Path, reuse: bool
 
 
 def plan(ds: dict[str, Any]) -> list[tuple[str, int | None, str]]:
-    """(tag, mask count, init) of every segmenter of a dataset: each budget (the short runs, and
-    the question the pool is for), then all masks."""
-    return [(str(b), b, init) for b in ds["budgets"] for init in ("pretrained", "scratch")] + [
-        ("all", None, init) for init in ds["all"]["inits"]]
+    """(tag, mask count, init) of every segmenter of a dataset: all masks, then each budget."""
+    return [("all", None, init) for init in ds["all"]["inits"]] + [
+        (str(b), b, init) for b in ds["budgets"] for init in ("pretrained", "scratch")]
 
 
 def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs: Path, encoder: str,
@@ -151,12 +150,11 @@ def segmentation_data(cfg: dict[str, Any], name: str, root: str | None, pool_fil
     return data
 
 
-def seed_runs(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, args: Any, encoder: str,
-              into: dict[str, list[dict[str, Any]]]) -> None:
-    """Every segmenter of dataset ``name`` for one seed, appended to ``into[<tag>_<init>]``."""
-    for run in plan(cfg["datasets"][name]):
-        into.setdefault(f"{run[0]}_{run[2]}", []).append(
-            segment_run(cfg, name, data, seed, Path(args.runs), encoder, run, args.reuse))
+def schedule(cfg: dict[str, Any], seeds: int) -> list[tuple[int, str, tuple[str, int | None, str]]]:
+    """(seed, dataset, run) in the order they train: seed by seed; in a seed, every dataset's
+    few-mask runs (short, and the question the pool is for), then the all-mask ones."""
+    return [(seed, name, run) for seed in range(seeds) for few in (True, False)
+            for name, ds in cfg["datasets"].items() for run in plan(ds) if (run[1] is not None) == few]
 
 
 def summary(key: str, runs: dict[str, list[dict[str, Any]]], inits: list[str]) -> dict[str, Any]:
@@ -172,8 +170,8 @@ def summary(key: str, runs: dict[str, list[dict[str, Any]]], inits: list[str]) -
 def same_steps(runs: dict[str, list[dict[str, Any]]]) -> bool:
     """Pretrained and scratch took the same optimiser steps at every mask count and seed."""
     tags = {run.rsplit("_", 1)[0] for run in runs}
-    return all([r["steps"] for r in runs[f"{t}_pretrained"]] == [r["steps"] for r in runs[f"{t}_scratch"]]
-               for t in tags if f"{t}_pretrained" in runs and f"{t}_scratch" in runs)
+    return all(a["steps"] == b["steps"] for t in tags if f"{t}_pretrained" in runs and f"{t}_scratch" in runs
+               for a, b in zip(runs[f"{t}_pretrained"], runs[f"{t}_scratch"], strict=False))
 
 
 CLAIMS = {  # the issue's targets: name -> (the keys it compares, the test on their means)
@@ -202,18 +200,21 @@ def main() -> None:
     encoder, pool, pool_files = pretrain_pool(cfg, args.data_root, Path(args.runs), args.reuse)
     data = {name: segmentation_data(cfg, name, args.data_root, set(pool_files)) for name in cfg["datasets"]}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in cfg["datasets"]}
-    for seed in range(args.seeds):  # seed by seed, written after each: a killed run leaves its seeds
-        for name in cfg["datasets"]:
-            seed_runs(cfg, name, data[name], seed, args, encoder, runs[name])
+    order = schedule(cfg, args.seeds)
+    for done, (seed, name, run) in enumerate(order, 1):  # written after each: a killed run leaves its part
+        tag = f"{run[0]}_{run[2]}"
+        runs[name].setdefault(tag, []).append(
+            segment_run(cfg, name, data[name], seed, Path(args.runs), encoder, run, args.reuse))
         results: dict[str, Any] = {}
-        for name, ds in cfg["datasets"].items():
-            results.update(summary(ds["key"], runs[name], ds["all"]["inits"]))
+        for each, ds in cfg["datasets"].items():
+            results.update(summary(ds["key"], runs[each], ds["all"]["inits"]))
         out = {**results, "claims_met": claims(results),
                "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
-               "complete": seed == args.seeds - 1, "seeds": list(range(seed + 1)),
-               "pool_images": pool["images"], "pool_pretraining": pool, "runs": runs,
-               "overrides": args.overrides, "command": common.command("segmentation_photos.py", data=True),
-               "config": cfg, **common.provenance(started, common.SHARED)}
+               "complete": done == len(order), "runs_done": f"{done} of {len(order)}",
+               "seeds": list(range(args.seeds)), "pool_images": pool["images"], "pool_pretraining": pool,
+               "runs": runs, "overrides": args.overrides,
+               "command": common.command("segmentation_photos.py", data=True), "config": cfg,
+               **common.provenance(started, common.SHARED)}
         common.publish(args.out, out, indent=2)
 
 

@@ -52,3 +52,16 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     assert [x["steps"] for x in r["runs"]["clothing-co-parsing"]["2_scratch"]] == [3, 3]
     assert set(r["claims_met"]) == {"pennfudan_all_pretrained_at_least_0.75", "ccp_all_at_least_0.92"}
     assert "datasets.penn-fudan.budgets=[2]" in r["overrides"] and r["config"]["pool"]["train"]["epochs"] == 1
+
+
+def test_runs_go_seed_by_seed_few_masks_first(bench_script):
+    bench = bench_script("segmentation_photos")
+    order = bench.schedule(bench.CONFIG, 2)
+    assert len(order) == 2 * (4 + 5)  # Penn-Fudan: 2 all-mask + 2 at 10 masks; CCP: 1 + 4
+    seed0 = [(name, run[0], run[2]) for seed, name, run in order if seed == 0]
+    assert seed0 == [("penn-fudan", "10", "pretrained"), ("penn-fudan", "10", "scratch"),
+                     ("clothing-co-parsing", "10", "pretrained"), ("clothing-co-parsing", "10", "scratch"),
+                     ("clothing-co-parsing", "50", "pretrained"), ("clothing-co-parsing", "50", "scratch"),
+                     ("penn-fudan", "all", "pretrained"), ("penn-fudan", "all", "scratch"),
+                     ("clothing-co-parsing", "all", "pretrained")]
+    assert [seed for seed, _, _ in order] == [0] * 9 + [1] * 9
