@@ -449,7 +449,7 @@ def compare(result: dict, peer_runs: dict) -> None:
         ours["fraction_of_matmul_ceiling"] = round(ours["images_per_s"] * mflop / 1e3 / ceilings["fp32"], 3)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", action="store_true", help="run the peers (peers.py) in this session")
     ap.add_argument("--tf-python", help="python of an environment with tensorflow (Keras peer)")
@@ -477,7 +477,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", help="results file (default bench/results/throughput.json; with "
                                   "--device cuda, bench/results/throughput_gpu/throughput_gpu.json)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     check_args(a)
     if a.quick:
         os.environ["AEVISION_BENCH_QUICK"] = "1"
@@ -572,7 +572,9 @@ def whole_run(a: argparse.Namespace) -> dict:
         if not gpu:
             result.update(child(["--part", "pretrain-mnist", *root]))
         if a.quality:
-            result["probe_quality"] = child(["--part", "probe", *root])
+            probe_size = [*(["--probe-limit", str(a.probe_limit)] if a.probe_limit else []),
+                          *(["--probe-epochs", str(a.probe_epochs)] if a.probe_epochs else [])]
+            result["probe_quality"] = child(["--part", "probe", *root, *probe_size])
             result["probe_points_bf16_vs_fp32"] = result["probe_quality"].get("probe_points_bf16_vs_fp32")
     if a.peers:
         result["peers"] = peer_runs

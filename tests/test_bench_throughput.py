@@ -59,3 +59,13 @@ def test_quality_compares_fp32_and_bf16_runs_of_one_seed(bench_script, monkeypat
     assert result["loss_ratio_bf16_vs_fp32"] == round(result["val_loss_bf16"] / result["val_loss_fp32"], 4)
     # one seed, one data order: two runs at the same precision agree exactly
     assert bench_script("throughput").quality("M1")["val_loss_fp32"] == result["val_loss_fp32"]
+
+
+def test_the_whole_run_hands_the_probe_sizes_to_its_child(bench_script, monkeypatch):
+    bench = bench_script("throughput")
+    calls = []
+    monkeypatch.setattr(bench, "child", lambda args: calls.append(args) or {})
+    monkeypatch.setattr(bench, "run_models", lambda *a: None)
+    a = bench.parse_args(["--quality", "--probe-limit", "5000", "--probe-epochs", "2", "--data-root", "/d"])
+    bench.whole_run(a)
+    assert ["--part", "probe", "--data-root", "/d", "--probe-limit", "5000", "--probe-epochs", "2"] in calls
