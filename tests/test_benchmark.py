@@ -132,7 +132,12 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     board = json.loads((out / "leaderboard.json").read_text())
     models = ["dense", "sparse-l1", "contractive", "denoising", "conv"]
     methods = {r["method"] for r in board["rows"]}
-    assert methods == {*models, "pixels", "pca-32", "scratch:conv", *(f"untrained:{m}" for m in models)}
+    # sparse-l1 and denoising are dense plus a penalty or a corruption: dense's control is theirs
+    controls = {"untrained:dense", "untrained:contractive", "untrained:conv"}
+    assert methods == {*models, "pixels", "pca-32", "scratch:conv", *controls}
+    info = board["datasets"]["digits"]["methods"]
+    assert [info[m]["untrained_control"] for m in models] == [
+        "untrained:dense", "untrained:dense", "untrained:contractive", "untrained:dense", "untrained:conv"]
     rows = {(r["method"], r["protocol"], r["budget"], r["loss"]): r for r in board["rows"]}
     for m in [*models, "pixels", "pca-32"]:
         assert rows[(m, "linear", "5/class", None)]["n_seeds"] == 2
