@@ -61,23 +61,21 @@ def row(rows: list[dict[str, Any]], method: str, protocol: str, budget: str) -> 
                  and r["budget"] == budget and r["imbalance"] is None), None)
 
 
-def scratch_row(board: dict[str, Any], method: str, budget: str = "all") -> dict[str, Any] | None:
-    """The supervised baseline of ``method``'s own architecture, as the benchmark recorded it."""
+def baseline_row(board: dict[str, Any], method: str, link: str, protocol: str, budget: str = "all"
+                 ) -> dict[str, Any] | None:
+    """The row of the baseline the benchmark linked to ``method`` under ``link`` in its methods
+    (``scratch_baseline``: its architecture from scratch; ``untrained_control``: its encoder
+    untrained, shared by models that differ only in a penalty)."""
     for info in board["datasets"].values():
-        baseline = info["methods"].get(method, {}).get("scratch_baseline")
+        baseline = info["methods"].get(method, {}).get(link)
         if baseline:
-            return row(board["rows"], baseline, "finetune", budget)
+            return row(board["rows"], baseline, protocol, budget)
     return None
 
 
-def untrained_row(board: dict[str, Any], method: str, budget: str = "all") -> dict[str, Any] | None:
-    """The linear probe of ``method``'s encoder untrained (its control, which models that differ
-    only in a penalty share), as the benchmark recorded it."""
-    for info in board["datasets"].values():
-        control = info["methods"].get(method, {}).get("untrained_control")
-        if control:
-            return row(board["rows"], control, "linear", budget)
-    return None
+def scratch_row(board: dict[str, Any], method: str, budget: str = "all") -> dict[str, Any] | None:
+    """The supervised baseline of ``method``'s own architecture, fine-tuned."""
+    return baseline_row(board, method, "scratch_baseline", "finetune", budget)
 
 
 def models_where(board: dict[str, Any], test: Any) -> list[str]:
@@ -101,7 +99,8 @@ def cifar10_keys(board: dict[str, Any]) -> dict[str, Any]:
         "linear_probe_400pc_mean": accuracy(lin_400),
         "linear_probe_400pc_std": accuracy(lin_400, "accuracy_std"),
         "linear_probe_400pc_model": lin_400 and lin_400["method"],
-        "untrained_linear_all": lin_all and accuracy(untrained_row(board, lin_all["method"])),
+        "untrained_linear_all": lin_all and accuracy(
+            baseline_row(board, lin_all["method"], "untrained_control", "linear")),
         "finetune_400pc_pretrained": accuracy(ft_400), "finetune_400pc_model": ft_400 and ft_400["method"],
         "finetune_400pc_scratch": ft_400 and accuracy(scratch_row(board, ft_400["method"], "400/class")),
     }

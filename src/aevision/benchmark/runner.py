@@ -263,7 +263,7 @@ class DatasetRun:
         feats_cfg = self.cfg.model_features(name)
         torch.manual_seed(pcfg.seed)
         model = model_from_config(pcfg, self.train.image_shape)
-        identity = self._encoder_identity(name, pcfg, model)
+        identity = self._encoder_identity(name, pcfg, feats_cfg, model)
         if identity in self._controls:
             self.methods[name]["untrained_control"] = label = self._controls[identity]
             self.methods[label]["control_of"].append(name)
@@ -278,14 +278,14 @@ class DatasetRun:
         self.methods[name]["untrained_control"] = label  # what the leaderboard compares it with
         return Method(label, "control", config, fe.dim, stats={"features": fe})
 
-    def _encoder_identity(self, name: str, pcfg: PretrainConfig, model: Autoencoder) -> str:
+    def _encoder_identity(self, name: str, pcfg: PretrainConfig, feats_cfg: Any, model: Autoencoder) -> str:
         """What an untrained ``name`` computes and how it is evaluated, as a string: equal strings,
         equal controls."""
         configured = model.regularizers[len(model.regularizers) - len(pcfg.regularizers):]
         transforms = [to_dict(r) for r, reg in zip(pcfg.regularizers, configured, strict=True)
                       if reg.transforms_code]
         return json.dumps({"model": to_dict(pcfg.model), "code_transforms": transforms, "seed": pcfg.seed,
-                           "features": to_dict(self.cfg.model_features(name)),
+                           "features": to_dict(feats_cfg),
                            "protocols": [p for p in ("linear", "knn") if self.cfg.runs(p, name)]},
                           sort_keys=True, default=str)
 
