@@ -108,28 +108,37 @@ def keras_peer(tf_python: str, name: str, args: list[str], n: int, batch: int, e
     return json.loads(lines[-1])
 
 
-def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1.0) -> float:
+def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1.0,
+                  device: str = "cpu") -> float:
     """Median GFLOP/s of ``torch.mm`` on (n, n) matrices of ``dtype``, reps of ~``min_time`` s."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    c = torch.empty(n, n, dtype=dtype)
-    torch.mm(a, b, out=c)
-    t = time.perf_counter()
-    torch.mm(a, b, out=c)
-    inner = max(1, int(min_time / max(time.perf_counter() - t, 1e-6)))
-    rates = []
-    for _ in range(reps):
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    c = torch.empty(n, n, dtype=dtype, device=device)
+
+    def timed(inner: int) -> float:
+        _sync(device)
         t = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b, out=c)
-        rates.append(2.0 * n ** 3 * inner / (time.perf_counter() - t) / 1e9)
-    return round(statistics.median(rates), 1)
+        _sync(device)
+        return time.perf_counter() - t
+
+    timed(3)  # warm-up: kernel selection, clocks
+    inner = max(1, int(min_time / max(timed(1), 1e-6)))
+    return round(statistics.median(2.0 * n ** 3 * inner / timed(inner) / 1e9 for _ in range(reps)), 1)
 
 
-def matmul_ceiling(sizes: tuple[int, ...] = (1024, 2048, 4096), min_time: float = 1.0) -> dict:
-    """fp32 and bf16 matmul GFLOP/s at each size; ``peak`` the best size of each."""
+def _sync(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def matmul_ceiling(sizes: tuple[int, ...] = (1024, 2048, 4096), min_time: float = 1.0,
+                   device: str = "cpu") -> dict:
+    """fp32 and bf16 matmul GFLOP/s at each size; ``peak`` the best size of each. On a GPU fp32
+    runs as the benchmark's models do (TF32 where ``torch.backends.cuda.matmul.allow_tf32``)."""
     out: dict = {}
     for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        by_size = {str(n): matmul_gflops(dtype, n, min_time=min_time) for n in sizes}
+        by_size = {str(n): matmul_gflops(dtype, n, min_time=min_time, device=device) for n in sizes}
         out[label] = {"gflops_by_size": by_size, "peak": max(by_size.values())}
     return out
 

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -270,6 +271,14 @@ def contractive_costs(device: str = "cpu", bf16: bool = False) -> dict:
             "note": "default estimate: samples=0.25 of each batch (unbiased), 1 projection"}
 
 
+def matmul_part(device: str) -> dict:
+    """The matmul ceilings on ``device`` (a GPU: larger matrices, where it reaches its peak)."""
+    torch.set_num_threads(THREADS)
+    if quick():
+        return peers.matmul_ceiling((256 if device == "cpu" else 1024,), 0.2, device)
+    return peers.matmul_ceiling((1024, 2048, 4096) if device == "cpu" else (4096, 8192), device=device)
+
+
 def synchronize(device: str) -> None:
     if device != "cpu":
         torch.cuda.synchronize()
@@ -432,21 +441,36 @@ def compare(result: dict, peer_runs: dict) -> None:
     result["matmul_ceiling_gflops"] = ceilings
     for m in PEERS:
         ours, got = result.get(m, {}), peer_runs.get(m, {})
-        ips = {label: r["images_per_s"] for label, r in got.items() if r.get("images_per_s")}
-        if not ours.get("images_per_s"):
-            continue
-        if ips:
-            best = max(ips, key=lambda k: ips[k])
-            ours.update(best_peer=best, best_peer_images_per_s=ips[best],
-                        ratio_vs_best_peer=round(ours["images_per_s"] / ips[best], 3))
-            ours["same_run_peers"] = {k: {"images_per_s": v, "ratio": round(ours["images_per_s"] / v, 3)}
-                                      for k, v in ips.items()}
-        fp32_keras = [ips[k] for k in ("keras", "keras_best") if k in ips]
-        if fp32_keras:
-            ours["keras_best_fp32_images_per_s"] = max(fp32_keras)
-        mflop = ours["train_mflop_per_image"]
-        ours["bf16_ceiling_fraction"] = round(ours["images_per_s"] * mflop / 1e3 / ceilings["bf16"], 3)
-        ours["fraction_of_matmul_ceiling"] = round(ours["images_per_s"] * mflop / 1e3 / ceilings["fp32"], 3)
+        if ours.get("images_per_s"):
+            against_peers(ours, {label: r["images_per_s"] for label, r in got.items()
+                                 if r.get("images_per_s")}, ceilings)
+
+
+def against_peers(ours: dict, ips: dict[str, float], ceilings: dict[str, float]) -> None:
+    """Add to a model's best run: its best peer of ``ips`` (label -> images/s) and the ratios, the
+    best fp32 Keras figure, and its shares of the matmul ceilings (GFLOP/s by dtype)."""
+    if ips:
+        best = max(ips, key=lambda k: ips[k])
+        ours.update(best_peer=best, best_peer_images_per_s=ips[best],
+                    ratio_vs_best_peer=round(ours["images_per_s"] / ips[best], 3))
+        ours["same_run_peers"] = {k: {"images_per_s": v, "ratio": round(ours["images_per_s"] / v, 3)}
+                                  for k, v in ips.items()}
+    fp32_keras = [ips[k] for k in ("keras", "keras_best") if k in ips]
+    if fp32_keras:
+        ours["keras_best_fp32_images_per_s"] = max(fp32_keras)
+    gflops = ours["images_per_s"] * ours["train_mflop_per_image"] / 1e3
+    ours["bf16_ceiling_fraction"] = round(gflops / ceilings["bf16"], 3)
+    ours["fraction_of_matmul_ceiling"] = round(gflops / ceilings["fp32"], 3)
+
+
+def gpu_summary(runs: dict[str, dict], ceilings: dict[str, float]) -> dict:
+    """A model's GPU variants as the CPU table has them: the best variant's run, and as peers the
+    plain PyTorch loop of each variant (fp32, bf16 autocast, bf16 + compile; no Keras there)."""
+    best = best_variant(runs)
+    if best.get("images_per_s"):
+        against_peers(best, {f"torch_{v}": r["plain_torch_images_per_s"] for v, r in runs.items()
+                             if r.get("plain_torch_images_per_s")}, ceilings)
+    return best
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -475,6 +499,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data-root", default=os.environ.get("AEVISION_DATA"),
                     help="where MNIST is, for the pretraining memory part (default $AEVISION_DATA)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--budget-s", type=float,
+                    help="with --device cuda: start no model run after this many seconds (the "
+                         "file is rewritten after every run, marked complete: false until the end)")
     ap.add_argument("--out", help="results file (default bench/results/throughput.json; with "
                                   "--device cuda, bench/results/throughput_gpu/throughput_gpu.json)")
     a = ap.parse_args(argv)
@@ -512,8 +539,7 @@ def one_part(a: argparse.Namespace) -> dict | None:
         "contractive-bf16": lambda: contractive_costs(a.device, bf16=True),
         "encode": lambda: {"encode_mnist_60k_s": encode_60k(a.device)},
         "pretrain-mnist": lambda: {"pretrain_mnist": pretrain_mnist(a.data_root)},
-        "matmul": lambda: (torch.set_num_threads(THREADS),
-                           peers.matmul_ceiling(*(((1024,), 0.2) if quick() else ())))[1],
+        "matmul": lambda: matmul_part(a.device),
         "quality": lambda: quality(a.model, a.quality_n, a.quality_epochs),
         "probe": lambda: probe_quality(a.data_root, a.probe_limit or (2000 if quick() else None),
                                        a.probe_epochs or (1 if quick() else None)),
@@ -533,12 +559,11 @@ def variants_of(name: str, a: argparse.Namespace) -> list[str]:
 
 def run_models(a: argparse.Namespace, result: dict, peer_runs: dict) -> None:
     """Each model at each variant in its own child process, its peers right after it."""
-    gpu = a.device == "cuda"
     for name in a.models.split(","):
         runs = {v: child(["--model", name, "--variant", v, "--device", a.device])
                 for v in variants_of(name, a)}
-        result[name] = runs if gpu else best_variant(runs)
-        if a.quality and not gpu:
+        result[name] = best_variant(runs)
+        if a.quality:
             result[name]["quality"] = child(["--part", "quality", "--model", name, "--quality-n",
                                              str(a.quality_n), "--quality-epochs", str(a.quality_epochs)])
             result[name]["loss_ratio_bf16_vs_fp32"] = result[name]["quality"].get("loss_ratio_bf16_vs_fp32")
@@ -547,10 +572,31 @@ def run_models(a: argparse.Namespace, result: dict, peer_runs: dict) -> None:
             peer_runs[name] = peer_results(name, a.tf_python)
 
 
-def whole_run(a: argparse.Namespace) -> dict:
+def gpu_models(a: argparse.Namespace, result: dict, save: Callable[[], None]) -> None:
+    """On a GPU: the matmul ceilings, then every model at one variant before the next variant
+    (fp32, bf16, bf16 + compile: with ``--budget-s`` the slow compiled runs are the ones left out),
+    each model's summary (:func:`gpu_summary`) and ``save`` after every child."""
+    t0 = time.monotonic()
+    result["matmul_ceiling"] = ceiling = child(["--part", "matmul", "--device", a.device])
+    ceilings = {k: ceiling[k]["peak"] for k in ("fp32", "bf16")}
+    result["matmul_ceiling_gflops"] = ceilings
+    models = a.models.split(",")
+    runs: dict[str, dict] = {m: {} for m in models}
+    for v in dict.fromkeys(v for m in models for v in variants_of(m, a)):
+        for m in (m for m in models if v in variants_of(m, a)):
+            if a.budget_s and time.monotonic() - t0 > a.budget_s:
+                runs[m][v] = {"skipped": f"past --budget-s {a.budget_s:g}"}
+            else:
+                runs[m][v] = child(["--model", m, "--variant", v, "--device", a.device])
+            result[m] = gpu_summary(runs[m], ceilings)
+            save()
+
+
+def whole_run(a: argparse.Namespace, save: Callable[[dict], None] = lambda result: None) -> dict:
     """The matmul ceilings, each model (and variant) in its own child process with its peers right
     after it, the ceilings again, then the contractive cost (fp32 and bf16), ``encode``, the MNIST
-    pretraining part and (``--quality``) the MNIST probe in bf16 vs fp32."""
+    pretraining part and (``--quality``) the MNIST probe in bf16 vs fp32. On a GPU the short parts
+    come first and the models last (:func:`gpu_models`), the file saved after every run."""
     gpu = a.device == "cuda"
     result = {"command": "python bench/throughput.py", "threads": THREADS,
               "machine": common.machine(load_average=True)}
@@ -559,28 +605,40 @@ def whole_run(a: argparse.Namespace) -> dict:
     if gpu:
         result["machine"]["cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
         result["machine"]["cudnn_tf32"] = torch.backends.cudnn.allow_tf32
-    peer_runs: dict = {"matmul_ceiling": [child(["--part", "matmul"])] if a.peers else []}
-    run_models(a, result, peer_runs)
-    if a.peers:
-        peer_runs["matmul_ceiling"].append(child(["--part", "matmul"]))
-    device_args = ["--device", a.device]
-    if not a.models_only:
-        result["contractive_cost"] = child(["--part", "contractive", *device_args])
-        result["contractive_cost_bf16"] = child(["--part", "contractive-bf16", *device_args])
-        result.update(child(["--part", "encode", *device_args]))
-        root = ["--data-root", a.data_root] if a.data_root else []
-        if not gpu:
-            result.update(child(["--part", "pretrain-mnist", *root]))
-        if a.quality:
-            probe_size = [*(["--probe-limit", str(a.probe_limit)] if a.probe_limit else []),
-                          *(["--probe-epochs", str(a.probe_epochs)] if a.probe_epochs else [])]
-            result["probe_quality"] = child(["--part", "probe", *root, *probe_size])
-            result["probe_points_bf16_vs_fp32"] = result["probe_quality"].get("probe_points_bf16_vs_fp32")
-    if a.peers:
-        result["peers"] = peer_runs
-        compare(result, peer_runs)
+        if not a.models_only:
+            other_parts(a, result)
+        gpu_models(a, result, lambda: save({**result, "complete": False}))
+    else:
+        peer_runs: dict = {"matmul_ceiling": [child(["--part", "matmul"])] if a.peers else []}
+        run_models(a, result, peer_runs)
+        if a.peers:
+            peer_runs["matmul_ceiling"].append(child(["--part", "matmul"]))
+        if not a.models_only:
+            other_parts(a, result)
+        if a.peers:
+            result["peers"] = peer_runs
+            compare(result, peer_runs)
     result["command"] = common.command("throughput.py")
+    result["complete"] = True
     return result
+
+
+def other_parts(a: argparse.Namespace, result: dict) -> None:
+    """The contractive cost (fp32 and bf16), ``encode``; on the CPU the MNIST pretraining part and
+    (``--quality``) the MNIST probe in bf16 vs fp32."""
+    device_args = ["--device", a.device]
+    result["contractive_cost"] = child(["--part", "contractive", *device_args])
+    result["contractive_cost_bf16"] = child(["--part", "contractive-bf16", *device_args])
+    result.update(child(["--part", "encode", *device_args]))
+    if a.device != "cpu":
+        return
+    root = ["--data-root", a.data_root] if a.data_root else []
+    result.update(child(["--part", "pretrain-mnist", *root]))
+    if a.quality:
+        probe_size = [*(["--probe-limit", str(a.probe_limit)] if a.probe_limit else []),
+                      *(["--probe-epochs", str(a.probe_epochs)] if a.probe_epochs else [])]
+        result["probe_quality"] = child(["--part", "probe", *root, *probe_size])
+        result["probe_points_bf16_vs_fp32"] = result["probe_quality"].get("probe_points_bf16_vs_fp32")
 
 
 def main() -> None:
@@ -590,7 +648,8 @@ def main() -> None:
         print(json.dumps(part))
         return
     default = "throughput_gpu/throughput_gpu.json" if a.device == "cuda" else "throughput.json"
-    common.publish(a.out or str(common.RESULTS / default), whole_run(a))
+    out = a.out or str(common.RESULTS / default)
+    common.publish(out, whole_run(a, lambda partial: common.write_json(out, partial)))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,42 @@ def test_the_whole_run_hands_the_probe_sizes_to_its_child(bench_script, monkeypa
     a = bench.parse_args(["--quality", "--probe-limit", "5000", "--probe-epochs", "2", "--data-root", "/d"])
     bench.whole_run(a)
     assert ["--part", "probe", "--data-root", "/d", "--probe-limit", "5000", "--probe-epochs", "2"] in calls
+
+
+def test_the_gpu_run_measures_every_model_per_variant_and_saves_after_each(bench_script, monkeypatch):
+    """Variants outer (the compiled ones last, the ones a --budget-s drops), a summary against the
+    plain loops of every variant, and the file saved after every child."""
+    bench = bench_script("throughput")
+    calls, saved = [], []
+    ceiling = {"fp32": {"peak": 400e3}, "bf16": {"peak": 800e3}}
+    speed = {"fp32": 100.0, "bf16": 300.0, "bf16+compile": 200.0}
+
+    def child(args):
+        calls.append(args)
+        if args[:2] == ["--part", "matmul"]:
+            return ceiling
+        v = args[args.index("--variant") + 1]
+        return {"images_per_s": speed[v], "plain_torch_images_per_s": speed[v] / 2 + (v == "fp32") * 250,
+                "precision": v, "train_mflop_per_image": 8.0}
+
+    monkeypatch.setattr(bench, "child", child)
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench.common, "machine", lambda **kw: {})
+    a = bench.parse_args(["--device", "cuda", "--models", "M1,M3", "--models-only"])
+    result = bench.whole_run(a, saved.append)
+    order = [(c[c.index("--variant") + 1], c[c.index("--model") + 1]) for c in calls if "--model" in c]
+    assert order == [("fp32", "M1"), ("fp32", "M3"), ("bf16", "M1"), ("bf16", "M3"),
+                     ("bf16+compile", "M1"), ("bf16+compile", "M3")]
+    assert len(saved) == 6 and not saved[0]["complete"] and result["complete"]
+    m3 = result["M3"]
+    assert m3["images_per_s"] == 300.0 and m3["fp32_images_per_s"] == 100.0
+    assert (m3["best_peer"], m3["ratio_vs_best_peer"]) == ("torch_fp32", 1.0)  # plain fp32: 300
+    assert m3["bf16_ceiling_fraction"] == round(300 * 8 / 1e3 / 800e3, 3)
+    assert result["matmul_ceiling_gflops"] == {"fp32": 400e3, "bf16": 800e3}
+    # past the budget, runs are recorded as skipped, not started
+    calls.clear()
+    monkeypatch.setattr(bench.time, "monotonic", iter(range(0, 1000, 100)).__next__)
+    result = bench.whole_run(bench.parse_args(["--device", "cuda", "--models", "M1,M3", "--models-only",
+                                               "--budget-s", "250"]))
+    assert len([c for c in calls if "--model" in c]) == 2
+    assert result["M1"]["variants"]["bf16+compile"] == {"skipped": "past --budget-s 250"}
