@@ -276,7 +276,7 @@ def matmul_part(device: str) -> dict:
     torch.set_num_threads(THREADS)
     if quick():
         return peers.matmul_ceiling((256 if device == "cpu" else 1024,), 0.2, device)
-    return peers.matmul_ceiling((1024, 2048, 4096) if device == "cpu" else (4096, 8192), device=device)
+    return peers.matmul_ceiling((1024, 2048, 4096) if device == "cpu" else (8192,), device=device)
 
 
 def synchronize(device: str) -> None:
