@@ -23,6 +23,7 @@ steps, the pool's pretraining its time.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
                       reuse="read back runs that finished in --runs under the identical key")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    p.add_argument("--only", choices=["few", "all"],
+                   help="a trial: only the few-mask runs, or only the all-mask ones")
     return p.parse_args(argv)
 
 
@@ -132,13 +135,23 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
         "seed": seed, "output_dir": str(runs / name / f"seed{seed}" / f"{tag}-{init}"), "encoder": encoder,
         "init": init, "labels": labels,
         "freeze_epochs": sched["freeze_epochs"] if init == "pretrained" else 0,
-        "examples": 4, "data": ds["data"], "decoder": seg["decoder"], "augment": seg["augment"],
+        "examples": 4, "data": ds["data"], **{k: v for k, v in seg.items() if k != "train"},
         "train": {**seg["train"], "epochs": sched["epochs"], "epoch_steps": sched.get("epoch_steps"),
                   "progress": False},
     }
+    if init == "scratch":
+        config.pop("pretrained_lr_scale", None)  # the pretrained weights' own rate
     result = segment(config, data=data, reuse=reuse, overwrite=True)
-    return {"person_iou": result.metrics["iou"]["person"], "steps": result.fit.steps,
-            "seconds": result.timing.get("wall_seconds"), "labelled_images": labels}
+    return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),
+            "steps": result.fit.steps, "seconds": result.timing.get("wall_seconds"),
+            "labelled_images": labels}
+
+
+def val_person_iou(out_dir: Path) -> float | None:
+    """The person IoU on the validation split of the epoch kept (what trials compare: the test
+    split is never chosen on), as the run's ``metrics.json`` records it."""
+    val = json.loads((out_dir / "metrics.json").read_text()).get("val")
+    return val["iou"]["person"] if val else None
 
 
 def segmentation_data(cfg: dict[str, Any], name: str, root: str | None, pool_files: set[str]) -> SegSplits:
@@ -150,10 +163,13 @@ def segmentation_data(cfg: dict[str, Any], name: str, root: str | None, pool_fil
     return data
 
 
-def schedule(cfg: dict[str, Any], seeds: int) -> list[tuple[int, str, tuple[str, int | None, str]]]:
+def schedule(cfg: dict[str, Any], seeds: int, only: str | None = None
+             ) -> list[tuple[int, str, tuple[str, int | None, str]]]:
     """(seed, dataset, run) in the order they train: seed by seed; in a seed, every dataset's
-    few-mask runs (short, and the question the pool is for), then the all-mask ones."""
-    return [(seed, name, run) for seed in range(seeds) for few in (True, False)
+    few-mask runs (short, and the question the pool is for), then the all-mask ones (``only``:
+    one of the two)."""
+    kinds = {"few": (True,), "all": (False,), None: (True, False)}[only]
+    return [(seed, name, run) for seed in range(seeds) for few in kinds
             for name, ds in cfg["datasets"].items() for run in plan(ds) if (run[1] is not None) == few]
 
 
@@ -200,7 +216,7 @@ def main() -> None:
     encoder, pool, pool_files = pretrain_pool(cfg, args.data_root, Path(args.runs), args.reuse)
     data = {name: segmentation_data(cfg, name, args.data_root, set(pool_files)) for name in cfg["datasets"]}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in cfg["datasets"]}
-    order = schedule(cfg, args.seeds)
+    order = schedule(cfg, args.seeds, args.only)
     for done, (seed, name, run) in enumerate(order, 1):  # written after each: a killed run leaves its part
         tag = f"{run[0]}_{run[2]}"
         runs[name].setdefault(tag, []).append(
@@ -212,7 +228,7 @@ def main() -> None:
                "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
                "complete": done == len(order), "runs_done": f"{done} of {len(order)}",
                "seeds": list(range(args.seeds)), "pool_images": pool["images"], "pool_pretraining": pool,
-               "runs": runs, "overrides": args.overrides,
+               "runs": runs, "overrides": args.overrides, "only": args.only,
                "command": common.command("segmentation_photos.py", data=True), "config": cfg,
                **common.provenance(started, common.SHARED)}
         common.publish(args.out, out, indent=2)

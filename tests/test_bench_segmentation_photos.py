@@ -38,7 +38,8 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     bench = bench_script("segmentation_photos")
     out = tmp_path / "out.json"
     argv = ["segmentation_photos.py", "--data-root", str(tmp_path / "data"), "--runs", str(tmp_path / "runs"),
-            "--out", str(out), "--seeds", "2", *[a for s in TINY for a in ("--set", s)]]
+            "--out", str(out), "--seeds", "2",
+            *[a for s in [*TINY, "segment.pretrained_lr_scale=0.5"] for a in ("--set", s)]]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     r = json.loads(out.read_text())
@@ -52,6 +53,14 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     assert [x["steps"] for x in r["runs"]["clothing-co-parsing"]["2_scratch"]] == [3, 3]
     assert set(r["claims_met"]) == {"pennfudan_all_pretrained_at_least_0.75", "ccp_all_at_least_0.92"}
     assert "datasets.penn-fudan.budgets=[2]" in r["overrides"] and r["config"]["pool"]["train"]["epochs"] == 1
+    assert all(0 <= x["val_person_iou"] <= 1 for runs in r["runs"].values() for seeds in runs.values()
+               for x in seeds)
+    # segment.* settings reach every segmenter; the pretrained weights' rate only the pretrained ones
+    seed0 = tmp_path / "runs" / "penn-fudan" / "seed0"
+    saved = {init: json.loads((seed0 / f"2-{init}" / "config.json").read_text())["config"]
+             for init in ("pretrained", "scratch")}
+    assert [saved[i]["pretrained_lr_scale"] for i in ("pretrained", "scratch")] == [0.5, 1.0]
+    assert saved["scratch"]["decoder"]["stem_channels"] == 16
 
 
 def test_runs_go_seed_by_seed_few_masks_first(bench_script):
@@ -65,3 +74,5 @@ def test_runs_go_seed_by_seed_few_masks_first(bench_script):
                      ("penn-fudan", "all", "pretrained"), ("penn-fudan", "all", "scratch"),
                      ("clothing-co-parsing", "all", "pretrained")]
     assert [seed for seed, _, _ in order] == [0] * 9 + [1] * 9
+    assert {run[0] for _, _, run in bench.schedule(bench.CONFIG, 1, "few")} == {"10", "50"}
+    assert {run[0] for _, _, run in bench.schedule(bench.CONFIG, 1, "all")} == {"all"}

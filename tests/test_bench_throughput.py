@@ -61,6 +61,17 @@ def test_quality_compares_fp32_and_bf16_runs_of_one_seed(bench_script, monkeypat
     assert bench_script("throughput").quality("M1")["val_loss_fp32"] == result["val_loss_fp32"]
 
 
+def test_quality_over_seeds_reports_the_mean_ratio_and_its_spread(bench_script, monkeypatch):
+    bench = bench_script("throughput")
+    ratio = {0: 1.02, 1: 0.98, 2: 1.03}
+    monkeypatch.setattr(bench, "quality", lambda name, n, epochs, seed: {
+        "n": n, "epochs": epochs, "batch": 128, "seed": seed, "loss_ratio_bf16_vs_fp32": ratio[seed]})
+    got = bench.quality_over_seeds("M3", 1000, 4, [0, 1, 2])
+    assert got["loss_ratio_bf16_vs_fp32"] == 1.01 and got["loss_ratio_std"] == 0.0265
+    assert got["steps_per_run"] == 4 * 8 and [r["seed"] for r in got["runs"]] == [0, 1, 2]
+    assert bench.parse_args(["--quality-seeds", "0,1,2"]).quality_seeds == [0, 1, 2]
+
+
 def test_the_whole_run_hands_the_probe_sizes_to_its_child(bench_script, monkeypatch):
     bench = bench_script("throughput")
     calls = []
