@@ -115,11 +115,11 @@ def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1
     c = torch.empty(n, n, dtype=dtype, device=device)
 
     def timed(inner: int) -> float:
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b, out=c)
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - t
 
     timed(3)  # warm-up: kernel selection, clocks
@@ -127,7 +127,8 @@ def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1
     return round(statistics.median(2.0 * n ** 3 * inner / timed(inner) / 1e9 for _ in range(reps)), 1)
 
 
-def _sync(device: str) -> None:
+def synchronize(device: str) -> None:
+    """Wait for the GPU's queued work (timings of asynchronous kernels); nothing on the CPU."""
     if device != "cpu":
         torch.cuda.synchronize()
 

@@ -64,6 +64,7 @@ from aevision.engine import Trainer, seed_everything  # noqa: E402
 from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
+from peers import synchronize  # noqa: E402
 
 # peers' sizes: (n, batch, epochs); epoch 1 is warm-up
 CONFIG = {
@@ -280,11 +281,6 @@ def matmul_part(device: str) -> dict:
     if quick():
         return peers.matmul_ceiling((256 if device == "cpu" else 1024,), 0.2, device)
     return peers.matmul_ceiling((1024, 2048, 4096) if device == "cpu" else (8192,), device=device)
-
-
-def synchronize(device: str) -> None:
-    if device != "cpu":
-        torch.cuda.synchronize()
 
 
 def encode_60k(device: str = "cpu") -> float:
