@@ -150,13 +150,14 @@ def shape_of(name: str) -> tuple[int, int, int]:
 def plain_loop(model: nn.Module, x: torch.Tensor, batch: int, epochs: int,
                variant: Variant = Variant()) -> list[float]:
     """The peers' loop: float data in memory (on the model's device), randperm gather, Adam, loss,
-    backward, step; with the variant's autocast, layout and compilation."""
+    backward, step; with the variant's autocast, layout and compilation, and the engine's fused
+    Adam (until 2026-12-05 the unfused one: the engine's 1.10-1.65x "lead" was that kernel)."""
     device = x.device
     model = model.to(device)
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # the engine's kernel: a ratio of loops
     step_model = torch.compile(model) if variant.compile else model
     bf16 = variant.precision.startswith("bf16")
     times = []
@@ -427,7 +428,7 @@ def peer_results(name: str, tf_python: str | None) -> dict:
     """Every peer of ``name`` at this model's sizes, right after aevision's runs of it: plain
     PyTorch fp32 and bf16 (each in its own process), and Keras' three settings."""
     n, batch, epochs = sizes(name)
-    out = {label: child(["--peer", label, "--model", name]) for label in ("torch", "torch_bf16")}
+    out = {label: child(["--peer", label, "--model", name]) for label in peers.TORCH_PEERS}
     for label, args in peers.KERAS_RUNS.items() if tf_python else ():
         out[label] = peers.keras_peer(tf_python, name, args, n, batch, epochs, THREADS)
     return out
@@ -491,7 +492,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", choices=list(CONFIG))
     ap.add_argument("--models", default=",".join(CONFIG),
                     help="comma-separated models of a whole run (default: all)")
-    ap.add_argument("--peer", choices=["torch", "torch_bf16"], help="a child: one torch peer run")
+    ap.add_argument("--peer", choices=list(peers.TORCH_PEERS), help="a child: one torch peer run")
     ap.add_argument("--variant", default="fp32", choices=sorted({*GPU_VARIANTS, *CPU_VARIANTS}))
     ap.add_argument("--variants", help="comma-separated variants to run (default: on the CPU "
                     f"{CPU_DEFAULT['M3']} for M3, fp32,bf16 otherwise; on a GPU all)")
@@ -544,7 +545,8 @@ def one_part(a: argparse.Namespace) -> dict | None:
     if a.peer:
         n, batch, epochs = sizes(a.model)
         torch.set_num_threads(THREADS)
-        return peers.torch_peer(a.model, n, batch, epochs, bf16=a.peer == "torch_bf16")
+        bf16, fused = peers.TORCH_PEERS[a.peer]
+        return peers.torch_peer(a.model, n, batch, epochs, bf16=bf16, fused=fused)
     parts = {
         "contractive": lambda: contractive_costs(a.device),
         "contractive-bf16": lambda: contractive_costs(a.device, bf16=True),

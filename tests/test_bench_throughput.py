@@ -119,3 +119,12 @@ def test_the_gpu_run_measures_every_model_per_variant_and_saves_after_each(bench
                                                "--budget-s", "250"]))
     assert len([c for c in calls if "--model" in c]) == 2
     assert result["M1"]["variants"]["bf16+compile"] == {"skipped": "past --budget-s 250"}
+
+
+def test_the_torch_peers_run_as_written_and_with_the_fused_optimizer(bench_script, one_thread):
+    bench, peers = bench_script("throughput"), bench_script("peers")
+    assert bench.parse_args(["--peer", "torch_bf16_fused", "--model", "M1"]).peer == "torch_bf16_fused"
+    runs = {label: peers.torch_peer("M1", 256, 128, 2, *flags) for label, flags in peers.TORCH_PEERS.items()}
+    assert [r["peer"] for r in runs.values()] == [
+        "torch-fp32", "torch-bf16-autocast", "torch-fp32-fused-adam", "torch-bf16-autocast-fused-adam"]
+    assert all(r["images_per_s"] > 0 and len(r["epoch_times_s"]) == 2 for r in runs.values())
