@@ -7,7 +7,8 @@ python):
 - plain PyTorch as the peers wrote it: their models (M1, M2, M3; for ``conv`` the same layers as
   aevision's default conv autoencoder in one ``nn.Sequential``), float data in memory, a randperm
   gather, ``Adam(lr=1e-3)``, ``F.mse_loss`` (+ M2's ``0.01 * mean|z|``), backward, step; in fp32
-  and under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the peer's bf16), in this process;
+  and under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the peer's bf16), each with Adam as
+  written and with ``fused=True`` (the engine's kernel, one argument away), in this process;
 - Keras (``peer_keras.py``): ``fit`` as written (fp32), fp32 with XLA and tf.data autotune off (the
   best fp32 Keras of the issue), and ``mixed_bfloat16`` with XLA;
 - the matmul ceiling: ``torch.mm`` of square fp32 and bf16 matrices, GFLOP/s (median of 7 reps of

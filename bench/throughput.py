@@ -24,13 +24,13 @@ takes milliseconds there) and GPU-resident data on both sides. Peak GPU memory i
 
 With ``--peers`` the peers (``peers.py``) run in the same session, each right after aevision's run
 of the same model, each at its own best setting: plain PyTorch as the peers wrote it in fp32 and
-bf16 autocast (this python), Keras as written, with XLA and autotune off, and ``mixed_bfloat16``
-with XLA (``peer_keras.py`` under ``--tf-python``, a TensorFlow environment); and the fp32 and bf16
-matmul ceilings at the start and the end (the median is used): every comparison is a ratio of
-numbers measured on the same machine, minutes apart. ``--quality`` adds, per model, the
-validation loss of a fixed-seed bf16 run over an fp32 one (generated shapes, both evaluated in
-fp32), and the MNIST preset's first model's linear-probe accuracy in bf16 minus fp32, in points
-(``--part probe``; MNIST from ``--data-root``).
+bf16 autocast, each also with fused Adam (this python), Keras as written, with XLA and autotune
+off, and ``mixed_bfloat16`` with XLA (``peer_keras.py`` under ``--tf-python``, a TensorFlow
+environment); and the fp32 and bf16 matmul ceilings at the start and the end (the median is used):
+every comparison is a ratio of numbers measured on the same machine, minutes apart. ``--quality``
+adds, per model, the validation loss of a fixed-seed bf16 run over an fp32 one (generated shapes,
+both evaluated in fp32), and the MNIST preset's first model's linear-probe accuracy in bf16 minus
+fp32, in points (``--part probe``; MNIST from ``--data-root``).
 
     python bench/throughput.py --peers --tf-python tfvenv/bin/python --quality   # the issue's run
 """
