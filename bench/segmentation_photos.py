@@ -226,7 +226,8 @@ def main() -> None:
             results.update(summary(ds["key"], runs[each], ds["all"]["inits"]))
         out = {**results, "claims_met": claims(results),
                "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
-               "complete": done == len(order), "runs_done": f"{done} of {len(order)}",
+               "complete": done == len(order) and args.only is None,  # a trial is never the whole
+               "runs_done": f"{done} of {len(order)}",
                "seeds": list(range(args.seeds)), "pool_images": pool["images"], "pool_pretraining": pool,
                "runs": runs, "overrides": args.overrides, "only": args.only,
                "command": common.command("segmentation_photos.py", data=True), "config": cfg,
