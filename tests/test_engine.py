@@ -16,7 +16,7 @@ from aevision.data.batches import TensorBatches
 from aevision.engine import Trainer
 from aevision.engine.checkpoint import load_checkpoint
 from aevision.engine.schedule import lr_scheduler
-from aevision.errors import AevisionError, DivergenceError
+from aevision.errors import AevisionError, ConfigError, DivergenceError
 from aevision.io import read_safetensors
 from conftest import tiny_config
 
@@ -459,3 +459,75 @@ def test_a_warmup_run_killed_mid_warmup_resumes_exactly(tmp_path, monkeypatch):
     assert [h["lr"] for h in resumed.history] == pytest.approx([h["lr"] for h in history])
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- train.monitor: which epoch's weights are kept ------------------------------------------------
+
+
+class Scripted:
+    """``val_scores``: returns the next of ``values`` as ``score``, and keeps a copy of the weights
+    it scored, so that a test can say which epoch's weights the run kept."""
+
+    def __init__(self, *values: float):
+        self.values, self.weights = list(values), []
+
+    def __call__(self, model):
+        self.weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"score": self.values[len(self.weights) - 1]}
+
+
+def _monitored_fit(tmp_path, scores, resume=False, **train):
+    cfg = TrainConfig(**{"epochs": 3, "progress": False, "accelerator": "cpu", **train})
+    torch.manual_seed(0)
+    model = Exploding(at=10**9)  # a linear autoencoder whose loss only falls
+    val = TensorBatches(torch.randint(0, 255, (16, 1, 2, 2), dtype=torch.uint8), 8, shuffle=False)
+    fit = Trainer(cfg, tmp_path).fit(model, _batches(), val, resume=resume, val_scores=scores)
+    return fit, model
+
+
+def test_monitor_keeps_the_epoch_with_the_best_score_not_the_lowest_loss(tmp_path):
+    scores = Scripted(0.2, 0.9, 0.5)
+    fit, model = _monitored_fit(tmp_path / "score", scores, monitor="score")
+    assert [r["val_score"] for r in fit.history] == [0.2, 0.9, 0.5]  # every epoch's score recorded
+    assert fit.history[2]["val_loss"] < fit.history[1]["val_loss"]  # the loss alone would keep epoch 3
+    assert (fit.best_epoch, fit.monitored, fit.best_monitored) == (2, "val_score", 0.9)
+    assert fit.best_val_loss == fit.history[1]["val_loss"]  # the loss of the epoch kept
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in scores.weights[1].items())
+    best = read_safetensors(tmp_path / "score" / "checkpoints" / "best.safetensors")
+    assert all(torch.equal(best[k], v) for k, v in scores.weights[1].items())
+
+    by_loss, _ = _monitored_fit(tmp_path / "loss", Scripted(0.2, 0.9, 0.5))  # the default: loss
+    assert (by_loss.best_epoch, by_loss.monitored) == (3, "val_loss")
+    assert by_loss.best_monitored == by_loss.best_val_loss == by_loss.history[2]["val_loss"]
+
+
+def test_early_stopping_watches_the_monitored_score(tmp_path):
+    fit, _ = _monitored_fit(tmp_path, Scripted(0.5, 0.4, 0.3, 0.9), monitor="score", epochs=4,
+                            early_stopping_patience=2)
+    assert fit.stopped_early and len(fit.history) == 3 and fit.best_epoch == 1
+
+
+def test_the_best_score_survives_a_resume(tmp_path):
+    first, _ = _monitored_fit(tmp_path, Scripted(0.9, 0.1), monitor="score", epochs=2)
+    assert first.best_epoch == 1
+    again, model = _monitored_fit(tmp_path, Scripted(0.5), resume=True, monitor="score", epochs=3)
+    assert again.resumed_from and again.best_epoch == 1 and again.best_monitored == 0.9
+    assert all(torch.equal(model.state_dict()[k], v)
+               for k, v in read_safetensors(tmp_path / "checkpoints" / "best.safetensors").items())
+
+
+def test_a_monitor_the_run_does_not_have_names_what_it_has(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.monitor: got 'accuracy', expected one of this run's "
+                                          r"validation loss terms \(loss, recon\) or scores \(score\)"):
+        _monitored_fit(tmp_path, Scripted(0.5), monitor="accuracy")
+    with pytest.raises(ConfigError, match=r"train.monitor: got 'val loss'"):
+        TrainConfig(monitor="val loss").validate()
+
+
+def test_without_validation_a_monitored_score_is_said_to_be_unused(tmp_path, caplog):
+    cfg = TrainConfig(epochs=1, progress=False, accelerator="cpu", monitor="miou")
+    with caplog.at_level("INFO", logger="aevision.engine.loop"):
+        fit = Trainer(cfg, tmp_path).fit(Exploding(at=10**9), _batches(), None)
+    assert "train.monitor miou: no validation split, so the last epoch's weights are kept" in caplog.text
+    assert fit.monitored == "train_loss"

@@ -506,3 +506,29 @@ def test_without_validation_metrics_name_the_monitored_training_loss_honestly(tm
     assert fit["best_train_loss"] == result.fit.best_val_loss  # the engine's field, unchanged
     again = segment(cfg, data=splits, reuse=True)  # read back from that file
     assert again.reused and again.fit.best_val_loss == result.fit.best_val_loss
+
+
+def test_the_epoch_kept_is_the_one_with_the_best_validation_miou(tmp_path):
+    _autoencoder(tmp_path)
+    splits = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.25,
+                                          options={"n_train": 24, "n_test": 8, "size": 16}), 0)
+    cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
+           "train": {"epochs": 4, "batch_size": 8, "progress": False}}
+    result = segment(cfg, data=splits)
+    history = result.fit.history
+    assert all({"val_miou", "val_mean_dice", "val_pixel_accuracy"} <= set(r) for r in history)
+    best = max(range(len(history)), key=lambda i: (history[i]["val_miou"], -i))  # the first best
+    assert result.fit.best_epoch == best + 1 and result.fit.monitored == "val_miou"
+    saved = json.loads((tmp_path / "seg" / "metrics.json").read_text())
+    assert saved["fit"]["monitored"] == "val_miou"
+    assert saved["val"]["miou"] == pytest.approx(history[best]["val_miou"])  # the weights kept score it
+    again = segment(cfg, data=splits, reuse=True)
+    assert again.reused and again.fit.best_monitored == result.fit.best_monitored
+
+
+def test_segment_monitor_is_a_loss_term_or_a_score():
+    assert build_segment_config(base={"init": "scratch"}).train.monitor == "miou"
+    build_segment_config(base={"init": "scratch", "train": {"monitor": "dice"}})
+    with pytest.raises(ConfigError, match=r"train\.monitor: got 'iou', expected one of loss, ce, dice, "
+                                          r"miou, mean_dice, pixel_accuracy"):
+        build_segment_config(base={"init": "scratch", "train": {"monitor": "iou"}})

@@ -123,6 +123,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (pays off on GPUs and long runs)
     tune_allocator: bool = True  # keep freed memory for reuse (no per-step page faults; Linux)
     channels_last: bool = False  # NHWC memory layout for conv models
+    # which validation quantity picks the weights kept (best epoch) and early stopping watches:
+    # "loss" or another loss term (minimised), or a score the task computes on the validation split
+    # (segment: miou, mean_dice, pixel_accuracy; maximised). Without a validation split: the training loss
+    monitor: str = "loss"
     early_stopping_patience: int | None = None  # epochs without val improvement before stopping
     checkpoint_every_n_steps: int | None = None  # also checkpoint inside epochs
     log_every_n_steps: int = 50
@@ -153,6 +157,8 @@ class TrainConfig:
               or (isinstance(self.devices, str) and self.devices.replace(",", "").isdigit()),
               f"{prefix}.devices", self.devices,
               "a positive integer, 'auto', or a comma-separated list of device ids")
+        check(isinstance(self.monitor, str) and self.monitor.isidentifier(), f"{prefix}.monitor",
+              self.monitor, "the name of a validation loss term or score, e.g. loss")
         if self.early_stopping_patience is not None:
             check(self.early_stopping_patience >= 1, f"{prefix}.early_stopping_patience",
                   self.early_stopping_patience, "an integer >= 1 or null")

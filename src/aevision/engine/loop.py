@@ -53,7 +53,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FitResult:
-    """What a finished run reports; ``history`` has one dict per epoch."""
+    """What a finished run reports; ``history`` has one dict per epoch.
+
+    ``monitored`` names what picked ``best_epoch`` (``val_loss``, ``train_loss`` without a validation
+    split, or ``val_<train.monitor>``) and ``best_monitored`` is its value there; ``best_val_loss``
+    is the validation loss of that epoch (the training loss without validation)."""
 
     history: list[dict[str, Any]]
     steps: int
@@ -64,10 +68,16 @@ class FitResult:
     resumed_from: str | None = None
     bad_batches: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    monitored: str = "val_loss"
+    best_monitored: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+# a task's scores of the model on the validation split, higher is better ({"miou": 0.71}): recorded
+# each epoch as val_<name>, and what train.monitor may pick the best epoch by
+ValScores = Callable[[nn.Module], dict[str, float]]
 
 MIN_STEPS = 200  # fewer optimiser steps than this rarely train a network: say so before training
 
@@ -81,6 +91,20 @@ def size_epochs(train: Batches, cfg: TrainConfig, world_size: int) -> None:
         raise ConfigError("train.epoch_steps", cfg.epoch_steps,
                           "null for streamed data (an epoch of a stream is one pass over it)")
     train.epoch_size = cfg.epoch_steps * train.batch_size * world_size
+
+
+def monitored_name(cfg: TrainConfig, val: Batches | None) -> str:
+    """What picks the best epoch, as the history names it: ``val_<train.monitor>``, or
+    ``train_loss`` when there is no validation split."""
+    return f"val_{cfg.monitor}" if val is not None else "train_loss"
+
+
+def say_unmonitored(cfg: TrainConfig, val: Batches | None) -> None:
+    """One line when ``train.monitor`` names something only a validation split gives and there is
+    none (the name itself is checked against the validation's terms and scores after epoch 1)."""
+    if cfg.monitor != "loss" and val is None:
+        log.info("train.monitor %s: no validation split, so the last epoch's weights are kept",
+                 cfg.monitor)
 
 
 def warn_few_steps(cfg: TrainConfig, train: Batches, batches: int, world_size: int) -> None:
@@ -207,6 +231,7 @@ class _Fit:
     train: Batches
     val: Batches | None
     run_config: dict[str, Any]
+    val_scores: ValScores | None = None
     batches: int = 0  # training batches per epoch on this rank
     loop: LoopState = field(default_factory=LoopState)
     resumed_from: str | None = None
@@ -259,15 +284,21 @@ class Trainer:
 
     def fit(self, model: nn.Module, train: Batches, val: Batches | None,
             run_config: dict[str, Any] | None = None, *, resume: bool = False,
-            upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> FitResult:
+            upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+            val_scores: ValScores | None = None) -> FitResult:
         """Train ``model``; with ``resume``, continue from ``last.ckpt`` if its config is this one.
 
+        ``val_scores(model)``: the task's scores on the validation split (see :data:`ValScores`),
+        computed after each epoch's validation loss; ``train.monitor`` may name one of them.
         ``upgrade_config`` reads a checkpoint's config as this version of aevision would write it
         (fields added since take their defaults), so that an upgrade between a kill and the resume
         is not mistaken for a change of config.
         """
         cfg, fabric = self.cfg, self.fabric
         fit = self._setup(model, train, val, run_config or {})
+        fit.val_scores = val_scores
+        if fabric.is_global_zero:
+            say_unmonitored(cfg, val)
         if resume:
             self._resume(fit, upgrade_config)
         if fabric.world_size > 1 and fit.resumed_from is None:
@@ -292,11 +323,14 @@ class Trainer:
         if fit.best_state is not None and val is not None:
             fit.raw.load_state_dict(fit.best_state)
         loop = fit.loop
+        monitored = monitored_name(cfg, val)
+        kept = next((r for r in loop.history if r.get("epoch") == loop.best_epoch), {})
         return FitResult(
             history=loop.history, steps=loop.step, best_epoch=loop.best_epoch,
-            best_val_loss=loop.best_val, stopped_early=fit.stopped_early,
+            best_val_loss=loop.best_val if monitored in ("val_loss", "train_loss") else kept.get("val_loss"),
+            stopped_early=fit.stopped_early,
             train_seconds=round(fit.train_seconds, 3), resumed_from=fit.resumed_from,
-            bad_batches=loop.bad_batches,
+            bad_batches=loop.bad_batches, monitored=monitored, best_monitored=loop.best_val,
         )
 
     # --- setup -------------------------------------------------------------------------------
@@ -474,15 +508,16 @@ class Trainer:
         """The epoch's row in the history, best weights, checkpoint, logs; whether to stop early."""
         cfg, fabric, loop = self.cfg, self.fabric, fit.loop
         train_terms, val_terms = self._epoch_terms(fit)
-        row = self._epoch_row(fit, epoch, train_terms, val_terms)
+        scores = fit.val_scores(fit.raw) if fit.val_scores is not None and fit.val is not None else {}
+        row = self._epoch_row(fit, epoch, train_terms, {**val_terms, **scores})
         loop.history.append(row)
-        improved = self._track_best(fit, epoch, val_terms.get("loss", train_terms.get("loss")))
+        improved = self._track_best(fit, epoch, *self._monitored(fit, train_terms, val_terms, scores))
         loop.epoch, loop.batch, loop.sums, loop.seconds = epoch + 1, 0, {}, 0.0
         self._save(fit)
         if fabric.is_global_zero:
             write_csv_rows(self.out_dir / "history.csv", loop.history)
         report.header(_terms_note(row))
-        report.line(_epoch_line(row, cfg.epochs, improved and fit.val is not None))
+        report.line(_epoch_line(row, cfg.epochs, improved and fit.val is not None, cfg.monitor))
         for k, v in row.items():
             if isinstance(v, float) and k.startswith(("train_", "val_")):
                 fabric.log(f"epoch/{k}", v, step=loop.step)
@@ -524,12 +559,27 @@ class Trainer:
         row["lr"] = fit.optimizer.param_groups[0]["lr"]
         return row
 
-    def _track_best(self, fit: _Fit, epoch: int, monitored: float | None) -> bool:
-        """Whether ``monitored`` (validation loss, else training loss) improved; if so, keep and
-        write the weights as the best."""
+    def _monitored(self, fit: _Fit, train_terms: dict[str, float], val_terms: dict[str, float],
+                   scores: dict[str, float]) -> tuple[float | None, bool]:
+        """The epoch's value of ``train.monitor`` and whether higher is better (scores) or lower
+        (loss terms); without a validation split, the training loss."""
+        name = self.cfg.monitor
+        if fit.val is None:
+            return train_terms.get("loss"), False
+        if name in scores:
+            return scores[name], True
+        if name in val_terms:
+            return val_terms[name], False
+        raise ConfigError("train.monitor", name, "one of this run's validation loss terms "
+                          f"({', '.join(val_terms)}) or scores ({', '.join(scores) or 'none'})")
+
+    def _track_best(self, fit: _Fit, epoch: int, monitored: float | None, higher_is_better: bool) -> bool:
+        """Whether ``monitored`` (see :meth:`_monitored`) improved; if so, keep and write the
+        weights as the best."""
         loop = fit.loop
         improved = monitored is not None and math.isfinite(monitored) and (
-            loop.best_val is None or monitored < loop.best_val)
+            loop.best_val is None
+            or (monitored > loop.best_val if higher_is_better else monitored < loop.best_val))
         if not improved:
             loop.bad_epochs += 1
             return False
@@ -686,13 +736,18 @@ def _terms_note(row: dict[str, Any]) -> str:
     return f"(loss is the weighted sum of the terms; {', '.join(terms)} {verb} shown unweighted)"
 
 
-def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+def _epoch_line(row: dict[str, Any], epochs: int, improved: bool, monitor: str = "loss") -> str:
+    """One epoch's line: training terms, the validation loss and the monitored quantity (``*``:
+    the best so far), time and speed."""
     train = {k[6:]: v for k, v in row.items() if k.startswith("train_") and k != "train_seconds"}
     val = {k[4:]: v for k, v in row.items() if k.startswith("val_")}
     speed = f"{row['images_per_s']:,.0f} img/s" if row.get("images_per_s") else ""
     mark = " *" if improved else ""
     parts = [f"epoch {row['epoch']}/{epochs}", format_terms("", train)]
     if val:
-        parts.append(format_terms("val_", {"loss": val.get("loss", float("nan"))}) + mark)
+        shown = {"loss": val.get("loss", float("nan"))}
+        if monitor in val:
+            shown[monitor] = val[monitor]
+        parts.append(format_terms("val_", shown) + mark)
     parts.append(f"{row['train_seconds']:.1f}s {speed}")
     return "  ".join(p for p in parts if p)

@@ -27,9 +27,13 @@ from aevision.tasks.segmentation.augment import SEG_AUGMENTS
 from aevision.validation import check
 
 # Defaults that differ from pretraining's (small labelled sets: small batches, cosine decay).
+SEG_LOSS_TERMS = ("loss", "ce", "dice")  # what the segmenter's loss reports (tasks/segmentation/loss.py)
+SEG_SCORES = ("miou", "mean_dice", "pixel_accuracy")  # validation scores train.monitor may name
+
 DEFAULTS: dict[str, Any] = {
     "data": {"name": "shapes-seg"},
-    "train": {"epochs": 30, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+    # the epoch kept is the one with the best validation mIoU (the score the test reports)
+    "train": {"epochs": 30, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine", "monitor": "miou"},
     "augment": {"hflip": True},
 }
 
@@ -115,6 +119,8 @@ class SegmentConfig:
         self.data.validate(at("data"))
         self.decoder.validate(at("decoder"))
         self.train.validate(at("train"))
+        check(self.train.monitor in (*SEG_LOSS_TERMS, *SEG_SCORES), at("train.monitor"), self.train.monitor,
+              f"one of {', '.join((*SEG_LOSS_TERMS, *SEG_SCORES))}")
         self.loss.validate(at("loss"))
         self.augment.validate(at("augment"), SEG_AUGMENTS)
 

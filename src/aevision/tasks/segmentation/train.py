@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from aevision.config import VAL_BATCH_SIZE
 from aevision.data import to_float
@@ -28,6 +28,7 @@ from aevision.data.segset import IGNORE_INDEX, SegSet, SegSplits
 from aevision.data.sources import fingerprint
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
+from aevision.engine.loop import ValScores
 from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
@@ -35,7 +36,12 @@ from aevision.models import Autoencoder, load_model
 from aevision.models.unet import UNetDecoder
 from aevision.report.masks import example_sheet, save_mask, save_overlay
 from aevision.tasks.segmentation.augment import SegAugment
-from aevision.tasks.segmentation.config import SegmentConfig, as_segment_config, build_segment_config
+from aevision.tasks.segmentation.config import (
+    SEG_SCORES,
+    SegmentConfig,
+    as_segment_config,
+    build_segment_config,
+)
 from aevision.tasks.segmentation.io import load_segmenter, save_segmenter
 from aevision.tasks.segmentation.loss import SegLoss, balanced_weights
 from aevision.tasks.segmentation.metrics import SegMetrics
@@ -93,7 +99,8 @@ def segment(
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     batches = segment_batches(cfg, train, val, epoch_images(cfg, splits))
     fit = run.fit(trainer, seg, *batches, cfg.to_dict(), resume=resume, reuse=reuse,
-                  overwrite=overwrite, upgrade_config=_upgraded)
+                  overwrite=overwrite, upgrade_config=_upgraded,
+                  val_scores=val_scorer(val, trainer.fabric.device) if val is not None else None)
     seg.set_frozen(False)
     seg.eval()
     test_preds = predict_set(seg, splits.test, trainer.fabric.device)
@@ -131,21 +138,32 @@ def segment_key(cfg: SegmentConfig, ae: Autoencoder | None, splits: SegSplits) -
     return run_key(config, data=fingerprint(*parts), init=init)
 
 
+def val_scorer(val: SegSet, device: Any) -> ValScores:
+    """The segmenter's validation scores after each epoch (``SEG_SCORES``, over the whole split
+    as the test is scored), so that ``train.monitor: miou`` keeps the epoch that segments best,
+    not the one with the lowest loss (the two disagree once the loss rewards confidence)."""
+    def scores(seg: nn.Module) -> dict[str, float]:
+        was_training = seg.training
+        metrics = score(predict_set(seg, val, device), val)  # type: ignore[arg-type]
+        seg.train(was_training)
+        return {k: metrics[k] for k in SEG_SCORES}
+    return scores
+
+
 def fit_record(fit: FitResult, *, validated: bool) -> dict[str, Any]:
     """The fit as ``metrics.json`` records it, named for what it is: without a validation split
     the engine monitors the training loss, so its ``best_val_loss`` is written ``best_train_loss``;
-    ``monitored`` says which loss ``best_epoch`` refers to (without validation the weights kept
-    are the last epoch's)."""
+    ``monitored`` says what picked ``best_epoch`` (without validation the weights kept are the
+    last epoch's)."""
     record = {k: v for k, v in fit.to_dict().items() if k != "history"}
     if not validated:
         record["best_train_loss"] = record.pop("best_val_loss")
-    record["monitored"] = "val_loss" if validated else "train_loss"
     return record
 
 
 def fit_fields(record: dict[str, Any]) -> dict[str, Any]:
     """:func:`fit_record` (or an earlier version's plain fit) -> :class:`FitResult`'s fields."""
-    fields = {k: v for k, v in record.items() if k not in ("monitored", "best_train_loss")}
+    fields = {k: v for k, v in record.items() if k != "best_train_loss"}
     if "best_train_loss" in record:
         fields["best_val_loss"] = record["best_train_loss"]
     return fields
