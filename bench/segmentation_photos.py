@@ -7,9 +7,10 @@ photo (a ``union`` dataset; the script checks that no pool file is a test file).
 U-Net segmenters train on person / background masks around its encoder and decoder
 ("pretrained") or the same architecture from random weights ("scratch"): all training masks, and
 10 and 50 masks (the same seeded choice for both inits, with the same optimiser steps: epochs are
-sized by steps, not by the mask count). Each segmenter keeps the epoch with the lowest loss on a
-validation split (10% of each dataset's training photos, carved before any mask count is drawn,
-so the same for every run); the pool's autoencoder likewise on 5% of the pool. Each test split
+sized by steps, not by the mask count). Each segmenter keeps the epoch with the highest mIoU on a
+validation split (the segmenters' default ``train.monitor``; 10% of each dataset's training
+photos, carved before any mask count is drawn, so the same for every run); the pool's autoencoder
+the epoch with the lowest loss on 5% of the pool. Each test split
 (Penn-Fudan's fixed 50 photos, CCP's fixed 204 masked photos) is scored once per run, by the
 person class's IoU over the whole split; nothing is chosen on it. Every run records its optimiser
 steps, the pool's pretraining its time.
