@@ -128,7 +128,8 @@ def plan(ds: dict[str, Any]) -> list[tuple[str, int | None, str]]:
 
 def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs: Path, encoder: str,
                 run: tuple[str, int | None, str], reuse: bool) -> dict[str, Any]:
-    """One segmenter: its person IoU on the test split, optimiser steps and seconds."""
+    """One segmenter: its person IoU on the test split (and on validation), optimiser steps, the
+    epoch kept and by what, and seconds."""
     tag, labels, init = run
     ds, seg = cfg["datasets"][name], cfg["segment"]
     sched = ds["all"] if labels is None else ds["few"]
@@ -144,8 +145,8 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
         config.pop("pretrained_lr_scale", None)  # the pretrained weights' own rate
     result = segment(config, data=data, reuse=reuse, overwrite=True)
     return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),
-            "steps": result.fit.steps, "seconds": result.timing.get("wall_seconds"),
-            "labelled_images": labels}
+            "steps": result.fit.steps, "best_epoch": result.fit.best_epoch, "monitored": result.fit.monitored,
+            "seconds": result.timing.get("wall_seconds"), "labelled_images": labels}
 
 
 def val_person_iou(out_dir: Path) -> float | None:

@@ -189,6 +189,13 @@ def aevision_loop(model: nn.Module, x_u8: torch.Tensor, batch: int, epochs: int,
             [h["data_wait_fraction"] for h in result.history])
 
 
+def rounds(name: str, variant: Variant, gpu: bool) -> int:
+    """Rounds of each loop (see :func:`run_model`)."""
+    if variant.compile or quick():
+        return 1
+    return 2 if name == "M3" or gpu else 5 if name in ("M1", "M2") else 3
+
+
 def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dict:
     torch.set_num_threads(THREADS)
     gpu = device != "cpu"
@@ -201,8 +208,10 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
     peak_gpu = {"plain": 0.0, "aevision": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         # alternate: drift in machine load hits both alike. Compiled variants: one round (the
-        # compilation is warm-up, excluded like every first epoch, but costs a minute a loop)
-        for r in range(1 if variant.compile or quick() else 2 if name == "M3" or gpu else 3):
+        # compilation is warm-up, excluded like every first epoch, but costs a minute a loop).
+        # M1 and M2 loops take seconds, and one noisy round swings their ratio by 10-25% (M1 bf16 on
+        # 2026-12-05: plain 87k, 68k, 59k images/s in three rounds): five rounds, the best counts
+        for r in range(rounds(name, variant, gpu)):
             for which in ("plain", "aevision"):
                 if gpu:
                     torch.cuda.reset_peak_memory_stats()
