@@ -189,7 +189,7 @@ def aevision_loop(model: nn.Module, x_u8: torch.Tensor, batch: int, epochs: int,
             [h["data_wait_fraction"] for h in result.history])
 
 
-def rounds(name: str, variant: Variant, gpu: bool) -> int:
+def round_count(name: str, variant: Variant, gpu: bool) -> int:
     """Rounds of each loop (see :func:`run_model`)."""
     if variant.compile or quick():
         return 1
@@ -211,7 +211,7 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
         # compilation is warm-up, excluded like every first epoch, but costs a minute a loop).
         # M1 and M2 loops take seconds, and one noisy round swings their ratio by 10-25% (M1 bf16 on
         # 2026-12-05: plain 87k, 68k, 59k images/s in three rounds): five rounds, the best counts
-        for r in range(rounds(name, variant, gpu)):
+        for r in range(round_count(name, variant, gpu)):
             for which in ("plain", "aevision"):
                 if gpu:
                     torch.cuda.reset_peak_memory_stats()

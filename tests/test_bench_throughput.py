@@ -128,3 +128,13 @@ def test_the_torch_peers_run_as_written_and_with_the_fused_optimizer(bench_scrip
     assert [r["peer"] for r in runs.values()] == [
         "torch-fp32", "torch-bf16-autocast", "torch-fp32-fused-adam", "torch-bf16-autocast-fused-adam"]
     assert all(r["images_per_s"] > 0 and len(r["epoch_times_s"]) == 2 for r in runs.values())
+
+
+def test_a_model_run_alternates_both_loops_for_its_rounds(bench_script, monkeypatch, one_thread):
+    tp = bench_script("throughput")
+    assert [tp.round_count(m, tp.Variant(), False) for m in ("M1", "M2", "conv", "M3")] == [5, 5, 3, 2]
+    assert tp.round_count("M1", tp.CPU_VARIANTS["bf16+compile"], False) == 1
+    monkeypatch.setenv("AEVISION_BENCH_QUICK", "1")
+    res = tp.run_model("M1", "cpu", "bf16")
+    assert len(res["rounds"]["plain"]) == len(res["rounds"]["aevision"]) == 1  # quick: one round
+    assert res["images_per_s"] > 0 and res["ratio_vs_plain_torch"] > 0
