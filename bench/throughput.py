@@ -196,6 +196,19 @@ def round_count(name: str, variant: Variant, gpu: bool) -> int:
     return 2 if name == "M3" or gpu else 5 if name in ("M1", "M2") else 3
 
 
+def paired_ratio(rounds: dict[str, list[float]]) -> float | None:
+    """The engine's speed over the plain loop's, as the median over rounds of each round's ratio
+    (the two loops of a round run back to back, so drift in the machine's load hits both alike).
+    ``ratio_vs_plain_torch`` divides the best rounds instead, and one unusually fast (or slow)
+    round of either loop moves it: on 2026-12-05, M2 bf16's plain loop ran 38-40k images/s in
+    four rounds and 52k in one, which made that ratio 0.82 while the paired median was 0.98.
+    With M3's two rounds the median is the mean of both, and the first plain loop of a process
+    runs slow (warm-up beyond its first epoch: 155 vs 228 images/s in fp32 that day), so there the
+    best-rounds ratio is the one to read."""
+    pairs = [a / p for a, p in zip(rounds["aevision"], rounds["plain"], strict=False) if p > 0]
+    return round(statistics.median(pairs), 3) if pairs else None
+
+
 def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dict:
     torch.set_num_threads(THREADS)
     gpu = device != "cpu"
@@ -231,6 +244,7 @@ def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dic
         "batch": batch, "epochs": epochs,
         "images_per_s": round(ours, 1), "plain_torch_images_per_s": round(plain, 1),
         "ratio_vs_plain_torch": round(ours / plain, 3),
+        "ratio_vs_plain_torch_paired": paired_ratio(rounds),
         "peak_rss_mib": peak_rss_mib(),
         "data_wait_fraction": round(statistics.median(rounds["wait"]), 4),
         "rounds": {k: [round(v, 4) for v in vs] for k, vs in rounds.items()},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import fake_mnist
 
 
@@ -138,3 +140,12 @@ def test_a_model_run_alternates_both_loops_for_its_rounds(bench_script, monkeypa
     res = tp.run_model("M1", "cpu", "bf16")
     assert len(res["rounds"]["plain"]) == len(res["rounds"]["aevision"]) == 1  # quick: one round
     assert res["images_per_s"] > 0 and res["ratio_vs_plain_torch"] > 0
+    one_round = res["images_per_s"] / res["plain_torch_images_per_s"]
+    assert res["ratio_vs_plain_torch_paired"] == pytest.approx(one_round, abs=2e-3)
+
+
+def test_the_paired_ratio_is_the_median_of_each_rounds_ratio(bench_script):
+    tp = bench_script("throughput")
+    rounds = {"plain": [38.0, 38.0, 40.0, 52.0, 39.0], "aevision": [38.0, 36.0, 39.0, 39.0, 43.0]}
+    assert tp.paired_ratio(rounds) == 0.975  # ratios 1, 0.947, 0.975, 0.75, 1.103; a 52 alone moves max/max
+    assert round(max(rounds["aevision"]) / max(rounds["plain"]), 3) == 0.827

@@ -42,6 +42,19 @@ def test_finetuning_learns_and_keeps_the_best_validation_epoch(digits, tmp_path)
     assert (tmp_path / "full" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_train_monitor_error_keeps_the_epoch_with_the_lowest_validation_error(digits, tmp_path):
+    cfg = FinetuneConfig(train=TrainConfig(epochs=4, batch_size=64, lr=3e-3, optimizer="adamw",
+                                           progress=False, monitor="error"), init="scratch")
+    result = finetune(_encoder(), digits.train.subset(range(300)), digits.val, cfg, tmp_path,
+                      n_classes=10, seed=0)
+    errors = [h["val_error"] for h in result.history]
+    assert result.best_epoch == errors.index(min(errors)) + 1
+    kept = float((result.classifier.predict(digits.val) != digits.val.labels).float().mean())
+    assert kept == pytest.approx(min(errors), abs=1e-6)  # the weights kept are that epoch's
+    with pytest.raises(ConfigError, match=r"finetune\.train\.monitor: got 'accuracy', expected loss or err"):
+        FinetuneConfig(train=TrainConfig(monitor="accuracy")).validate()
+
+
 def test_frozen_epochs_leave_the_encoder_alone_and_lr_is_scaled(digits, tmp_path):
     enc = _encoder()
     before = {k: v.clone() for k, v in enc.state_dict().items()}

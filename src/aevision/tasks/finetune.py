@@ -80,6 +80,9 @@ class FinetuneConfig:
 
     def validate(self, prefix: str = "finetune") -> None:
         self.train.validate(f"{prefix}.train")
+        # error: the validation error rate (the classifier's second loss term, exact over the split)
+        check(self.train.monitor in ("loss", "error"), f"{prefix}.train.monitor", self.train.monitor,
+              "loss or error")
         self.augment.validate(f"{prefix}.augment")
         self.loss.validate(f"{prefix}.loss")
         check(self.encoder_lr_scale >= 0, f"{prefix}.encoder_lr_scale", self.encoder_lr_scale,
@@ -233,8 +236,9 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
              out_dir: str | Path, *, n_classes: int | None = None, seed: int = 0) -> FinetuneResult:
     """Train ``features`` + a new head on the labelled ``train`` images.
 
-    ``val`` (labelled) chooses the epoch whose weights are kept (lowest validation loss); without
-    it the last epoch's weights are kept, so nothing outside ``train`` influences the result.
+    ``val`` (labelled) chooses the epoch whose weights are kept (lowest validation loss, or error
+    rate with ``train.monitor: error``); without it the last epoch's weights are kept, so nothing
+    outside ``train`` influences the result.
     """
     cfg.validate()
     if train.labels is None:
