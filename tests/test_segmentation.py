@@ -532,3 +532,22 @@ def test_segment_monitor_is_a_loss_term_or_a_score():
     with pytest.raises(ConfigError, match=r"train\.monitor: got 'iou', expected one of loss, ce, dice, "
                                           r"miou, mean_dice, pixel_accuracy"):
         build_segment_config(base={"init": "scratch", "train": {"monitor": "iou"}})
+
+
+def test_a_run_from_before_train_monitor_is_a_lowest_loss_run_not_todays(tmp_path):
+    """Segmenters kept the lowest-loss epoch before ``train.monitor`` existed; its default is now
+    miou, so a finished run written then is reused only by a config that asks for the loss."""
+    _autoencoder(tmp_path)
+    splits = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.25,
+                                          options={"n_train": 16, "n_test": 4, "size": 16}), 0)
+    cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
+           "train": {"epochs": 1, "batch_size": 8, "progress": False, "monitor": "loss"}}
+    segment(cfg, data=splits)
+    record = tmp_path / "seg" / "run.json"
+    written = json.loads(record.read_text())
+    del written["key"]["config"]["train"]["monitor"]  # as written before train.monitor existed
+    record.write_text(json.dumps(written))
+    assert segment(cfg, data=splits, reuse=True).reused  # it kept the lowest loss: asked for here
+    del cfg["train"]["monitor"]  # today's default, miou: another run
+    again = segment(cfg, data=splits, reuse=True)
+    assert not again.reused and again.fit.monitored == "val_miou"

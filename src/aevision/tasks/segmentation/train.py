@@ -120,8 +120,12 @@ def segment(
 
 
 def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
-    """A segment config saved by an earlier run, as this version writes it (fields added since take
-    their defaults)."""
+    """A segment config saved by an earlier run, as this version writes it: fields added since take
+    their defaults, except ``train.monitor``, whose default (miou) is not what runs did before it
+    existed (they kept the lowest-loss epoch), so such a run is not taken for today's."""
+    train = saved.get("train")
+    if isinstance(train, dict) and "monitor" not in train:
+        saved = {**saved, "train": {**train, "monitor": "loss"}}
     return build_segment_config(base=saved).to_dict()
 
 
