@@ -11,6 +11,10 @@ python):
   written and with ``fused=True`` (the engine's kernel, one argument away), in this process;
 - Keras (``peer_keras.py``): ``fit`` as written (fp32), fp32 with XLA and tf.data autotune off (the
   best fp32 Keras of the issue), and ``mixed_bfloat16`` with XLA;
+- the best PyTorch and fp32 Keras peers again with glibc told to keep freed memory
+  (:data:`MALLOC_ENV`), as aevision's engine does for itself (``engine/allocator.py``): without it
+  a fresh process maps and zeroes its large buffers anew every step (M3's plain loop: 155 images/s
+  in a fresh process, 228 once the engine had tuned the allocator, 2026-12-05);
 - the matmul ceiling: ``torch.mm`` of square fp32 and bf16 matrices, GFLOP/s (median of 7 reps of
   ~1 s), at the start and the end of a run.
 
@@ -21,6 +25,7 @@ layers (:func:`train_mflop`).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -74,6 +79,18 @@ def peer_loss(name: str, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(net(x), x)
 
 
+# glibc's own tunables for what the engine sets with mallopt when training starts (freed memory kept
+# for reuse: no per-step mmap, munmap and page faults); for a plain loop, two environment variables
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+# label -> the peer it runs again with MALLOC_ENV in its process's environment
+MALLOC_PEERS = {"torch_bf16_fused_malloc": "torch_bf16_fused", "keras_best_malloc": "keras_best"}
+
+
+def malloc_tuned() -> bool:
+    """This process runs with :data:`MALLOC_ENV` (glibc reads it when the process starts)."""
+    return all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
+
+
 # label -> (bf16 autocast, fused Adam): the peers as written, and with the one-argument optimizer
 # kernel aevision's engine uses (1.15-1.67x on this CPU's plain loop for M1..M3, 2026-12-05)
 TORCH_PEERS = {"torch": (False, False), "torch_bf16": (True, False),
@@ -98,22 +115,23 @@ def torch_peer(name: str, n: int, batch: int, epochs: int, bf16: bool, fused: bo
             opt.step()
         loss.item()
         times.append(time.perf_counter() - t)
-    label = ("torch-bf16-autocast" if bf16 else "torch-fp32") + ("-fused-adam" if fused else "")
+    label = ("torch-bf16-autocast" if bf16 else "torch-fp32") + ("-fused-adam" if fused else "") + (
+        "-glibc-keep-freed-memory" if malloc_tuned() else "")
     return {"peer": label, "model": name, "n": n,
             "batch": batch, "epochs": epochs, "epoch_times_s": [round(t, 4) for t in times],
             "images_per_s": round(n / statistics.median(times[1:]), 1)}
 
 
 def keras_peer(tf_python: str, name: str, args: list[str], n: int, batch: int, epochs: int,
-               threads: int) -> dict:
+               threads: int, env: dict[str, str] | None = None) -> dict:
     """``peer_keras.py`` in the TensorFlow environment: its one JSON line, or the error."""
     cmd = [tf_python, str(KERAS_SCRIPT), "--model", name, "--n", str(n), "--batch", str(batch),
            "--epochs", str(epochs), "--threads", str(threads), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
     if p.returncode != 0 or not lines:
         return {"error": (p.stderr or p.stdout)[-2000:], "args": args}
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), **({"env": env} if env else {})}
 
 
 def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1.0,

@@ -433,27 +433,36 @@ def probe_quality(root: str | None, limit: int | None, epochs: int | None, seed:
     return out
 
 
-def json_child(python: str, script: Path, args: list[str]) -> dict:
-    """The last JSON line a script prints (ours prints one), or the error."""
-    p = subprocess.run([python, str(script), *args], capture_output=True, text=True)
+def json_child(python: str, script: Path, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """The last JSON line a script prints (ours prints one), or the error; ``env``: added to the
+    child's environment."""
+    p = subprocess.run([python, str(script), *args], capture_output=True, text=True,
+                       env={**os.environ, **env} if env else None)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
     if p.returncode != 0 or not lines:
         return {"error": (p.stderr or p.stdout)[-2000:], "script": script.name, "args": args}
     return json.loads(lines[-1])
 
 
-def child(args: list[str]) -> dict:
+def child(args: list[str], env: dict[str, str] | None = None) -> dict:
     """This script in a fresh process (peak RSS per model)."""
-    return json_child(sys.executable, Path(__file__), args)
+    return json_child(sys.executable, Path(__file__), args, env)
 
 
 def peer_results(name: str, tf_python: str | None) -> dict:
     """Every peer of ``name`` at this model's sizes, right after aevision's runs of it: plain
-    PyTorch fp32 and bf16 (each in its own process), and Keras' three settings."""
+    PyTorch fp32 and bf16 (each in its own process), Keras' three settings, and the best of each
+    again with glibc keeping freed memory (``peers.MALLOC_PEERS``)."""
     n, batch, epochs = sizes(name)
     out = {label: child(["--peer", label, "--model", name]) for label in peers.TORCH_PEERS}
     for label, args in peers.KERAS_RUNS.items() if tf_python else ():
         out[label] = peers.keras_peer(tf_python, name, args, n, batch, epochs, THREADS)
+    for label, base in peers.MALLOC_PEERS.items():
+        if base in peers.TORCH_PEERS:
+            out[label] = child(["--peer", base, "--model", name], env=peers.MALLOC_ENV)
+        elif tf_python:
+            out[label] = peers.keras_peer(tf_python, name, peers.KERAS_RUNS[base], n, batch, epochs,
+                                          THREADS, env=peers.MALLOC_ENV)
     return out
 
 
@@ -488,7 +497,7 @@ def against_peers(ours: dict, ips: dict[str, float], ceilings: dict[str, float])
                     ratio_vs_best_peer=round(ours["images_per_s"] / ips[best], 3))
         ours["same_run_peers"] = {k: {"images_per_s": v, "ratio": round(ours["images_per_s"] / v, 3)}
                                   for k, v in ips.items()}
-    fp32_keras = [ips[k] for k in ("keras", "keras_best") if k in ips]
+    fp32_keras = [ips[k] for k in ("keras", "keras_best", "keras_best_malloc") if k in ips]
     if fp32_keras:
         ours["keras_best_fp32_images_per_s"] = max(fp32_keras)
     gflops = ours["images_per_s"] * ours["train_mflop_per_image"] / 1e3

@@ -149,3 +149,29 @@ def test_the_paired_ratio_is_the_median_of_each_rounds_ratio(bench_script):
     rounds = {"plain": [38.0, 38.0, 40.0, 52.0, 39.0], "aevision": [38.0, 36.0, 39.0, 39.0, 43.0]}
     assert tp.paired_ratio(rounds) == 0.975  # ratios 1, 0.947, 0.975, 0.75, 1.103; a 52 alone moves max/max
     assert round(max(rounds["aevision"]) / max(rounds["plain"]), 3) == 0.827
+
+
+def test_the_best_peers_run_again_with_glibc_keeping_freed_memory(bench_script, monkeypatch):
+    bench, peers = bench_script("throughput"), bench_script("peers")
+    calls = []
+    monkeypatch.setattr(bench, "json_child", lambda py, script, args, env=None: (
+        calls.append((args, env)) or {"images_per_s": 1.0}))
+    monkeypatch.setattr(peers, "keras_peer", lambda tf, name, args, *rest, env=None: (
+        calls.append((args, env)) or {"images_per_s": 2.0}))
+    out = bench.peer_results("M1", "/tf/python")
+    assert set(out) == {*peers.TORCH_PEERS, *peers.KERAS_RUNS, *peers.MALLOC_PEERS}
+    tuned = [(args, env) for args, env in calls if env is not None]
+    assert tuned == [(["--peer", "torch_bf16_fused", "--model", "M1"], peers.MALLOC_ENV),
+                     (peers.KERAS_RUNS["keras_best"], peers.MALLOC_ENV)]
+    assert peers.MALLOC_ENV == {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
+    ours = {"images_per_s": 3.0, "train_mflop_per_image": 1.0}
+    bench.against_peers(ours, {"keras_best": 2.0, "keras_best_malloc": 2.5}, {"bf16": 1.0, "fp32": 1.0})
+    assert ours["keras_best_fp32_images_per_s"] == 2.5  # the tuned Keras is a fp32 Keras too
+
+
+def test_a_torch_peer_says_when_its_process_keeps_freed_memory(bench_script, monkeypatch, one_thread):
+    peers = bench_script("peers")
+    for k, v in peers.MALLOC_ENV.items():
+        monkeypatch.setenv(k, v)
+    assert peers.torch_peer("M1", 256, 128, 2, True, True)["peer"] == \
+        "torch-bf16-autocast-fused-adam-glibc-keep-freed-memory"
