@@ -161,8 +161,9 @@ def test_the_best_peers_run_again_with_glibc_keeping_freed_memory(bench_script, 
     out = bench.peer_results("M1", "/tf/python")
     assert set(out) == {*peers.TORCH_PEERS, *peers.KERAS_RUNS, *peers.MALLOC_PEERS}
     tuned = [(args, env) for args, env in calls if env is not None]
-    assert tuned == [(["--peer", "torch_bf16_fused", "--model", "M1"], peers.MALLOC_ENV),
-                     (peers.KERAS_RUNS["keras_best"], peers.MALLOC_ENV)]
+    assert tuned == [(["--peer", "torch_bf16_fused", "--model", "M1"], peers.MALLOC_ENV)] * 5 + [
+        (peers.KERAS_RUNS["keras_best"], peers.MALLOC_ENV)] * 5  # as many tries as aevision's loops
+    assert out["torch"]["rounds_images_per_s"] == [1.0] * 5
     assert peers.MALLOC_ENV == {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
     ours = {"images_per_s": 3.0, "train_mflop_per_image": 1.0}
     bench.against_peers(ours, {"keras_best": 2.0, "keras_best_malloc": 2.5}, {"bf16": 1.0, "fp32": 1.0})
@@ -175,3 +176,11 @@ def test_a_torch_peer_says_when_its_process_keeps_freed_memory(bench_script, mon
         monkeypatch.setenv(k, v)
     assert peers.torch_peer("M1", 256, 128, 2, True, True)["peer"] == \
         "torch-bf16-autocast-fused-adam-glibc-keep-freed-memory"
+
+
+def test_a_peer_counts_with_its_fastest_run(bench_script):
+    bench = bench_script("throughput")
+    speeds = iter([3.0, 5.0, 4.0])
+    best = bench.best_of(lambda: {"images_per_s": next(speeds)}, 3)
+    assert best == {"images_per_s": 5.0, "rounds_images_per_s": [3.0, 5.0, 4.0]}
+    assert bench.best_of(lambda: {"error": "boom"}, 2) == {"error": "boom"}
