@@ -26,10 +26,10 @@ from aevision.tasks.losses import check_weight_list
 from aevision.tasks.segmentation.augment import SEG_AUGMENTS
 from aevision.validation import check
 
-# Defaults that differ from pretraining's (small labelled sets: small batches, cosine decay).
 SEG_LOSS_TERMS = ("loss", "ce", "dice")  # what the segmenter's loss reports (tasks/segmentation/loss.py)
 SEG_SCORES = ("miou", "mean_dice", "pixel_accuracy")  # validation scores train.monitor may name
 
+# Defaults that differ from pretraining's (small labelled sets: small batches, cosine decay).
 DEFAULTS: dict[str, Any] = {
     "data": {"name": "shapes-seg"},
     # the epoch kept is the one with the best validation mIoU (the score the test reports)
