@@ -82,7 +82,7 @@ def publish(out: str | os.PathLike[str], result: dict[str, Any], shown: dict[str
             **dumps: Any) -> None:
     """Write ``result`` to ``out`` and print ``shown`` (default: all of it) as JSON on stdout
     (``dumps``: :func:`json.dumps` options; without ``indent`` one line, which
-    ``throughput.json_child`` reads back)."""
+    ``peers.json_child`` reads back)."""
     write_json(out, result)
     print(json.dumps(result if shown is None else shown, **dumps))
 

@@ -125,13 +125,21 @@ def torch_peer(name: str, n: int, batch: int, epochs: int, bf16: bool, fused: bo
 def keras_peer(tf_python: str, name: str, args: list[str], n: int, batch: int, epochs: int,
                threads: int, env: dict[str, str] | None = None) -> dict:
     """``peer_keras.py`` in the TensorFlow environment: its one JSON line, or the error."""
-    cmd = [tf_python, str(KERAS_SCRIPT), "--model", name, "--n", str(n), "--batch", str(batch),
-           "--epochs", str(epochs), "--threads", str(threads), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None)
+    sizes = ["--model", name, "--n", str(n), "--batch", str(batch), "--epochs", str(epochs),
+             "--threads", str(threads)]
+    result = json_child(tf_python, KERAS_SCRIPT, [*sizes, *args], env)
+    return {**result, "env": env} if env and "error" not in result else result
+
+
+def json_child(python: str, script: Path, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """The last JSON line a script prints (ours print one), or the error; ``env``: added to the
+    child's environment."""
+    p = subprocess.run([python, str(script), *args], capture_output=True, text=True,
+                       env={**os.environ, **env} if env else None)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
     if p.returncode != 0 or not lines:
-        return {"error": (p.stderr or p.stdout)[-2000:], "args": args}
-    return {**json.loads(lines[-1]), **({"env": env} if env else {})}
+        return {"error": (p.stderr or p.stdout)[-2000:], "script": script.name, "args": args}
+    return json.loads(lines[-1])
 
 
 def matmul_gflops(dtype: torch.dtype, n: int, reps: int = 7, min_time: float = 1.0,

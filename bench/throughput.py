@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,7 +64,7 @@ from aevision.engine import Trainer, seed_everything  # noqa: E402
 from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
-from peers import synchronize  # noqa: E402
+from peers import json_child, synchronize  # noqa: E402
 
 # peers' sizes: (n, batch, epochs); epoch 1 is warm-up
 CONFIG = {
@@ -204,8 +203,9 @@ def paired_ratio(rounds: dict[str, list[float]]) -> float | None:
     round of either loop moves it: on 2026-12-05, M2 bf16's plain loop ran 38-40k images/s in
     four rounds and 52k in one, which made that ratio 0.82 while the paired median was 0.98.
     With M3's two rounds the median is the mean of both, and the first plain loop of a process
-    runs slow (warm-up beyond its first epoch: 155 vs 228 images/s in fp32 that day), so there the
-    best-rounds ratio is the one to read."""
+    runs slow (155 vs 228 images/s in fp32 that day: glibc maps its buffers anew every step until
+    the engine's first run tunes the allocator for the whole process, see ``peers.MALLOC_ENV``),
+    so there the best-rounds ratio is the one to read."""
     pairs = [a / p for a, p in zip(rounds["aevision"], rounds["plain"], strict=False) if p > 0]
     return round(statistics.median(pairs), 3) if pairs else None
 
@@ -432,17 +432,6 @@ def probe_quality(root: str | None, limit: int | None, epochs: int | None, seed:
             out["epochs"] = cfg.train.epochs
     out["probe_points_bf16_vs_fp32"] = round(out["bf16-mixed"] - out["32-true"], 2)
     return out
-
-
-def json_child(python: str, script: Path, args: list[str], env: dict[str, str] | None = None) -> dict:
-    """The last JSON line a script prints (ours prints one), or the error; ``env``: added to the
-    child's environment."""
-    p = subprocess.run([python, str(script), *args], capture_output=True, text=True,
-                       env={**os.environ, **env} if env else None)
-    lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
-    if p.returncode != 0 or not lines:
-        return {"error": (p.stderr or p.stdout)[-2000:], "script": script.name, "args": args}
-    return json.loads(lines[-1])
 
 
 def child(args: list[str], env: dict[str, str] | None = None) -> dict:
