@@ -15,6 +15,7 @@ from aevision.config import TrainConfig
 from aevision.data.batches import TensorBatches
 from aevision.engine import Trainer
 from aevision.engine.checkpoint import load_checkpoint
+from aevision.engine.loop import Validation
 from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, ConfigError, DivergenceError
 from aevision.io import read_safetensors
@@ -465,15 +466,19 @@ def test_a_warmup_run_killed_mid_warmup_resumes_exactly(tmp_path, monkeypatch):
 
 
 class Scripted:
-    """``val_scores``: returns the next of ``values`` as ``score``, and keeps a copy of the weights
-    it scored, so that a test can say which epoch's weights the run kept."""
+    """A task's ``validate``: the model's mean loss terms on the validation batches, and the next of
+    ``values`` as ``score``; keeps a copy of the weights it scored, so that a test can say which
+    epoch's weights the run kept."""
 
     def __init__(self, *values: float):
         self.values, self.weights = list(values), []
 
-    def __call__(self, model):
+    def __call__(self, model, val):
         self.weights.append({k: v.clone() for k, v in model.state_dict().items()})
-        return {"score": self.values[len(self.weights) - 1]}
+        outputs = [(len(x), model(x)) for x in val.epoch(0)]
+        images = sum(n for n, _ in outputs)
+        mean = {k: sum(float(t[k]) * n for n, t in outputs) / images for k in outputs[0][1]}
+        return Validation(mean, {"score": self.values[len(self.weights) - 1]})
 
 
 def _monitored_fit(tmp_path, scores, resume=False, **train):
@@ -481,7 +486,7 @@ def _monitored_fit(tmp_path, scores, resume=False, **train):
     torch.manual_seed(0)
     model = Exploding(at=10**9)  # a linear autoencoder whose loss only falls
     val = TensorBatches(torch.randint(0, 255, (16, 1, 2, 2), dtype=torch.uint8), 8, shuffle=False)
-    fit = Trainer(cfg, tmp_path).fit(model, _batches(), val, resume=resume, val_scores=scores)
+    fit = Trainer(cfg, tmp_path).fit(model, _batches(), val, resume=resume, validate=scores)
     return fit, model
 
 
@@ -500,6 +505,19 @@ def test_monitor_keeps_the_epoch_with_the_best_score_not_the_lowest_loss(tmp_pat
     by_loss, _ = _monitored_fit(tmp_path / "loss", Scripted(0.2, 0.9, 0.5))  # the default: loss
     assert (by_loss.best_epoch, by_loss.monitored) == (3, "val_loss")
     assert by_loss.best_monitored == by_loss.best_val_loss == by_loss.history[2]["val_loss"]
+
+
+def test_a_tasks_validation_replaces_the_engines_loss_pass(tmp_path, monkeypatch):
+    """One pass over the validation split per epoch: the task's (its terms are what is recorded),
+    not the engine's loss pass and then the task's."""
+    engine_passes = []
+    real = Trainer._evaluate
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self, *a: engine_passes.append(1) or real(self, *a))
+    fit, _ = _monitored_fit(tmp_path / "task", Scripted(0.2, 0.9, 0.5), monitor="score")
+    assert engine_passes == [] and all(r["val_loss"] > 0 for r in fit.history)
+    engine, _ = _monitored_fit(tmp_path / "engine", None)
+    assert len(engine_passes) == 3  # the same run without a task's pass: the engine's, each epoch
+    assert [r["val_loss"] for r in engine.history] == pytest.approx([r["val_loss"] for r in fit.history])
 
 
 def test_early_stopping_watches_the_monitored_score(tmp_path):

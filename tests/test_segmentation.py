@@ -28,7 +28,7 @@ from aevision.tasks.segmentation import (
 from aevision.tasks.segmentation.augment import SegAugment
 from aevision.tasks.segmentation.config import AugmentConfig
 from aevision.tasks.segmentation.model import encoder_from_autoencoder
-from aevision.tasks.segmentation.train import make_segmenter
+from aevision.tasks.segmentation.train import make_segmenter, predict_set, score, segment_batches, validator
 
 # --- scores -----------------------------------------------------------------------------------
 
@@ -524,6 +524,28 @@ def test_the_epoch_kept_is_the_one_with_the_best_validation_miou(tmp_path):
     assert saved["val"]["miou"] == pytest.approx(history[best]["val_miou"])  # the weights kept score it
     again = segment(cfg, data=splits, reuse=True)
     assert again.reused and again.fit.best_monitored == result.fit.best_monitored
+
+
+def test_one_validation_pass_gives_the_engines_loss_terms_and_the_test_scoring(tmp_path):
+    """The segmenter's validation pass computes its logits once: the loss terms it records are the
+    engine's (the same batches, the same weighting), its scores are the test's scoring of the split."""
+    _autoencoder(tmp_path)
+    splits = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.25,
+                                          options={"n_train": 24, "n_test": 8, "size": 16}), 0)
+    cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
+           "train": {"epochs": 2, "batch_size": 4, "progress": False}}
+    result = segment(cfg, data=splits)
+    seg, val = result.segmenter, splits.val
+    _, val_batches = segment_batches(result.config, splits.train, val)
+    val_batches.batch_size = 4  # several batches: the terms are averaged over them as the engine does
+    got = validator(val.classes)(seg, val_batches)
+    with torch.no_grad():
+        batches = [(x, y, seg(x, y)) for x, y in val_batches.epoch(0)]
+    for k in ("loss", "ce", "dice"):
+        assert got.terms[k] == pytest.approx(sum(float(t[k]) * len(x) for x, _, t in batches) / len(val))
+    test_scoring = score(predict_set(seg, val), val)
+    assert got.scores == pytest.approx({k: test_scoring[k] for k in ("miou", "mean_dice", "pixel_accuracy")})
+    assert len(batches) > 1 and not seg.training
 
 
 def test_segment_monitor_is_a_loss_term_or_a_score():

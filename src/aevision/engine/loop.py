@@ -75,9 +75,19 @@ class FitResult:
         return asdict(self)
 
 
-# a task's scores of the model on the validation split, higher is better ({"miou": 0.71}): recorded
-# each epoch as val_<name>, and what train.monitor may pick the best epoch by
-ValScores = Callable[[nn.Module], dict[str, float]]
+@dataclass(frozen=True)
+class Validation:
+    """One pass of the model over the validation split: the mean loss terms (lower is better) and
+    the task's scores (higher is better, e.g. ``{"miou": 0.71}``). Both are recorded each epoch as
+    ``val_<name>``, and ``train.monitor`` may pick the best epoch by any of them."""
+
+    terms: dict[str, float]
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+# a task's own validation pass, ``validate(model, val_batches)``: the loss terms and its scores from
+# the same outputs (one pass over the split, not the engine's loss pass and a second for scores)
+Validate = Callable[[nn.Module, Batches], Validation]
 
 MIN_STEPS = 200  # fewer optimiser steps than this rarely train a network: say so before training
 
@@ -231,7 +241,7 @@ class _Fit:
     train: Batches
     val: Batches | None
     run_config: dict[str, Any]
-    val_scores: ValScores | None = None
+    validate: Validate | None = None  # the task's validation pass (default: the loss terms)
     batches: int = 0  # training batches per epoch on this rank
     loop: LoopState = field(default_factory=LoopState)
     resumed_from: str | None = None
@@ -285,18 +295,19 @@ class Trainer:
     def fit(self, model: nn.Module, train: Batches, val: Batches | None,
             run_config: dict[str, Any] | None = None, *, resume: bool = False,
             upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-            val_scores: ValScores | None = None) -> FitResult:
+            validate: Validate | None = None) -> FitResult:
         """Train ``model``; with ``resume``, continue from ``last.ckpt`` if its config is this one.
 
-        ``val_scores(model)``: the task's scores on the validation split (see :data:`ValScores`),
-        computed after each epoch's validation loss; ``train.monitor`` may name one of them.
+        ``validate(model, val)``: the task's validation pass after each epoch (see :data:`Validate`),
+        run at the training precision, instead of the engine's, which computes the loss terms alone;
+        ``train.monitor`` may name any of its terms or scores.
         ``upgrade_config`` reads a checkpoint's config as this version of aevision would write it
         (fields added since take their defaults), so that an upgrade between a kill and the resume
         is not mistaken for a change of config.
         """
         cfg, fabric = self.cfg, self.fabric
         fit = self._setup(model, train, val, run_config or {})
-        fit.val_scores = val_scores
+        fit.validate = validate
         if fabric.is_global_zero:
             say_unmonitored(cfg, val)
         if resume:
@@ -507,11 +518,10 @@ class Trainer:
     def _end_epoch(self, fit: _Fit, epoch: int, report: Reporter) -> bool:
         """The epoch's row in the history, best weights, checkpoint, logs; whether to stop early."""
         cfg, fabric, loop = self.cfg, self.fabric, fit.loop
-        train_terms, val_terms = self._epoch_terms(fit)
-        scores = fit.val_scores(fit.raw) if fit.val_scores is not None and fit.val is not None else {}
-        row = self._epoch_row(fit, epoch, train_terms, {**val_terms, **scores})
+        train_terms, val = self._epoch_terms(fit)
+        row = self._epoch_row(fit, epoch, train_terms, {**val.terms, **val.scores})
         loop.history.append(row)
-        improved = self._track_best(fit, epoch, *self._monitored(fit, train_terms, val_terms, scores))
+        improved = self._track_best(fit, epoch, *self._monitored(fit, train_terms, val))
         loop.epoch, loop.batch, loop.sums, loop.seconds = epoch + 1, 0, {}, 0.0
         self._save(fit)
         if fabric.is_global_zero:
@@ -527,8 +537,9 @@ class Trainer:
             report.line(f"early stopping: no improvement for {plural(patience, 'epoch')}")
         return fit.stopped_early
 
-    def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], dict[str, float]]:
-        """The epoch's mean training loss terms (over all ranks) and validation loss terms."""
+    def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], Validation]:
+        """The epoch's mean training loss terms (over all ranks) and its validation (empty without
+        a validation split)."""
         fabric = self.fabric
         done = max(1, fit.batches - fit.loop.sums.get("__skipped__", 0.0))
         train_terms = {k: v / done for k, v in fit.loop.sums.items() if not k.startswith("__")}
@@ -538,8 +549,17 @@ class Trainer:
                  for k, v in train_terms.items()},
                 reduce_op="mean")
             train_terms = {k: float(v) for k, v in reduced.items()}
-        val_terms = self._evaluate(fit.forward, fit.val) if fit.val is not None else {}
-        return train_terms, val_terms
+        return train_terms, self._validation(fit)
+
+    def _validation(self, fit: _Fit) -> Validation:
+        """The task's validation pass under the training precision's autocast, else the engine's
+        mean loss terms (every rank sees all of the split: no communication)."""
+        if fit.val is None:
+            return Validation({})
+        if fit.validate is None:
+            return Validation(self._evaluate(fit.forward, fit.val))
+        with torch.no_grad(), self.fabric.autocast():
+            return fit.validate(fit.raw, fit.val)
 
     def _epoch_row(self, fit: _Fit, epoch: int, train_terms: dict[str, float],
                    val_terms: dict[str, float]) -> dict[str, Any]:
@@ -559,19 +579,19 @@ class Trainer:
         row["lr"] = fit.optimizer.param_groups[0]["lr"]
         return row
 
-    def _monitored(self, fit: _Fit, train_terms: dict[str, float], val_terms: dict[str, float],
-                   scores: dict[str, float]) -> tuple[float | None, bool]:
+    def _monitored(self, fit: _Fit, train_terms: dict[str, float], val: Validation
+                   ) -> tuple[float | None, bool]:
         """The epoch's value of ``train.monitor`` and whether higher is better (scores) or lower
         (loss terms); without a validation split, the training loss."""
         name = self.cfg.monitor
         if fit.val is None:
             return train_terms.get("loss"), False
-        if name in scores:
-            return scores[name], True
-        if name in val_terms:
-            return val_terms[name], False
+        if name in val.scores:
+            return val.scores[name], True
+        if name in val.terms:
+            return val.terms[name], False
         raise ConfigError("train.monitor", name, "one of this run's validation loss terms "
-                          f"({', '.join(val_terms)}) or scores ({', '.join(scores) or 'none'})")
+                          f"({', '.join(val.terms)}) or scores ({', '.join(val.scores) or 'none'})")
 
     def _track_best(self, fit: _Fit, epoch: int, monitored: float | None, higher_is_better: bool) -> bool:
         """Whether ``monitored`` (see :meth:`_monitored`) improved; if so, keep and write the

@@ -29,7 +29,7 @@ from torch import nn
 
 from aevision.data.batches import TensorBatches
 from aevision.engine.checkpoint import LAST
-from aevision.engine.loop import FitResult, Trainer, ValScores
+from aevision.engine.loop import FitResult, Trainer, Validate
 from aevision.engine.resources import peak_rss_mib
 from aevision.engine.tracking import log_artifacts
 from aevision.errors import AevisionError
@@ -141,16 +141,16 @@ class Run:
 
     def fit(self, trainer: Trainer, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
             run_config: dict[str, Any], *, resume: bool = False, reuse: bool = False, overwrite: bool = False,
-            upgrade_config: Upgrade | None = None, val_scores: ValScores | None = None) -> FitResult:
+            upgrade_config: Upgrade | None = None, validate: Validate | None = None) -> FitResult:
         """:meth:`start` the run (from ``trainer``'s global-zero process: the one that writes),
-        then ``trainer.fit`` (``val_scores``: see :meth:`Trainer.fit`), timed. A resumed run's
+        then ``trainer.fit`` (``validate``: see :meth:`Trainer.fit`), timed. A resumed run's
         process saw only the epochs after the resume: its wall time is then the engine's sum over
         all epochs, and the killed process's CPU time is unknown (None)."""
         self.writer, self.loggers = trainer.fabric.is_global_zero, list(trainer.fabric.loggers)
         go_on = self.start(resume=resume, reuse=reuse, overwrite=overwrite)
         t0, c0 = time.time(), time.process_time()
         fit = trainer.fit(model, train, val, run_config, resume=go_on, upgrade_config=upgrade_config,
-                          val_scores=val_scores)
+                          validate=validate)
         if fit.resumed_from is not None:
             self.timing = {"wall_seconds": fit.train_seconds, "cpu_seconds": None, "resumed": True}
         else:

@@ -22,13 +22,13 @@ from torch import Tensor, nn
 
 from aevision.config import VAL_BATCH_SIZE
 from aevision.data import to_float
-from aevision.data.batches import TensorBatches
+from aevision.data.batches import Batches, TensorBatches
 from aevision.data.segmentation import load_segmentation
 from aevision.data.segset import IGNORE_INDEX, SegSet, SegSplits
 from aevision.data.sources import fingerprint
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
-from aevision.engine.loop import ValScores
+from aevision.engine.loop import Validate, Validation
 from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
@@ -100,7 +100,7 @@ def segment(
     batches = segment_batches(cfg, train, val, epoch_images(cfg, splits))
     fit = run.fit(trainer, seg, *batches, cfg.to_dict(), resume=resume, reuse=reuse,
                   overwrite=overwrite, upgrade_config=_upgraded,
-                  val_scores=val_scorer(val, trainer.fabric.device) if val is not None else None)
+                  validate=validator(val.classes) if val is not None else None)
     seg.set_frozen(False)
     seg.eval()
     test_preds = predict_set(seg, splits.test, trainer.fabric.device)
@@ -142,16 +142,29 @@ def segment_key(cfg: SegmentConfig, ae: Autoencoder | None, splits: SegSplits) -
     return run_key(config, data=fingerprint(*parts), init=init)
 
 
-def val_scorer(val: SegSet, device: Any) -> ValScores:
-    """The segmenter's validation scores after each epoch (``SEG_SCORES``, over the whole split
-    as the test is scored), so that ``train.monitor: miou`` keeps the epoch that segments best,
-    not the one with the lowest loss (the two disagree once the loss rewards confidence)."""
-    def scores(seg: nn.Module) -> dict[str, float]:
+def validator(classes: list[str]) -> Validate:
+    """The segmenter's validation pass (the engine's :data:`Validate`): the loss terms and
+    ``SEG_SCORES`` (over the whole split, as the test is scored) from the same logits, once per
+    epoch, so that ``train.monitor: miou`` keeps the epoch that segments best, not the one with the
+    lowest loss (the two disagree once the loss rewards confidence). The terms are averaged over
+    the validation batches as the engine averages them."""
+    @torch.no_grad()
+    def validate(seg: nn.Module, val: Batches) -> Validation:
+        assert isinstance(seg, Segmenter)
         was_training = seg.training
-        metrics = score(predict_set(seg, val, device), val)  # type: ignore[arg-type]
+        seg.eval()
+        metrics, sums, count = SegMetrics(classes), {}, 0
+        for x, masks in val.epoch(0):
+            logits = seg.logits(x)
+            for k, v in seg.loss_fn(logits, masks).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+            count += len(x)
+            metrics.update(logits.argmax(dim=1).cpu(), masks.cpu())
         seg.train(was_training)
-        return {k: metrics[k] for k in SEG_SCORES}
-    return scores
+        scores = metrics.compute()
+        return Validation({k: v / max(1, count) for k, v in sums.items()},
+                          {k: scores[k] for k in SEG_SCORES})
+    return validate
 
 
 def fit_record(fit: FitResult, *, validated: bool) -> dict[str, Any]:
