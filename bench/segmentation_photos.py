@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     p.add_argument("--only", choices=["few", "all"],
                    help="a trial: only the few-mask runs, or only the all-mask ones")
+    p.add_argument("--dataset", dest="datasets", action="append", choices=list(CONFIG["datasets"]),
+                   help="a trial: only this dataset's runs (repeatable; the pool is the same)")
     return p.parse_args(argv)
 
 
@@ -165,14 +167,15 @@ def segmentation_data(cfg: dict[str, Any], name: str, root: str | None, pool_fil
     return data
 
 
-def schedule(cfg: dict[str, Any], seeds: int, only: str | None = None
+def schedule(cfg: dict[str, Any], seeds: int, only: str | None = None, datasets: list[str] | None = None
              ) -> list[tuple[int, str, tuple[str, int | None, str]]]:
     """(seed, dataset, run) in the order they train: seed by seed; in a seed, every dataset's
     few-mask runs (short, and the question the pool is for), then the all-mask ones (``only``:
-    one of the two)."""
+    one of the two; ``datasets``: only theirs)."""
     kinds = {"few": (True,), "all": (False,), None: (True, False)}[only]
     return [(seed, name, run) for seed in range(seeds) for few in kinds
-            for name, ds in cfg["datasets"].items() for run in plan(ds) if (run[1] is not None) == few]
+            for name, ds in cfg["datasets"].items() if datasets is None or name in datasets
+            for run in plan(ds) if (run[1] is not None) == few]
 
 
 def summary(key: str, runs: dict[str, list[dict[str, Any]]], inits: list[str]) -> dict[str, Any]:
@@ -218,7 +221,8 @@ def main() -> None:
     encoder, pool, pool_files = pretrain_pool(cfg, args.data_root, Path(args.runs), args.reuse)
     data = {name: segmentation_data(cfg, name, args.data_root, set(pool_files)) for name in cfg["datasets"]}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in cfg["datasets"]}
-    order = schedule(cfg, args.seeds, args.only)
+    order = schedule(cfg, args.seeds, args.only, args.datasets)
+    trial = args.only is not None or args.datasets is not None  # never the whole
     for done, (seed, name, run) in enumerate(order, 1):  # written after each: a killed run leaves its part
         tag = f"{run[0]}_{run[2]}"
         runs[name].setdefault(tag, []).append(
@@ -228,10 +232,11 @@ def main() -> None:
             results.update(summary(ds["key"], runs[each], ds["all"]["inits"]))
         out = {**results, "claims_met": claims(results),
                "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
-               "complete": done == len(order) and args.only is None,  # a trial is never the whole
+               "complete": done == len(order) and not trial,
                "runs_done": f"{done} of {len(order)}",
                "seeds": list(range(args.seeds)), "pool_images": pool["images"], "pool_pretraining": pool,
                "runs": runs, "overrides": args.overrides, "only": args.only,
+               "datasets": args.datasets,
                "command": common.command("segmentation_photos.py", data=True), "config": cfg,
                **common.provenance(started, common.SHARED)}
         common.publish(args.out, out, indent=2)

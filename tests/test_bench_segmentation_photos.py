@@ -77,3 +77,7 @@ def test_runs_go_seed_by_seed_few_masks_first(bench_script):
     assert [seed for seed, _, _ in order] == [0] * 9 + [1] * 9
     assert {run[0] for _, _, run in bench.schedule(bench.CONFIG, 1, "few")} == {"10", "50"}
     assert {run[0] for _, _, run in bench.schedule(bench.CONFIG, 1, "all")} == {"all"}
+    ccp_all = bench.schedule(bench.CONFIG, 1, "all", ["clothing-co-parsing"])
+    assert [(name, run[0], run[2]) for _, name, run in ccp_all] == [
+        ("clothing-co-parsing", "all", "pretrained")]
+    assert bench.parse_args(["--dataset", "penn-fudan"]).datasets == ["penn-fudan"]
