@@ -548,6 +548,33 @@ def test_one_validation_pass_gives_the_engines_loss_terms_and_the_test_scoring(t
     assert len(batches) > 1 and not seg.training
 
 
+def test_freeze_norm_keeps_the_pretrained_batch_norm_statistics_after_release(tmp_path):
+    ae = build_model("conv", (3, 16, 16), {"channels": [8, 12], "code_dim": 10, "batch_norm": True}, [])
+    with torch.no_grad():
+        for name, buffer in ae.encoder.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.add_(0.05)  # statistics no batch of these images would give
+    save_model(ae, tmp_path / "ae")
+    pretrained = {k: v for k, v in ae.encoder.state_dict().items() if not k.startswith("head.")}
+    splits = _tiny_splits()
+
+    def encoder_after(freeze_norm: bool) -> dict[str, torch.Tensor]:
+        cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "freeze_epochs": 1, "freeze_norm": freeze_norm,
+               "output_dir": str(tmp_path / f"seg-{freeze_norm}"),
+               "train": {"epochs": 3, "batch_size": 8, "progress": False}}
+        return segment(cfg, data=splits).segmenter.encoder.state_dict()
+
+    held, drifted = encoder_after(True), encoder_after(False)
+    means = [k for k in pretrained if k.endswith("running_mean")]
+    weights = [k for k in pretrained if k.endswith("weight") and pretrained[k].dim() == 4]
+    assert means and weights
+    assert all(torch.equal(held[k], pretrained[k]) for k in means)  # statistics kept after release
+    assert not any(torch.equal(held[k], pretrained[k]) for k in weights)  # the weights still trained
+    assert not any(torch.equal(drifted[k], pretrained[k]) for k in means)  # without it they move
+    with pytest.raises(ConfigError, match=r"freeze_norm: got 'yes', expected true or false"):
+        build_segment_config(base={"freeze_norm": "yes"})
+
+
 def test_segment_monitor_is_a_loss_term_or_a_score():
     assert build_segment_config(base={"init": "scratch"}).train.monitor == "miou"
     build_segment_config(base={"init": "scratch", "train": {"monitor": "dice"}})

@@ -8,7 +8,10 @@ them (linear-probe-then-fine-tune, Kumar et al. 2022). A :class:`Freezable` mode
 during the first ``freeze_epochs`` epochs and releases them after. A frozen part gets no gradient
 and stays in eval mode, so its batch-norm statistics do not drift either. Its parameters stay in
 the optimizer (``param_groups``): with no gradient Adam leaves them, and their state, alone until
-they are released.
+they are released. With ``freeze_norm`` the released parts' batch norms stay in eval mode too: their
+statistics, gathered over the whole pretraining set, would otherwise be replaced by those of small
+batches of a few labelled images (the frozen-BN practice of detection and segmentation fine-tuning);
+their scales and shifts still train.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 from typing import Self
 
 from torch import nn
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class Freezable(nn.Module):
@@ -25,6 +30,7 @@ class Freezable(nn.Module):
         super().__init__()
         self.freeze_epochs = 0
         self.frozen = False
+        self.freeze_norm = False  # the frozen parts' batch-norm statistics stay fixed after release
 
     def frozen_parts(self) -> list[nn.Module]:
         """The modules that ``freeze_epochs`` holds still."""
@@ -49,10 +55,20 @@ class Freezable(nn.Module):
                 part.eval()
             elif self.training:
                 part.train()
+        self._hold_norm_statistics()
 
     def train(self, mode: bool = True) -> Self:
         super().train(mode)
         if self.frozen:  # frozen parts keep their batch-norm statistics
             for part in self.frozen_parts():
                 part.eval()
+        self._hold_norm_statistics()
         return self
+
+    def _hold_norm_statistics(self) -> None:
+        """With ``freeze_norm``: the frozen parts' batch norms in eval mode, released or not."""
+        if self.freeze_norm:
+            for part in self.frozen_parts():
+                for module in part.modules():
+                    if isinstance(module, BATCH_NORMS):
+                        module.eval()

@@ -84,6 +84,9 @@ class SegmentConfig:
     freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
     freeze_decoder: bool = False  # freeze a pretrained ('unet') decoder too: only the head learns at first
     pretrained_lr_scale: float = 1.0  # lr of the autoencoder's weights = train.lr * this (init: pretrained)
+    # the frozen parts' batch-norm statistics from pretraining stay fixed after freeze_epochs too
+    # (batches of a few masks would replace them); their scales and shifts still train
+    freeze_norm: bool = False
     labels: int | None = None  # train on this many masks (seeded choice); None: all
     # images an epoch draws, cycling a smaller labelled set; default: the training split's size,
     # masked or not (so 10 masks train as many steps as all of them); train.epoch_steps, when set,
@@ -106,6 +109,7 @@ class SegmentConfig:
         check(self.freeze_epochs >= 0, at("freeze_epochs"), self.freeze_epochs, "an integer >= 0")
         check(isinstance(self.freeze_decoder, bool), at("freeze_decoder"), self.freeze_decoder,
               "true or false")
+        check(isinstance(self.freeze_norm, bool), at("freeze_norm"), self.freeze_norm, "true or false")
         check(self.pretrained_lr_scale > 0, at("pretrained_lr_scale"), self.pretrained_lr_scale,
               "a number > 0")
         if self.labels is not None:

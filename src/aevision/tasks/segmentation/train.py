@@ -203,7 +203,7 @@ def prepared_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet
         if cfg.freeze_decoder and not seg.decoder_pretrained:
             raise ConfigError("freeze_decoder", True, "false: this decoder is new (only a 'unet' "
                               "autoencoder brings a pretrained one)")
-        seg.freeze_decoder = cfg.freeze_decoder
+        seg.freeze_decoder, seg.freeze_norm = cfg.freeze_decoder, cfg.freeze_norm
     return seg
 
 
@@ -368,6 +368,7 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
         "regularizers": spec.get("regularizers", []),
         "freeze_epochs": cfg.freeze_epochs if cfg.init == "pretrained" else 0,
         "freeze_decoder": cfg.freeze_decoder and cfg.init == "pretrained",
+        "freeze_norm": cfg.freeze_norm and cfg.init == "pretrained",
         "pretrained_lr_scale": cfg.pretrained_lr_scale if cfg.init == "pretrained" else 1.0,
         "decoder": ("pretrained" if cfg.init == "pretrained" and pretrained_decoder(ae) is not None
                     else "random"),
