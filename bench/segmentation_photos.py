@@ -143,8 +143,9 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
         "train": {**seg["train"], "epochs": sched["epochs"], "epoch_steps": sched.get("epoch_steps"),
                   "progress": False},
     }
-    if init == "scratch":
-        config.pop("pretrained_lr_scale", None)  # the pretrained weights' own rate
+    if init == "scratch":  # settings of the pretrained weights: not a scratch run's (nor its key)
+        for key in ("pretrained_lr_scale", "freeze_norm", "freeze_decoder"):
+            config.pop(key, None)
     result = segment(config, data=data, reuse=reuse, overwrite=True)
     return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),
             "steps": result.fit.steps, "best_epoch": result.fit.best_epoch, "monitored": result.fit.monitored,

@@ -39,7 +39,8 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     out = tmp_path / "out.json"
     argv = ["segmentation_photos.py", "--data-root", str(tmp_path / "data"), "--runs", str(tmp_path / "runs"),
             "--out", str(out), "--seeds", "2",
-            *[a for s in [*TINY, "segment.pretrained_lr_scale=0.5"] for a in ("--set", s)]]
+            *[a for s in [*TINY, "segment.pretrained_lr_scale=0.5", "segment.freeze_norm=true"]
+              for a in ("--set", s)]]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     r = json.loads(out.read_text())
@@ -56,11 +57,12 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     every = [x for runs in r["runs"].values() for seeds in runs.values() for x in seeds]
     assert all(0 <= x["val_person_iou"] <= 1 for x in every)
     assert {(x["best_epoch"], x["monitored"]) for x in every} == {(1, "val_miou")}  # 1 epoch each
-    # segment.* settings reach every segmenter; the pretrained weights' rate only the pretrained ones
+    # segment.* settings reach every segmenter; the pretrained weights' own only the pretrained ones
     seed0 = tmp_path / "runs" / "penn-fudan" / "seed0"
     saved = {init: json.loads((seed0 / f"2-{init}" / "config.json").read_text())["config"]
              for init in ("pretrained", "scratch")}
     assert [saved[i]["pretrained_lr_scale"] for i in ("pretrained", "scratch")] == [0.5, 1.0]
+    assert [saved[i]["freeze_norm"] for i in ("pretrained", "scratch")] == [True, False]
     assert saved["scratch"]["decoder"]["stem_channels"] == 16
 
 
