@@ -144,7 +144,7 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
                   "progress": False},
     }
     if init == "scratch":  # settings of the pretrained weights: not a scratch run's (nor its key)
-        for key in ("pretrained_lr_scale", "freeze_norm", "freeze_decoder"):
+        for key in ("pretrained_lr_scale", "freeze_norm", "freeze_decoder", "pretrained_decoder"):
             config.pop(key, None)
     result = segment(config, data=data, reuse=reuse, overwrite=True)
     return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),

@@ -320,6 +320,11 @@ def test_a_unet_autoencoder_brings_its_decoder_too(tmp_path):
     for name, value in pre.encoder.state_dict().items():
         assert torch.equal(value, ae.encoder.state_dict()[name]), name
     assert pre.logits(torch.rand(1, 3, 20, 13)).shape == (1, 4, 20, 13)  # any size
+    # pretrained_decoder=false: the encoder's weights alone, the decoder of the same shape starts afresh
+    enc_only = make_segmenter(build_segment_config(base={**base, "pretrained_decoder": False}), ae, train)
+    assert not enc_only.decoder_pretrained and set(enc_only.decoder.state_dict()) == set(unet)
+    assert not any(torch.equal(v, unet[k]) for k, v in enc_only.decoder.named_parameters())
+    assert all(torch.equal(v, ae.encoder.state_dict()[k]) for k, v in enc_only.encoder.state_dict().items())
     # a decoder section that disagrees with the autoencoder's is a clear error, not a silent change
     with pytest.raises(ConfigError, match=r"decoder.stem_channels: got 8, expected 16 \(the 'unet'"):
         make_segmenter(build_segment_config(base={**base, "decoder": {"stem_channels": 8}}), ae, train)

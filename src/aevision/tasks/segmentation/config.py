@@ -83,6 +83,9 @@ class SegmentConfig:
     arch: ModelConfig = field(default_factory=ModelConfig)  # the encoder when there is no model folder
     freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
     freeze_decoder: bool = False  # freeze a pretrained ('unet') decoder too: only the head learns at first
+    # take a 'unet' autoencoder's decoder weights too (false: its encoder's alone; the decoder, of the
+    # same architecture, starts from random weights: an inpainting decoder has learnt to fill in pixels)
+    pretrained_decoder: bool = True
     pretrained_lr_scale: float = 1.0  # lr of the autoencoder's weights = train.lr * this (init: pretrained)
     # the frozen parts' batch-norm statistics from pretraining stay fixed after freeze_epochs too
     # (batches of a few masks would replace them); their scales and shifts still train
@@ -108,6 +111,8 @@ class SegmentConfig:
         check(self.seed >= 0, at("seed"), self.seed, "an integer >= 0")
         check(self.freeze_epochs >= 0, at("freeze_epochs"), self.freeze_epochs, "an integer >= 0")
         check(isinstance(self.freeze_decoder, bool), at("freeze_decoder"), self.freeze_decoder,
+              "true or false")
+        check(isinstance(self.pretrained_decoder, bool), at("pretrained_decoder"), self.pretrained_decoder,
               "true or false")
         check(isinstance(self.freeze_norm, bool), at("freeze_norm"), self.freeze_norm, "true or false")
         check(self.pretrained_lr_scale > 0, at("pretrained_lr_scale"), self.pretrained_lr_scale,

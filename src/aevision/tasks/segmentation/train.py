@@ -279,7 +279,7 @@ def make_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) ->
     seg = build_segmenter(encoder, spec, input_shape=train.image_shape, classes=train.classes,
                           palette=train.palette or [], decoder_channels=channels,
                           stem_channels=d.stem_channels, batch_norm=d.batch_norm)
-    if pretrained is not None and cfg.init == "pretrained":
+    if pretrained is not None and cfg.init == "pretrained" and cfg.pretrained_decoder:
         seg.decoder.load_state_dict(pretrained.state_dict())
         seg.decoder_pretrained = True
     return seg
@@ -370,6 +370,6 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
         "freeze_decoder": cfg.freeze_decoder and cfg.init == "pretrained",
         "freeze_norm": cfg.freeze_norm and cfg.init == "pretrained",
         "pretrained_lr_scale": cfg.pretrained_lr_scale if cfg.init == "pretrained" else 1.0,
-        "decoder": ("pretrained" if cfg.init == "pretrained" and pretrained_decoder(ae) is not None
-                    else "random"),
+        "decoder": ("pretrained" if cfg.init == "pretrained" and cfg.pretrained_decoder
+                    and pretrained_decoder(ae) is not None else "random"),
     }
