@@ -513,13 +513,18 @@ def test_without_validation_metrics_name_the_monitored_training_loss_honestly(tm
     assert again.reused and again.fit.best_val_loss == result.fit.best_val_loss
 
 
-def test_the_epoch_kept_is_the_one_with_the_best_validation_miou(tmp_path):
+def _validated_run(tmp_path, epochs, batch_size):
+    """A segmenter trained on generated shapes with a validation split: (config, splits, result)."""
     _autoencoder(tmp_path)
     splits = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.25,
                                           options={"n_train": 24, "n_test": 8, "size": 16}), 0)
     cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
-           "train": {"epochs": 4, "batch_size": 8, "progress": False}}
-    result = segment(cfg, data=splits)
+           "train": {"epochs": epochs, "batch_size": batch_size, "progress": False}}
+    return cfg, splits, segment(cfg, data=splits)
+
+
+def test_the_epoch_kept_is_the_one_with_the_best_validation_miou(tmp_path):
+    cfg, splits, result = _validated_run(tmp_path, epochs=4, batch_size=8)
     history = result.fit.history
     assert all({"val_miou", "val_mean_dice", "val_pixel_accuracy"} <= set(r) for r in history)
     best = max(range(len(history)), key=lambda i: (history[i]["val_miou"], -i))  # the first best
@@ -534,12 +539,7 @@ def test_the_epoch_kept_is_the_one_with_the_best_validation_miou(tmp_path):
 def test_one_validation_pass_gives_the_engines_loss_terms_and_the_test_scoring(tmp_path):
     """The segmenter's validation pass computes its logits once: the loss terms it records are the
     engine's (the same batches, the same weighting), its scores are the test's scoring of the split."""
-    _autoencoder(tmp_path)
-    splits = load_segmentation(DataConfig(name="shapes-seg", val_fraction=0.25,
-                                          options={"n_train": 24, "n_test": 8, "size": 16}), 0)
-    cfg = {"encoder": str(tmp_path / "ae"), "examples": 0, "output_dir": str(tmp_path / "seg"),
-           "train": {"epochs": 2, "batch_size": 4, "progress": False}}
-    result = segment(cfg, data=splits)
+    _, splits, result = _validated_run(tmp_path, epochs=2, batch_size=4)
     seg, val = result.segmenter, splits.val
     _, val_batches = segment_batches(result.config, splits.train, val)
     val_batches.batch_size = 4  # several batches: the terms are averaged over them as the engine does
