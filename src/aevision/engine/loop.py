@@ -85,6 +85,23 @@ class Validation:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+class TermMeans:
+    """Loss terms averaged over a split's batches, each batch weighted by its images: the
+    validation loss the engine records, and what a task's own pass (:data:`Validate`) reports."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, terms: dict[str, Tensor], images: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * images
+        self.count += images
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.count) for k, v in self.sums.items()}
+
+
 # a task's own validation pass, ``validate(model, val_batches)``: the loss terms and its scores from
 # the same outputs (one pass over the split, not the engine's loss pass and a second for scores)
 Validate = Callable[[nn.Module, Batches], Validation]
@@ -636,15 +653,10 @@ class Trainer:
     def _evaluate(self, forward: Any, val: Batches) -> dict[str, float]:
         """Mean loss terms on the validation set (every rank sees all of it: no communication)."""
         forward.eval()
-        sums: dict[str, float] = {}
-        count = 0
+        terms = TermMeans()
         for xb in val.epoch(0):
-            terms = call_model(forward, xb)
-            n = batch_images(xb).shape[0]
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
-            count += n
-        return {k: v / max(1, count) for k, v in sums.items()}
+            terms.add(call_model(forward, xb), batch_images(xb).shape[0])
+        return terms.means()
 
     def _fit_batch_size(self, forward: Any, train: Batches) -> None:
         """Halve the batch size until one training step fits in memory (``train.auto_batch_size``).

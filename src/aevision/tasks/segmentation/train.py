@@ -28,7 +28,7 @@ from aevision.data.segset import IGNORE_INDEX, SegSet, SegSplits
 from aevision.data.sources import fingerprint
 from aevision.data.splits import permutation
 from aevision.engine import FitResult, Trainer, seed_everything
-from aevision.engine.loop import Validate, Validation
+from aevision.engine.loop import TermMeans, Validate, Validation
 from aevision.engine.run import Run, refuse_replacing, run_key, weights_sha256
 from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
@@ -147,23 +147,20 @@ def validator(classes: list[str]) -> Validate:
     ``SEG_SCORES`` (over the whole split, as the test is scored) from the same logits, once per
     epoch, so that ``train.monitor: miou`` keeps the epoch that segments best, not the one with the
     lowest loss (the two disagree once the loss rewards confidence). The terms are averaged over
-    the validation batches as the engine averages them."""
+    the validation batches as the engine averages them (:class:`TermMeans`)."""
     @torch.no_grad()
     def validate(seg: nn.Module, val: Batches) -> Validation:
         assert isinstance(seg, Segmenter)
         was_training = seg.training
         seg.eval()
-        metrics, sums, count = SegMetrics(classes), {}, 0
+        metrics, terms = SegMetrics(classes), TermMeans()
         for x, masks in val.epoch(0):
             logits = seg.logits(x)
-            for k, v in seg.loss_fn(logits, masks).items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
-            count += len(x)
+            terms.add(seg.loss_fn(logits, masks), len(x))
             metrics.update(logits.argmax(dim=1).cpu(), masks.cpu())
         seg.train(was_training)
         scores = metrics.compute()
-        return Validation({k: v / max(1, count) for k, v in sums.items()},
-                          {k: scores[k] for k in SEG_SCORES})
+        return Validation(terms.means(), {k: scores[k] for k in SEG_SCORES})
     return validate
 
 
