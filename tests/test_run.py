@@ -66,6 +66,23 @@ def test_the_key_ignores_where_the_run_is_written_and_sees_the_data():
     assert fingerprint(torch.zeros(6)) != fingerprint(torch.ones(6))
 
 
+def test_progress_lines_do_not_make_another_run(tmp_path):
+    """A finished run is found again when only how it reports changed, at any depth (a benchmark's
+    key nests its models' pretraining configs), also from a record that still holds the setting."""
+    nested = {"method_config": {"pretrain": {"train": {"lr": 0.1, "progress": True}}}}
+    quiet = {"method_config": {"pretrain": {"train": {"lr": 0.1, "progress": False}}}}
+    assert run_key(nested) == run_key(quiet)
+    assert run_key(nested) != run_key({"method_config": {"pretrain": {"train": {"lr": 0.2}}}})
+    cfg = tiny_config(tmp_path / "a")
+    cfg["train"]["progress"] = True
+    first = aevision.pretrain(cfg, reuse=True)
+    record = json.loads((tmp_path / "a" / RECORD).read_text())
+    record["key"]["config"]["train"]["progress"] = True  # as an older aevision wrote it
+    (tmp_path / "a" / RECORD).write_text(json.dumps(record))
+    again = aevision.pretrain({**cfg, "train": {**cfg["train"], "progress": False}}, reuse=True)
+    assert again.reused and again.fit.history == first.fit.history
+
+
 def test_init_from_starts_from_trained_weights(tmp_path):
     base = aevision.pretrain(tiny_config(tmp_path / "base", train={"epochs": 3, "batch_size": 32,
                                                                    "progress": False}))

@@ -47,17 +47,33 @@ def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None
     """What makes two runs the same run, as JSON reads it back (tuples are lists).
 
     ``config``: the run's config without where it is written (``output_dir`` is dropped: the same
-    run in a moved folder is still the same run) nor where its metrics go (``train.loggers``);
+    run in a moved folder is still the same run) nor how it reports (:data:`PRESENTATION`, in any
+    ``train`` section at any depth: a benchmark's key nests its models' pretraining configs);
     ``data``: a fingerprint of the data passed in (:func:`aevision.data.sources.fingerprint`);
     ``init``: what the weights start from
     (:func:`weights_sha256`, or an architecture spec for a run that only takes a network's shape);
     ``extra``: anything else the outputs depend on.
     """
     config = {k: v for k, v in config.items() if k != "output_dir"}
-    if isinstance(config.get("train"), dict):  # where metrics are logged changes no output
-        config["train"] = {k: v for k, v in config["train"].items() if k != "loggers"}
     key = {"aevision": __version__, "config": config, "data": data, "init": init, **extra}
-    return json.loads(json.dumps(key, default=str))
+    return without_presentation(json.loads(json.dumps(key, default=str)))
+
+
+# train settings that change what a run prints or where its metrics go, never what it computes:
+# rerunning with --progress must find the run it already finished
+PRESENTATION = ("loggers", "progress")
+
+
+def without_presentation(node: Any) -> Any:
+    """``node`` (JSON data) with :data:`PRESENTATION` dropped from every ``train`` section."""
+    if isinstance(node, list):
+        return [without_presentation(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: without_presentation(v) for k, v in node.items()}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in PRESENTATION}
+    return out
 
 
 def digest(key: dict[str, Any]) -> str:
@@ -105,7 +121,7 @@ class Run:
     def same_key(self, rec: dict[str, Any] | None) -> bool:
         if rec is None or not isinstance(rec.get("key"), dict):
             return False
-        stored = dict(rec["key"])
+        stored = without_presentation(rec["key"])  # a record written before a setting counted as such
         if self.upgrade is not None and isinstance(stored.get("config"), dict):
             try:
                 stored["config"] = run_key(self.upgrade(stored["config"]))["config"]
