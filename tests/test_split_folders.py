@@ -104,3 +104,21 @@ def test_encode_and_the_benchmark_take_the_folders_own_test_split(tmp_path, caps
     info = board["datasets"][f"folder:{root}"]
     assert (info["train"], info["val"], info["test"]) == (10, 2, 4)
     assert board["records"][0]["method"] == "pixels" and len(board["records"]) == 1
+
+
+@pytest.mark.parametrize("memory", [None, 0])
+def test_pretrain_reads_the_train_split_in_memory_or_streamed(tmp_path, memory):
+    """``pretrain`` plans its data from train/ (it errored on the split root); streamed, the files
+    it trains on are train/'s alone."""
+    root = split_folder(tmp_path / "d", {"train": 8, "test": 4})
+    out = tmp_path / "m"
+    args = ["pretrain", "--model", "dense", "--dataset", f"folder:{root}", "--epochs", "1",
+            "--batch-size", "4", "-o", str(out), "--no-progress", "model.code_dim=4"]
+    if memory is not None:
+        args.append(f"data.memory={memory}")
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    data = summary["data"]
+    assert data["name"].endswith("/d/train") and data["classes"] == ["cat", "dog"]
+    held_out = data["val"]["images"] if data["val"] else 0  # streamed: carved from the listing
+    assert data["train"]["images"] + held_out == 16 and data.get("streamed", False) == (memory == 0)

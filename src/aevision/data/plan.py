@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aevision.config import DataConfig
+from aevision.data.folder import split_folders
 from aevision.data.folder_stream import FolderListing, list_folder
 from aevision.data.shards import ShardInfo, read_info
 
@@ -58,7 +59,8 @@ class Plan:
 
 def plan_data(cfg: DataConfig) -> Plan:
     """In memory unless ``cfg.name`` is ``shards:PATH`` or ``folder:PATH`` whose decoded training
-    images exceed the budget (other datasets are small by nature: generated or downloaded sets)."""
+    images exceed the budget (other datasets are small by nature: generated or downloaded sets).
+    A folder laid out as its own splits (``train/`` + ``test/``) is sized, and streamed, by ``train/``."""
     budget, why = memory_budget(cfg)
     name, _, argument = cfg.name.partition(":")
     if name not in ("shards", "folder") or not argument or \
@@ -69,9 +71,13 @@ def plan_data(cfg: DataConfig) -> Plan:
         found = read_info(argument)
         size = found.decoded_bytes("train")
     else:
-        found = list_folder(Path(argument).expanduser().resolve(), cfg.channels, cfg.image_size,
-                            cfg.strict)
+        root = Path(argument).expanduser().resolve()
+        splits = split_folders(root)  # the dataset's own splits (train/ + test/): train on train/
+        found = list_folder(splits["train"] if splits else root, cfg.channels, cfg.image_size, cfg.strict)
         size = found.decoded_bytes()
+        if splits and "val" in splits and size > budget:
+            log.info("data: %s is streamed from train/; validation is carved from it (val_fraction), "
+                     "not read from val/", cfg.name)
     streamed = size > budget
     log.info("data: %s decoded %s %s the budget of %s (%s): %s", cfg.name, human_bytes(size),
              ">" if streamed else "<=", human_bytes(budget), why,
