@@ -85,6 +85,16 @@ def test_config_errors_name_the_field():
         assert load_benchmark(preset).datasets[0].name == preset
 
 
+def test_a_model_set_to_null_is_left_out_everywhere():
+    full = load_benchmark("cifar10")
+    cfg = load_benchmark("cifar10", ["models.mae=null"])
+    assert list(cfg.models) == [m for m in full.models if m != "mae"]
+    assert "mae" in full.protocols.finetune.models and "mae" not in cfg.protocols.finetune.models
+    assert cfg.models["conv-rgb"] == full.models["conv-rgb"]  # the others untouched
+    with pytest.raises(ConfigError, match=r"protocols\.finetune\.models\[0\]"):  # a typo stays an error
+        load_benchmark("cifar10", ["models.mae=null", "protocols.finetune.models=[conv-rbg]"])
+
+
 def test_protocols_never_receive_test_labels():
     for fn in (protocols_module.linear, protocols_module.knn, protocols_module.finetune_protocol):
         params = inspect.signature(fn).parameters

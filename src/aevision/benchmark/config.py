@@ -356,9 +356,24 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
         apply_override(data, assignment)
     if not isinstance(data, dict):
         raise AevisionError(f"benchmark {source!r}: expected a mapping at the top level")
+    leave_out_null_models(data)
     # nested sections start from the defaults, so `finetune: {train: {epochs: 5}}` keeps the
     # other fine-tuning defaults (AdamW, cosine schedule) instead of the pretraining ones
     cfg: BenchmarkConfig = from_dict(BenchmarkConfig, merged(BenchmarkConfig().to_dict(), data), "")
     cfg.validate()
     return cfg
 
+
+def leave_out_null_models(data: dict[str, Any]) -> None:
+    """``models.NAME=null`` leaves NAME out: of ``models`` and of every protocol's (and the
+    imbalance study's) ``models`` list, so one override runs a preset without one of its models."""
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return
+    gone = {name for name, entry in models.items() if entry is None}
+    for name in gone:
+        del models[name]
+    sections = [*(data.get("protocols") or {}).values(), data.get("imbalance")]
+    for section in sections:
+        if isinstance(section, dict) and isinstance(section.get("models"), list):
+            section["models"] = [m for m in section["models"] if m not in gone]
