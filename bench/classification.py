@@ -29,6 +29,7 @@ import torch
 
 import common
 from aevision.benchmark import load_benchmark, run_benchmark
+from aevision.io import read_text, write_text
 
 TARGETS = {
     "mnist": {"linear_probe_all": 0.990, "linear_probe_10pc_mean": 0.90, "finetune_all": 0.994},
@@ -39,7 +40,7 @@ TARGETS = {
 CIFAR10_MARGINS = (("linear_probe_all", "untrained_linear_all", 10),
                    ("finetune_400pc_pretrained", "finetune_400pc_scratch", 5),
                    ("mae_finetune_all", "vit_scratch_finetune_all", 5))
-MAE_NOTE = "null: the preset has no mae model (the masked autoencoder comes on its own branch)"
+MAE_NOTE = "null: this run has no mae model (left out with models.mae=null, or absent from the config)"
 
 
 def best_autoencoder(rows: list[dict[str, Any]], protocol: str, budget: str) -> dict[str, Any] | None:
@@ -223,6 +224,9 @@ def main() -> None:
     shown = {k: v for k, v in summary.items() if k not in ("rows", "config", "verdicts")}
     common.publish(Path(args.results) / f"classification_{args.preset}.json", summary, shown, indent=2,
                    default=str)
+    # the leaderboard a person reads, beside the numbers
+    write_text(Path(args.results) / f"classification_{args.preset}.md",
+               read_text(Path(cfg.output_dir) / "leaderboard.md", "leaderboard"))
 
 
 if __name__ == "__main__":
