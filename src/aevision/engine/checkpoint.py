@@ -32,6 +32,7 @@ class LoopState:
     bad_batches: int = 0  # batches skipped for a non-finite loss
     sums: dict[str, float] = field(default_factory=dict)  # loss sums of the epoch in progress
     seconds: float = 0.0  # training wall time of the epoch in progress
+    cpu_seconds: float = 0.0  # the process's CPU time (all threads) training that epoch
     history: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -65,6 +65,7 @@ class FitResult:
     best_val_loss: float | None
     stopped_early: bool
     train_seconds: float
+    train_cpu_seconds: float | None = None  # None when an epoch predates CPU timing
     resumed_from: str | None = None
     bad_batches: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -282,6 +283,7 @@ class _Epoch:
     sums: dict[str, Tensor] = field(default_factory=dict)
     wait: float = 0.0  # seconds spent waiting for batches
     start: float = field(default_factory=time.perf_counter)
+    cpu_start: float = field(default_factory=time.process_time)
 
     def merge_into(self, loop: LoopState) -> None:
         """Add the sums and times to ``loop`` (the checkpointed totals) and start counting anew."""
@@ -289,7 +291,15 @@ class _Epoch:
             loop.sums[k] = loop.sums.get(k, 0.0) + float(v)
         loop.sums["__wait__"] = loop.sums.get("__wait__", 0.0) + self.wait
         loop.seconds += time.perf_counter() - self.start
-        self.sums, self.wait, self.start = {}, 0.0, time.perf_counter()
+        loop.cpu_seconds += time.process_time() - self.cpu_start
+        self.sums, self.wait, self.start, self.cpu_start = {}, 0.0, time.perf_counter(), time.process_time()
+
+
+def _cpu_total(history: list[dict[str, Any]]) -> float | None:
+    """The CPU seconds of all epochs' training (resumed ones included), or None when an epoch
+    (from a checkpoint written before CPU time was recorded) lacks them."""
+    cpu = [h.get("cpu_seconds") for h in history]
+    return round(sum(cpu), 3) if cpu and None not in cpu else None  # type: ignore[arg-type]
 
 
 class Trainer:
@@ -357,7 +367,8 @@ class Trainer:
             history=loop.history, steps=loop.step, best_epoch=loop.best_epoch,
             best_val_loss=loop.best_val if monitored in ("val_loss", "train_loss") else kept.get("val_loss"),
             stopped_early=fit.stopped_early,
-            train_seconds=round(fit.train_seconds, 3), resumed_from=fit.resumed_from,
+            train_seconds=round(fit.train_seconds, 3), train_cpu_seconds=_cpu_total(loop.history),
+            resumed_from=fit.resumed_from,
             bad_batches=loop.bad_batches, monitored=monitored, best_monitored=loop.best_val,
         )
 
@@ -539,7 +550,7 @@ class Trainer:
         row = self._epoch_row(fit, epoch, train_terms, {**val.terms, **val.scores})
         loop.history.append(row)
         improved = self._track_best(fit, epoch, *self._monitored(fit, train_terms, val))
-        loop.epoch, loop.batch, loop.sums, loop.seconds = epoch + 1, 0, {}, 0.0
+        loop.epoch, loop.batch, loop.sums, loop.seconds, loop.cpu_seconds = epoch + 1, 0, {}, 0.0, 0.0
         self._save(fit)
         if fabric.is_global_zero:
             write_csv_rows(self.out_dir / "history.csv", loop.history)
@@ -590,6 +601,7 @@ class Trainer:
         row.update({f"train_{k}": v for k, v in train_terms.items()})
         row.update({f"val_{k}": v for k, v in val_terms.items()})
         row["train_seconds"] = round(seconds, 4)
+        row["cpu_seconds"] = round(loop.cpu_seconds, 4)  # summed over a resumed run's epochs
         row["images_per_s"] = round(images * world / seconds, 1) if seconds > 0 else None
         row["data_wait_fraction"] = round(loop.sums.get("__wait__", 0.0) / seconds, 4) \
             if seconds > 0 else None

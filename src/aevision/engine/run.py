@@ -160,15 +160,16 @@ class Run:
             upgrade_config: Upgrade | None = None, validate: Validate | None = None) -> FitResult:
         """:meth:`start` the run (from ``trainer``'s global-zero process: the one that writes),
         then ``trainer.fit`` (``validate``: see :meth:`Trainer.fit`), timed. A resumed run's
-        process saw only the epochs after the resume: its wall time is then the engine's sum over
-        all epochs, and the killed process's CPU time is unknown (None)."""
+        process saw only the epochs after the resume: its wall and CPU times are then the engine's
+        sums over all epochs' training (checkpointed with the epoch; validation not included)."""
         self.writer, self.loggers = trainer.fabric.is_global_zero, list(trainer.fabric.loggers)
         go_on = self.start(resume=resume, reuse=reuse, overwrite=overwrite)
         t0, c0 = time.time(), time.process_time()
         fit = trainer.fit(model, train, val, run_config, resume=go_on, upgrade_config=upgrade_config,
                           validate=validate)
         if fit.resumed_from is not None:
-            self.timing = {"wall_seconds": fit.train_seconds, "cpu_seconds": None, "resumed": True}
+            self.timing = {"wall_seconds": fit.train_seconds, "cpu_seconds": fit.train_cpu_seconds,
+                           "resumed": True}
         else:
             self.timing = {"wall_seconds": round(time.time() - t0, 3),
                            "cpu_seconds": round(time.process_time() - c0, 3), "resumed": False}
