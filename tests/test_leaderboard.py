@@ -55,6 +55,33 @@ def _board(records):
     return {"rows": rows, "verdicts": leaderboard.verdicts(rows, datasets), "datasets": datasets}
 
 
+def test_a_single_run_is_judged_by_mcnemars_test_on_the_test_images():
+    from aevision.benchmark import leaderboard
+
+    labels = torch.arange(1000) % 10
+    wrong = (labels + 1) % 10
+    def run(right):  # the first `right` images correct
+        return torch.where(torch.arange(1000) < right, labels, wrong)
+
+    bits = {n: leaderboard.correct_bits(run(n), labels) for n in (600, 560, 590)}
+    assert leaderboard.mcnemar_p(bits[600], bits[600]) == 1.0
+    # 40 images only the first gets right, none the other way: far beyond chance
+    assert leaderboard.mcnemar_p(bits[600], bits[560]) < 1e-6
+    # 10 against 0 discordant images: p = 2 / 2**10
+    assert abs(leaderboard.mcnemar_p(bits[600], bits[590]) - 2 / 1024) < 1e-9
+    # the same accuracies, different images: 100 right only by one, 100 only by the other
+    shifted = torch.where((torch.arange(1000) >= 100) & (torch.arange(1000) < 700), labels, wrong)
+    assert leaderboard.mcnemar_p(bits[600], leaderboard.correct_bits(shifted, labels)) == 1.0
+    records = [*_records("conv", "autoencoder", "all", [0.600]),
+               *_records("pixels", "baseline", "all", [0.560]),
+               *_records("pca-32", "baseline", "all", [0.590])]
+    for r, n in zip(records, (600, 560, 590), strict=True):
+        r["test_correct"] = bits[n]
+    ver = {v["baseline"]: v for v in _board(records)["verdicts"]}
+    assert ver["pixels"]["verdict"] == "wins" and ver["pixels"]["beats"] and ver["pixels"]["n_seeds"] == 1
+    assert ver["pca-32"]["verdict"] == "wins" and ver["pca-32"]["p_value"] < 0.01
+
+
 def test_a_win_must_hold_across_seeds_and_one_run_gets_no_verdict(capsys):
     from aevision.benchmark import leaderboard
 
@@ -103,10 +130,11 @@ def test_benchmark_output_is_readable_verdicts_ticks_losses_and_headers(tmp_path
                  "imbalance.seeds=1", "--labels", "5,all", "--seeds", "2", "-o", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     md = (tmp_path / "leaderboard.md").read_text()
-    # wins are counted only beyond the noise of the seeds; the single run at `all` gets no verdict
-    assert "paired t-test over the seeds" in md and "one run: no verdict" in md
+    # wins are counted only beyond the noise: of the seeds, or of the test images for the single
+    # run at `all` (McNemar's test on the images both classified)
+    assert "paired t-test over the seeds" in md and "McNemar" in md and "one run: no verdict" not in md
     assert "autoencoders vs pixels, PCA and their untrained encoders, linear probe:" in printed
-    assert "single run" in printed
+    assert "0 single runs (no verdict)" in printed
     # the `all` budget is plotted where its labels per class put it, and its tick says so
     five, every = ticks["accuracy_vs_labels_linear.png"]
     assert five == "5" and every.startswith("all")

@@ -17,6 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import Tensor
+
 from aevision.benchmark.config import BenchmarkConfig, parse_budget, safe_name
 from aevision.io import write_csv_rows, write_json, write_text
 from aevision.report.table import markdown_table
@@ -28,7 +31,9 @@ ALPHA = 0.05
 RULE = ("A difference counts as a win or a loss only when it holds across seeds: a two-sided paired "
         f"t-test over the seeds both methods ran (the same labelled subsets), alpha = {ALPHA:g}; "
         "otherwise it is within noise. A budget run once (`all`: every label, a deterministic probe) "
-        "has no estimate of the noise, so it gets no verdict.")
+        "is judged on the test images instead: McNemar's exact test on the images one method "
+        f"classifies correctly and the other does not, alpha = {ALPHA:g}; a run without per-image "
+        "results (an older leaderboard) gets no verdict.")
 VERDICT_WORDS = {"wins": "**wins**", "loses": "**loses**", "within noise": "within noise",
                  "single run": "one run: no verdict"}
 
@@ -60,6 +65,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["c_at_edge"] = [{"seed": r["seed"], "C": r["selection"]["C"], "edge": r["selection"]["at_edge"],
                              "grid": r["selection"].get("grid")}
                             for r in rs if r.get("selection", {}).get("at_edge")]
+        row["test_correct_runs"] = [r.get("test_correct") for r in rs]  # per seed, for McNemar's test
         row["wall_seconds_mean"] = round(statistics.fmean(r["wall_seconds"] for r in rs), 3)
         speeds = [r["images_per_s"] for r in rs if r["images_per_s"]]
         row["images_per_s_mean"] = round(statistics.fmean(speeds), 1) if speeds else None
@@ -96,19 +102,42 @@ def verdicts(rows: list[dict[str, Any]], datasets: dict[str, Any]) -> list[dict[
     return out
 
 
+def correct_bits(pred: Tensor, labels: Tensor) -> str:
+    """Which test images a run got right, 8 to a byte, as hex: what McNemar's test pairs up."""
+    right = (pred.long().cpu() == labels.long().cpu()).numpy()
+    return np.packbits(right).tobytes().hex()
+
+
+def mcnemar_p(a_bits: str, b_bits: str) -> float:
+    """Two-sided exact McNemar p-value of two runs on the same test images (:func:`correct_bits`):
+    only the images exactly one of them gets right count; under the null either is as likely."""
+    from scipy.stats import binomtest
+
+    a = np.unpackbits(np.frombuffer(bytes.fromhex(a_bits), dtype=np.uint8))
+    b = np.unpackbits(np.frombuffer(bytes.fromhex(b_bits), dtype=np.uint8))
+    only_a, only_b = int((a & ~b & 1).sum()), int((b & ~a & 1).sum())
+    return 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
 def paired_test(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float, float | None]:
     """Two aggregated rows compared seed by seed (the same seed: the same labelled subset): the
     number of shared seeds, the mean difference a - b (of the means when no seed is shared), and the
-    two-sided paired t-test's p-value (None below two shared seeds: one run says nothing about the
-    noise)."""
+    two-sided paired t-test's p-value; with one shared seed, McNemar's test on the test images
+    (None when a run lacks per-image results, or no seed is shared)."""
     from scipy.stats import t as student_t
 
     runs_a = dict(zip(a["seeds"], a["accuracy_runs"], strict=True))
     runs_b = dict(zip(b["seeds"], b["accuracy_runs"], strict=True))
-    diffs = [runs_a[s] - runs_b[s] for s in sorted(set(runs_a) & set(runs_b))]
+    shared = sorted(set(runs_a) & set(runs_b))
+    diffs = [runs_a[s] - runs_b[s] for s in shared]
     n = len(diffs)
+    if n == 1:
+        bits_a = dict(zip(a["seeds"], a.get("test_correct_runs") or [None] * len(a["seeds"]), strict=True))
+        bits_b = dict(zip(b["seeds"], b.get("test_correct_runs") or [None] * len(b["seeds"]), strict=True))
+        one_a, one_b = bits_a[shared[0]], bits_b[shared[0]]
+        return 1, diffs[0], mcnemar_p(one_a, one_b) if one_a and one_b else None
     if n < 2:
-        return n, diffs[0] if diffs else a["accuracy_mean"] - b["accuracy_mean"], None
+        return n, a["accuracy_mean"] - b["accuracy_mean"], None
     mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
     if sd == 0:  # the same difference on every seed
         return n, mean, 1.0 if mean == 0 else 0.0

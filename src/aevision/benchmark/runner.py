@@ -495,6 +495,8 @@ class DatasetRun:
             "selection": outcome.selection,
             "reused": outcome.reused,  # read back from an earlier run (reuse_runs): its time and speed
             "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
+            # which test images it got right: a run at `all` is compared with McNemar's test
+            "test_correct": leaderboard.correct_bits(outcome.pred, self.test.labels),  # type: ignore[arg-type]
             "config": {"data": to_dict(self.data_cfg), "method": method.config,
                        "protocol": proto_cfg, "seed": seed},
         }
