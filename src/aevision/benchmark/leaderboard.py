@@ -119,6 +119,12 @@ def mcnemar_p(a_bits: str, b_bits: str) -> float:
     return 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
+def _seed_bits(row: dict[str, Any], seed: int) -> str | None:
+    """The run of ``seed``'s :func:`correct_bits` (None in rows built before they were recorded)."""
+    bits = row.get("test_correct_runs")
+    return bits[row["seeds"].index(seed)] if bits else None
+
+
 def paired_test(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float, float | None]:
     """Two aggregated rows compared seed by seed (the same seed: the same labelled subset): the
     number of shared seeds, the mean difference a - b (of the means when no seed is shared), and the
@@ -132,9 +138,7 @@ def paired_test(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float, float
     diffs = [runs_a[s] - runs_b[s] for s in shared]
     n = len(diffs)
     if n == 1:
-        bits_a = dict(zip(a["seeds"], a.get("test_correct_runs") or [None] * len(a["seeds"]), strict=True))
-        bits_b = dict(zip(b["seeds"], b.get("test_correct_runs") or [None] * len(b["seeds"]), strict=True))
-        one_a, one_b = bits_a[shared[0]], bits_b[shared[0]]
+        one_a, one_b = _seed_bits(a, shared[0]), _seed_bits(b, shared[0])
         return 1, diffs[0], mcnemar_p(one_a, one_b) if one_a and one_b else None
     if n < 2:
         return n, a["accuracy_mean"] - b["accuracy_mean"], None
