@@ -223,6 +223,41 @@ def test_each_fine_tuned_model_names_the_scratch_baseline_of_its_own_architectur
     assert finetuned == {*models, "scratch:conv", "scratch:conv-wide"}
 
 
+def test_a_models_own_finetune_section_is_its_recipe_and_its_scratch_baselines(tmp_path):
+    conv = {"model": {"name": "conv", "channels": [8, 16], "code_dim": 16}, "train": {"epochs": 1}}
+    vit = {"model": {"name": "mae", "patch_size": 2, "width": 16, "depth": 2, "heads": 2,
+                     "decoder_width": 8, "decoder_depth": 1, "decoder_heads": 2, "mask_ratio": 0.5},
+           "train": {"epochs": 1}, "features": {"source": "code"},
+           "finetune": {"layer_decay": 0.5, "train": {"warmup_steps": 3}}}
+    cfg = load_benchmark("quick", [
+        f"output_dir={tmp_path}", f"models={json.dumps({'conv': conv, 'vit': vit})}",
+        "baselines=[scratch]", "labels=[all]", "seeds=1", "protocols.linear.enabled=false",
+        "protocols.knn.enabled=false", "protocols.finetune.models=null", "protocols.finetune.labels=[all]",
+        "protocols.finetune.train.epochs=1", "imbalance.ratio=null", "confusion_png=false"])
+    assert cfg.model_finetune("conv") is cfg.protocols.finetune
+    board = run_benchmark(cfg, verbose=False).board
+    ran = {r["method"]: r["config"]["protocol"] for r in board["records"]}
+    assert set(ran) == {"conv", "vit", "scratch:conv", "scratch:vit"}
+    # the vit's recipe, merged over the protocol's (its epochs, the protocol's; the rest its own)
+    assert (ran["vit"]["layer_decay"], ran["vit"]["train"]["warmup_steps"], ran["vit"]["train"]["epochs"]
+            ) == (0.5, 3, 1)
+    # its scratch baseline: the same recipe from random weights, every layer at the full rate
+    assert (ran["scratch:vit"]["init"], ran["scratch:vit"]["layer_decay"],
+            ran["scratch:vit"]["train"]["warmup_steps"]) == ("scratch", None, 3)
+    assert (ran["conv"]["layer_decay"], ran["conv"]["train"]["warmup_steps"]) == (None, 0)
+    assert board["datasets"]["digits"]["methods"]["scratch:vit"]["config"]["finetune"] == vit["finetune"]
+
+
+@pytest.mark.parametrize("section, field", [
+    ("{labels: [all]}", r"models\.conv\.finetune\.labels"),
+    ("{layer_decay: 2}", r"models\.conv\.finetune\.layer_decay"),
+    ("{train: {epochz: 2}}", r"models\.conv\.finetune\.train\.epochz"),
+    ("[0.5]", r"models\.conv\.finetune")])
+def test_a_models_finetune_section_is_checked_before_anything_runs(section, field):
+    with pytest.raises(ConfigError, match=field):
+        load_benchmark("quick", [f"models.conv.finetune={section}"])
+
+
 def test_resume_reads_back_finished_runs_and_reruns_only_what_changed(tmp_path, capsys):
     config = ["benchmark", "quick", "models={conv: {model: {name: conv, channels: [8, 16], code_dim: 16}}}",
               "baselines=[pixels,scratch]", "protocols.finetune.train.epochs=1",

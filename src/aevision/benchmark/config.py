@@ -8,12 +8,16 @@ A benchmark file (or a shipped preset: ``quick``, ``mnist``, ``fashion-mnist``, 
     labels: [10, 100, 1000, all]  # per class; "1000t" = 1000 in total; "all" = every label
     datasets: [{name: mnist}]     # data sections as in a pretrain config
     models:                       # name -> a pretrain config fragment (model, regularizers,
-                                  # train, augment: pretraining's) + optional features
+                                  # train, augment: pretraining's) + optional features and
+                                  # finetune (this model's changes to protocols.finetune)
       conv-dae:
         model: {name: conv, channels: [32, 64], code_dim: null}
         regularizers: [{name: denoising, noise: masking, p: 0.3}]
         train: {epochs: 10}
         features: {source: stages, pool: 4}
+      vit-mae:
+        model: {name: mae, patch_size: 4}
+        finetune: {layer_decay: 0.75, train: {warmup_steps: 500}}
     baselines: [pixels, pca, scratch, untrained]   # untrained: each model's encoder, random weights
     protocols:
       linear: {c_grid: [0.01, 0.1, 1]}
@@ -33,7 +37,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +66,8 @@ PRESETS = ("quick", "mnist", "fashion-mnist", "cifar10")
 # trained from scratch, and every autoencoder's own encoder untrained (random weights)
 BASELINES = ("pixels", "pca", "scratch", "untrained")
 PROTOCOLS = ("linear", "knn", "finetune")
+# what a model's own finetune section may change: FinetuneConfig's options, not the protocol's scope
+FINETUNE_RECIPE = tuple(f.name for f in fields(FinetuneConfig))
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,7 @@ class BenchmarkConfig:
             check(isinstance(entry, dict), f"models.{name}", entry,
                   "a mapping with model / regularizers / train / augment sections")
             self.model_features(name)
+            self.model_finetune(name)
             self._check_builders(name, self.pretrain_config(name, self.datasets[0]))
         self.protocols.validate("protocols", self.models)
         self.imbalance.validate("imbalance", self.models)
@@ -301,12 +308,30 @@ class BenchmarkConfig:
         feats.validate(f"models.{name}.features")
         return feats
 
+    def model_finetune(self, name: str) -> FinetuneProtocol:
+        """``protocols.finetune`` with model ``name``'s own ``finetune`` section merged over it: an
+        architecture's recipe (a ViT's layer-wise decay and warmup) without changing the other
+        models' runs. Which budgets, seeds and models it covers stays the protocol's."""
+        own = self.models[name].get("finetune")
+        if own is None:
+            return self.protocols.finetune
+        prefix = f"models.{name}.finetune"
+        check(isinstance(own, dict), prefix, own, "a mapping of fine-tuning options")
+        for key in own:
+            check(key in FINETUNE_RECIPE, f"{prefix}.{key}", own[key],
+                  "a fine-tuning option (" + ", ".join(FINETUNE_RECIPE) + "); budgets, seeds and "
+                  "models are protocols.finetune's")
+        cfg = from_dict(FinetuneProtocol, merged(to_dict(self.protocols.finetune), own), prefix)
+        cfg.validate(prefix)
+        return cfg
+
     def pretrain_config(self, name: str, data: DataConfig) -> PretrainConfig:
         """The full pretrain config of model ``name`` on dataset ``data``."""
-        fragment = {k: copy.deepcopy(v) for k, v in self.models[name].items() if k != "features"}
+        fragment = {k: copy.deepcopy(v) for k, v in self.models[name].items()
+                    if k not in ("features", "finetune")}
         for key in fragment:
             check(key in ("model", "regularizers", "train", "augment"), f"models.{name}.{key}",
-                  fragment[key], "only model, regularizers, train, augment and features sections")
+                  fragment[key], "only model, regularizers, train, augment, features and finetune sections")
         fragment.setdefault("train", {}).setdefault("progress", self.progress)
         if self.loggers is not None:
             fragment["train"].setdefault("loggers", list(self.loggers))

@@ -208,6 +208,8 @@ class DatasetRun:
         feats_cfg = self.cfg.model_features(name)
         fe = FeatureEncoder(model, copy.deepcopy(feats_cfg), f"models.{name}.features")
         config = {"pretrain": pcfg.to_dict(), "features": to_dict(feats_cfg)}
+        if "finetune" in self.cfg.models[name]:  # its own fine-tuning recipe, part of its runs' keys
+            config["finetune"] = copy.deepcopy(self.cfg.models[name]["finetune"])
 
         def encoder(seed: int) -> FeatureEncoder:
             return FeatureEncoder(copy.deepcopy(model), copy.deepcopy(feats_cfg))
@@ -326,7 +328,9 @@ class DatasetRun:
             if not self.cfg.runs("finetune", name):
                 continue
             arch = {"model": m.config["pretrain"]["model"], "features": m.config["features"]}
-            key = json.dumps(arch, sort_keys=True)
+            # models of one architecture share a baseline only if they share its recipe too
+            recipe = m.config.get("finetune")
+            key = json.dumps({**arch, "recipe": recipe}, sort_keys=True)
             if key in seen:
                 self.methods[name]["scratch_baseline"] = seen[key].name
                 continue
@@ -343,6 +347,8 @@ class DatasetRun:
                 return FeatureEncoder(fresh, copy.deepcopy(feats_cfg))
 
             config = {"baseline": "supervised from scratch", "architecture_of": name, **arch}
+            if recipe is not None:
+                config["finetune"] = recipe
             label = f"scratch:{name}"
             self.methods[label] = {"kind": "baseline", "config": config}
             self.methods[name]["scratch_baseline"] = label  # what the leaderboard compares it with
@@ -373,10 +379,13 @@ class DatasetRun:
                     self._one(method, protocol, budget, cfg.seed + s)
 
     def _finetune_cfg(self, method: Method) -> FinetuneProtocol:
-        """The scratch baseline trains a random network: every layer at the full rate, a random
-        head; pretrained encoders get the configured schedule."""
-        proto = self.cfg.protocols.finetune
-        return replace(proto, init="scratch") if method.kind == "baseline" else proto
+        """The model's fine-tuning recipe (``protocols.finetune`` + its own ``finetune`` section).
+        Its scratch baseline trains the same network from random weights with the same recipe, but
+        every layer at the full rate (no layer-wise decay) and a random head."""
+        if method.kind == "baseline":
+            recipe = self.cfg.model_finetune(method.config["architecture_of"])
+            return replace(recipe, init="scratch", layer_decay=None)
+        return self.cfg.model_finetune(method.name)
 
     def _subset(self, budget: Budget, seed: int) -> Tensor:
         assert self.train.labels is not None
@@ -481,7 +490,8 @@ class DatasetRun:
               labels: int, imbalance: float | None = None, loss: str | None = None,
               loss_config: dict[str, Any] | None = None, confusion: bool = False) -> None:
         m = classification_metrics(outcome.pred, self.test.labels, self.k, self.classes)  # type: ignore[arg-type]
-        proto_cfg = to_dict(getattr(self.cfg.protocols, protocol))
+        proto_cfg = to_dict(self._finetune_cfg(method) if protocol == "finetune"
+                            else getattr(self.cfg.protocols, protocol))
         if loss_config is not None:
             proto_cfg["loss"] = loss_config
         record = {
