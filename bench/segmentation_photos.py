@@ -138,14 +138,11 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
     config = {
         "seed": seed, "output_dir": str(runs / name / f"seed{seed}" / f"{tag}-{init}"), "encoder": encoder,
         "init": init, "labels": labels,
-        "freeze_epochs": sched["freeze_epochs"] if init == "pretrained" else 0,
+        "freeze_epochs": sched["freeze_epochs"],  # scratch ignores it, and its run key too
         "examples": 4, "data": ds["data"], **{k: v for k, v in seg.items() if k != "train"},
         "train": {**seg["train"], "epochs": sched["epochs"], "epoch_steps": sched.get("epoch_steps"),
                   "progress": False},
     }
-    if init == "scratch":  # settings of the pretrained weights: not a scratch run's (nor its key)
-        for key in ("pretrained_lr_scale", "freeze_norm", "freeze_decoder", "pretrained_decoder"):
-            config.pop(key, None)
     result = segment(config, data=data, reuse=reuse, overwrite=True)
     return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),
             "steps": result.fit.steps, "best_epoch": result.fit.best_epoch, "monitored": result.fit.monitored,

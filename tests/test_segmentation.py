@@ -536,6 +536,19 @@ def test_the_epoch_kept_is_the_one_with_the_best_validation_miou(tmp_path):
     assert again.reused and again.fit.best_monitored == result.fit.best_monitored
 
 
+def test_a_scratch_run_is_the_same_run_whatever_its_pretrained_only_settings_say(tmp_path):
+    """A comparison gives scratch the pretrained run's settings; scratch ignores them, so its key does."""
+    _autoencoder(tmp_path)
+    options = {"n_train": 12, "n_test": 4, "size": 16}
+    splits = load_segmentation(DataConfig(name="shapes-seg", options=options), 0)
+    cfg = {"encoder": str(tmp_path / "ae"), "init": "scratch", "examples": 0,
+           "output_dir": str(tmp_path / "seg"), "train": {"epochs": 1, "batch_size": 8, "progress": False}}
+    first = segment({**cfg, "freeze_epochs": 1, "pretrained_lr_scale": 0.1, "freeze_norm": True}, data=splits)
+    assert not first.reused
+    assert segment(cfg, data=splits, reuse=True).reused
+    assert not segment({**cfg, "init": "pretrained"}, data=splits, reuse=True).reused
+
+
 def test_one_validation_pass_gives_the_engines_loss_terms_and_the_test_scoring(tmp_path):
     """The segmenter's validation pass computes its logits once: the loss terms it records are the
     engine's (the same batches, the same weighting), its scores are the test's scoring of the split."""

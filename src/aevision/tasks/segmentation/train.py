@@ -98,14 +98,14 @@ def segment(
     val = splits.val if splits.val is not None and len(splits.val) else None
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     batches = segment_batches(cfg, train, val, epoch_images(cfg, splits))
-    fit = run.fit(trainer, seg, *batches, cfg.to_dict(), resume=resume, reuse=reuse,
+    fit = run.fit(trainer, seg, *batches, identity(cfg.to_dict()), resume=resume, reuse=reuse,
                   overwrite=overwrite, upgrade_config=_upgraded,
                   validate=validator(val.classes) if val is not None else None)
     seg.set_frozen(False)
     seg.eval()
     test_preds = predict_set(seg, splits.test, trainer.fabric.device)
     metrics = score(test_preds, splits.test)
-    provenance = {"config": cfg.to_dict(), "data": data_summary(splits, train, cfg),
+    provenance = {"config": identity(cfg.to_dict()), "data": data_summary(splits, train, cfg),
                   "encoder": encoder_summary(cfg, ae)}
 
     def save(folder: Path) -> None:
@@ -126,14 +126,29 @@ def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
     train = saved.get("train")
     if isinstance(train, dict) and "monitor" not in train:
         saved = {**saved, "train": {**train, "monitor": "loss"}}
-    return build_segment_config(base=saved).to_dict()
+    return identity(build_segment_config(base=saved).to_dict())
+
+
+# settings that act on pretrained weights alone (see prepared_segmenter): a scratch run ignores them
+PRETRAINED_ONLY = ("freeze_epochs", "freeze_decoder", "pretrained_decoder", "pretrained_lr_scale",
+                   "freeze_norm")
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A segment config as far as it decides what trains: with ``init: scratch`` the pretrained-only
+    settings at their defaults, so that a scratch run given a pretrained run's settings (as a
+    comparison of the two does) is the same run as one without them."""
+    if config.get("init") != "scratch":
+        return config
+    defaults = SegmentConfig().to_dict()
+    return {**config, **{k: defaults[k] for k in PRETRAINED_ONLY}}
 
 
 def segment_key(cfg: SegmentConfig, ae: Autoencoder | None, splits: SegSplits) -> dict[str, Any]:
     """The run's identity: the config, every split's images and masks (the test split is scored,
     so it belongs to the outputs), and what the network starts from: the encoder's weights, or for
     ``init: scratch`` only its architecture (a scratch segmenter takes nothing else from it)."""
-    config, init = cfg.to_dict(), None
+    config, init = identity(cfg.to_dict()), None
     if cfg.encoder and ae is not None:
         init = weights_sha256(cfg.encoder) if cfg.init == "pretrained" else ae.spec
         config["encoder"] = "see init"  # not its path: a run folder moved elsewhere is the same run
