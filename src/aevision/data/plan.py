@@ -67,18 +67,19 @@ def plan_data(cfg: DataConfig) -> Plan:
             (name == "folder" and not Path(argument).expanduser().is_dir()):  # archives: in memory
         return Plan(None, budget)
     found: ShardInfo | FolderListing
+    splits = None  # a folder's own splits (train/ + test/): train on train/
     if name == "shards":
         found = read_info(argument)
         size = found.decoded_bytes("train")
     else:
         root = Path(argument).expanduser().resolve()
-        splits = split_folders(root)  # the dataset's own splits (train/ + test/): train on train/
+        splits = split_folders(root)
         found = list_folder(splits["train"] if splits else root, cfg.channels, cfg.image_size, cfg.strict)
         size = found.decoded_bytes()
-        if splits and "val" in splits and size > budget:
-            log.info("data: %s is streamed from train/; validation is carved from it (val_fraction), "
-                     "not read from val/", cfg.name)
     streamed = size > budget
+    if streamed and splits and "val" in splits:
+        log.info("data: %s is streamed from train/; validation is carved from it (val_fraction), "
+                 "not read from val/", cfg.name)
     log.info("data: %s decoded %s %s the budget of %s (%s): %s", cfg.name, human_bytes(size),
              ">" if streamed else "<=", human_bytes(budget), why,
              f"streaming with {cfg.workers} loader processes" if streamed else "reading it into memory")
