@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -78,6 +80,33 @@ def test_unfreezing_trains_the_encoder_in_a_second_phase(digits, tmp_path):
     assert [h["phase"] for h in result.history] == ["head", "full"]
     after = result.classifier.features.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result_when_asked(digits, tmp_path, monkeypatch):
+    from test_bench_segmentation import kill_at
+
+    cfg = FinetuneConfig(train=TrainConfig(epochs=3, batch_size=64, lr=1e-3, progress=False), freeze_epochs=1)
+
+    def run(folder: str, resume: bool = False):
+        torch.manual_seed(0)  # the same starting weights
+        return finetune(_encoder(), digits.train.subset(range(200)), digits.val, cfg, tmp_path / folder,
+                        n_classes=10, seed=0, resume=resume)
+
+    def resumed(folder: str) -> bool:
+        return json.loads((tmp_path / folder / "full" / "summary.json").read_text())["resumed"]
+
+    whole = run("whole")
+    for folder in ("killed", "restarted"):  # killed in the second epoch of the full phase
+        kill_at(monkeypatch, 1, lambda f=folder: run(f), folder=folder)
+    again = run("killed", resume=True)
+    assert [h["epoch"] for h in again.history] == [h["epoch"] for h in whole.history] == [1, 1, 2]
+    assert [h["val_loss"] for h in again.history] == [h["val_loss"] for h in whole.history]
+    state = whole.classifier.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in again.classifier.state_dict().items())
+    assert again.train_seconds > 0
+    fresh = run("restarted")  # not asked to resume: trained again from the start
+    assert resumed("killed") and not resumed("restarted")
+    assert all(torch.equal(v, state[k]) for k, v in fresh.classifier.state_dict().items())
 
 
 def test_the_classifier_freezes_by_the_epoch_hook_the_segmenter_uses():

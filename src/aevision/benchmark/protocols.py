@@ -68,21 +68,23 @@ def knn(train: tuple[Tensor, Tensor], test_features: Tensor, cfg: KNNProtocol, *
 
 def finetune_protocol(features: FeatureEncoder, train: ImageSet, val: ImageSet | None,
                       test_images: Tensor, cfg: FinetuneProtocol, out_dir: Path, *, n_classes: int,
-                      seed: int, progress: bool = False) -> Outcome:
-    """Fine-tune ``features`` + a head; ``val`` (labelled) picks the epoch when given."""
-    started = time.perf_counter()
+                      seed: int, progress: bool = False, resume: bool = False) -> Outcome:
+    """Fine-tune ``features`` + a head; ``val`` (labelled) picks the epoch when given; ``resume``:
+    an identical fine-tune killed in ``out_dir`` continues from its checkpoint."""
     if cfg.min_epoch_images and len(train) < cfg.min_epoch_images:
         reps = -(-cfg.min_epoch_images // len(train))
         train = ImageSet(train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps),  # type: ignore[union-attr]
                          train.classes, train.name)
     run_cfg = replace(cfg, train=replace(cfg.train, progress=progress))
-    result = finetune(features, train, val, run_cfg, out_dir, n_classes=n_classes, seed=seed)
+    result = finetune(features, train, val, run_cfg, out_dir, n_classes=n_classes, seed=seed, resume=resume)
+    trained = time.perf_counter()
     pred = result.classifier.predict(test_images)
     selection: dict[str, Any] = {
         "best_epoch": result.best_epoch, "epochs": len(result.history),
         "chosen_by": "validation loss" if val is not None else "last epoch (no labels outside the budget)"}
     if val is not None and val.labels is not None:
         selection["val_score"] = float((result.classifier.predict(val) == val.labels).float().mean())
-    return Outcome(pred, selection, time.perf_counter() - started,
-                   result.images_seen + len(test_images), result.history)
+    # a resumed fine-tune's training time is that of all its epochs, not this process's share
+    seconds = result.train_seconds + time.perf_counter() - trained
+    return Outcome(pred, selection, seconds, result.images_seen + len(test_images), result.history)
 

@@ -404,7 +404,8 @@ class DatasetRun:
                     method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
                     self.test.images, self._finetune_cfg(method),
                     self.out / "runs" / safe_name(method.name) / f"{protocol}-{safe_name(budget.name)}"
-                    / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress)
+                    / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress,
+                    resume=cfg.reuse_runs)
             f_train, f_val, f_test = method.features  # type: ignore[misc]
             if protocol == "linear":
                 return linear((f_train[idx], y), (f_val, val_labels) if use_val else None,  # type: ignore[arg-type]
@@ -447,7 +448,8 @@ class DatasetRun:
                             finetune_protocol, method.encoder(seed), self.train.subset(idx), val,
                             self.test.images, proto_cfg,
                             self.out / "runs" / safe_name(method.name) / f"imbalance-{loss_name}"
-                            / f"seed{seed}", n_classes=self.k, seed=seed, progress=self.cfg.progress)
+                            / f"seed{seed}", n_classes=self.k, seed=seed, progress=self.cfg.progress,
+                            resume=self.cfg.reuse_runs)
                     else:
                         continue
                     outcome = self._run_or_reuse(

@@ -233,12 +233,15 @@ class FinetuneResult:
 
 
 def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cfg: FinetuneConfig,
-             out_dir: str | Path, *, n_classes: int | None = None, seed: int = 0) -> FinetuneResult:
+             out_dir: str | Path, *, n_classes: int | None = None, seed: int = 0,
+             resume: bool = False) -> FinetuneResult:
     """Train ``features`` + a new head on the labelled ``train`` images.
 
     ``val`` (labelled) chooses the epoch whose weights are kept (lowest validation loss, or error
     rate with ``train.monitor: error``); without it the last epoch's weights are kept, so nothing
-    outside ``train`` influences the result.
+    outside ``train`` influences the result. ``resume``: a fine-tune of this very key (config,
+    images, starting weights) killed in ``out_dir`` continues from its last checkpoint (a long
+    fine-tune outlives a session); anything else in the folder is replaced.
     """
     cfg.validate()
     if train.labels is None:
@@ -272,7 +275,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
                   data=fingerprint(train.images, train.labels, *held),
                   init=fingerprint(*features.state_dict().values()))
     history, seconds, best = train_phases(clf, phases, batches, val_batches, cfg.train, Path(out_dir), seed,
-                                          key)
+                                          key, resume=resume)
     seen = sum(epochs for _, epochs, _ in phases) * batches.num_batches() * bs
     clf.set_frozen(False)
     clf.eval()
@@ -281,21 +284,22 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
 
 def train_phases(clf: Classifier, phases: list[tuple[str, int, bool]], batches: TensorBatches,
                  val_batches: TensorBatches | None, train_cfg: TrainConfig, out_dir: Path, seed: int,
-                 key: dict[str, Any]) -> tuple[list[dict[str, Any]], float, int | None]:
+                 key: dict[str, Any], *, resume: bool = False
+                 ) -> tuple[list[dict[str, Any]], float, int | None]:
     """Each phase (``name``, epochs, encoder frozen) is a run of the run lifecycle in
     ``out_dir/name`` (its weights: the Trainer's checkpoints there; ``summary.json``: config, fit,
-    timing). Returns the history of every phase, the training seconds and the last phase's best
-    epoch (None without validation)."""
+    timing); with ``resume`` a phase of this key continues from its checkpoint. Returns the history
+    of every phase, the training seconds (a resumed phase's: of all its epochs) and the last phase's
+    best epoch (None without validation)."""
     history: list[dict[str, Any]] = []
     seconds, best = 0.0, None
     for name, epochs, frozen in phases:
         clf.freeze_for(epochs if frozen else 0)
         trainer = Trainer(replace(train_cfg, epochs=epochs), out_dir / name, seed=seed)
         run = Run(out_dir / name, {**key, "phase": name})
-        started = time.perf_counter()
         fit = run.fit(trainer, clf, batches, val_batches, {"finetune_phase": name, **key["config"]},
-                      overwrite=True)  # a fine-tune's folder is its caller's
-        seconds += time.perf_counter() - started
+                      reuse=resume, overwrite=True)  # a fine-tune's folder is its caller's
+        seconds += run.timing["wall_seconds"]
         run.finish(lambda folder: None, {"summary.json": {"phase": name, "fit": fit.to_dict()}})
         history += [{**row, "phase": name} for row in fit.history]
         best = fit.best_epoch if val_batches is not None else None
