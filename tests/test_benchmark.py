@@ -241,9 +241,9 @@ def test_a_models_own_finetune_section_is_its_recipe_and_its_scratch_baselines(t
     # the vit's recipe, merged over the protocol's (its epochs, the protocol's; the rest its own)
     assert (ran["vit"]["layer_decay"], ran["vit"]["train"]["warmup_steps"], ran["vit"]["train"]["epochs"]
             ) == (0.5, 3, 1)
-    # its scratch baseline: the same recipe from random weights, every layer at the full rate
+    # its scratch baseline: the same recipe from random weights
     assert (ran["scratch:vit"]["init"], ran["scratch:vit"]["layer_decay"],
-            ran["scratch:vit"]["train"]["warmup_steps"]) == ("scratch", None, 3)
+            ran["scratch:vit"]["train"]["warmup_steps"]) == ("scratch", 0.5, 3)
     assert (ran["conv"]["layer_decay"], ran["conv"]["train"]["warmup_steps"]) == (None, 0)
     assert board["datasets"]["digits"]["methods"]["scratch:vit"]["config"]["finetune"] == vit["finetune"]
 

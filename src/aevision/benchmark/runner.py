@@ -380,11 +380,11 @@ class DatasetRun:
 
     def _finetune_cfg(self, method: Method) -> FinetuneProtocol:
         """The model's fine-tuning recipe (``protocols.finetune`` + its own ``finetune`` section).
-        Its scratch baseline trains the same network from random weights with the same recipe, but
-        every layer at the full rate (no layer-wise decay) and a random head."""
+        Its scratch baseline trains the same network from random weights with the same recipe (a
+        random head, ``encoder_lr_scale`` 1); layer-wise decay included: on digits it made the scratch
+        ViT stronger (``bench/mae.py``: 0.942 test accuracy with it, 0.909 without)."""
         if method.kind == "baseline":
-            recipe = self.cfg.model_finetune(method.config["architecture_of"])
-            return replace(recipe, init="scratch", layer_decay=None)
+            return replace(self.cfg.model_finetune(method.config["architecture_of"]), init="scratch")
         return self.cfg.model_finetune(method.name)
 
     def _subset(self, budget: Budget, seed: int) -> Tensor:
