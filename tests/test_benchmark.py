@@ -248,6 +248,26 @@ def test_a_models_own_finetune_section_is_its_recipe_and_its_scratch_baselines(t
     assert board["datasets"]["digits"]["methods"]["scratch:vit"]["config"]["finetune"] == vit["finetune"]
 
 
+def test_fine_tunes_at_all_labels_run_all_seeds_times_and_more_seeds_read_back_the_first(tmp_path):
+    def records(seeds: int) -> list[dict]:
+        conv = "{model: {name: conv, channels: [8, 16], code_dim: 16}, train: {epochs: 1}}"
+        cfg = load_benchmark("quick", [
+            f"output_dir={tmp_path}", f"models={{conv: {conv}}}", "baselines=[scratch]", "labels=[5, all]",
+            "protocols.linear.enabled=false", "protocols.knn.enabled=false", "protocols.finetune.labels=null",
+            "protocols.finetune.train.epochs=1", f"protocols.finetune.seeds={seeds}",
+            "protocols.finetune.all_seeds=1", "imbalance.ratio=null", "confusion_png=false",
+            "reuse_runs=true"])
+        return run_benchmark(cfg, verbose=False).board["records"]
+
+    first = records(1)
+    assert sorted((r["method"], r["budget"], r["seed"]) for r in first) == [
+        ("conv", "5/class", 0), ("conv", "all", 0),
+        ("scratch:conv", "5/class", 0), ("scratch:conv", "all", 0)]
+    again = records(2)  # one more seed at 5/class: the runs of the first are read back
+    assert sorted((r["budget"], r["seed"], r["reused"]) for r in again if r["method"] == "conv") == [
+        ("5/class", 0, True), ("5/class", 1, False), ("all", 0, True)]
+
+
 @pytest.mark.parametrize("section, field", [
     ("{labels: [all]}", r"models\.conv\.finetune\.labels"),
     ("{layer_decay: 2}", r"models\.conv\.finetune\.layer_decay"),

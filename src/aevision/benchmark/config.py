@@ -68,6 +68,8 @@ BASELINES = ("pixels", "pca", "scratch", "untrained")
 PROTOCOLS = ("linear", "knn", "finetune")
 # what a model's own finetune section may change: FinetuneConfig's options, not the protocol's scope
 FINETUNE_RECIPE = tuple(f.name for f in fields(FinetuneConfig))
+# a protocol's scope: which runs it makes, not what any one of them computes (not part of a run's key)
+SCOPE = ("enabled", "labels", "seeds", "models", "all_seeds")
 
 
 @dataclass(frozen=True)
@@ -179,12 +181,17 @@ class FinetuneProtocol(FinetuneConfig):
     # small budgets: repeat the labelled images within an epoch up to this many, so that a
     # budget of 10 per class still gets a useful number of optimisation steps per epoch
     min_epoch_images: int = 0
+    # fine-tunes on every label (the subset is then the same; seeds vary the start): null, as
+    # many as `seeds`; 1 where one such run costs hours (3 seeds at 400/class, one at all)
+    all_seeds: int | None = None
 
     def validate(self, prefix: str = "protocols.finetune", models: Collection[str] | None = None) -> None:
         super().validate(prefix)
         _check_scope(self, prefix, models)
         check(self.min_epoch_images >= 0, f"{prefix}.min_epoch_images", self.min_epoch_images,
               "an integer >= 0")
+        if self.all_seeds is not None:
+            check(self.all_seeds >= 1, f"{prefix}.all_seeds", self.all_seeds, "an integer >= 1 or null")
 
 
 def _check_scope(protocol: LinearProtocol | KNNProtocol | FinetuneProtocol, prefix: str,
@@ -296,9 +303,17 @@ class BenchmarkConfig:
         proto = getattr(self.protocols, protocol)
         return proto.enabled and (proto.models is None or model in proto.models)
 
-    def seeds_for(self, protocol: str) -> int:
+    def seeds_for(self, protocol: str, budget: Budget | None = None) -> int:
+        """How many times ``protocol`` runs at ``budget``. With every label the subset is the same
+        for every seed: the probe and kNN are then deterministic, one run says everything; a
+        fine-tune's start still varies (``protocols.finetune.all_seeds``)."""
         own = getattr(self.protocols, protocol).seeds
-        return self.seeds if own is None else own
+        n = self.seeds if own is None else own
+        if budget is None or not budget.is_all:
+            return n
+        if protocol != "finetune":
+            return 1
+        return self.protocols.finetune.all_seeds or n
 
     def model_features(self, name: str) -> FeatureConfig:
         entry = self.models[name]

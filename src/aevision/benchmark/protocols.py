@@ -9,7 +9,7 @@ depend on them.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torch import Tensor
 from aevision.benchmark.config import FinetuneProtocol, KNNProtocol, LinearProtocol
 from aevision.data.imageset import ImageSet
 from aevision.tasks.features import FeatureEncoder
-from aevision.tasks.finetune import finetune
+from aevision.tasks.finetune import FinetuneConfig, finetune
 from aevision.tasks.knn import KNNClassifier
 from aevision.tasks.probe import LinearProbe
 
@@ -75,7 +75,9 @@ def finetune_protocol(features: FeatureEncoder, train: ImageSet, val: ImageSet |
         reps = -(-cfg.min_epoch_images // len(train))
         train = ImageSet(train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps),  # type: ignore[union-attr]
                          train.classes, train.name)
-    run_cfg = replace(cfg, train=replace(cfg.train, progress=progress))
+    # the recipe alone: which budgets and seeds the protocol covers is no part of this run
+    recipe = FinetuneConfig(**{f.name: getattr(cfg, f.name) for f in fields(FinetuneConfig)})
+    run_cfg = replace(recipe, train=replace(cfg.train, progress=progress))
     result = finetune(features, train, val, run_cfg, out_dir, n_classes=n_classes, seed=seed, resume=resume)
     trained = time.perf_counter()
     pred = result.classifier.predict(test_images)

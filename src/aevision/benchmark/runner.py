@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from aevision.benchmark import leaderboard
-from aevision.benchmark.config import BenchmarkConfig, Budget, FinetuneProtocol, safe_name
+from aevision.benchmark.config import SCOPE, BenchmarkConfig, Budget, FinetuneProtocol, safe_name
 from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
 from aevision.config import DataConfig, PretrainConfig, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
@@ -370,12 +370,7 @@ class DatasetRun:
                 continue  # the scratch baseline has no pretrained features (nor a control:
                 # fine-tuning its untrained encoder is the scratch baseline)
             for budget in cfg.budgets_for(protocol):
-                # with every label the subset is the same for every seed; the probe and kNN are
-                # then deterministic, so one run says everything
-                repeat = cfg.seeds_for(protocol)
-                if budget.is_all and protocol != "finetune":
-                    repeat = 1
-                for s in range(repeat):
+                for s in range(cfg.seeds_for(protocol, budget)):
                     self._one(method, protocol, budget, cfg.seed + s)
 
     def _finetune_cfg(self, method: Method) -> FinetuneProtocol:
@@ -467,24 +462,35 @@ class DatasetRun:
         not the code itself: a change to a protocol between runs needs a fresh benchmark."""
         if not self.cfg.reuse_runs:
             return run()
-        key = run_key({"method": method.name, "method_config": method.config, **inputs},
-                      data=json.dumps(to_dict(self.data_cfg), sort_keys=True),
-                      init=method.weights_sha256, benchmark_seed=self.cfg.seed)
-        path = self.out / "outcomes" / safe_name(method.name) / f"{digest(key)}.json"
-        if path.is_file():
-            try:
-                done = read_json(path, "stored run")
-            except AevisionError as e:  # e.g. edited by hand: run it again, and say so
-                self.say(f"[{self.name}] {e}; running it again")
-                done = {}
-            if done.get("inputs") == key:
-                return Outcome(torch.tensor(done["pred"]), done["selection"], done["seconds"],
-                               done["images"], done["history"], reused=True)
+        key = without_scope(run_key({"method": method.name, "method_config": method.config, **inputs},
+                                    data=json.dumps(to_dict(self.data_cfg), sort_keys=True),
+                                    init=method.weights_sha256, benchmark_seed=self.cfg.seed))
+        folder = self.out / "outcomes" / safe_name(method.name)
+        path = folder / f"{digest(key)}.json"
+        done = self._stored(path, key)
+        if done is not None:
+            return Outcome(torch.tensor(done["pred"]), done["selection"], done["seconds"],
+                           done["images"], done["history"], reused=True)
         outcome = run()
         write_json(path, {"inputs": key, "pred": outcome.pred.tolist(), "selection": outcome.selection,
                           "seconds": outcome.seconds, "images": outcome.images,
                           "history": outcome.history})
         return outcome
+
+    def _stored(self, path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored outcome of the run ``key`` names: at ``path``, else (stored while a protocol's
+        scope was part of the key, under that key's digest) the file in the folder whose inputs,
+        read the same way, are ``key``."""
+        candidates = [path] if path.is_file() else sorted(path.parent.glob("*.json"))
+        for candidate in candidates:
+            try:
+                done = read_json(candidate, "stored run")
+            except AevisionError as e:  # e.g. edited by hand: run it again, and say so
+                self.say(f"[{self.name}] {e}; running it again")
+                continue
+            if isinstance(done.get("inputs"), dict) and without_scope(done["inputs"]) == key:
+                return done
+        return None
 
     # --- scoring: the only place test labels are read ------------------------------------------
 
@@ -538,6 +544,16 @@ class DatasetRun:
         reconstruction_grid(self.out / "reconstructions.png", shown, recons)
         loss_curves(self.out / "loss_curves.png",
                     {n: self.pretraining[n].get("history", []) for n in models})
+
+
+def without_scope(key: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's key without its protocol's scope (:data:`SCOPE`: which runs the protocol
+    makes): three seeds instead of one reads back the run of the first."""
+    config = key.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("protocol_config"), dict):
+        return key
+    kept = {k: v for k, v in config["protocol_config"].items() if k not in SCOPE}
+    return {**key, "config": {**config, "protocol_config": kept}}
 
 
 def _loss_name(loss: LossConfig) -> str:
