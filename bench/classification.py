@@ -103,8 +103,11 @@ def cifar10_keys(board: dict[str, Any]) -> dict[str, Any]:
         "untrained_linear_all": lin_all and accuracy(
             baseline_row(board, lin_all["method"], "untrained_control", "linear")),
         "finetune_400pc_pretrained": accuracy(ft_400), "finetune_400pc_model": ft_400 and ft_400["method"],
-        "finetune_400pc_scratch": ft_400 and accuracy(scratch_row(board, ft_400["method"], "400/class")),
+        "finetune_400pc_pretrained_std": accuracy(ft_400, "accuracy_std"),
     }
+    scratch_400 = ft_400 and scratch_row(board, ft_400["method"], "400/class")
+    out["finetune_400pc_scratch"] = accuracy(scratch_400)
+    out["finetune_400pc_scratch_std"] = accuracy(scratch_400, "accuracy_std")
     contractive = models_where(board, lambda e: any(r.get("name") == "contractive"
                                                     for r in e.get("regularizers") or []))
     name = contractive[0] if contractive else None
