@@ -98,15 +98,16 @@ def segment(
     val = splits.val if splits.val is not None and len(splits.val) else None
     trainer = Trainer(cfg.train, run.out_dir, seed=cfg.seed)
     batches = segment_batches(cfg, train, val, epoch_images(cfg, splits))
-    fit = run.fit(trainer, seg, *batches, identity(cfg.to_dict()), resume=resume, reuse=reuse,
+    config = identity(cfg.to_dict())  # what decides this run: the checkpoint's and the provenance's
+    fit = run.fit(trainer, seg, *batches, config, resume=resume, reuse=reuse,
                   overwrite=overwrite, upgrade_config=_upgraded,
                   validate=validator(val.classes) if val is not None else None)
     seg.set_frozen(False)
     seg.eval()
     test_preds = predict_set(seg, splits.test, trainer.fabric.device)
     metrics = score(test_preds, splits.test)
-    provenance = {"config": identity(cfg.to_dict()), "data": data_summary(splits, train, cfg),
-                  "encoder": encoder_summary(cfg, ae)}
+    provenance = {"config": config, "data": data_summary(splits, train, cfg),
+                  "encoder": encoder_summary(cfg, ae, config)}
 
     def save(folder: Path) -> None:
         save_segmenter(seg.cpu(), folder, extra=provenance)
@@ -370,7 +371,8 @@ def data_summary(splits: SegSplits, train: SegSet, cfg: SegmentConfig) -> dict[s
     }
 
 
-def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any]:
+def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None, config: dict[str, Any]) -> dict[str, Any]:
+    """What the encoder brought and how it was held; ``config``: :func:`identity` of ``cfg``."""
     spec = getattr(ae, "spec", None) or {}
     return {
         "init": cfg.init,
@@ -378,10 +380,7 @@ def encoder_summary(cfg: SegmentConfig, ae: Autoencoder | None) -> dict[str, Any
         "architecture": spec.get("name", cfg.arch.name),
         "options": spec.get("options", cfg.arch.options),
         "regularizers": spec.get("regularizers", []),
-        "freeze_epochs": cfg.freeze_epochs if cfg.init == "pretrained" else 0,
-        "freeze_decoder": cfg.freeze_decoder and cfg.init == "pretrained",
-        "freeze_norm": cfg.freeze_norm and cfg.init == "pretrained",
-        "pretrained_lr_scale": cfg.pretrained_lr_scale if cfg.init == "pretrained" else 1.0,
+        **{k: config[k] for k in ("freeze_epochs", "freeze_decoder", "freeze_norm", "pretrained_lr_scale")},
         "decoder": ("pretrained" if cfg.init == "pretrained" and cfg.pretrained_decoder
                     and pretrained_decoder(ae) is not None else "random"),
     }
