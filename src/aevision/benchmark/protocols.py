@@ -9,13 +9,13 @@ depend on them.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from aevision.benchmark.config import FinetuneProtocol, KNNProtocol, LinearProtocol
+from aevision.benchmark.config import FINETUNE_RECIPE, FinetuneProtocol, KNNProtocol, LinearProtocol
 from aevision.data.imageset import ImageSet
 from aevision.tasks.features import FeatureEncoder
 from aevision.tasks.finetune import FinetuneConfig, finetune
@@ -76,7 +76,7 @@ def finetune_protocol(features: FeatureEncoder, train: ImageSet, val: ImageSet |
         train = ImageSet(train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps),  # type: ignore[union-attr]
                          train.classes, train.name)
     # the recipe alone: which budgets and seeds the protocol covers is no part of this run
-    recipe = FinetuneConfig(**{f.name: getattr(cfg, f.name) for f in fields(FinetuneConfig)})
+    recipe = FinetuneConfig(**{k: getattr(cfg, k) for k in FINETUNE_RECIPE})
     run_cfg = replace(recipe, train=replace(cfg.train, progress=progress))
     result = finetune(features, train, val, run_cfg, out_dir, n_classes=n_classes, seed=seed, resume=resume)
     trained = time.perf_counter()
