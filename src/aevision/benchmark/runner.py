@@ -486,7 +486,8 @@ class DatasetRun:
             try:
                 done = read_json(candidate, "stored run")
             except AevisionError as e:  # e.g. edited by hand: run it again, and say so
-                self.say(f"[{self.name}] {e}; running it again")
+                if candidate == path:  # (another run's damaged file is that run's to report)
+                    self.say(f"[{self.name}] {e}; running it again")
                 continue
             if isinstance(done.get("inputs"), dict) and without_scope(done["inputs"]) == key:
                 return done
