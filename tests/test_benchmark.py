@@ -278,6 +278,22 @@ def test_a_models_finetune_section_is_checked_before_anything_runs(section, fiel
         load_benchmark("quick", [f"models.conv.finetune={section}"])
 
 
+def test_layer_decay_on_an_encoder_without_numbered_layers_is_refused_before_pretraining():
+    # its own section: the conv is fine-tuned (quick: protocols.finetune.models=[conv])
+    with pytest.raises(ConfigError, match=r"models\.conv\.finetune\.layer_decay.*numbered layers \(mae\)"):
+        load_benchmark("quick", ["models.conv.finetune={layer_decay: 0.75}"])
+    # the protocol's, for a model only the imbalance study fine-tunes
+    with pytest.raises(ConfigError, match=r"protocols\.finetune\.layer_decay.*'conv' \(conv\)"):
+        load_benchmark("quick", ["protocols.finetune.layer_decay=0.75", "protocols.finetune.models=[dense]",
+                                 "models.dense={model: {name: mae, patch_size: 2}}"])
+    # nothing fine-tunes the conv: no objection; an own min_epoch_images is a recipe option
+    cfg = load_benchmark("quick", ["protocols.finetune.layer_decay=0.75", "protocols.finetune.models=[dense]",
+                                   "models.dense={model: {name: mae, patch_size: 2}, "
+                                   "finetune: {min_epoch_images: 900}}", "imbalance.ratio=null"])
+    assert (cfg.model_finetune("dense").min_epoch_images, cfg.model_finetune("conv").min_epoch_images
+            ) == (900, 500)
+
+
 def test_resume_reads_back_finished_runs_and_reruns_only_what_changed(tmp_path, capsys):
     config = ["benchmark", "quick", "models={conv: {model: {name: conv, channels: [8, 16], code_dim: 16}}}",
               "baselines=[pixels,scratch]", "protocols.finetune.train.epochs=1",

@@ -8,7 +8,7 @@ signature so a typo in a config is an error, not a silently ignored key.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +23,9 @@ class Entry(Generic[T]):
     name: str
     fn: T
     summary: str
+    # what a config may be checked against before anything is built (a model's
+    # "numbered_layers": its encoder numbers its layers, so fine-tuning may decay lr by layer)
+    traits: frozenset[str] = frozenset()
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """Keyword parameters a config may set (those after the positional, data-given ones)."""
@@ -41,12 +44,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, summary: str | None = None) -> Callable[[T], T]:
+    def register(self, name: str, summary: str | None = None, *,
+                 traits: Iterable[str] = ()) -> Callable[[T], T]:
         def deco(fn: T) -> T:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} {name!r} is registered twice")
             doc = summary or (inspect.getdoc(fn) or "").split("\n")[0]
-            self._entries[name] = Entry(name, fn, doc)
+            self._entries[name] = Entry(name, fn, doc, frozenset(traits))
             return fn
 
         return deco

@@ -66,7 +66,7 @@ PRESETS = ("quick", "mnist", "fashion-mnist", "cifar10")
 # trained from scratch, and every autoencoder's own encoder untrained (random weights)
 BASELINES = ("pixels", "pca", "scratch", "untrained")
 PROTOCOLS = ("linear", "knn", "finetune")
-# what a model's own finetune section may change: FinetuneConfig's options, not the protocol's scope
+# one fine-tune's options (FinetuneConfig's), as the protocol hands them to finetune()
 FINETUNE_RECIPE = tuple(f.name for f in fields(FinetuneConfig))
 # a protocol's scope: which runs it makes, not what any one of them computes (not part of a run's key)
 SCOPE = ("enabled", "labels", "seeds", "models", "all_seeds")
@@ -288,8 +288,9 @@ class BenchmarkConfig:
             check(isinstance(entry, dict), f"models.{name}", entry,
                   "a mapping with model / regularizers / train / augment sections")
             self.model_features(name)
-            self.model_finetune(name)
-            self._check_builders(name, self.pretrain_config(name, self.datasets[0]))
+            pcfg = self.pretrain_config(name, self.datasets[0])
+            self._check_builders(name, pcfg)
+            self._check_layer_decay(name, pcfg)
         self.protocols.validate("protocols", self.models)
         self.imbalance.validate("imbalance", self.models)
 
@@ -302,6 +303,13 @@ class BenchmarkConfig:
         """Whether ``protocol`` is on and evaluates autoencoder ``model``."""
         proto = getattr(self.protocols, protocol)
         return proto.enabled and (proto.models is None or model in proto.models)
+
+    def finetunes(self, model: str) -> bool:
+        """Whether autoencoder ``model`` is fine-tuned: by the protocol or by the imbalance study."""
+        imb = self.imbalance
+        return self.runs("finetune", model) or (
+            imb.ratio is not None and "finetune" in imb.protocols
+            and (imb.models is None or model in imb.models))
 
     def seeds_for(self, protocol: str, budget: Budget | None = None) -> int:
         """How many times ``protocol`` runs at ``budget``. With every label the subset is the same
@@ -332,13 +340,30 @@ class BenchmarkConfig:
             return self.protocols.finetune
         prefix = f"models.{name}.finetune"
         check(isinstance(own, dict), prefix, own, "a mapping of fine-tuning options")
+        recipe = [f.name for f in fields(FinetuneProtocol) if f.name not in SCOPE]
         for key in own:
-            check(key in FINETUNE_RECIPE, f"{prefix}.{key}", own[key],
-                  "a fine-tuning option (" + ", ".join(FINETUNE_RECIPE) + "); budgets, seeds and "
+            check(key in recipe, f"{prefix}.{key}", own[key],
+                  "a fine-tuning option (" + ", ".join(recipe) + "); budgets, seeds and "
                   "models are protocols.finetune's")
         cfg = from_dict(FinetuneProtocol, merged(to_dict(self.protocols.finetune), own), prefix)
         cfg.validate(prefix)
         return cfg
+
+    def _check_layer_decay(self, name: str, pcfg: PretrainConfig) -> None:
+        """Layer-wise decay needs an encoder that numbers its layers: said now, not after the
+        model's pretraining has run for hours."""
+        from aevision.models import MODELS
+
+        if self.model_finetune(name).layer_decay is None or not self.finetunes(name):
+            return
+        if "numbered_layers" in MODELS.get(pcfg.model.name).traits:
+            return
+        own = self.models[name].get("finetune") or {}
+        where = f"models.{name}.finetune" if "layer_decay" in own else "protocols.finetune"
+        layered = ", ".join(e.name for e in MODELS if "numbered_layers" in e.traits)
+        raise ConfigError(f"{where}.layer_decay", self.model_finetune(name).layer_decay,
+                          f"null for model {name!r} ({pcfg.model.name}): layer-wise decay needs an "
+                          f"encoder of numbered layers ({layered})")
 
     def pretrain_config(self, name: str, data: DataConfig) -> PretrainConfig:
         """The full pretrain config of model ``name`` on dataset ``data``."""

@@ -273,7 +273,8 @@ def kept_patches(length: int, mask_ratio: float) -> int:
 
 
 @MODELS.register("mae", "masked autoencoder (He et al. 2022): ViT encoder on the kept patches, "
-                 "light decoder, loss on the masked ones; code = pooled tokens")
+                 "light decoder, loss on the masked ones; code = pooled tokens",
+                 traits=("numbered_layers",))
 def mae(
     input_shape: tuple[int, int, int],
     *,
