@@ -116,10 +116,32 @@ def cifar10_keys(board: dict[str, Any]) -> dict[str, Any]:
     out["contractive_finetune_all"] = name and accuracy(row(rows, name, "finetune", "all"))
     mae = models_where(board, lambda e: e.get("model", {}).get("name") == "mae")
     if mae:
-        out["mae_finetune_all"] = accuracy(row(rows, mae[0], "finetune", "all"))
-        out["vit_scratch_finetune_all"] = accuracy(scratch_row(board, mae[0]))  # its ViT, random init
+        out.update(mae_keys(board, mae[0]))
     else:
         out.update(mae_finetune_all=None, vit_scratch_finetune_all=None, mae_note=MAE_NOTE)
+    return out
+
+
+def mae_keys(board: dict[str, Any], name: str) -> dict[str, Any]:
+    """The masked autoencoder ``name``: its probe (and its untrained twin's), its fine-tuning at
+    every budget against the same ViT from random weights (null where this run fine-tuned none)."""
+    rows = board["rows"]
+    out: dict[str, Any] = {
+        "mae_model": name,
+        "mae_linear_all": accuracy(row(rows, name, "linear", "all")),
+        "mae_untrained_linear_all": accuracy(baseline_row(board, name, "untrained_control", "linear")),
+        "mae_linear_400pc_mean": accuracy(row(rows, name, "linear", "400/class")),
+        "mae_knn_all": accuracy(row(rows, name, "knn", "all")),
+    }
+    for budget, suffix in (("all", "all"), ("400/class", "400pc")):
+        mine, scratch = row(rows, name, "finetune", budget), scratch_row(board, name, budget)
+        out[f"mae_finetune_{suffix}"] = accuracy(mine)
+        out[f"vit_scratch_finetune_{suffix}"] = accuracy(scratch)  # its ViT, random init
+        if budget != "all":
+            out[f"mae_finetune_{suffix}_std"] = accuracy(mine, "accuracy_std")
+            out[f"vit_scratch_finetune_{suffix}_std"] = accuracy(scratch, "accuracy_std")
+    if out["mae_finetune_all"] is None:
+        out["mae_note"] = f"fine-tuning null: this run did not fine-tune {name} (protocols.finetune.models)"
     return out
 
 

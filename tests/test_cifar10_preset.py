@@ -62,6 +62,12 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
     assert summary["contractive_model"] == "conv-contractive"
     assert summary["linear_probe_400pc_mean"] is None  # no 400/class budget in this run
     assert 0 <= summary["mae_finetune_all"] <= 1 and 0 <= summary["vit_scratch_finetune_all"] <= 1
+    assert summary["mae_model"] == "mae" and "mae_note" not in summary
+    assert 0 <= summary["mae_linear_all"] <= 1 and 0 <= summary["mae_untrained_linear_all"] <= 1
+    untrained_mae = next(r for r in board["rows"]
+                         if r["method"] == "untrained:mae" and r["protocol"] == "linear")
+    assert summary["mae_untrained_linear_all"] == untrained_mae["accuracy_mean"]
+    assert summary["mae_finetune_400pc"] is None  # not a budget of this run
     untrained = {v["method"]: v for v in board["verdicts"] if v["baseline"].startswith("untrained:")}
     assert set(untrained) == {"conv-rgb", "conv-contractive", "mae"}
     assert "every_autoencoder_beats_its_untrained_encoder" in summary["targets"]
