@@ -129,6 +129,8 @@ def test_choices_do_not_depend_on_test_labels(tmp_path, monkeypatch):
     assert pick == [(r["method"], r["budget"], r["seed"], r["selection"]["C"]) for r in leaked.records
                     if r["protocol"] == "linear"]
     assert len(pick) == 2 * 3  # pixels + pca-32, 5/class x 2 seeds + all x 1
+    # PCA's probe keeps the components' variances (a projection, not a whitening)
+    assert honest.board["datasets"]["digits"]["methods"]["pca-32"]["config"]["standardize"] == "global"
     assert all(r["accuracy"] > 0.6 for r in honest.records)
     assert all(r["accuracy"] < 0.3 for r in leaked.records)  # scored against scrambled labels
 

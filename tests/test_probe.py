@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from aevision.errors import ConfigError
 from aevision.tasks.probe import LinearProbe, Standardizer, fit_logistic
 
 
@@ -98,3 +99,23 @@ def test_the_default_grid_is_wide_and_a_choice_at_its_edge_is_reported():
     xv, yv = _blobs(200, seed=4, noise=0.3)
     inside = LinearProbe(c_grid=(1e-5, 1e-3, 1.0)).fit(x, y, xv, yv)  # 1e-3 and 1.0 both perfect
     assert inside.c_ == 1e-3 and inside.edge_ is None
+
+
+def test_global_scaling_keeps_the_variances_that_per_feature_scaling_whitens_away():
+    """PCA-like coordinates: 3 informative high-variance ones, 200 near-silent noise ones. Scaled
+    per feature the noise weighs as much as the signal and 5 labels per class overfit it; one
+    scale for all keeps it near zero."""
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n):
+        x, y = _blobs(n, d=3, k=3, seed=int(torch.randint(0, 10_000, (1,), generator=g)), noise=1.5)
+        return torch.cat([x, 0.01 * torch.randn(n, 200, generator=g)], 1), y
+
+    scaler = Standardizer.fit(draw(500)[0], per_feature=False)
+    assert torch.unique(scaler.std).numel() == 1  # one scale: relative variances unchanged
+    (x, y), (xt, yt) = draw(15), draw(600)
+    scores = {how: LinearProbe(c_grid=(1.0,), standardize=how).fit(x, y).score(xt, yt)
+              for how in ("feature", "global")}
+    assert scores["global"] > scores["feature"] + 0.1, scores
+    with pytest.raises(ConfigError, match=r"linear\.standardize"):
+        LinearProbe(standardize="pca").fit(x, y)  # type: ignore[arg-type]

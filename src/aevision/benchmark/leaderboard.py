@@ -303,7 +303,8 @@ def verdict_section(ver: list[dict[str, Any]]) -> list[str]:
              "" if v["p_value"] is None else f"{v['p_value']:.3g}", VERDICT_WORDS[v["verdict"]]]
             for v in ver]
     return ["## Autoencoders vs baselines (linear probe)\n",
-            "Baselines: raw pixels, PCA of the autoencoder's feature dimension, and `untrained:NAME`, "
+            "Baselines: raw pixels, PCA of the autoencoder's feature dimension (a projection: the probe "
+            "keeps its components' variances), and `untrained:NAME`, "
             "the autoencoder's own encoder with random weights under the same features and probe "
             "(what pretraining itself adds).\n",
             f"{RULE}\n", f"{verdict_counts(ver)}.\n",

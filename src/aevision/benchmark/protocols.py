@@ -37,13 +37,17 @@ class Outcome:
 
 def linear(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, test_features: Tensor,
            cfg: LinearProtocol, *, n_classes: int, seed: int, scaler_data: Tensor | None = None,
-           class_weight: str | list[float] = "none", metric: str = "accuracy") -> Outcome:
+           class_weight: str | list[float] = "none", metric: str = "accuracy",
+           standardize: str = "feature") -> Outcome:
     """Linear probe. ``val`` chooses C when given, else cross-validation inside ``train`` (the rules:
     :mod:`aevision.tasks.probe`). The selection records how C was chosen, the grid's ends and
-    ``at_edge`` (``"lowest"`` / ``"highest"`` when the choice sits at an end: widen the grid)."""
+    ``at_edge`` (``"lowest"`` / ``"highest"`` when the choice sits at an end: widen the grid).
+    ``standardize``: the features' scaling (``"global"`` for PCA coordinates, see
+    :class:`~aevision.tasks.probe.Standardizer`)."""
     started = time.perf_counter()
     probe = LinearProbe(c_grid=tuple(cfg.c_grid), max_iter=cfg.max_iter, folds=cfg.folds, seed=seed,
-                        class_weight=class_weight, metric=metric)  # type: ignore[arg-type]
+                        class_weight=class_weight, metric=metric,  # type: ignore[arg-type]
+                        standardize=standardize)  # type: ignore[arg-type]
     x, y = train
     probe.fit(x, y, *(val if val is not None else (None, None)), scaler_data=scaler_data,
               n_classes=n_classes)

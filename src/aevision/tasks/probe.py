@@ -52,13 +52,16 @@ def _threads_for(work: int) -> Iterator[None]:
 
 @dataclass
 class Standardizer:
-    """Feature-wise (x - mean) / std, statistics from training features only."""
+    """Feature-wise (x - mean) / std, statistics from training features only. ``per_feature=False``
+    divides every feature by one scale (the root mean variance): for coordinates whose relative
+    variances carry the signal, as PCA components do (per-feature scaling would whiten them and
+    lift the noisiest directions to the weight of the first)."""
 
     mean: Tensor
     std: Tensor
 
     @classmethod
-    def fit(cls, x: Tensor) -> Standardizer:
+    def fit(cls, x: Tensor, per_feature: bool = True) -> Standardizer:
         # float64 for the sums, a slice of columns at a time (no double copy of a 1 GB matrix)
         means, stds = [], []
         for cols in x.split(256, dim=1):
@@ -66,6 +69,8 @@ class Standardizer:
             stds.append(cd.std(dim=0, unbiased=False))
             means.append(cd.mean(dim=0))
         std, mean = torch.cat(stds), torch.cat(means)
+        if not per_feature:
+            std = std.square().mean().sqrt().expand_as(std)
         return cls(mean.float(), torch.where(std > 1e-8, std, torch.ones_like(std)).float())
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -157,6 +162,7 @@ class LinearProbe:
     seed: int = 0
     class_weight: str | Sequence[float] = "none"  # "none", "inverse", "effective" or K weights
     metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"  # what chooses C
+    standardize: Literal["feature", "global"] = "feature"  # global: one scale (see Standardizer)
     c_: float = field(init=False, default=float("nan"))
     selection_: dict[float, float] = field(init=False, default_factory=dict)
     chosen_by_: str = field(init=False, default="")
@@ -171,7 +177,10 @@ class LinearProbe:
         if self.metric not in ("accuracy", "balanced_accuracy"):
             raise ConfigError("linear.metric", self.metric, "'accuracy' or 'balanced_accuracy'")
         self.n_classes_ = int(n_classes or (int(y.max()) + 1))
-        self.scaler_ = Standardizer.fit(scaler_data if scaler_data is not None else x)
+        if self.standardize not in ("feature", "global"):
+            raise ConfigError("linear.standardize", self.standardize, "'feature' or 'global'")
+        self.scaler_ = Standardizer.fit(scaler_data if scaler_data is not None else x,
+                                        per_feature=self.standardize == "feature")
         xs = self.scaler_(x)
         val = None
         if x_val is not None and y_val is not None and len(y_val):
