@@ -194,6 +194,10 @@ class FinetuneProtocol(FinetuneConfig):
             check(self.all_seeds >= 1, f"{prefix}.all_seeds", self.all_seeds, "an integer >= 1 or null")
 
 
+# what a model's own finetune section may change: every protocol option but its scope
+MODEL_FINETUNE = tuple(f.name for f in fields(FinetuneProtocol) if f.name not in SCOPE)
+
+
 def _check_scope(protocol: LinearProtocol | KNNProtocol | FinetuneProtocol, prefix: str,
                 models: Collection[str] | None) -> None:
     """The settings every protocol has: which budgets, how many seeds, which models."""
@@ -304,12 +308,15 @@ class BenchmarkConfig:
         proto = getattr(self.protocols, protocol)
         return proto.enabled and (proto.models is None or model in proto.models)
 
+    def studies_imbalance(self, model: str) -> bool:
+        """Whether the imbalance study runs on autoencoder ``model``."""
+        imb = self.imbalance
+        return imb.ratio is not None and (imb.models is None or model in imb.models)
+
     def finetunes(self, model: str) -> bool:
         """Whether autoencoder ``model`` is fine-tuned: by the protocol or by the imbalance study."""
-        imb = self.imbalance
         return self.runs("finetune", model) or (
-            imb.ratio is not None and "finetune" in imb.protocols
-            and (imb.models is None or model in imb.models))
+            self.studies_imbalance(model) and "finetune" in self.imbalance.protocols)
 
     def seeds_for(self, protocol: str, budget: Budget | None = None) -> int:
         """How many times ``protocol`` runs at ``budget``. With every label the subset is the same
@@ -340,10 +347,9 @@ class BenchmarkConfig:
             return self.protocols.finetune
         prefix = f"models.{name}.finetune"
         check(isinstance(own, dict), prefix, own, "a mapping of fine-tuning options")
-        recipe = [f.name for f in fields(FinetuneProtocol) if f.name not in SCOPE]
         for key in own:
-            check(key in recipe, f"{prefix}.{key}", own[key],
-                  "a fine-tuning option (" + ", ".join(recipe) + "); budgets, seeds and "
+            check(key in MODEL_FINETUNE, f"{prefix}.{key}", own[key],
+                  "a fine-tuning option (" + ", ".join(MODEL_FINETUNE) + "); budgets, seeds and "
                   "models are protocols.finetune's")
         cfg = from_dict(FinetuneProtocol, merged(to_dict(self.protocols.finetune), own), prefix)
         cfg.validate(prefix)
@@ -354,14 +360,15 @@ class BenchmarkConfig:
         model's pretraining has run for hours."""
         from aevision.models import MODELS
 
-        if self.model_finetune(name).layer_decay is None or not self.finetunes(name):
+        decay = self.model_finetune(name).layer_decay
+        if decay is None or not self.finetunes(name):
             return
         if "numbered_layers" in MODELS.get(pcfg.model.name).traits:
             return
         own = self.models[name].get("finetune") or {}
         where = f"models.{name}.finetune" if "layer_decay" in own else "protocols.finetune"
         layered = ", ".join(e.name for e in MODELS if "numbered_layers" in e.traits)
-        raise ConfigError(f"{where}.layer_decay", self.model_finetune(name).layer_decay,
+        raise ConfigError(f"{where}.layer_decay", decay,
                           f"null for model {name!r} ({pcfg.model.name}): layer-wise decay needs an "
                           f"encoder of numbered layers ({layered})")
 

@@ -182,8 +182,7 @@ class DatasetRun:
             if method.kind == "autoencoder":
                 self._extract(method)
             self._evaluate(method)
-            if method.kind == "autoencoder" and self.cfg.imbalance.ratio is not None and (
-                    self.cfg.imbalance.models is None or method.name in self.cfg.imbalance.models):
+            if method.kind == "autoencoder" and self.cfg.studies_imbalance(method.name):
                 self._imbalance(method)
             method.features = None  # free the memory before the next method
             control = (self._untrained(method.name)
@@ -399,11 +398,13 @@ class DatasetRun:
         val_labels = self.val.labels if self.val is not None else None
         use_val = budget.is_all and self.val is not None and val_labels is not None
 
+        proto_cfg = self._finetune_cfg(method) if protocol == "finetune" else getattr(cfg.protocols, protocol)
+
         def run() -> Outcome:
             if protocol == "finetune":
                 return finetune_protocol(
                     method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
-                    self.test.images, self._finetune_cfg(method),
+                    self.test.images, proto_cfg,
                     self.out / "runs" / safe_name(method.name) / f"{protocol}-{safe_name(budget.name)}"
                     / f"seed{seed}", n_classes=self.k, seed=seed, progress=cfg.progress,
                     resume=cfg.reuse_runs)
@@ -414,10 +415,10 @@ class DatasetRun:
                               scaler_data=f_train, standardize=method.standardize)
             return knn((f_train[idx], y), f_test, cfg.protocols.knn, n_classes=self.k)
 
-        proto_cfg = self._finetune_cfg(method) if protocol == "finetune" else getattr(cfg.protocols, protocol)
-        outcome = self._run_or_reuse(method, run, protocol=protocol, protocol_config=to_dict(proto_cfg),
+        ran = to_dict(proto_cfg)
+        outcome = self._run_or_reuse(method, run, protocol=protocol, protocol_config=ran,
                                      budget=budget.name, seed=seed, validation=use_val)
-        self.score(method, protocol, budget.name, seed, outcome, labels=len(idx),
+        self.score(method, protocol, budget.name, seed, outcome, ran, labels=len(idx),
                    confusion=budget == self.largest and seed == cfg.seed)
 
     def _imbalance(self, method: Method) -> None:
@@ -454,10 +455,11 @@ class DatasetRun:
                             resume=self.cfg.reuse_runs)
                     else:
                         continue
+                    ran = to_dict(proto_cfg)
                     outcome = self._run_or_reuse(
-                        method, run, protocol=protocol, protocol_config=to_dict(proto_cfg), budget="all",
+                        method, run, protocol=protocol, protocol_config=ran, budget="all",
                         seed=seed, validation=val is not None, imbalance=ratio, loss=to_dict(loss))
-                    self.score(method, protocol, "all", seed, outcome, labels=len(idx),
+                    self.score(method, protocol, "all", seed, outcome, ran, labels=len(idx),
                                imbalance=ratio, loss=loss_name, loss_config=to_dict(loss),
                                confusion=seed == self.cfg.seed)
 
@@ -502,14 +504,15 @@ class DatasetRun:
 
     # --- scoring: the only place test labels are read ------------------------------------------
 
-    def score(self, method: Method, protocol: str, budget: str, seed: int, outcome: Outcome, *,
-              labels: int, imbalance: float | None = None, loss: str | None = None,
-              loss_config: dict[str, Any] | None = None, confusion: bool = False) -> None:
+    def score(self, method: Method, protocol: str, budget: str, seed: int, outcome: Outcome,
+              proto_cfg: dict[str, Any], *, labels: int, imbalance: float | None = None,
+              loss: str | None = None, loss_config: dict[str, Any] | None = None,
+              confusion: bool = False) -> None:
+        """Score ``outcome`` on the test labels and record it with ``proto_cfg``, the protocol's
+        config that ran (the imbalance study's ``loss_config`` added)."""
         m = classification_metrics(outcome.pred, self.test.labels, self.k, self.classes)  # type: ignore[arg-type]
-        proto_cfg = to_dict(self._finetune_cfg(method) if protocol == "finetune"
-                            else getattr(self.cfg.protocols, protocol))
         if loss_config is not None:
-            proto_cfg["loss"] = loss_config
+            proto_cfg = {**proto_cfg, "loss": loss_config}
         record = {
             "dataset": self.name, "method": method.name, "kind": method.kind, "protocol": protocol,
             "budget": budget, "labels": labels, "labels_per_class": round(labels / self.k, 2),
