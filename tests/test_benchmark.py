@@ -270,6 +270,31 @@ def test_fine_tunes_at_all_labels_run_all_seeds_times_and_more_seeds_read_back_t
         ("5/class", 0, True), ("5/class", 1, False), ("all", 0, True)]
 
 
+def test_outcomes_stored_under_a_key_with_the_protocols_scope_are_read_back_reading_the_folder_once(
+        tmp_path, monkeypatch):
+    from aevision.benchmark import runner as runner_module
+    from aevision.engine.run import digest
+
+    cfg = load_benchmark("quick", [
+        f"output_dir={tmp_path}", "models={conv: {model: {name: conv, channels: [8, 16], code_dim: 16}, "
+        "train: {epochs: 1}}}", "baselines=[pixels]", "labels=[5, all]",
+        "protocols.finetune.enabled=false", "imbalance.ratio=null", "confusion_png=false", "reuse_runs=true"])
+    first = run_benchmark(cfg, verbose=False).board["records"]
+    folder = tmp_path / "digits" / "outcomes" / "pixels"
+    for path in sorted(folder.glob("*.json")):  # as an older aevision stored them: scope in the key
+        stored = json.loads(path.read_text())
+        stored["inputs"]["config"]["protocol_config"] |= {"seeds": 3, "labels": ["5/class", "all"]}
+        path.unlink()
+        (folder / f"{digest(stored['inputs'])}.json").write_text(json.dumps(stored))
+    reads: list[str] = []
+    real = runner_module.read_json
+    monkeypatch.setattr(runner_module, "read_json", lambda p, what: reads.append(p) or real(p, what))
+    again = run_benchmark(cfg, verbose=False).board["records"]
+    assert len(again) == len(first) > 4 and all(r["reused"] for r in again)
+    # the folder indexed once, then each file read once more as the run it stores
+    assert sorted(p for p in reads if p.parent == folder) == sorted(2 * list(folder.glob("*.json")))
+
+
 @pytest.mark.parametrize("section, field", [
     ("{labels: [all]}", r"models\.conv\.finetune\.labels"),
     ("{layer_decay: 2}", r"models\.conv\.finetune\.layer_decay"),

@@ -20,7 +20,7 @@ from aevision.data.imageset import ImageSet
 from aevision.tasks.features import FeatureEncoder
 from aevision.tasks.finetune import FinetuneConfig, finetune
 from aevision.tasks.knn import KNNClassifier
-from aevision.tasks.probe import LinearProbe
+from aevision.tasks.probe import LinearProbe, Scaling
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Outcome:
 def linear(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, test_features: Tensor,
            cfg: LinearProtocol, *, n_classes: int, seed: int, scaler_data: Tensor | None = None,
            class_weight: str | list[float] = "none", metric: str = "accuracy",
-           standardize: str = "feature") -> Outcome:
+           standardize: Scaling = "feature") -> Outcome:
     """Linear probe. ``val`` chooses C when given, else cross-validation inside ``train`` (the rules:
     :mod:`aevision.tasks.probe`). The selection records how C was chosen, the grid's ends and
     ``at_edge`` (``"lowest"`` / ``"highest"`` when the choice sits at an end: widen the grid).
@@ -47,7 +47,7 @@ def linear(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None, test
     started = time.perf_counter()
     probe = LinearProbe(c_grid=tuple(cfg.c_grid), max_iter=cfg.max_iter, folds=cfg.folds, seed=seed,
                         class_weight=class_weight, metric=metric,  # type: ignore[arg-type]
-                        standardize=standardize)  # type: ignore[arg-type]
+                        standardize=standardize)
     x, y = train
     probe.fit(x, y, *(val if val is not None else (None, None)), scaler_data=scaler_data,
               n_classes=n_classes)

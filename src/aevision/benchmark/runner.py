@@ -42,6 +42,7 @@ from aevision.tasks.html_report import write_report
 from aevision.tasks.losses import LossConfig
 from aevision.tasks.metrics import classification_metrics, save_confusion
 from aevision.tasks.pretrain import PretrainResult, model_from_config, pretrain
+from aevision.tasks.probe import Scaling
 
 Say = Callable[[str], None]
 
@@ -58,7 +59,7 @@ class Method:
     encoder: Callable[[int], FeatureEncoder] | None = None  # a fresh trainable copy, given a seed
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. the FeatureEncoder to extract with
     weights_sha256: str | None = None  # with reuse_runs: a pretrained model's weights, part of a run's inputs
-    standardize: str = "feature"  # how the linear probe scales the features (PCA: "global")
+    standardize: Scaling = "feature"  # how the linear probe scales the features (PCA: "global")
 
 
 @dataclass
@@ -138,6 +139,7 @@ class DatasetRun:
         self.pretraining: dict[str, Any] = {}
         self.methods: dict[str, dict[str, Any]] = {}
         self._controls: dict[str, str] = {}  # an untrained encoder's identity -> its control's label
+        self._legacy: dict[Path, dict[str, Path]] = {}  # see _unscoped
         self.splits = self._load()
         self.train: ImageSet = self.splits.train
         self.val: ImageSet | None = self.splits.val
@@ -487,20 +489,37 @@ class DatasetRun:
         return outcome
 
     def _stored(self, path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-        """The stored outcome of the run ``key`` names: at ``path``, else (stored while a protocol's
-        scope was part of the key, under that key's digest) the file in the folder whose inputs,
-        read the same way, are ``key``."""
-        candidates = [path] if path.is_file() else sorted(path.parent.glob("*.json"))
-        for candidate in candidates:
-            try:
-                done = read_json(candidate, "stored run")
-            except AevisionError as e:  # e.g. edited by hand: run it again, and say so
-                if candidate == path:  # (another run's damaged file is that run's to report)
-                    self.say(f"[{self.name}] {e}; running it again")
-                continue
-            if isinstance(done.get("inputs"), dict) and without_scope(done["inputs"]) == key:
-                return done
+        """The stored outcome of the run ``key`` names: at ``path``, else the file in the folder
+        stored while a protocol's scope was part of the key (under that key's digest) whose inputs,
+        read without the scope, are ``key``."""
+        if not path.is_file():
+            path = self._unscoped(path.parent).get(path.name, path)
+            if not path.is_file():
+                return None
+        try:
+            done = read_json(path, "stored run")
+        except AevisionError as e:  # e.g. edited by hand: run it again, and say so
+            self.say(f"[{self.name}] {e}; running it again")
+            return None
+        if isinstance(done.get("inputs"), dict) and without_scope(done["inputs"]) == key:
+            return done
         return None
+
+    def _unscoped(self, folder: Path) -> dict[str, Path]:
+        """The outcomes in ``folder`` stored under a key with a protocol's scope, by the file name
+        their key without it has. Read once per folder and run: a miss must not reread them all."""
+        if folder not in self._legacy:
+            index = self._legacy[folder] = {}
+            for candidate in sorted(folder.glob("*.json")):
+                try:
+                    inputs = read_json(candidate, "stored run").get("inputs")
+                except AevisionError:  # another run's damaged file is that run's to report
+                    continue
+                if isinstance(inputs, dict):
+                    name = f"{digest(without_scope(inputs))}.json"
+                    if name != candidate.name:
+                        index.setdefault(name, candidate)
+        return self._legacy[folder]
 
     # --- scoring: the only place test labels are read ------------------------------------------
 

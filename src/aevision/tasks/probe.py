@@ -50,6 +50,10 @@ def _threads_for(work: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+# how a probe scales its features: each on its own ("feature") or all by one scale ("global")
+Scaling = Literal["feature", "global"]
+
+
 @dataclass
 class Standardizer:
     """Feature-wise (x - mean) / std, statistics from training features only. ``per_feature=False``
@@ -162,7 +166,7 @@ class LinearProbe:
     seed: int = 0
     class_weight: str | Sequence[float] = "none"  # "none", "inverse", "effective" or K weights
     metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"  # what chooses C
-    standardize: Literal["feature", "global"] = "feature"  # global: one scale (see Standardizer)
+    standardize: Scaling = "feature"  # global: one scale (see Standardizer)
     c_: float = field(init=False, default=float("nan"))
     selection_: dict[float, float] = field(init=False, default_factory=dict)
     chosen_by_: str = field(init=False, default="")
