@@ -1,0 +1,91 @@
+"""Trial: how well one model of a benchmark preset probes on the validation split, against its
+untrained twin. Never the test split: this is how a preset's models are chosen.
+
+A preset's model entry (as changed by the overrides) is pretrained on the preset's training split,
+then its features and those of the same encoder with the random weights its pretraining started
+from go through the preset's linear probe, C chosen on the validation split; the result is that
+validation accuracy. The test images are loaded with the dataset but never encoded.
+
+    python bench/probe_trial.py cifar10 conv-rgb "datasets=[{name: folder:$AEVISION_DATA/cifar10-jpeg}]" \\
+        "models.conv-rgb.model.channels=[128, 256]" --out bench/results/trials/probe_cifar10_wide.json
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+import common
+from aevision.benchmark import load_benchmark
+from aevision.benchmark.config import BenchmarkConfig
+from aevision.config import to_dict
+from aevision.data import Splits, load_dataset
+from aevision.models import Autoencoder
+from aevision.tasks.features import FeatureEncoder, extract
+from aevision.tasks.pretrain import model_from_config
+from aevision.tasks.probe import LinearProbe
+
+
+def validation_probe(cfg: BenchmarkConfig, name: str, model: Autoencoder, splits: Splits) -> dict[str, Any]:
+    """The preset's linear probe on ``model``'s features, C chosen on the validation split: its
+    accuracy there, the C chosen and the score of every C in the grid."""
+    if splits.val is None or splits.val.labels is None:
+        raise SystemExit("probe_trial: the dataset has no labelled validation split (set val_fraction)")
+    fe = FeatureEncoder(model, copy.deepcopy(cfg.model_features(name)), f"models.{name}.features")
+    started = time.perf_counter()
+    train, val = extract(fe, splits.train), extract(fe, splits.val)
+    lin = cfg.protocols.linear
+    probe = LinearProbe(c_grid=tuple(lin.c_grid), max_iter=lin.max_iter, folds=lin.folds, seed=cfg.seed)
+    probe.fit(train, splits.train.labels, val, splits.val.labels, n_classes=splits.train.num_classes)
+    return {"val_accuracy": round(probe.selection_[probe.c_], 4), "C": probe.c_, "feature_dim": fe.dim,
+            "scores": {f"{c:g}": round(s, 4) for c, s in probe.selection_.items()},
+            "at_edge": probe.edge_, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def trial(cfg: BenchmarkConfig, name: str, runs: str, reuse: bool) -> dict[str, Any]:
+    """Pretrain ``name`` (in ``runs``; read back with ``reuse``) and probe it and its untrained twin."""
+    data_cfg = cfg.datasets[0]
+    splits = load_dataset(data_cfg, cfg.seed)
+    pcfg = replace(cfg.pretrain_config(name, data_cfg), output_dir=f"{runs}/{name}")
+    cpu = time.process_time()
+    model, pretraining = common.pretrained(pcfg.to_dict(), splits, reuse, ["epochs", "steps", "val_recon",
+                                                                           "seconds", "train_seconds"])
+    pretraining["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    torch.manual_seed(pcfg.seed)  # the weights its pretraining started from, drawn the same way
+    untrained = model_from_config(pcfg, splits.train.image_shape)
+    return {"model": name, "dataset": data_cfg.name, "train": len(splits.train),
+            "val": len(splits.val) if splits.val is not None else 0,
+            "trained": validation_probe(cfg, name, model, splits),
+            "untrained": validation_probe(cfg, name, untrained, splits),
+            "pretraining": pretraining, "entry": cfg.models[name]}
+
+
+def main() -> None:
+    parser = common.parser(__doc__, "trials/probe_trial.json", runs="runs/probe_trial")
+    parser.add_argument("preset")
+    parser.add_argument("model", help="the preset's model to try (after the overrides)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, args.threads))
+    cfg = load_benchmark(args.preset, [*args.overrides, f"protocols.finetune.models=[{args.model}]",
+                                       "imbalance.ratio=null"])
+    started = time.time()
+    result = {"question": f"{args.model}'s linear probe on {args.preset}'s validation split vs its "
+                          "untrained twin (test never scored)",
+              "command": common.command("probe_trial.py", data=True),
+              **trial(cfg, args.model, args.runs, args.reuse),
+              "protocol": {"linear": to_dict(cfg.protocols.linear),
+                           "features": to_dict(cfg.model_features(args.model))},
+              "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+              **common.provenance(started, common.SHARED, load_average=True)}
+    common.publish(args.out, result, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
