@@ -55,7 +55,8 @@ def trial(cfg: BenchmarkConfig, name: str, runs: str, reuse: bool) -> dict[str, 
     cpu = time.process_time()
     model, pretraining = common.pretrained(pcfg.to_dict(), splits, reuse, ["epochs", "steps", "val_recon",
                                                                            "seconds", "train_seconds"])
-    pretraining["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    if not pretraining.get("reused"):  # read back: its time is in `seconds`, its CPU time unknown here
+        pretraining["cpu_seconds"] = round(time.process_time() - cpu, 1)
     torch.manual_seed(pcfg.seed)  # the weights its pretraining started from, drawn the same way
     untrained = model_from_config(pcfg, splits.train.image_shape)
     return {"model": name, "dataset": data_cfg.name, "train": len(splits.train),
