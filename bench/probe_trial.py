@@ -23,34 +23,34 @@ import torch
 import common
 from aevision.benchmark import load_benchmark
 from aevision.benchmark.config import BenchmarkConfig
+from aevision.benchmark.protocols import linear
 from aevision.config import to_dict
 from aevision.data import Splits, load_dataset
 from aevision.models import Autoencoder
 from aevision.tasks.features import FeatureEncoder, extract
 from aevision.tasks.pretrain import model_from_config
-from aevision.tasks.probe import LinearProbe
 
 
 def validation_probe(cfg: BenchmarkConfig, name: str, model: Autoencoder, splits: Splits) -> dict[str, Any]:
-    """The preset's linear probe on ``model``'s features, C chosen on the validation split: its
-    accuracy there, the C chosen and the score of every C in the grid."""
-    if splits.val is None or splits.val.labels is None:
-        raise SystemExit("probe_trial: the dataset has no labelled validation split (set val_fraction)")
+    """The benchmark's linear probe (:func:`aevision.benchmark.protocols.linear`) on ``model``'s
+    features, C chosen on the validation split: its accuracy there, the C chosen and the score of
+    every C in the grid."""
     fe = FeatureEncoder(model, copy.deepcopy(cfg.model_features(name)), f"models.{name}.features")
     started = time.perf_counter()
-    train, val = extract(fe, splits.train), extract(fe, splits.val)
-    lin = cfg.protocols.linear
-    probe = LinearProbe(c_grid=tuple(lin.c_grid), max_iter=lin.max_iter, folds=lin.folds, seed=cfg.seed)
-    probe.fit(train, splits.train.labels, val, splits.val.labels, n_classes=splits.train.num_classes)
-    return {"val_accuracy": round(probe.selection_[probe.c_], 4), "C": probe.c_, "feature_dim": fe.dim,
-            "scores": {f"{c:g}": round(s, 4) for c, s in probe.selection_.items()},
-            "at_edge": probe.edge_, "seconds": round(time.perf_counter() - started, 1)}
+    train, val = extract(fe, splits.train), extract(fe, splits.val)  # type: ignore[arg-type]
+    chosen = linear((train, splits.train.labels), (val, splits.val.labels), val,  # type: ignore[union-attr]
+                    cfg.protocols.linear, n_classes=splits.train.num_classes, seed=cfg.seed).selection
+    return {"val_accuracy": round(chosen["val_score"], 4), "C": chosen["C"], "feature_dim": fe.dim,
+            "scores": {c: round(s, 4) for c, s in chosen["scores"].items()},
+            "at_edge": chosen["at_edge"], "seconds": round(time.perf_counter() - started, 1)}
 
 
 def trial(cfg: BenchmarkConfig, name: str, runs: str, reuse: bool) -> dict[str, Any]:
     """Pretrain ``name`` (in ``runs``; read back with ``reuse``) and probe it and its untrained twin."""
     data_cfg = cfg.datasets[0]
     splits = load_dataset(data_cfg, cfg.seed)
+    if splits.val is None or splits.val.labels is None:
+        raise SystemExit("probe_trial: the dataset has no labelled validation split (set val_fraction)")
     pcfg = replace(cfg.pretrain_config(name, data_cfg), output_dir=f"{runs}/{name}")
     cpu = time.process_time()
     model, pretraining = common.pretrained(pcfg.to_dict(), splits, reuse, ["epochs", "steps", "val_recon",
@@ -60,7 +60,7 @@ def trial(cfg: BenchmarkConfig, name: str, runs: str, reuse: bool) -> dict[str, 
     torch.manual_seed(pcfg.seed)  # the weights its pretraining started from, drawn the same way
     untrained = model_from_config(pcfg, splits.train.image_shape)
     return {"model": name, "dataset": data_cfg.name, "train": len(splits.train),
-            "val": len(splits.val) if splits.val is not None else 0,
+            "val": len(splits.val),
             "trained": validation_probe(cfg, name, model, splits),
             "untrained": validation_probe(cfg, name, untrained, splits),
             "pretraining": pretraining, "entry": cfg.models[name]}
