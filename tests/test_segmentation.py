@@ -22,6 +22,7 @@ from aevision.tasks.segmentation import (
     build_segment_config,
     load_segmenter,
     predict_masks,
+    save_segmenter,
     segment,
     segmentation_metrics,
 )
@@ -618,3 +619,91 @@ def test_a_run_from_before_train_monitor_is_a_lowest_loss_run_not_todays(tmp_pat
     del cfg["train"]["monitor"]  # today's default, miou: another run
     again = segment(cfg, data=splits, reuse=True)
     assert not again.reused and again.fit.monitored == "val_miou"
+
+
+# --- test-time flips ------------------------------------------------------------------------------
+
+
+def _scratch_segmenter(tta=()):
+    cfg = build_segment_config(base={"init": "scratch", "arch": {"name": "conv", "options": {
+        "channels": [8, 12], "code_dim": 10}}, "tta": list(tta)})
+    torch.manual_seed(0)
+    return _decisive(make_segmenter(cfg, None, _tiny_splits().train).eval())
+
+
+def _decisive(seg):
+    """``seg`` with a head whose argmax follows the features, not one bias (as barely trained ones do)."""
+    with torch.no_grad():
+        seg.head.weight.normal_(0, 5, generator=torch.Generator().manual_seed(0))
+        seg.head.bias.zero_()
+    return seg
+
+
+def test_test_time_flips_average_the_mirrored_probabilities_and_make_predictions_mirror_symmetric():
+    x = torch.rand(3, 3, 16, 16)
+    seg = _scratch_segmenter()
+    with torch.no_grad():
+        plain = seg.logits(x).softmax(1)
+        mirrored = seg.logits(x.flip(-1)).softmax(1).flip(-1)
+        assert torch.allclose(seg.scores(x), plain)
+        # a random network is not mirror-symmetric: without flips, a mirrored image is segmented differently
+        assert not torch.equal(seg.predict(x.flip(-1)), seg.predict(x).flip(-1))
+        seg.tta = ["hflip"]
+        assert torch.allclose(seg.scores(x), (plain + mirrored) / 2, atol=1e-6)
+        assert torch.equal(seg.predict(x.flip(-1)), seg.predict(x).flip(-1))
+        seg.tta = ["hflip", "vflip"]  # every combination: as it is, mirrored, upside down, both
+        both = seg.logits(x.flip(-1, -2)).softmax(1).flip(-1, -2)
+        upside = seg.logits(x.flip(-2)).softmax(1).flip(-2)
+        assert torch.allclose(seg.scores(x), (plain + mirrored + upside + both) / 4, atol=1e-6)
+        for dims in ((-1,), (-2,), (-1, -2)):
+            assert torch.equal(seg.predict(x.flip(dims)), seg.predict(x).flip(dims))
+        small = predict_masks(seg, (x[:1] * 255).to(torch.uint8))  # predict-masks takes them too
+        assert torch.equal(small, seg.predict(x[:1].mul(255).to(torch.uint8).float() / 255).to(torch.uint8))
+
+
+def test_test_time_flips_are_configured_checked_and_saved_with_the_segmenter(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"tta: got \['rot90'\]"):
+        build_segment_config(base={"init": "scratch", "tta": ["rot90"]})
+    with pytest.raises(ConfigError, match=r"tta: got \['hflip', 'hflip'\]"):
+        build_segment_config(base={"init": "scratch", "tta": ["hflip", "hflip"]})
+    seg = _scratch_segmenter(["hflip"])
+    with pytest.raises(ConfigError, match="tta"):
+        seg.tta = ["turn"]
+    assert seg.tta == ["hflip"]
+    save_segmenter(seg, tmp_path / "seg")
+    assert load_segmenter(tmp_path / "seg").tta == ["hflip"]
+    config = json.loads((tmp_path / "seg" / "config.json").read_text())
+    del config["segmenter"]["tta"]  # as saved before test-time flips existed: none
+    (tmp_path / "seg" / "config.json").write_text(json.dumps(config))
+    assert load_segmenter(tmp_path / "seg").tta == []
+
+    # predict-masks: the segmenter's own flips, or those --tta names
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / "a.png")
+    loaded = load_segmenter(tmp_path / "seg")
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    for flips, expected in (("none", []), ("hflip,vflip", ["hflip", "vflip"])):
+        assert main(["predict-masks", str(tmp_path / "seg"), str(folder), "-o", str(tmp_path / flips),
+                     "--tta", flips]) == 0
+        loaded.tta = expected
+        got = np.asarray(Image.open(tmp_path / flips / "masks" / "a.png"))
+        assert np.array_equal(got, predict_masks(loaded, x)[0].numpy())
+    assert main(["predict-masks", str(tmp_path / "seg"), str(folder), "-o", str(tmp_path / "p"),
+                 "--tta", "hflip,spin"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--tta: got ['hflip', 'spin']" in err and len(err.splitlines()) == 1
+
+
+def test_validation_with_test_time_flips_scores_as_the_test_does(tmp_path):
+    _, splits, result = _validated_run(tmp_path, epochs=1, batch_size=4)
+    seg, val = _decisive(result.segmenter), splits.val
+    _, val_batches = segment_batches(result.config, splits.train, val)
+    plain = validator(val.classes)(seg, val_batches)
+    seg.tta = ["hflip"]
+    flipped = validator(val.classes)(seg, val_batches)
+    test_scoring = score(predict_set(seg, val), val)
+    assert flipped.scores == pytest.approx({k: test_scoring[k] for k in flipped.scores})
+    assert flipped.scores != plain.scores  # the flips changed what was scored ...
+    assert flipped.terms == plain.terms  # ... not the loss, which is training's

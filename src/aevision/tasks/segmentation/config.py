@@ -24,6 +24,7 @@ from aevision.config import (
 )
 from aevision.tasks.losses import check_weight_list
 from aevision.tasks.segmentation.augment import SEG_AUGMENTS
+from aevision.tasks.segmentation.model import TTA_FLIPS
 from aevision.validation import check
 
 SEG_LOSS_TERMS = ("loss", "ce", "dice")  # what the segmenter's loss reports (tasks/segmentation/loss.py)
@@ -96,6 +97,9 @@ class SegmentConfig:
     # sizes epochs by steps instead
     epoch_images: int | None = None
     examples: int | None = 16  # test images written as mask and overlay PNGs (None: all)
+    # test-time flips ("hflip", "vflip"): validation, test and predict-masks average the class
+    # probabilities of the image and of its mirror images (every combination); training is unchanged
+    tta: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes-seg"))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: SegLossConfig = field(default_factory=SegLossConfig)
@@ -123,6 +127,9 @@ class SegmentConfig:
             check(self.epoch_images >= 1, at("epoch_images"), self.epoch_images, "a positive integer or null")
         if self.examples is not None:
             check(self.examples >= 0, at("examples"), self.examples, "an integer >= 0 or null (all)")
+        check(isinstance(self.tta, list) and all(name in TTA_FLIPS for name in self.tta)
+              and len(set(self.tta)) == len(self.tta), at("tta"), self.tta,
+              f"a list of distinct test-time flips among {', '.join(TTA_FLIPS)} (or [])")
         check(self.init == "scratch" or self.encoder is not None, at("encoder"), self.encoder,
               "a model folder from 'aevision pretrain' (or init: scratch for a randomly initialised encoder)")
         self.data.validate(at("data"))

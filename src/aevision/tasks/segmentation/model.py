@@ -18,6 +18,7 @@ segmenter may run at another image size than the autoencoder was trained at.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ from aevision.models.registry import MODELS
 from aevision.models.unet import UNetDecoder
 from aevision.tasks.freezing import Freezable
 from aevision.tasks.segmentation.loss import SegLoss
+
+# test-time flips: the dimension of an (N, C, H, W) batch each one mirrors
+TTA_FLIPS = {"hflip": -1, "vflip": -2}
 
 
 class Segmenter(Freezable):
@@ -45,6 +49,9 @@ class Segmenter(Freezable):
 
     ``pretrained_lr_scale``: the weights that came from the autoencoder train at ``lr`` times this,
     the new ones at ``lr`` (the engine's ``param_groups`` hook).
+
+    ``spec["tta"]``: flips (``TTA_FLIPS``) averaged over at prediction (:meth:`scores`); training
+    sees the plain logits.
     """
 
     def __init__(self, encoder: nn.Module, decoder: UNetDecoder, num_classes: int, spec: dict[str, Any],
@@ -69,6 +76,16 @@ class Segmenter(Freezable):
         return list(self.spec["classes"])
 
     @property
+    def tta(self) -> list[str]:
+        return list(self.spec.get("tta", []))  # segmenters saved before test-time flips: none
+
+    @tta.setter
+    def tta(self, names: Sequence[str]) -> None:
+        if any(name not in TTA_FLIPS for name in names) or len(set(names)) != len(names):
+            raise ConfigError("tta", list(names), f"distinct test-time flips among {', '.join(TTA_FLIPS)}")
+        self.spec["tta"] = list(names)  # saved with the segmenter: it predicts as it was scored
+
+    @property
     def palette(self) -> list[tuple[int, int, int]]:
         return [tuple(c) for c in self.spec["palette"]]  # type: ignore[misc]
 
@@ -79,10 +96,24 @@ class Segmenter(Freezable):
         feats = self.encoder.forward_features(x)
         return self.head(self.decoder(x, feats))
 
+    def scores(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, K, H, W) class probabilities, averaged over the image and its flips
+        (``tta``: every combination of them, mapped back before averaging): predictions that do not
+        hinge on which way a scene faces. Without ``tta``, the softmax of :meth:`logits`."""
+        dims = [TTA_FLIPS[name] for name in self.tta]
+        views = [flip for n in range(len(dims) + 1) for flip in itertools.combinations(dims, n)]
+        return torch.stack([self._view_scores(x, flip) for flip in views]).mean(dim=0)
+
+    def _view_scores(self, x: Tensor, flip: tuple[int, ...]) -> Tensor:
+        """Class probabilities of ``x`` flipped along ``flip`` (no dims: as it is), flipped back."""
+        if not flip:
+            return self.logits(x).softmax(dim=1)
+        return self.logits(x.flip(flip)).softmax(dim=1).flip(flip)
+
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, H, W) class ids (int64)."""
-        return self.logits(x).argmax(dim=1)
+        """(N, C, H, W) -> (N, H, W) class ids (int64), from :meth:`scores`."""
+        return self.scores(x).argmax(dim=1)
 
     # --- training ------------------------------------------------------------------------------
 
@@ -136,12 +167,13 @@ def stage_channels(encoder: nn.Module, input_shape: Sequence[int]) -> list[int]:
 def build_segmenter(encoder: nn.Module, encoder_spec: dict[str, Any], *, input_shape: Sequence[int],
                     classes: list[str], palette: list[tuple[int, int, int]],
                     decoder_channels: list[int] | None = None, stem_channels: int = 16,
-                    batch_norm: bool = True) -> Segmenter:
+                    batch_norm: bool = True, tta: Sequence[str] = ()) -> Segmenter:
     """Wrap ``encoder`` (already initialised: pretrained weights or random) in a U-Net.
 
     ``encoder_spec``: ``{"name", "options", "input_shape"}`` of the architecture, so that
     :func:`load_segmenter` can rebuild it. ``decoder_channels``: the width of each decoder level,
-    finest (full resolution) first; default: the encoder's stage widths.
+    finest (full resolution) first; default: the encoder's stage widths. ``tta``: test-time flips
+    (names of ``TTA_FLIPS``).
     """
     skips = stage_channels(encoder, encoder_spec["input_shape"])
     widths = list(decoder_channels) if decoder_channels is not None else list(skips)
@@ -157,7 +189,9 @@ def build_segmenter(encoder: nn.Module, encoder_spec: dict[str, Any], *, input_s
         "classes": list(classes),
         "palette": [list(c) for c in palette],
     }
-    return Segmenter(encoder, decoder, len(classes), spec)
+    seg = Segmenter(encoder, decoder, len(classes), spec)
+    seg.tta = tta
+    return seg
 
 
 def segmenter_from_spec(spec: dict[str, Any]) -> Segmenter:
@@ -167,7 +201,8 @@ def segmenter_from_spec(spec: dict[str, Any]) -> Segmenter:
     dec = spec["decoder"]
     return build_segmenter(encoder, enc, input_shape=spec["input_shape"], classes=spec["classes"],
                            palette=[tuple(c) for c in spec["palette"]], decoder_channels=dec["channels"],
-                           stem_channels=dec["stem_channels"], batch_norm=dec["batch_norm"])
+                           stem_channels=dec["stem_channels"], batch_norm=dec["batch_norm"],
+                           tta=spec.get("tta", ()))
 
 
 def encoder_from_autoencoder(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 def predict_masks(seg: Segmenter, images: Tensor, device: Any = "cpu") -> Tensor:
     """Masks for ``images`` (N, C, H, W), uint8 or float in [0, 1], any size: (N, H, W) uint8.
 
-    Images are segmented at the segmenter's training size and the scores resized back.
+    Images are segmented at the segmenter's training size (with its test-time flips, ``seg.tta``)
+    and the class scores resized back.
     """
     seg = seg.to(device).eval()
     x = to_float(images) if images.dtype == torch.uint8 else images.float()
@@ -39,10 +40,10 @@ def predict_masks(seg: Segmenter, images: Tensor, device: Any = "cpu") -> Tensor
     size = tuple(seg.input_shape[1:])
     small = x if tuple(x.shape[2:]) == size else F.interpolate(
         x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    logits = seg.logits(small)
+    scores = seg.scores(small) if seg.tta else seg.logits(small)  # no flips: logits, resized as ever
     if tuple(x.shape[2:]) != size:
-        logits = F.interpolate(logits, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1).to(torch.uint8).cpu()
+        scores = F.interpolate(scores, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+    return scores.argmax(dim=1).to(torch.uint8).cpu()
 
 
 @dataclass

@@ -173,7 +173,8 @@ def validator(classes: list[str]) -> Validate:
         for x, masks in val.epoch(0):
             logits = seg.logits(x)
             terms.add(seg.loss_fn(logits, masks), len(x))
-            metrics.update(logits.argmax(dim=1).cpu(), masks.cpu())
+            scores = seg.scores(x) if seg.tta else logits  # scored as the test is: with its flips
+            metrics.update(scores.argmax(dim=1).cpu(), masks.cpu())
         seg.train(was_training)
         scores = metrics.compute()
         return Validation(terms.means(), {k: scores[k] for k in SEG_SCORES})
@@ -291,7 +292,7 @@ def make_segmenter(cfg: SegmentConfig, ae: Autoencoder | None, train: SegSet) ->
     channels = d.channels if d.channels is not None or pretrained is None else pretrained.widths
     seg = build_segmenter(encoder, spec, input_shape=train.image_shape, classes=train.classes,
                           palette=train.palette or [], decoder_channels=channels,
-                          stem_channels=d.stem_channels, batch_norm=d.batch_norm)
+                          stem_channels=d.stem_channels, batch_norm=d.batch_norm, tta=cfg.tta)
     if pretrained is not None and cfg.init == "pretrained" and cfg.pretrained_decoder:
         seg.decoder.load_state_dict(pretrained.state_dict())
         seg.decoder_pretrained = True
