@@ -13,7 +13,8 @@ photos, carved before any mask count is drawn, so the same for every run); the p
 the epoch with the lowest loss on 5% of the pool. Each test split
 (Penn-Fudan's fixed 50 photos, CCP's fixed 204 masked photos) is scored once per run, by the
 person class's IoU over the whole split; nothing is chosen on it. Every run records its optimiser
-steps, the pool's pretraining its time.
+steps, the pool's pretraining its time, and its validation IoU with test-time flips as well
+(``val_person_iou_hflip``, scored after training: the evidence for ``segment.tta``).
 
     AEVISION_DATA=/work/shared/datasets python bench/segmentation_photos.py --runs runs/segphotos --reuse
     python bench/segmentation_photos.py --seeds 1 --set pool.train.epochs=1 ...   # a tiny trial
@@ -29,12 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import common
 from aevision.config import DataConfig, apply_override
 from aevision.data import load_dataset, load_segmentation
-from aevision.data.segset import SegSplits
+from aevision.data.segset import SegSet, SegSplits
 from aevision.errors import AevisionError
-from aevision.tasks.segmentation import segment
+from aevision.tasks.segmentation import Segmenter, predict_masks, segment, segmentation_metrics
 
 CONFIG: dict[str, Any] = {
     # the pool at one size (Penn-Fudan's landscape photos are stretched to it; the segmenters then
@@ -145,6 +148,7 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
     }
     result = segment(config, data=data, reuse=reuse, overwrite=True)
     return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),
+            "val_person_iou_hflip": flipped_val_person_iou(result.segmenter, data.val),
             "steps": result.fit.steps, "best_epoch": result.fit.best_epoch, "monitored": result.fit.monitored,
             "seconds": result.timing.get("wall_seconds"), "labelled_images": labels}
 
@@ -154,6 +158,16 @@ def val_person_iou(out_dir: Path) -> float | None:
     split is never chosen on), as the run's ``metrics.json`` records it."""
     val = json.loads((out_dir / "metrics.json").read_text()).get("val")
     return val["iou"]["person"] if val else None
+
+
+def flipped_val_person_iou(seg: Segmenter, val: SegSet | None, batch_size: int = 16) -> float | None:
+    """The kept segmenter's person IoU on the validation split with test-time flips (``tta:
+    [hflip]``), scored after training: whether the flips pay is read on validation, never on test."""
+    if val is None or not len(val):
+        return None
+    seg.tta = ["hflip"]
+    preds = torch.cat([predict_masks(seg, chunk) for chunk in val.images.split(batch_size)])
+    return segmentation_metrics(preds, val.masks, val.classes)["iou"]["person"]
 
 
 def segmentation_data(cfg: dict[str, Any], name: str, root: str | None, pool_files: set[str]) -> SegSplits:
@@ -206,6 +220,17 @@ CLAIMS = {  # the issue's targets: name -> (the keys it compares, the test on th
 }
 
 
+def flip_gains(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, float | None]:
+    """Per dataset, the mean validation person IoU that test-time flips add to a run (over every run
+    scored both ways): the evidence for or against setting ``segment.tta``."""
+    out: dict[str, float | None] = {}
+    for name, tags in runs.items():
+        gains = [r["val_person_iou_hflip"] - r["val_person_iou"] for seeds in tags.values() for r in seeds
+                 if r.get("val_person_iou_hflip") is not None and r.get("val_person_iou") is not None]
+        out[name] = round(sum(gains) / len(gains), 4) if gains else None
+    return out
+
+
 def claims(results: dict[str, Any]) -> dict[str, bool]:
     """Each target whose runs were made (a trial with other budgets judges none of theirs)."""
     return {name: test(*(results[k] for k in keys)) for name, (keys, test) in CLAIMS.items()
@@ -230,6 +255,7 @@ def main() -> None:
             results.update(summary(ds["key"], runs[each], ds["all"]["inits"]))
         out = {**results, "claims_met": claims(results),
                "same_steps_pretrained_and_scratch": all(same_steps(r) for r in runs.values()),
+               "val_person_iou_gain_of_hflip_tta": flip_gains(runs),
                "complete": done == len(order) and not trial,
                "runs_done": f"{done} of {len(order)}",
                "seeds": list(range(args.seeds)), "pool_images": pool["images"], "pool_pretraining": pool,

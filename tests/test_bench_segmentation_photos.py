@@ -55,7 +55,12 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     assert set(r["claims_met"]) == {"pennfudan_all_pretrained_at_least_0.75", "ccp_all_at_least_0.92"}
     assert "datasets.penn-fudan.budgets=[2]" in r["overrides"] and r["config"]["pool"]["train"]["epochs"] == 1
     every = [x for runs in r["runs"].values() for seeds in runs.values() for x in seeds]
-    assert all(0 <= x["val_person_iou"] <= 1 for x in every)
+    assert all(0 <= x["val_person_iou"] <= 1 and 0 <= x["val_person_iou_hflip"] <= 1 for x in every)
+    gains = r["val_person_iou_gain_of_hflip_tta"]
+    assert set(gains) == {"penn-fudan", "clothing-co-parsing"} and all(-1 <= g <= 1 for g in gains.values())
+    ccp = [x for seeds in r["runs"]["clothing-co-parsing"].values() for x in seeds]
+    assert gains["clothing-co-parsing"] == round(sum(x["val_person_iou_hflip"] - x["val_person_iou"]
+                                                     for x in ccp) / len(ccp), 4)
     assert {(x["best_epoch"], x["monitored"]) for x in every} == {(1, "val_miou")}  # 1 epoch each
     # segment.* settings reach every segmenter; the pretrained weights' own only the pretrained ones
     seed0 = tmp_path / "runs" / "penn-fudan" / "seed0"
