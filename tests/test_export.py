@@ -17,6 +17,7 @@ from aevision.models.inference import entropy_model_input
 from aevision.models.io import save_model
 from aevision.tasks.export import export_model
 from aevision.tasks.export.formats import load_runner
+from aevision.tasks.export.graphs import segmenter_graphs
 from aevision.tasks.export.parity import codec_parity
 from aevision.tasks.segmentation.io import save_segmenter
 from aevision.tasks.segmentation.model import build_segmenter, feature_encoder
@@ -166,6 +167,13 @@ def test_a_segmenter_exports_as_one_network_at_any_size(tmp_path):
     x = torch.rand(2, 3, 13, 21)
     np.testing.assert_allclose(ort_run(tmp_path / "out" / "segmenter.onnx", x)[0],
                                seg.logits(x).detach().numpy(), atol=1e-4)
+
+
+def test_a_segmenter_scored_with_test_time_flips_says_so_beside_its_one_pass_graph(tmp_path):
+    seg = segmenter_run(tmp_path)
+    assert "flips" not in segmenter_graphs(seg)[0].note
+    seg.tta = ["hflip"]
+    assert "test-time flips ['hflip']" in segmenter_graphs(seg)[0].note
 
 
 def test_failed_parity_is_exit_2_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys):

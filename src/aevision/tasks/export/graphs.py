@@ -207,9 +207,13 @@ def hyperprior_graphs(model: Autoencoder, entropy: Hyperprior, dynamic: bool) ->
 def segmenter_graphs(seg: nn.Module) -> list[Graph]:
     """The whole segmentation network: images -> per-pixel class scores, at any size."""
     seg = seg.eval()
+    flips = list(getattr(seg, "tta", []))
+    note = "argmax over axis 1 gives the class of every pixel"
+    if flips:  # the graph is one pass: the flips aevision averages over are the caller's to apply
+        note += (f"; aevision scores this segmenter with test-time flips {flips}: it averages the softmax "
+                 "of the logits of the image and of each flipped copy (flipped back), every combination")
     return [Graph("segmenter", Call(seg, seg.logits), ["images"], ["logits"], lambda x: {"images": x},
-                  dynamic_size=True, ranges={"images": IMAGE_RANGE},
-                  note="argmax over axis 1 gives the class of every pixel")]
+                  dynamic_size=True, ranges={"images": IMAGE_RANGE}, note=note)]
 
 
 def model_graphs(model: nn.Module) -> list[Graph]:
