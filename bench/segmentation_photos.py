@@ -48,12 +48,18 @@ CONFIG: dict[str, Any] = {
         "model": {"name": "unet", "channels": [16, 32, 64, 128, 256], "batch_norm": True},
         "regularizers": [{"name": "denoising", "noise": "blocks", "p": 0.25, "block": 16}],
         "augment": {"hflip": True},
-        "train": {"epochs": 40, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine"},
+        # bf16-mixed: this CPU's native bfloat16 makes a U-Net step ~2x faster (see the segment section)
+        "train": {"epochs": 40, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine",
+                  "precision": "bf16-mixed"},
     },
     "segment": {
         "decoder": {"stem_channels": 16},
         "augment": {"hflip": True, "zoom": 1.3, "jitter": 0.1},
-        "train": {"batch_size": 8, "lr": 2e-3, "scheduler": "cosine"},
+        # bf16-mixed: a segmenter's step (batch 8, one thread) took 0.70 s instead of 1.33 s at 192 x 128
+        # and 2.65 s instead of 6.28 s at 256 x 320, measured interleaved with fp32 on this machine.
+        # Quality held: CCP at 10 masks from scratch (seed 0, 600 steps) reached validation person IoU
+        # 0.676 in bf16 (567 s) and 0.647 in fp32 (803 s), one run each beside other jobs
+        "train": {"batch_size": 8, "lr": 2e-3, "scheduler": "cosine", "precision": "bf16-mixed"},
     },
     "datasets": {
         "penn-fudan": {
