@@ -36,6 +36,11 @@ from aevision.tasks.segmentation.loss import SegLoss
 TTA_FLIPS = {"hflip": -1, "vflip": -2}
 
 
+def valid_tta(names: Sequence[str]) -> bool:
+    """Distinct names of ``TTA_FLIPS`` (the rule of ``segment.tta`` and of :attr:`Segmenter.tta`)."""
+    return all(name in TTA_FLIPS for name in names) and len(set(names)) == len(names)
+
+
 class Segmenter(Freezable):
     """encoder (pretrained or not) + U-Net decoder + 1x1 head; ``forward`` is the training loss.
 
@@ -81,7 +86,7 @@ class Segmenter(Freezable):
 
     @tta.setter
     def tta(self, names: Sequence[str]) -> None:
-        if any(name not in TTA_FLIPS for name in names) or len(set(names)) != len(names):
+        if not valid_tta(names):
             raise ConfigError("tta", list(names), f"distinct test-time flips among {', '.join(TTA_FLIPS)}")
         self.spec["tta"] = list(names)  # saved with the segmenter: it predicts as it was scored
 
