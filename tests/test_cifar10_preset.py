@@ -23,6 +23,9 @@ def test_the_cifar10_preset_loads_and_validates():
     rgb = cfg.pretrain_config("conv-rgb", cfg.datasets[0])
     assert rgb.augment.hflip and rgb.augment.zoom > 1 and rgb.model.options["code_dim"] is None
     assert cfg.budgets_for("finetune") == [Budget(per_class=400), Budget()]
+    # the ViT fine-tunes (the MAE's and its scratch twin's) in bf16, the conv models in fp32
+    assert cfg.model_finetune("mae").train.precision == "bf16-mixed"
+    assert cfg.model_finetune("conv-rgb").train.precision == "32-true"
 
 
 def _split_folder(root, classes=3, train=30, test=8, size=8):
