@@ -11,6 +11,7 @@ from aevision.models import build_model, load_model, save_model
 from aevision.models.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
 from aevision.tasks.features import FeatureConfig, FeatureEncoder, extract
 from aevision.tasks.finetune import Classifier
+from aevision.tasks.segmentation.model import strip_head
 from conftest import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,8 +91,43 @@ def test_shapes_features_and_what_mae_refuses(pool):
         model.decode(model.encode(x))
     feats = FeatureEncoder(model)
     assert feats.dim == 16 and extract(feats, x).shape == (5, 16)
-    with pytest.raises(ConfigError, match=r"features\.source"):
-        FeatureEncoder(model, FeatureConfig(source="stages"))
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_stage_features_are_each_blocks_patch_tokens_on_the_grid(pool):
+    model = small(pool, depth=3).eval()
+    x = torch.rand(4, 1, 8, 8)
+    maps = model.encoder.block_maps(x)
+    assert [m.shape for m in maps] == [(4, 16, 4, 4)] * 3  # one per block, the 4 x 4 patch grid
+    tokens = model.encoder.forward_visible(x)[:, 1 if pool == "cls" else 0:]  # normed output tokens
+    assert torch.allclose(maps[-1], tokens.transpose(1, 2).reshape(4, 16, 4, 4), atol=1e-6)
+    assert not torch.allclose(maps[1], maps[2], atol=1e-3)  # the blocks before the norm: their own
+    # a token's grid cell is its patch: the top-left 2 x 2 pooled cell is the mean of the top-left
+    # 2 x 2 patches' tokens
+    quad = FeatureEncoder(model, FeatureConfig(source="stages", stages=[-1], pool=2))
+    assert quad.dim == 4 * 16
+    got = quad(x).reshape(4, 16, 2, 2)
+    assert torch.allclose(got[..., 0, 0], maps[-1][..., :2, :2].mean((2, 3)), atol=1e-6)
+    if pool == "mean":  # the last block pooled to one cell is the mean-pooled code
+        whole = FeatureEncoder(model, FeatureConfig(source="stages", stages=[-1], pool=1))
+        assert torch.allclose(whole(x), model.encode(x), atol=1e-5)
+    every = FeatureEncoder(model, FeatureConfig(source="stages", pool=1, pool_op="max"))
+    assert every.dim == 3 * 16
+    with pytest.raises(ConfigError, match=r"features\.stages\[0\]"):
+        FeatureEncoder(model, FeatureConfig(source="stages", stages=[3]))
+    # block maps are all at one scale: not the multi-scale stages a U-Net segmenter skips from
+    with pytest.raises(ConfigError, match="encoder"):
+        strip_head(model.encoder, "mae")
+
+
+def test_block_features_fine_tune_with_layer_decay():
+    model = build_model("mae", (1, 8, 8), {**SMALL, "depth": 2})
+    feats = FeatureEncoder(model, FeatureConfig(source="stages", stages=[-1], pool=2))
+    clf = Classifier(feats, 3, layer_decay=0.5)
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    clf(x, y)["loss"].backward()
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0  # the blocks train
+    assert sum(len(g["params"]) for g in clf.param_groups(1.0)) == len(list(clf.parameters()))
 
 
 def test_options_are_validated_and_named():

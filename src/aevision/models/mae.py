@@ -9,8 +9,11 @@ optionally against each patch normalised to zero mean and unit variance (``norm_
 
 Features: ``encode(x)`` runs the encoder over all patches (no mask) and pools its tokens: their
 mean, or the class token (``pool: cls``). So the encoder is a backbone like any other for the
-probe, kNN and fine-tuning; it has no feature-map stages. Its blocks are numbered for layer-wise
-learning-rate decay (:meth:`ViTEncoder.layer_of`).
+probe, kNN and fine-tuning. Its blocks play the part a conv encoder's stages play for features
+(:meth:`ViTEncoder.block_maps`: each block's patch tokens laid out on the patch grid, so
+``features: {source: stages, pool: 2}`` keeps where in the image a token fired, which a mean over
+all tokens loses), and they are numbered for layer-wise learning-rate decay
+(:meth:`ViTEncoder.layer_of`).
 
 The transformer is timm's (``Block``, ``PatchEmbed``, ``build_sincos2d_pos_embed``); what is
 specific here is the masking and the objective, :class:`MaskedAutoencoder`, the Autoencoder
@@ -130,6 +133,23 @@ class ViTEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pooled(self.forward_visible(x))
+
+    def block_maps(self, x: Tensor) -> list[Tensor]:
+        """(N, C, H, W) -> one (N, D, h, w) map a block: its patch tokens (all patches, no mask, the
+        class token left out) on the (h, w) patch grid, first block first; the last map is the
+        encoder's output (after the final norm), so its mean over the grid is ``forward``'s
+        mean-pooled code."""
+        tokens = self.patch_embed(x)
+        tokens = tokens + self.pos_embed.to(tokens.dtype)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        skip = 0 if self.cls_token is None else 1
+        maps = []
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            out = self.norm(tokens) if i == len(self.blocks) - 1 else tokens
+            maps.append(out[:, skip:].transpose(1, 2).reshape(out.shape[0], -1, *self.grid))
+        return maps
 
     def use_fused_attention(self, fused: bool) -> None:
         """Attention by torch's fused kernel (fast), or by its formula: softmax(q k^T / sqrt(d)) v,

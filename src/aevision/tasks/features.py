@@ -5,6 +5,8 @@ encoders also expose the feature map of every stage (``encoder.forward_features`
 classifier often does better on those maps, average-pooled to a small grid and concatenated across
 stages (several scales, a few thousand numbers), than on a narrow code (Coates et al. 2011 make the
 same point for single-layer networks). ``FeatureConfig(source="stages", pool=4)`` asks for that.
+A ViT's stages are its blocks (``encoder.block_maps``: each block's patch tokens on the patch grid),
+so the same config pools them by region instead of averaging every token into one vector.
 
 :class:`FeatureEncoder` is an ``nn.Module`` so that fine-tuning trains exactly the features the
 linear probe and kNN read.
@@ -29,7 +31,7 @@ from aevision.validation import check
 @dataclass
 class FeatureConfig:
     """``source="code"``: ``model.encode(x)``. ``source="stages"``: the maps of ``stages`` (indices
-    into the encoder's stages, negative from the end; null = all), each average-pooled to
+    into the encoder's stages, a ViT's blocks, negative from the end; null = all), each pooled to
     ``pool x pool`` (null: kept whole) by averaging or by maximum (``pool_op``), flattened and
     concatenated."""
 
@@ -58,11 +60,11 @@ class FeatureEncoder(nn.Module):
         self.regularizers = nn.ModuleList(model.regularizers)
         self.input_shape = model.input_shape
         if self.cfg.source == "stages":
-            stages = getattr(self.encoder, "stages", None)
-            if not callable(getattr(self.encoder, "forward_features", None)) or stages is None:
+            found = stage_maps(self.encoder)
+            if found is None:
                 raise ConfigError(f"{field}.source", "stages", "'code': this encoder has no "
-                                  "feature-map stages (only convolutional encoders do)")
-            n = len(stages)
+                                  "feature-map stages (convolutional encoders and ViTs do)")
+            self.maps_method, n = found
             wanted = self.cfg.stages if self.cfg.stages is not None else list(range(n))
             for i, s in enumerate(wanted):
                 check(-n <= s < n, f"{field}.stages[{i}]", s, f"a stage index in [{-n}, {n - 1}]")
@@ -76,7 +78,7 @@ class FeatureEncoder(nn.Module):
             for reg in self.regularizers:
                 z = reg.transform_code(z)
             return z
-        maps = self.encoder.forward_features(x)
+        maps = getattr(self.encoder, self.maps_method)(x)
         parts = []
         for i in self.stage_ids:
             m = maps[i]
@@ -85,6 +87,18 @@ class FeatureEncoder(nn.Module):
                 m = pool(m, self.cfg.pool)
             parts.append(m.flatten(1))
         return torch.cat(parts, 1)
+
+
+def stage_maps(encoder: nn.Module) -> tuple[str, int] | None:
+    """The method that gives ``encoder``'s stage maps (a list of (N, C, h, w), first stage first)
+    and how many it gives: a conv encoder's stages (``forward_features``), a ViT's blocks
+    (``block_maps``); None for an encoder without either."""
+    stages = getattr(encoder, "stages", None)
+    if callable(getattr(encoder, "forward_features", None)) and stages is not None:
+        return "forward_features", len(stages)
+    if callable(getattr(encoder, "block_maps", None)):
+        return "block_maps", len(encoder.blocks)
+    return None
 
 
 @torch.no_grad()
