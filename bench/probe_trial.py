@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import resource
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -25,10 +24,9 @@ from aevision.benchmark import load_benchmark
 from aevision.benchmark.config import BenchmarkConfig
 from aevision.benchmark.protocols import linear
 from aevision.config import to_dict
-from aevision.data import Splits, load_dataset
+from aevision.data import Splits
 from aevision.models import Autoencoder
 from aevision.tasks.features import FeatureEncoder, extract
-from aevision.tasks.pretrain import model_from_config
 
 
 def validation_probe(cfg: BenchmarkConfig, name: str, model: Autoencoder, splits: Splits) -> dict[str, Any]:
@@ -47,18 +45,8 @@ def validation_probe(cfg: BenchmarkConfig, name: str, model: Autoencoder, splits
 
 def trial(cfg: BenchmarkConfig, name: str, runs: str, reuse: bool) -> dict[str, Any]:
     """Pretrain ``name`` (in ``runs``; read back with ``reuse``) and probe it and its untrained twin."""
+    splits, model, untrained, pretraining = common.preset_model(cfg, name, runs, reuse, "probe_trial")
     data_cfg = cfg.datasets[0]
-    splits = load_dataset(data_cfg, cfg.seed)
-    if splits.val is None or splits.val.labels is None:
-        raise SystemExit("probe_trial: the dataset has no labelled validation split (set val_fraction)")
-    pcfg = replace(cfg.pretrain_config(name, data_cfg), output_dir=f"{runs}/{name}")
-    cpu = time.process_time()
-    model, pretraining = common.pretrained(pcfg.to_dict(), splits, reuse, ["epochs", "steps", "val_recon",
-                                                                           "seconds", "train_seconds"])
-    if not pretraining.get("reused"):  # read back: its time is in `seconds`, its CPU time unknown here
-        pretraining["cpu_seconds"] = round(time.process_time() - cpu, 1)
-    torch.manual_seed(pcfg.seed)  # the weights its pretraining started from, drawn the same way
-    untrained = model_from_config(pcfg, splits.train.image_shape)
     return {"model": name, "dataset": data_cfg.name, "train": len(splits.train),
             "val": len(splits.val),
             "trained": validation_probe(cfg, name, model, splits),
