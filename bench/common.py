@@ -87,6 +87,28 @@ def publish(out: str | os.PathLike[str], result: dict[str, Any], shown: dict[str
     print(json.dumps(result if shown is None else shown, **dumps))
 
 
+def trial_setup(doc: str, out: str, *, add: Any = None) -> tuple[argparse.Namespace, Any]:
+    """The command line of a trial script (``preset model [KEY=VALUE ...]``, ``--threads``, ``--runs``
+    and ``--reuse``; ``add(parser)`` adds its own) and the preset it names, with the overrides and
+    only that model fine-tuned (no imbalance runs)."""
+    import torch
+
+    from aevision.benchmark import load_benchmark
+
+    p = parser(doc, out, runs="runs/probe_trial")
+    p.add_argument("preset")
+    p.add_argument("model", help="the preset's model to try (after the overrides)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    if add is not None:
+        add(p)
+    args = p.parse_args()
+    torch.set_num_threads(max(1, args.threads))
+    cfg = load_benchmark(args.preset, [*args.overrides, f"protocols.finetune.models=[{args.model}]",
+                                       "imbalance.ratio=null"])
+    return args, cfg
+
+
 def preset_model(cfg: Any, name: str, runs: str, reuse: bool, script: str
                  ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """A benchmark preset's model ``name`` pretrained on the preset's first dataset, in

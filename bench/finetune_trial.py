@@ -25,10 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import common
-from aevision.benchmark import load_benchmark
 from aevision.benchmark.config import FINETUNE_RECIPE, BenchmarkConfig
 from aevision.config import to_dict
 from aevision.data import Splits
@@ -64,16 +61,8 @@ def validation_finetune(cfg: BenchmarkConfig, name: str, model: Autoencoder, spl
 
 
 def main() -> None:
-    parser = common.parser(__doc__, "trials/finetune_trial.json", runs="runs/probe_trial")
-    parser.add_argument("preset")
-    parser.add_argument("model", help="the preset's model to try (after the overrides)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--init", choices=["pretrained", "scratch", "both"], default="both")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, args.threads))
-    cfg = load_benchmark(args.preset, [*args.overrides, f"protocols.finetune.models=[{args.model}]",
-                                       "imbalance.ratio=null"])
+    args, cfg = common.trial_setup(__doc__, "trials/finetune_trial.json", add=lambda p: p.add_argument(
+        "--init", choices=["pretrained", "scratch", "both"], default="both"))
     started = time.time()
     splits, model, untrained, pretraining = common.preset_model(cfg, args.model, args.runs, args.reuse,
                                                                 "finetune_trial")

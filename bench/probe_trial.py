@@ -17,10 +17,7 @@ import resource
 import time
 from typing import Any
 
-import torch
-
 import common
-from aevision.benchmark import load_benchmark
 from aevision.benchmark.config import BenchmarkConfig
 from aevision.benchmark.protocols import linear
 from aevision.config import to_dict
@@ -55,15 +52,7 @@ def trial(cfg: BenchmarkConfig, name: str, runs: str, reuse: bool) -> dict[str, 
 
 
 def main() -> None:
-    parser = common.parser(__doc__, "trials/probe_trial.json", runs="runs/probe_trial")
-    parser.add_argument("preset")
-    parser.add_argument("model", help="the preset's model to try (after the overrides)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, args.threads))
-    cfg = load_benchmark(args.preset, [*args.overrides, f"protocols.finetune.models=[{args.model}]",
-                                       "imbalance.ratio=null"])
+    args, cfg = common.trial_setup(__doc__, "trials/probe_trial.json")
     started = time.time()
     result = {"question": f"{args.model}'s linear probe on {args.preset}'s validation split vs its "
                           "untrained twin (test never scored)",
