@@ -111,13 +111,23 @@ class ViTEncoder(nn.Module):
     def num_patches(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    def with_cls(self, tokens: Tensor) -> Tensor:
+        """(N, K, D) positioned patch tokens -> (N, [1 +] K, D), the class token first if any."""
+        if self.cls_token is None:
+            return tokens
+        return torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+
     def transformer(self, tokens: Tensor) -> Tensor:
         """(N, K, D) positioned patch tokens -> (N, [1 +] K, D), the class token first if any."""
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        tokens = self.with_cls(tokens)
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, L, D) every patch's token, with its position."""
+        tokens = self.patch_embed(x)
+        return tokens + self.pos_embed.to(tokens.dtype)
 
     def pooled(self, tokens: Tensor) -> Tensor:
         """(N, [1 +] K, D) encoder output -> (N, D): the class token, or the patch tokens' mean."""
@@ -125,8 +135,7 @@ class ViTEncoder(nn.Module):
 
     def forward_visible(self, x: Tensor, kept: Tensor | None = None) -> Tensor:
         """(N, C, H, W) and (N, K) kept patch indices (None: all) -> (N, [1 +] K, D) tokens."""
-        tokens = self.patch_embed(x)
-        tokens = tokens + self.pos_embed.to(tokens.dtype)
+        tokens = self.embed(x)
         if kept is not None:
             tokens = tokens.gather(1, kept.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         return self.transformer(tokens)
@@ -139,10 +148,7 @@ class ViTEncoder(nn.Module):
         class token left out) on the (h, w) patch grid, first block first; the last map is the
         encoder's output (after the final norm), so its mean over the grid is ``forward``'s
         mean-pooled code."""
-        tokens = self.patch_embed(x)
-        tokens = tokens + self.pos_embed.to(tokens.dtype)
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        tokens = self.with_cls(self.embed(x))
         skip = 0 if self.cls_token is None else 1
         maps = []
         for i, block in enumerate(self.blocks):
