@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import common
-from aevision.benchmark.config import FINETUNE_RECIPE, BenchmarkConfig
+from aevision.benchmark.config import BenchmarkConfig
 from aevision.config import to_dict
 from aevision.data import Splits
 from aevision.models import Autoencoder
@@ -38,8 +38,7 @@ HISTORY = ("epoch", "phase", "train_loss", "val_loss", "val_error", "images_per_
 
 def recipe(cfg: BenchmarkConfig, name: str, init: str) -> FinetuneConfig:
     """The benchmark's fine-tuning config of ``name`` (its scratch baseline's with ``scratch``)."""
-    proto = cfg.model_finetune(name)
-    return replace(FinetuneConfig(**{k: getattr(proto, k) for k in FINETUNE_RECIPE}), init=init)  # type: ignore[arg-type]
+    return replace(cfg.model_finetune(name).recipe(), init=init)  # type: ignore[arg-type]
 
 
 def validation_finetune(cfg: BenchmarkConfig, name: str, model: Autoencoder, splits: Splits, init: str,

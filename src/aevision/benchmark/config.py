@@ -193,6 +193,10 @@ class FinetuneProtocol(FinetuneConfig):
         if self.all_seeds is not None:
             check(self.all_seeds >= 1, f"{prefix}.all_seeds", self.all_seeds, "an integer >= 1 or null")
 
+    def recipe(self) -> FinetuneConfig:
+        """The fine-tune itself (the options ``finetune()`` takes), without where the protocol runs."""
+        return FinetuneConfig(**{k: getattr(self, k) for k in FINETUNE_RECIPE})
+
 
 # what a model's own finetune section may change: every protocol option but its scope
 MODEL_FINETUNE = tuple(f.name for f in fields(FinetuneProtocol) if f.name not in SCOPE)

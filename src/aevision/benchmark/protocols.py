@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import Tensor
 
-from aevision.benchmark.config import FINETUNE_RECIPE, FinetuneProtocol, KNNProtocol, LinearProtocol
+from aevision.benchmark.config import FinetuneProtocol, KNNProtocol, LinearProtocol
 from aevision.data.imageset import ImageSet
 from aevision.tasks.features import FeatureEncoder
-from aevision.tasks.finetune import FinetuneConfig, finetune
+from aevision.tasks.finetune import finetune
 from aevision.tasks.knn import KNNClassifier
 from aevision.tasks.probe import LinearProbe, Scaling
 
@@ -80,8 +80,7 @@ def finetune_protocol(features: FeatureEncoder, train: ImageSet, val: ImageSet |
         train = ImageSet(train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps),  # type: ignore[union-attr]
                          train.classes, train.name)
     # the recipe alone: which budgets and seeds the protocol covers is no part of this run
-    recipe = FinetuneConfig(**{k: getattr(cfg, k) for k in FINETUNE_RECIPE})
-    run_cfg = replace(recipe, train=replace(cfg.train, progress=progress))
+    run_cfg = replace(cfg.recipe(), train=replace(cfg.train, progress=progress))
     result = finetune(features, train, val, run_cfg, out_dir, n_classes=n_classes, seed=seed, resume=resume)
     trained = time.perf_counter()
     pred = result.classifier.predict(test_images)
