@@ -30,6 +30,7 @@ ARCHS = {
     "unet": {"channels": [4, 8], "stem_channels": 4, "decoder_channels": [4, 4]},
     "mae": {"patch_size": 4, "width": 16, "depth": 1, "heads": 2, "decoder_width": 16, "decoder_depth": 1,
             "decoder_heads": 2},
+    "patches": {"patch_size": 3, "features": 8},
 }
 REG_OPTIONS = {"hyperprior": {"channels": 8}, "topk": {"k": 4}, "contractive": {"samples": 1.0}}
 

@@ -22,7 +22,9 @@ SHAPES = [(1, 28, 28), (3, 32, 32), (1, 13, 17), (3, 9, 8)]
 # the code-size option of each architecture (a codec's code is spatial: channels x h x w)
 CODE_OPTIONS = {"codec": ({"code_channels": 8, "channels": 8}, 8 * 1 * 2),
                 # a U-Net's code is all the decoder sees: the input and every stage map
-                "unet": ({"channels": [4, 8]}, 1 * 13 * 17 + 4 * 7 * 9 + 8 * 4 * 5)}
+                "unet": ({"channels": [4, 8]}, 1 * 13 * 17 + 4 * 7 * 9 + 8 * 4 * 5),
+                # one unit map per patch position: (13 - 3 + 1) x (17 - 3 + 1)
+                "patches": ({"patch_size": 3, "features": 8}, 8 * 11 * 15)}
 
 
 # mae: patches must divide the image, it decodes tokens instead of codes and refuses forward-mode

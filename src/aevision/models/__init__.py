@@ -5,6 +5,7 @@ from aevision.models import conv as _conv  # noqa: F401
 from aevision.models import dense as _dense  # noqa: F401
 from aevision.models import dsae as _dsae  # noqa: F401
 from aevision.models import mae as _mae  # noqa: F401
+from aevision.models import patches as _patches  # noqa: F401
 from aevision.models import unet as _unet  # noqa: F401
 from aevision.models import vae as _vae  # noqa: F401
 from aevision.models.base import Autoencoder, LossContext, Parts
