@@ -126,3 +126,23 @@ def test_tiny_pretrain_in_bf16_then_probe_of_the_pooled_map_beats_chance(tmp_pat
     probe = LinearProbe().fit(extract(feats, train), train.labels)
     accuracy = float((probe.predict(extract(feats, test)) == test.labels).float().mean())
     assert accuracy > 0.5  # chance: 0.1
+
+
+def test_extraction_batches_follow_the_widest_map():
+    from aevision.tasks.features import batch_for_memory
+
+    wide = FeatureEncoder(build_model("patches", (3, 32, 32), {"features": 1600}),
+                          FeatureConfig(source="stages", pool=2))
+    # 1,600 x 27 x 27 floats an image, twice (a layer's input and output): 9.3 MB -> 57 in 512 MB
+    assert batch_for_memory(wide, (3, 32, 32)) == 512 * 2**20 // (2 * 4 * 1600 * 27 * 27)
+    narrow = FeatureEncoder(build_model("conv", (3, 32, 32), {"channels": [8, 16], "code_dim": None}),
+                            FeatureConfig(source="stages", pool=2))
+    assert batch_for_memory(narrow, (3, 32, 32)) == 1024
+    model = small()
+    model.train()
+    model(torch.rand(16, 3, 12, 10))
+    fe = FeatureEncoder(model, FeatureConfig(source="stages", pool=2))
+    images = (torch.rand(23, 3, 12, 10) * 255).to(torch.uint8)
+    # the widest output here is the whitened patches: 27 numbers at each of 10 x 8 positions
+    assert batch_for_memory(fe, (3, 12, 10), budget=8 * 27 * 10 * 8 * 5) == 5
+    assert torch.allclose(extract(fe, images), extract(fe, images, batch_size=5))

@@ -101,11 +101,42 @@ def stage_maps(encoder: nn.Module) -> tuple[str, int] | None:
     return None
 
 
+EXTRACT_BUDGET = 512 * 2**20  # bytes of the largest intermediate map of one extraction batch
+
+
 @torch.no_grad()
-def extract(features: nn.Module, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
-    """``features`` of uint8 or [0, 1] images, in eval mode and batches: (N, D) float32, CPU."""
+def batch_for_memory(features: nn.Module, image_shape: tuple[int, ...], budget: int = EXTRACT_BUDGET,
+                     most: int = 1024) -> int:
+    """How many images of ``image_shape`` (C, H, W) ``features`` can take at once so that its largest
+    layer output (float32, with its input alive beside it) stays near ``budget`` bytes: a wide map
+    (the ``patches`` model: 1,600 channels at 27 x 27 a CIFAR image, 9 MB of it) takes batches of
+    tens, a small conv the full ``most``. Measured by one forward pass of a blank image."""
+    largest = [1]
+
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, Tensor):
+            largest[0] = max(largest[0], output[:1].numel())
+
+    leaves = [m for m in features.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(record) for m in leaves]
+    device = next(features.parameters()).device
+    try:
+        with eval_mode(features):
+            features(torch.zeros(1, *image_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(1, min(most, budget // (2 * 4 * largest[0])))
+
+
+@torch.no_grad()
+def extract(features: nn.Module, images: ImageSet | Tensor, batch_size: int | None = None) -> Tensor:
+    """``features`` of uint8 or [0, 1] images, in eval mode and batches: (N, D) float32, CPU.
+    ``batch_size`` (default: as many as :func:`batch_for_memory` allows, at most 1,024)."""
     x_all = images.images if isinstance(images, ImageSet) else images
     device = next(features.parameters()).device
+    if batch_size is None:
+        batch_size = batch_for_memory(features, tuple(x_all.shape[1:])) if len(x_all) else 1
     with eval_mode(features):
         out = [features(x).float().cpu() for x in float_batches(x_all, batch_size, device)]
     return torch.cat(out) if out else torch.empty(0)
