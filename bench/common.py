@@ -143,11 +143,13 @@ def pretrained(config: dict[str, Any], data: Any, reuse: bool, keep: Sequence[st
     when the identical run finished in its folder (the run lifecycle's key: config, data, aevision
     version; any other run there is retrained), and resumed when it was killed. Returns the model
     and the ``keep`` items of what is known of its training (config, epochs, steps, val_recon, last_epoch,
-    best_epoch, seconds, train_seconds, history), with ``reused`` when read back."""
+    best_epoch, seconds, train_seconds, train_cpu_seconds, history), with ``reused`` when read
+    back. CPU seconds count only work done: a run paused (SIGSTOP) or slowed by other jobs shows
+    it in its wall seconds alone."""
     result = pretrain(config, data=data, reuse=reuse, overwrite=True)  # the bench's own folders
     last = result.history[-1] if result.history else {}
     info = {"config": result.config.to_dict(), "epochs": len(result.history), "steps": result.fit.steps,
             "val_recon": last.get("val_recon"), "last_epoch": last, "best_epoch": result.fit.best_epoch,
             "seconds": result.timing.get("wall_seconds"), "train_seconds": result.fit.train_seconds,
-            "history": result.history}
+            "train_cpu_seconds": result.fit.train_cpu_seconds, "history": result.history}
     return result.model, {**{k: info[k] for k in keep}, **({"reused": True} if result.reused else {})}

@@ -123,7 +123,7 @@ def pretrain_pool(cfg: dict[str, Any], root: str | None, runs: Path, reuse: bool
     out = runs / "pool"
     config = {**pool, "seed": 0, "output_dir": str(out), "train": {**pool["train"], "progress": False}}
     _, info = common.pretrained(config, data, reuse, keep=("epochs", "steps", "val_recon", "seconds",
-                                                            "train_seconds", "history"))
+                                                            "train_seconds", "train_cpu_seconds", "history"))
     # each epoch's own time: a run resumed after a pause (or slowed by other jobs) shows it there
     info["epoch_seconds"] = [round(row["train_seconds"], 1) for row in info.pop("history")]
     files = [*(data.train.files or []), *((data.val.files or []) if data.val is not None else [])]
@@ -156,7 +156,8 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
     return {"person_iou": result.metrics["iou"]["person"], "val_person_iou": val_person_iou(result.out_dir),
             "val_person_iou_hflip": flipped_val_person_iou(result.segmenter, data.val),
             "steps": result.fit.steps, "best_epoch": result.fit.best_epoch, "monitored": result.fit.monitored,
-            "seconds": result.timing.get("wall_seconds"), "labelled_images": labels}
+            "seconds": result.timing.get("wall_seconds"), "cpu_seconds": result.timing.get("cpu_seconds"),
+            "labelled_images": labels}
 
 
 def val_person_iou(out_dir: Path) -> float | None:

@@ -46,6 +46,9 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     r = json.loads(out.read_text())
     assert r["pool_images"] == 6 + 4 + 6  # CCP's training and unmasked photos, Penn-Fudan's training
     assert r["pool_pretraining"]["steps"] >= 1 and r["pool_pretraining"]["seconds"] is not None
+    # CPU time beside wall time: a run paused or sharing the machine shows it in the wall time only
+    pool = r["pool_pretraining"]
+    assert 0 < pool["train_cpu_seconds"] and 0 < pool["train_seconds"] <= pool["seconds"]
     assert len(r["pool_pretraining"]["epoch_seconds"]) == 1 and r["complete"] and r["seeds"] == [0, 1]
     for key in ("pennfudan_person_iou_all_pretrained", "pennfudan_person_iou_all_scratch",
                 "pennfudan_person_iou_2_pretrained", "ccp_person_iou_all", "ccp_person_iou_3_scratch"):
@@ -56,6 +59,7 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     assert "datasets.penn-fudan.budgets=[2]" in r["overrides"] and r["config"]["pool"]["train"]["epochs"] == 1
     every = [x for runs in r["runs"].values() for seeds in runs.values() for x in seeds]
     assert all(0 <= x["val_person_iou"] <= 1 and 0 <= x["val_person_iou_hflip"] <= 1 for x in every)
+    assert all(x["cpu_seconds"] > 0 and x["seconds"] > 0 for x in every)
     gains = r["val_person_iou_gain_of_hflip_tta"]
     assert set(gains) == {"penn-fudan", "clothing-co-parsing"} and all(-1 <= g <= 1 for g in gains.values())
     ccp = [x for seeds in r["runs"]["clothing-co-parsing"].values() for x in seeds]
