@@ -48,7 +48,7 @@ def test_the_script_pretrains_the_pool_once_and_compares_inits_at_equal_steps(
     assert r["pool_pretraining"]["steps"] >= 1 and r["pool_pretraining"]["seconds"] is not None
     # CPU time beside wall time: a run paused or sharing the machine shows it in the wall time only
     pool = r["pool_pretraining"]
-    assert 0 < pool["train_cpu_seconds"] and 0 < pool["train_seconds"] <= pool["seconds"]
+    assert pool["train_cpu_seconds"] > 0 and 0 < pool["train_seconds"] <= pool["seconds"]
     assert len(r["pool_pretraining"]["epoch_seconds"]) == 1 and r["complete"] and r["seeds"] == [0, 1]
     for key in ("pennfudan_person_iou_all_pretrained", "pennfudan_person_iou_all_scratch",
                 "pennfudan_person_iou_2_pretrained", "ccp_person_iou_all", "ccp_person_iou_3_scratch"):
