@@ -33,6 +33,11 @@ from aevision.models.registry import MODELS
 from aevision.validation import check
 
 
+def patch_grid(height: int, width: int, patch_size: int, stride: int) -> tuple[int, int]:
+    """(h, w): how many patches fit down and across an image of (height, width)."""
+    return (height - patch_size) // stride + 1, (width - patch_size) // stride + 1
+
+
 class PatchWhitening(nn.Module):
     """(N, C, H, W) -> (N, P, h, w): each patch contrast-normalised, then ZCA-whitened."""
 
@@ -75,8 +80,7 @@ class PatchWhitening(nn.Module):
             if self.training and not bool(self.fitted):
                 self.fit(u.flatten(0, 1))
             w = (u - self.mean) @ self.zca  # zca is symmetric
-        h = (height - self.patch_size) // self.stride + 1
-        return w.transpose(1, 2).reshape(n, -1, h, (width - self.patch_size) // self.stride + 1)
+        return w.transpose(1, 2).reshape(n, -1, *patch_grid(height, width, self.patch_size, self.stride))
 
     def extra_repr(self) -> str:
         return (f"patch_size={self.patch_size}, stride={self.stride}, contrast_eps={self.contrast_eps:g}, "
@@ -117,7 +121,7 @@ def patches(
     check(contrast_eps > 0, "model.contrast_eps", contrast_eps, "a number > 0")
     check(whiten_eps > 0, "model.whiten_eps", whiten_eps, "a number > 0")
     whitening = PatchWhitening(c_in, patch_size, stride, contrast_eps, whiten_eps)
-    grid = ((height - patch_size) // stride + 1, (width - patch_size) // stride + 1)
+    grid = patch_grid(height, width, patch_size, stride)
     dim = c_in * patch_size * patch_size
     stage = nn.Sequential(whitening, nn.Conv2d(dim, features, 1), make_activation(activation))
     code_shape = (features, *grid)
