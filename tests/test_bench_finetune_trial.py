@@ -24,7 +24,7 @@ def test_finetune_trial_fine_tunes_pretrained_and_scratch_on_validation(bench_sc
         kept = next(r for r in last if r["epoch"] == run["best_epoch"])
         assert kept["val_loss"] == min(r["val_loss"] for r in last)  # the benchmark's rule
     assert first["pretrained"]["history"] != first["scratch"]["history"]  # other starting weights
-    assert first["pretraining"]["epochs"] == 1 and first["pretraining"]["cpu_seconds"] > 0
+    assert first["pretraining"]["epochs"] == 1 and first["pretraining"]["train_cpu_seconds"] > 0
     again = run_main(trial, monkeypatch, tmp_path / "t.json", *argv, "--reuse", "--init", "scratch")
     assert again["pretraining"]["reused"] is True and "pretrained" not in again
     assert again["scratch"]["val_accuracy"] == first["scratch"]["val_accuracy"]  # read back, not retrained
