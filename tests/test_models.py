@@ -60,6 +60,49 @@ def test_conv_reconstruction_has_exactly_the_input_shape(shape, down, up, channe
     assert model.reconstruct(x).shape == x.shape
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("down", ["stride", "pool"])
+@pytest.mark.parametrize("name", ["conv", "unet"])
+def test_residual_encoder_keeps_every_size_and_trains_with_every_regularizer_family(shape, down, name):
+    options = {"channels": [8, 16], "blocks_per_stage": 2, "downsample": down, "batch_norm": True,
+               "residual": True, **({"code_dim": 10} if name == "conv" else {})}
+    model = build_model(name, shape, options, [{"name": "denoising", "noise": "masking"},
+                                               {"name": "contractive"}, {"name": "l1"}])
+    x = torch.rand(2, *shape)
+    assert model.reconstruct(x).shape == x.shape
+    plain = build_model(name, shape, {**options, "residual": False})
+    sizes = [f.shape for f in model.encoder.forward_features(x)]
+    assert sizes == [f.shape for f in plain.encoder.forward_features(x)]  # the same stage maps
+    model(x)["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_residual_stages_are_basic_blocks_with_a_projection_where_the_shape_changes():
+    from aevision.models.conv import ResidualBlock
+
+    model = build_model("conv", (3, 16, 16), {"channels": [8, 16], "blocks_per_stage": 2,
+                                              "residual": True, "batch_norm": True, "code_dim": None})
+    blocks = [m for m in model.encoder.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 4  # blocks_per_stage residual blocks per stage
+    # a projection exactly where width or resolution change: each stage's first block
+    assert [not isinstance(b.shortcut, torch.nn.Identity) for b in blocks] == [True, False, True, False]
+    convs = [m for b in blocks for m in b.body.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8  # two convs a block
+
+
+def test_residual_block_adds_its_input_back():
+    from aevision.models.conv import ResidualBlock
+
+    torch.manual_seed(0)
+    same = ResidualBlock(4, 4, 3, 1, bn=False, act="relu")
+    torch.nn.init.zeros_(same.body[-1].weight)
+    torch.nn.init.zeros_(same.body[-1].bias)
+    x = torch.randn(2, 4, 7, 5)
+    assert torch.equal(same(x), torch.relu(x))  # a silent body leaves the identity path
+    down = ResidualBlock(4, 6, 3, 2, bn=True, act="relu")
+    assert down(x).shape == (2, 6, 4, 3)  # ceil(7 / 2) x ceil(5 / 2)
+
+
 def test_conv_spatial_code_keeps_the_feature_map():
     model = build_model("conv", (1, 28, 28), {"channels": [8, 16], "code_dim": None})
     z = model.encode(torch.rand(3, 1, 28, 28))

@@ -66,6 +66,28 @@ def conv_block(c_in: int, c_out: int, k: int, stride: int, bn: bool, act: str) -
     return layers
 
 
+class ResidualBlock(nn.Module):
+    """He et al.'s (2016) basic block: ``act(conv-bn-act-conv-bn(x) + shortcut(x))``, the shortcut
+    the identity, or a strided 1 x 1 conv (+ bn) where width or resolution change.
+
+    (N, c_in, H, W) -> (N, c_out, ceil(H / stride), ceil(W / stride)). The identity path lets
+    gradients reach early layers of a deep stack unchanged, which is what lets a deep encoder
+    fine-tune quickly.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, bn: bool, act: str):
+        super().__init__()
+        self.body = nn.Sequential(*conv_block(c_in, c_out, k, stride, bn, act),
+                                  *conv_block(c_out, c_out, k, 1, bn, "linear"))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(*conv_block(c_in, c_out, 1, stride, bn, "linear"))
+        self.act = make_activation(act) if act != "linear" else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
 def up_block(c_in: int, c_out: int, k: int, source: tuple[int, int], target: tuple[int, int],
              mode: str, bn: bool, act: str) -> list[nn.Module]:
     """Upsample (c_in, source) -> (c_out, target) exactly."""
@@ -84,9 +106,11 @@ def up_block(c_in: int, c_out: int, k: int, source: tuple[int, int], target: tup
 
 
 def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int, downsample: str,
-                   bn: bool, activation: str, last_activation: str) -> nn.ModuleList:
+                   bn: bool, activation: str, last_activation: str, residual: bool = False) -> nn.ModuleList:
     """One stage per width in ``channels``, each halving the resolution (rounding up); the last
-    block of the last stage ends with ``last_activation``."""
+    block of the last stage ends with ``last_activation``. A block is one conv, or with
+    ``residual`` a :class:`ResidualBlock` of two; with ``downsample="pool"`` a stage works at its
+    input's resolution and max-pools at its end (the first stage at full resolution)."""
     check(len(channels) >= 1 and all(c >= 1 for c in channels), "model.channels", channels,
           "a non-empty list of positive integers")
     check(k >= 1 and k % 2 == 1, "model.kernel_size", k, "an odd integer >= 1")
@@ -98,14 +122,19 @@ def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int
         if i == len(channels) - 1:
             acts[-1] = last_activation
         first_stride = 2 if downsample == "stride" else 1
-        layers = conv_block(prev, c, k, first_stride, bn, acts[0])
+        block = _residual_block if residual else conv_block
+        layers = block(prev, c, k, first_stride, bn, acts[0])
         for act in acts[1:]:
-            layers += conv_block(c, c, k, 1, bn, act)
+            layers += block(c, c, k, 1, bn, act)
         if downsample == "pool":
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         stages.append(nn.Sequential(*layers))
         prev = c
     return stages
+
+
+def _residual_block(c_in: int, c_out: int, k: int, stride: int, bn: bool, act: str) -> list[nn.Module]:
+    return [ResidualBlock(c_in, c_out, k, stride, bn, act)]
 
 
 def stage_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]:
@@ -127,12 +156,15 @@ def conv(
     downsample: Literal["stride", "pool"] = "stride",
     upsample: Literal["transpose", "resize"] = "transpose",
     batch_norm: bool = False,
+    residual: bool = False,
     code_dim: int | None = 128,
     activation: Activation = "relu",
     code_activation: Activation = "relu",
     output_activation: Activation = "sigmoid",
 ) -> Parts:
-    """``code_dim=None`` keeps the last feature map as the code (flattened: C_L * h * w units)."""
+    """``code_dim=None`` keeps the last feature map as the code (flattened: C_L * h * w units).
+    ``residual``: the encoder's blocks are residual (:class:`ResidualBlock`, two convs each), the
+    decoder stays plain: it is discarded when the encoder is used."""
     channels = list(channels) if channels is not None else [32, 64]
     if code_dim is not None:
         check(code_dim >= 1, "model.code_dim", code_dim, "an integer >= 1 or null")
@@ -142,7 +174,7 @@ def conv(
 
     # with a spatial code, the last stage's activation is the code's
     stages = encoder_stages(c_in, channels, k, blocks_per_stage, downsample, bn, activation,
-                            code_activation if code_dim is None else activation)
+                            code_activation if code_dim is None else activation, residual)
     last_shape = (channels[-1], *sizes[-1])
     flat = last_shape[0] * last_shape[1] * last_shape[2]
     if code_dim is None:

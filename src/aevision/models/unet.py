@@ -115,6 +115,7 @@ def unet(
     blocks_per_stage: int = 1,
     downsample: Literal["stride", "pool"] = "stride",
     batch_norm: bool = False,
+    residual: bool = False,
     activation: Activation = "relu",
     decoder_channels: list[int] | None = None,
     stem_channels: int = 16,
@@ -127,7 +128,7 @@ def unet(
     channels = list(channels) if channels is not None else [32, 64]
     c_in, height, width = input_shape
     stages = encoder_stages(c_in, channels, kernel_size, blocks_per_stage, downsample, batch_norm,
-                            activation, activation)  # checks the encoder options
+                            activation, activation, residual)  # checks the encoder options
     widths = list(decoder_channels) if decoder_channels is not None else list(channels)
     check(len(widths) == len(channels) and min(widths) >= 1, "model.decoder_channels", decoder_channels,
           f"one positive width per encoder stage ({len(channels)}), full resolution first")
