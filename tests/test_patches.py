@@ -85,6 +85,25 @@ def test_topk_over_channels_keeps_k_units_at_every_position():
     assert model.eval().encode(x).reshape(4, 16, -1).ne(0).sum(1).max() == 5
 
 
+@pytest.mark.parametrize("op", ["avg", "max"])
+def test_a_pooled_code_is_the_sparse_code_the_model_was_trained_with(op):
+    model = small([{"name": "topk", "k": 3, "over": "channels"}]).eval()
+    x = torch.rand(4, 3, 12, 10)
+    fe = FeatureEncoder(model, FeatureConfig(source="code", pool=2, pool_op=op))
+    sparse = model.encode(x).reshape(4, 16, 10, 8)  # top-3 of 16 units at each of 10 x 8 positions
+    pool = torch.nn.functional.adaptive_avg_pool2d if op == "avg" else torch.nn.functional.adaptive_max_pool2d
+    assert fe.dim == 16 * 4 and torch.equal(fe(x), pool(sparse, 2).flatten(1))
+    dense = FeatureEncoder(model, FeatureConfig(source="stages", pool=2, pool_op=op))(x)
+    assert not torch.equal(fe(x), dense)  # the stage map is the code before its top-k
+
+
+def test_pooling_a_flat_code_is_refused_by_name():
+    with pytest.raises(ConfigError, match="code is flat") as err:
+        FeatureEncoder(build_model("conv", (3, 16, 16), {"channels": [4], "code_dim": 8}),
+                       FeatureConfig(source="code", pool=2), "models.conv.features")
+    assert err.value.field == "models.conv.features.pool"
+
+
 @pytest.mark.parametrize("regs, field", [
     ([{"name": "topk", "k": 17, "over": "channels"}], "regularizers[0].k"),
     ([{"name": "topk", "k": 2, "over": "pixels"}], "regularizers[0].over"),

@@ -33,7 +33,9 @@ class FeatureConfig:
     """``source="code"``: ``model.encode(x)``. ``source="stages"``: the maps of ``stages`` (indices
     into the encoder's stages, a ViT's blocks, negative from the end; null = all), each pooled to
     ``pool x pool`` (null: kept whole) by averaging or by maximum (``pool_op``), flattened and
-    concatenated."""
+    concatenated. ``pool`` with ``source="code"`` pools a spatial code (``notes["code_shape"]``:
+    a conv's last map, a ``patches`` unit map) after its transforms: a k-sparse code is read as
+    it was trained, not as the dense maps before its top-k."""
 
     source: Literal["code", "stages"] = "code"
     stages: list[int] | None = None
@@ -59,6 +61,13 @@ class FeatureEncoder(nn.Module):
         # code transforms (top-k) are part of the code; keep them, not the decoder
         self.regularizers = nn.ModuleList(model.regularizers)
         self.input_shape = model.input_shape
+        self.code_shape: tuple[int, ...] | None = None
+        if self.cfg.source == "code" and self.cfg.pool is not None:
+            shape = model.notes.get("code_shape")
+            if shape is None:
+                raise ConfigError(f"{field}.pool", self.cfg.pool, "null with source 'code': this model's "
+                                  "code is flat (pool a spatial code, or source 'stages')")
+            self.code_shape = tuple(int(s) for s in shape)
         if self.cfg.source == "stages":
             found = stage_maps(self.encoder)
             if found is None:
@@ -77,16 +86,16 @@ class FeatureEncoder(nn.Module):
             z = self.encoder(x)
             for reg in self.regularizers:
                 z = reg.transform_code(z)
-            return z
+            return z if self.code_shape is None else self._pool(z.reshape(len(z), *self.code_shape))
         maps = getattr(self.encoder, self.maps_method)(x)
-        parts = []
-        for i in self.stage_ids:
-            m = maps[i]
-            if self.cfg.pool is not None:
-                pool = F.adaptive_max_pool2d if self.cfg.pool_op == "max" else F.adaptive_avg_pool2d
-                m = pool(m, self.cfg.pool)
-            parts.append(m.flatten(1))
-        return torch.cat(parts, 1)
+        return torch.cat([self._pool(maps[i]) for i in self.stage_ids], 1)
+
+    def _pool(self, m: Tensor) -> Tensor:
+        """(N, C, h, w) -> (N, C * pool * pool), or (N, C * h * w) without ``pool``."""
+        if self.cfg.pool is not None:
+            pool = F.adaptive_max_pool2d if self.cfg.pool_op == "max" else F.adaptive_avg_pool2d
+            m = pool(m, self.cfg.pool)
+        return m.flatten(1)
 
 
 def stage_maps(encoder: nn.Module) -> tuple[str, int] | None:
