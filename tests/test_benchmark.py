@@ -195,6 +195,17 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     assert "reusing pretrained conv" in capsys.readouterr().out
 
 
+def test_a_features_section_the_architecture_cannot_give_is_refused_before_any_pretraining(tmp_path, capsys):
+    # dense pretrains first in the quick preset; the conv's 16-number code is flat: nothing to pool
+    out = tmp_path / "quick"
+    args = ["benchmark", "quick", "models.conv.model.code_dim=16",
+            "models.conv.features={source: code, pool: 2}", "--epochs", "1", "-o", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "models.conv.features.pool" in err and "flat" in err and len(err.splitlines()) == 1
+    assert not list(out.rglob("*.safetensors"))  # no model was trained
+
+
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert main(["benchmark", str(tmp_path / "missing.yaml")]) == 2
     assert main(["benchmark", "quick", "--labels", "10,zero"]) == 2

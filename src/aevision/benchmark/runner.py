@@ -171,6 +171,7 @@ class DatasetRun:
         t, v = len(self.train), len(self.val) if self.val is not None else 0
         self.say(f"[{self.name}] {t} train / {v} val / {len(self.test)} test images, "
                  f"{'x'.join(map(str, self.train.image_shape))}, {self.k} classes")
+        self._check_features()
         models = {name: self._pretrained(name) for name in self.cfg.models}
         self._figures(models)
         dims = sorted({min(m.dim, self._pixels_dim(), len(self.train)) for m in models.values()})
@@ -202,6 +203,17 @@ class DatasetRun:
     def _pixels_dim(self) -> int:
         c, h, w = self.train.image_shape
         return c * h * w
+
+    def _check_features(self) -> None:
+        """Every model's ``features`` section against its architecture at this image size (a flat
+        code cannot be pooled, a dense encoder has no stage maps): said before the first
+        pretraining, not after hours of it. Builds untrained models without touching the global
+        random state the pretrainings draw from."""
+        with torch.random.fork_rng(devices=[]):
+            for name in self.cfg.models:
+                pcfg = self.cfg.pretrain_config(name, self.data_cfg)
+                model = model_from_config(pcfg, self.train.image_shape)
+                FeatureEncoder(model, copy.deepcopy(self.cfg.model_features(name)), f"models.{name}.features")
 
     def _pretrained(self, name: str) -> Method:
         """A pretrained model as a method; its features are extracted later, one method at a time."""
