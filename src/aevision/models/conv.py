@@ -82,7 +82,7 @@ class ResidualBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(*conv_block(c_in, c_out, 1, stride, bn, "linear"))
-        self.act = make_activation(act) if act != "linear" else nn.Identity()
+        self.act = make_activation(act)  # "linear": the identity
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.body(x) + self.shortcut(x))
@@ -115,6 +115,7 @@ def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int
           "a non-empty list of positive integers")
     check(k >= 1 and k % 2 == 1, "model.kernel_size", k, "an odd integer >= 1")
     check(blocks_per_stage >= 1, "model.blocks_per_stage", blocks_per_stage, "an integer >= 1")
+    block = _residual_block if residual else conv_block
     stages = nn.ModuleList()
     prev = c_in
     for i, c in enumerate(channels):
@@ -122,7 +123,6 @@ def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int
         if i == len(channels) - 1:
             acts[-1] = last_activation
         first_stride = 2 if downsample == "stride" else 1
-        block = _residual_block if residual else conv_block
         layers = block(prev, c, k, first_stride, bn, acts[0])
         for act in acts[1:]:
             layers += block(c, c, k, 1, bn, act)
