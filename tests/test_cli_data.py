@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from aevision.cli import main
+from aevision.data.splits import limited
 
 
 def image_folder(root, n=12, size=(8, 8), labelled=False, corrupt=None):
@@ -124,8 +125,9 @@ def test_encode_a_dataset_records_indices_and_every_split_is_reachable(model, tm
         np.testing.assert_allclose(feats, everything[rows["indices"]], rtol=1e-6)
         seen += rows["indices"]
     assert sorted(seen) == list(range(1797))  # train + val + test = all, no image twice
-    feats, rows = encode("--split", "test", "--limit", "5")
-    assert rows["indices"] == list(range(1797 - 449, 1797 - 444))  # the test images come last in all
+    feats, rows = encode("--split", "test", "--limit", "5")  # 5 test images drawn with --seed, in order
+    assert rows["indices"] == [1797 - 449 + i for i in limited(449, 5, seed=0).tolist()]  # test comes last
+    np.testing.assert_allclose(feats, everything[rows["indices"]], rtol=1e-6)
 
 
 def test_a_labelled_folder_as_a_dataset_says_which_splits_it_has(model, tmp_path, capsys):

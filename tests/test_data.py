@@ -11,6 +11,7 @@ from aevision.config import DataConfig
 from aevision.data import labelled_subset, load_dataset
 from aevision.data.batches import TensorBatches
 from aevision.data.folder import load_folder
+from aevision.data.splits import limited
 from aevision.errors import AevisionError, ConfigError, DataError
 from conftest import fake_mnist
 
@@ -32,6 +33,17 @@ def test_limit_and_conform():
                                 val_fraction=0.2), seed=0)
     assert len(s.train) + len(s.val) == 100
     assert s.train.image_shape == (3, 12, 10) and s.test.image_shape == (3, 12, 10)
+
+
+def test_a_limit_draws_across_a_class_ordered_set_and_smaller_limits_nest():
+    labels = torch.arange(10).repeat_interleave(100)  # 1,000 images stored class by class
+    small, large = limited(1000, 30, seed=0), limited(1000, 200, seed=0)
+    assert len(small) == 30 and torch.equal(small, small.sort().values)  # in the set's order
+    assert labels[small].unique().numel() >= 8  # the first 30 would be one class
+    assert set(small.tolist()) <= set(large.tolist())  # a 30-image query set lies in a 200-image gallery
+    assert torch.equal(small, limited(1000, 30, seed=0)) and not torch.equal(small, limited(1000, 30, seed=1))
+    assert torch.equal(limited(5, 9, seed=0), torch.arange(5))
+    assert torch.equal(limited(5, None, seed=0), torch.arange(5))
 
 
 def test_unknown_dataset_and_option():

@@ -11,6 +11,7 @@ from PIL import Image
 from sklearn.metrics import average_precision_score
 
 from aevision.cli import main
+from aevision.data.splits import limited
 from aevision.errors import AevisionError
 from aevision.models import build_model, save_model
 from aevision.tasks.retrieval import GalleryIndex, average_precision, retrieval_metrics
@@ -143,7 +144,9 @@ def test_index_and_search_cli(trained, tmp_path, capsys):
     assert main(["search", str(index), "--dataset", "digits", "--split", "test", "--limit", "30",
                  "-o", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert [q["neighbours"][0]["id"] for q in res["queries"]] == list(range(30))
+    gallery = limited(449, 200, seed=0).tolist()  # both limits draw with --seed 0: the queries are in it
+    found = [q["neighbours"][0]["id"] for q in res["queries"]]
+    assert found == [gallery.index(i) for i in limited(449, 30, seed=0).tolist()]
     assert all(q["neighbours"][0]["label"] == q["label"] for q in res["queries"])
     capsys.readouterr()
 

@@ -98,11 +98,14 @@ def add_data_arguments(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     p.add_argument("--data-root", metavar="DIR",
                    help="where datasets live (default: $AEVISION_DATA or ~/.cache/aevision)")
     p.add_argument("--limit", type=int, metavar="N",
-                   help="use only the first N images (no file after them is read)")
+                   help="use only N images: the first N files (no file after them is read), or N of "
+                   "--dataset's images drawn with --seed (in their order; a class-ordered split's first "
+                   "images would be one class)")
     p.add_argument("--resize", choices=("stretch", "crop", "pad"),
                    help="bring images of another size to the model's: stretch (the aspect ratio changes), "
                    "crop (centre crop) or pad (black borders); without it they are an error")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the validation split and of --limit's draw (default 0)")
     p.add_argument("--batch-size", type=int, default=512, help="images per forward pass")
 
 

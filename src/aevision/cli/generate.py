@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     add_data_arguments(p)
     p.add_argument("--steps", type=int, default=8, help="images per row, ends included (default 8)")
     p.add_argument("--pairs", type=int, default=4,
-                   help="with --dataset: rows, from the first 2 x PAIRS images (default 4)")
+                   help="with --dataset: rows, from 2 x PAIRS images drawn with --seed (default 4)")
     p.add_argument("--path", choices=("linear", "slerp"), default="linear",
                    help="straight line, or great circle (suits VAE codes)")
     p.add_argument("-o", "--out", required=True, metavar="FILE.png")

@@ -4,7 +4,8 @@ or a split of a registered dataset, at the size the model takes.
 Nothing is changed silently. An image of another size is an error naming it unless a fit is given
 (``stretch``, ``crop`` or ``pad``, see :data:`~aevision.data.images.FITS`), and then
 :attr:`Inputs.resized` counts the sizes it was resized from. A folder of class subfolders keeps
-its labels. ``limit`` applies to the list of files, before anything is decoded. Every row keeps
+its labels. ``limit`` keeps the first files, before anything is decoded, or a seeded draw of a
+dataset's images (a class-ordered split's first images are one class). Every row keeps
 what it is: its file, or its index in the dataset's ``all`` split (its training images, then its
 test images); :meth:`Inputs.record` says so beside features.
 """
@@ -160,10 +161,11 @@ def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], 
                    root: str | None = None, seed: int = 0, limit: int | None = None) -> Inputs:
     """Split ``split`` of dataset ``name`` (videos: their frames, in order): ``train`` and ``val``
     as ``pretrain`` splits the training images with ``seed``, ``test``, or ``all`` (the training
-    images, then the test images)."""
+    images, then the test images). ``limit`` keeps that many images drawn with ``seed`` (in their
+    split's order; a video's first frames instead)."""
     from aevision.config import DataConfig
     from aevision.data.registry import load_dataset
-    from aevision.data.splits import train_val_indices
+    from aevision.data.splits import limited, train_val_indices
 
     if split not in SPLITS:
         raise ConfigError("--split", split, f"one of {', '.join(SPLITS)}")
@@ -182,7 +184,10 @@ def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], 
     if split not in rows:
         raise ConfigError("--split", split, f"one of {', '.join(k for k in SPLITS if k in rows)} "
                                             f"(dataset {name!r} has no {split} split)")
-    idx = rows[split][:limit]
+    idx = rows[split]
+    # a video's frames stay whole sequences, in order; images are drawn (class-ordered sets)
+    idx = idx[:limit] if any(isinstance(p, VideoSet) for p in parts.values()) else \
+        idx[limited(len(idx), limit, seed)]
     return Inputs(everything.subset(idx), size, dataset=name, split=split, indices=idx)
 
 

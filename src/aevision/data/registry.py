@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from aevision.config import DataConfig
 from aevision.data.imageset import ImageSet
-from aevision.data.splits import permutation, train_val_split
+from aevision.data.splits import limited, permutation, train_val_split
 from aevision.data.video import VideoSet
 from aevision.errors import DataError
 from aevision.registry import Registry
@@ -83,7 +83,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Splits:
     if splits.test is not None:
         splits.test = conform(splits.test, source)
     if cfg.limit is not None and cfg.limit < len(splits.train):
-        splits.train = splits.train.subset(permutation(len(splits.train), seed, 5)[: cfg.limit].sort().values)
+        splits.train = splits.train.subset(limited(len(splits.train), cfg.limit, seed))
     if splits.val is None:
         splits.train, splits.val = train_val_split(splits.train, cfg.val_fraction, seed)
     return splits

@@ -28,7 +28,7 @@ from aevision.data.registry import (
     resolve_source,
 )
 from aevision.data.segset import SegSet, SegSplits
-from aevision.data.splits import permutation
+from aevision.data.splits import limited, permutation
 from aevision.registry import Registry
 
 SegLoader = Callable[..., SegSplits]
@@ -81,8 +81,7 @@ def load_segmentation(cfg: DataConfig, seed: int) -> SegSplits:
     if splits.val is not None:
         splits.val = conform_masks(splits.val, source)
     if cfg.limit is not None and cfg.limit < len(splits.train):
-        keep = permutation(len(splits.train), seed, 5)[: cfg.limit].sort().values
-        splits.train = splits.train.subset(keep)
+        splits.train = splits.train.subset(limited(len(splits.train), cfg.limit, seed))
     if splits.val is None:
         splits.train, splits.val = val_split(splits.train, cfg.val_fraction, seed)
     return splits

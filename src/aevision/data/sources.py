@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from aevision.data.imageset import ImageSet
+from aevision.data.splits import limited
 from aevision.errors import AevisionError, ConfigError
 
 Split = Literal["train", "val", "test"]
@@ -24,7 +25,7 @@ Split = Literal["train", "val", "test"]
 @dataclass(frozen=True)
 class SourceSpec:
     """``data``: a path (file or folder) or a dataset name; the rest only applies to datasets,
-    except ``limit`` (keep the first N images)."""
+    except ``limit`` (keep N images, drawn with ``seed``: see :func:`~aevision.data.splits.limited`)."""
 
     data: str
     split: Split = "train"
@@ -77,7 +78,7 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
             raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
         data = found
     if spec.limit is not None and spec.limit < len(data):
-        data = data.subset(range(spec.limit))
+        data = data.subset(limited(len(data), spec.limit, spec.seed))
     return data
 
 

@@ -27,6 +27,20 @@ def permutation(n: int, seed: int, *stream: int) -> Tensor:
     return torch.randperm(n, generator=generator(seed, *stream))
 
 
+LIMIT_STREAM = 5
+
+
+def limited(n: int, limit: int | None, seed: int) -> Tensor:
+    """Positions of the ``limit`` items (of ``n``) that a limit keeps, ascending: a seeded draw,
+    not the first ``limit``, because datasets are often stored in class order (a class-folder
+    split's first 1,000 images are one class). A smaller limit keeps a subset of a larger one's
+    items (the draws are prefixes of one permutation), so a 30-image query set lies inside a
+    200-image gallery drawn with the same seed. Shape: (min(n, limit),), int64."""
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    return permutation(n, seed, LIMIT_STREAM)[:limit].sort().values
+
+
 def train_val_split(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
     """Hold out ``fraction`` of ``data`` (stratified by label when there are labels)."""
     found = train_val_indices(len(data), data.labels, fraction, seed)

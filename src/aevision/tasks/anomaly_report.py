@@ -20,6 +20,7 @@ from torch import Tensor
 from aevision.data import load_dataset
 from aevision.data.imageset import ImageSet
 from aevision.data.sources import SourceSpec, load_source, resolved
+from aevision.data.splits import limited
 from aevision.errors import AevisionError
 from aevision.models import Autoencoder
 from aevision.models.inference import encode
@@ -77,9 +78,10 @@ def load_reference(model_path: str | os.PathLike[str], model: Autoencoder, refer
         return None
     cfg.root = data_root or cfg.root
     cfg.channels, cfg.image_size = c, [h, w]
-    images = load_dataset(cfg, saved_run(model_path)[1]).train
+    run_seed = saved_run(model_path)[1]
+    images = load_dataset(cfg, run_seed).train
     if limit is not None and limit < len(images):
-        images = images.subset(range(limit))
+        images = images.subset(limited(len(images), limit, run_seed))
     return images, f"{cfg.name} (the model's training set)"
 
 

@@ -19,6 +19,7 @@ from aevision.config import DataConfig, from_dict
 from aevision.data import load_dataset
 from aevision.data.inputs import file_inputs
 from aevision.data.segmentation import load_segmentation
+from aevision.data.splits import limited
 from aevision.errors import AevisionError
 from aevision.models.base import Autoencoder
 from aevision.models.io import load_model, read_saved_config, saved_run
@@ -37,7 +38,8 @@ def load_exportable(path: str | os.PathLike[str]) -> tuple[nn.Module, str]:
 
 def real_images(path: str | os.PathLike[str], model: Any, inputs: Sequence[str] | None, limit: int,
                 fit: Any = None, data_root: str | None = None) -> tuple[Tensor, str]:
-    """(the first ``limit`` real images, (N, C, H, W) uint8 at the model's size; what they are)."""
+    """(``limit`` real images, (N, C, H, W) uint8 at the model's size; what they are): the first
+    ``inputs`` files, or a seeded draw from the run's own data."""
     c, h, w = model.input_shape
     if inputs:
         found = file_inputs(list(inputs), c, (h, w), fit=fit, limit=limit)
@@ -58,5 +60,5 @@ def real_images(path: str | os.PathLike[str], model: Any, inputs: Sequence[str] 
         segs = load_segmentation(cfg, seed)
         split, images = next((n, s) for n, s in (("test", segs.test), ("validation", segs.val),
                                                  ("training", segs.train)) if s is not None and len(s))
-    chosen = images.images[:limit]
+    chosen = images.images[limited(len(images), limit, seed)]
     return chosen, f"{len(chosen)} images of the {split} split of {cfg.name} (the run's own data)"
