@@ -22,8 +22,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--split", choices=("train", "val", "test"), default="train",
                    help="split of a dataset (default train: the whole official training set)")
     p.add_argument("--data-root", metavar="DIR", help="where datasets live (default $AEVISION_DATA)")
-    p.add_argument("--limit", type=int, metavar="N", help="index only N images, drawn with --seed "
-                   "(in their order; a smaller N keeps a subset of a larger N's images)")
+    p.add_argument("--limit", type=int, metavar="N", help="index only N images: a folder's first N "
+                   "files, or N of a dataset's drawn with --seed")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the val split and of --limit's draw (default 0)")
     p.add_argument("--batch-size", type=int, default=512)

@@ -25,7 +25,8 @@ Split = Literal["train", "val", "test"]
 @dataclass(frozen=True)
 class SourceSpec:
     """``data``: a path (file or folder) or a dataset name; the rest only applies to datasets,
-    except ``limit`` (keep N images, drawn with ``seed``: see :func:`~aevision.data.splits.limited`)."""
+    except ``limit``: a folder's first N images (in sorted file order, as everywhere), a dataset's N
+    drawn with ``seed`` (see :func:`~aevision.data.splits.limited`)."""
 
     data: str
     split: Split = "train"
@@ -63,23 +64,21 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
     if spec.limit is not None and spec.limit < 1:
         raise ConfigError("--limit", spec.limit, "a positive integer")
     path = Path(spec.data).expanduser()
-    if path.is_dir() or path.is_file():
+    if path.is_dir() or path.is_file():  # files: the first N, as every command reads files
         data = load_path(path.resolve(), channels, image_size)
-    else:
-        name = spec.data.partition(":")[0]
-        if name not in DATASETS:
-            raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
-                                f"(datasets: {', '.join(DATASETS.names())})")
-        cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
-                         val_fraction=0.1 if spec.split == "val" else 0.0)
-        splits = load_dataset(cfg, spec.seed)
-        found = getattr(splits, spec.split)
-        if found is None:
-            raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
-        data = found
-    if spec.limit is not None and spec.limit < len(data):
-        data = data.subset(limited(len(data), spec.limit, spec.seed))
-    return data
+        return data if spec.limit is None or spec.limit >= len(data) else data.subset(range(spec.limit))
+    name = spec.data.partition(":")[0]
+    if name not in DATASETS:
+        raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
+                            f"(datasets: {', '.join(DATASETS.names())})")
+    cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
+                     val_fraction=0.1 if spec.split == "val" else 0.0)
+    data = getattr(load_dataset(cfg, spec.seed), spec.split)
+    if data is None:
+        raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
+    if spec.limit is None or spec.limit >= len(data):
+        return data
+    return data.subset(limited(len(data), spec.limit, spec.seed))  # a dataset's: drawn
 
 
 def fingerprint(*tensors: torch.Tensor | None) -> str:
