@@ -206,3 +206,33 @@ def test_hidden_layer_head_trains_from_a_random_start_and_refuses_the_probe_star
         FinetuneConfig(hidden=[32, 0], head_init="random").validate()
     with pytest.raises(AevisionError, match="head_init='random'"):
         Classifier(_encoder(), 10, hidden=[8]).init_head_from_probe(digits.train.subset(range(50)))
+
+
+def test_test_time_flips_average_the_class_probabilities_of_an_image_and_its_mirror(digits, tmp_path):
+    train = TrainConfig(epochs=5, batch_size=32, lr=3e-3, optimizer="adamw", progress=False)
+    cfg = FinetuneConfig(train=train, init="scratch")
+
+    def run(resume: bool = False) -> Classifier:
+        torch.manual_seed(0)  # the same starting weights
+        return finetune(_encoder(), digits.train, digits.val, cfg, tmp_path, n_classes=10, seed=0,
+                        resume=resume).classifier
+
+    clf = run()
+    x = to_float(digits.test.images[:64])
+    with torch.no_grad():
+        mirrored = (clf.logits(x).softmax(1) + clf.logits(x.flip(-1)).softmax(1)) / 2
+        assert torch.allclose(clf.scores(x), clf.logits(x).softmax(1))  # no flips: the plain softmax
+        before = clf.predict(digits.test)
+        assert torch.equal(before, clf.logits(to_float(digits.test.images)).argmax(1))
+        # the same fine-tune asked for flips: its finished training is reused (tta is prediction only)
+        stamp = (tmp_path / "full" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+        cfg.tta = ["hflip"]
+        flipped = run(resume=True)
+        assert (tmp_path / "full" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+        assert flipped.tta == ["hflip"] and torch.allclose(flipped.scores(x), mirrored, atol=1e-6)
+        after = flipped.predict(digits.test)
+        assert torch.equal(after, flipped.scores(to_float(digits.test.images)).argmax(1))
+        assert not torch.equal(after, before)  # digits are not mirror-symmetric: some votes change
+    for bad in (["hflip", "hflip"], ["rotate"], "hflip"):
+        with pytest.raises(ConfigError, match=r"finetune\.tta: got .*test-time flips among hflip, vflip"):
+            FinetuneConfig(tta=bad).validate()

@@ -54,6 +54,7 @@ from aevision.engine.run import Run, run_key
 from aevision.errors import AevisionError, ConfigError
 from aevision.models.inference import eval_mode
 from aevision.tasks.features import FeatureEncoder
+from aevision.tasks.flips import flip_averaged, tta_rule, valid_tta
 from aevision.tasks.freezing import Freezable
 from aevision.tasks.losses import ClassificationLoss, LossConfig
 from aevision.validation import check
@@ -77,6 +78,10 @@ class FinetuneConfig:
     hidden_dropout: float = 0.5  # after each hidden layer
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # test-time flips ("hflip", "vflip"): predict (validation and test scores) averages the class
+    # probabilities of each image and its mirror images; training, its checkpoints and the epoch
+    # it keeps are unchanged, so a finished fine-tune is reused whatever this says (tasks/flips.py)
+    tta: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "finetune") -> None:
         self.train.validate(f"{prefix}.train")
@@ -98,6 +103,7 @@ class FinetuneConfig:
             check(isinstance(h, int) and h >= 1, f"{prefix}.hidden[{i}]", h, "a positive integer")
         check(0 <= self.hidden_dropout < 1, f"{prefix}.hidden_dropout", self.hidden_dropout,
               "a fraction in [0, 1)")
+        check(isinstance(self.tta, list) and valid_tta(self.tta), f"{prefix}.tta", self.tta, tta_rule())
         if self.hidden and self.init == "pretrained":
             check(self.head_init == "random", f"{prefix}.head_init", self.head_init,
                   "'random' with hidden layers (the probe's solution is a linear head)")
@@ -146,6 +152,7 @@ class Classifier(Freezable):
         self.criterion = loss or ClassificationLoss()
         self.encoder_lr_scale = encoder_lr_scale
         self.layer_decay = layer_decay
+        self.tta: list[str] = []  # test-time flips of predict (FinetuneConfig.tta)
         if layer_decay is not None:
             encoder_layers(features, layer_decay)  # refuses an encoder without numbered layers
 
@@ -213,13 +220,19 @@ class Classifier(Freezable):
     def frozen_parts(self) -> list[nn.Module]:
         return [self.features]
 
+    def scores(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) in [0, 1] -> (N, K) class probabilities, averaged over each image and its
+        ``tta`` flips (none: the softmax of the logits)."""
+        return flip_averaged(lambda v: self.logits(v).softmax(dim=1), x, self.tta, spatial=False)
+
     @torch.no_grad()
     def predict(self, images: ImageSet | Tensor, batch_size: int = 1024) -> Tensor:
-        """Predicted labels (N,) of uint8 or [0, 1] images, in eval mode."""
+        """Predicted labels (N,) of uint8 or [0, 1] images, in eval mode (the most probable class
+        of :meth:`scores`)."""
         x_all = images.images if isinstance(images, ImageSet) else images
         device = next(self.parameters()).device
         with eval_mode(self):
-            out = [self.logits(x).argmax(1).cpu() for x in float_batches(x_all, batch_size, device)]
+            out = [self.scores(x).argmax(1).cpu() for x in float_batches(x_all, batch_size, device)]
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
@@ -252,6 +265,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
     clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale,
                      cfg.hidden, cfg.hidden_dropout, cfg.layer_decay)
+    clf.tta = list(cfg.tta)
     started = time.perf_counter()
     if cfg.init == "pretrained":
         if cfg.head_init == "probe":
@@ -271,7 +285,8 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     if cfg.train.epochs - (phases[0][1] if phases else 0) > 0:
         phases.append(("full", cfg.train.epochs - (phases[0][1] if phases else 0), False))
     held = (val.images, val.labels) if val is not None else ()
-    key = run_key({"finetune": to_dict(cfg), "classes": k, "seed": seed},
+    trained_by = {name: v for name, v in to_dict(cfg).items() if name != "tta"}  # tta: prediction only
+    key = run_key({"finetune": trained_by, "classes": k, "seed": seed},
                   data=fingerprint(train.images, train.labels, *held),
                   init=fingerprint(*features.state_dict().values()))
     history, seconds, best = train_phases(clf, phases, batches, val_batches, cfg.train, Path(out_dir), seed,

@@ -22,9 +22,9 @@ from aevision.config import (
     subfield,
     to_dict,
 )
+from aevision.tasks.flips import tta_rule, valid_tta
 from aevision.tasks.losses import check_weight_list
 from aevision.tasks.segmentation.augment import SEG_AUGMENTS
-from aevision.tasks.segmentation.model import TTA_FLIPS, valid_tta
 from aevision.validation import check
 
 SEG_LOSS_TERMS = ("loss", "ce", "dice")  # what the segmenter's loss reports (tasks/segmentation/loss.py)
@@ -127,8 +127,7 @@ class SegmentConfig:
             check(self.epoch_images >= 1, at("epoch_images"), self.epoch_images, "a positive integer or null")
         if self.examples is not None:
             check(self.examples >= 0, at("examples"), self.examples, "an integer >= 0 or null (all)")
-        check(isinstance(self.tta, list) and valid_tta(self.tta), at("tta"), self.tta,
-              f"a list of distinct test-time flips among {', '.join(TTA_FLIPS)} (or [])")
+        check(isinstance(self.tta, list) and valid_tta(self.tta), at("tta"), self.tta, tta_rule())
         check(self.init == "scratch" or self.encoder is not None, at("encoder"), self.encoder,
               "a model folder from 'aevision pretrain' (or init: scratch for a randomly initialised encoder)")
         self.data.validate(at("data"))

@@ -18,7 +18,6 @@ segmenter may run at another image size than the autoencoder was trained at.
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,16 +28,9 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.models.inference import eval_mode
 from aevision.models.registry import MODELS
 from aevision.models.unet import UNetDecoder
+from aevision.tasks.flips import flip_averaged, tta_rule, valid_tta
 from aevision.tasks.freezing import Freezable
 from aevision.tasks.segmentation.loss import SegLoss
-
-# test-time flips: the dimension of an (N, C, H, W) batch each one mirrors
-TTA_FLIPS = {"hflip": -1, "vflip": -2}
-
-
-def valid_tta(names: Sequence[str]) -> bool:
-    """Distinct names of ``TTA_FLIPS`` (the rule of ``segment.tta`` and of :attr:`Segmenter.tta`)."""
-    return all(name in TTA_FLIPS for name in names) and len(set(names)) == len(names)
 
 
 class Segmenter(Freezable):
@@ -87,7 +79,7 @@ class Segmenter(Freezable):
     @tta.setter
     def tta(self, names: Sequence[str]) -> None:
         if not valid_tta(names):
-            raise ConfigError("tta", list(names), f"distinct test-time flips among {', '.join(TTA_FLIPS)}")
+            raise ConfigError("tta", list(names), tta_rule())
         self.spec["tta"] = list(names)  # saved with the segmenter: it predicts as it was scored
 
     @property
@@ -105,15 +97,7 @@ class Segmenter(Freezable):
         """(N, C, H, W) -> (N, K, H, W) class probabilities, averaged over the image and its flips
         (``tta``: every combination of them, mapped back before averaging): predictions that do not
         hinge on which way a scene faces. Without ``tta``, the softmax of :meth:`logits`."""
-        dims = [TTA_FLIPS[name] for name in self.tta]
-        views = [flip for n in range(len(dims) + 1) for flip in itertools.combinations(dims, n)]
-        return torch.stack([self._view_scores(x, flip) for flip in views]).mean(dim=0)
-
-    def _view_scores(self, x: Tensor, flip: tuple[int, ...]) -> Tensor:
-        """Class probabilities of ``x`` flipped along ``flip`` (no dims: as it is), flipped back."""
-        if not flip:
-            return self.logits(x).softmax(dim=1)
-        return self.logits(x.flip(flip)).softmax(dim=1).flip(flip)
+        return flip_averaged(lambda v: self.logits(v).softmax(dim=1), x, self.tta, spatial=True)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
