@@ -138,7 +138,9 @@ def test_a_model_with_a_smaller_target_gets_every_row_at_the_input_size():
                             reconstruct=lambda x: x[:, :1, ::4, ::4] * 0.5)
     rows = reconstruction_rows(small, torch.rand(3, 3, 16, 16))
     assert list(rows) == ["input", "target", "reconstruction"]
-    assert [tuple(v.shape) for v in rows.values()] == [(3, 3, 16, 16), (3, 1, 16, 16), (3, 1, 16, 16)]
+    # enlarged, and grey shown in the input's colours
+    assert [tuple(v.shape) for v in rows.values()] == [(3, 3, 16, 16)] * 3
+    assert torch.equal(rows["target"][:, 1], rows["target"][:, 0])
     plain = SimpleNamespace(target=None, reconstruct=lambda x: x)
     assert list(reconstruction_rows(plain, torch.rand(2, 1, 8, 8))) == ["input", "reconstruction"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from aevision.errors import ConfigError
 from aevision.models import build_model, load_model, save_model
@@ -166,3 +167,25 @@ def test_extraction_batches_follow_the_widest_map():
     # the widest output here is the whitened patches: 27 numbers at each of 10 x 8 positions
     assert batch_for_memory(fe, (3, 12, 10), budget=8 * 27 * 10 * 8 * 5) == 5
     assert torch.allclose(extract(fe, images), extract(fe, images, batch_size=5))
+
+
+def test_whitened_patches_are_not_drawn_as_reconstructions(tmp_path, capsys):
+    """A patches model reproduces whitened patch vectors, not an image: ``reconstruct`` refuses in
+    one line, and the HTML report notes it instead of drawing a grid of whitened noise."""
+    from aevision.cli import main
+    from aevision.tasks.html_report import reconstruction_figure
+
+    model = small()
+    assert model.reconstructs == "whitened patches"
+    assert build_model("conv", (3, 12, 10), {"channels": [4]}).reconstructs == "images"
+    save_model(model, tmp_path / "run")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (10, 12), (200, 30, 90)).save(folder / "a.png")
+    assert main(["reconstruct", str(tmp_path / "run"), str(folder), "-o", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert "reconstructs whitened patches, not images" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.png").exists()
+    cfg = {"data": {"name": "shapes", "channels": 3, "image_size": [12, 10], "limit": 20}}
+    (note,) = reconstruction_figure(tmp_path / "run", cfg)
+    assert "whitened patches, not images" in note

@@ -575,15 +575,17 @@ class DatasetRun:
     def _figures(self, models: dict[str, Method]) -> None:
         if not models:
             return
-        from aevision.report.plots import loss_curves, reconstruction_grid
+        from aevision.report.plots import loss_curves, reconstruction_grid, shown_like
 
         shown = self.test.floats(slice(0, 12))
         recons = {}
         for name in models:
             model = load_model(self.cfg.pretrain_config(name, self.data_cfg).output_dir)
-            with torch.no_grad():
-                recons[name] = model.reconstruct(shown)
-        reconstruction_grid(self.out / "reconstructions.png", shown, recons)
+            if model.reconstructs == "images":  # not patches' whitened patch vectors
+                with torch.no_grad():
+                    recons[name] = shown_like(model.reconstruct(shown), shown)
+        if recons:
+            reconstruction_grid(self.out / "reconstructions.png", shown, recons)
         loss_curves(self.out / "loss_curves.png",
                     {n: self.pretraining[n].get("history", []) for n in models})
 

@@ -94,6 +94,13 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
+    @property
+    def reconstructs(self) -> str:
+        """What :meth:`reconstruct` gives: ``"images"`` (the input, or an image target such as the
+        DSAE's small grey one), or what else (``patches``: ``"whitened patches"``, one vector per
+        position, nothing to draw beside the input). Architectures say so in ``Parts.notes``."""
+        return str(self.notes.get("reconstructs", "images"))
+
     def check_input(self, x: Tensor) -> None:
         """One-line error when ``x`` is not a batch of images this model was built for."""
         shape = tuple(x.shape[-3:])

@@ -129,5 +129,5 @@ def patches(
     return Parts(ConvEncoder(nn.ModuleList([stage]), nn.Flatten()), decoder,
                  features * grid[0] * grid[1], target=WhitenedTarget(whitening),
                  code_range=output_range(activation),
-                 notes={"code_shape": code_shape, "channels": [features],
+                 notes={"code_shape": code_shape, "channels": [features], "reconstructs": "whitened patches",
                         "stage_sizes": [(height, width), grid], "patch_dim": dim})

@@ -50,6 +50,18 @@ def image_grid(rows: Sequence[Tensor], pad: int = 1, scale: int = 1) -> np.ndarr
     return out
 
 
+def shown_like(images: Tensor, like: Tensor) -> Tensor:
+    """(N, C', H', W') images drawn in ``like``'s (N, C, H, W) grid: a smaller image enlarged
+    (nearest, so its pixels stay visible), a grey one repeated into ``like``'s channels."""
+    import torch.nn.functional as F
+
+    if images.shape[-2:] != like.shape[-2:]:
+        images = F.interpolate(images.float(), size=tuple(like.shape[-2:]), mode="nearest")
+    if images.shape[1] == 1 and like.shape[1] != 1:
+        images = images.expand(-1, like.shape[1], -1, -1)
+    return images
+
+
 def save_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")

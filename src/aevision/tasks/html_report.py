@@ -260,6 +260,9 @@ def reconstruction_figure(root: Path, cfg: dict[str, Any]) -> list[str]:
         model = load_model(root)
     except AevisionError as e:
         return [paragraph(f"No reconstructions: {e}", note=True)]
+    if model.reconstructs != "images":
+        return [paragraph(f"No reconstructions: the model reproduces {model.reconstructs}, not images.",
+                          note=True)]
     shown = next(s for s in (splits.val, splits.test, splits.train) if s is not None and len(s))
     rows = reconstruction_rows(model, shown.images[:12].float() / 255.0)
     caption = "the first 12 held-out images and their reconstructions"
@@ -272,14 +275,13 @@ def reconstruction_rows(model: Any, x: Any) -> dict[str, Any]:
     """``x`` (N, C, H, W) in [0, 1], the model's target of it when it has one (the DSAE's small
     grey image), and the reconstruction, each enlarged (nearest) to H x W for one grid."""
     import torch
-    import torch.nn.functional as F
+
+    from aevision.report.plots import shown_like
 
     with torch.no_grad():
         rows = {"input": x, **({"target": model.target(x)} if model.target is not None else {}),
                 "reconstruction": model.reconstruct(x)}
-    size = tuple(x.shape[-2:])
-    return {k: v if tuple(v.shape[-2:]) == size else F.interpolate(v.float(), size=size, mode="nearest")
-            for k, v in rows.items()}
+    return {k: shown_like(v, x) for k, v in rows.items()}
 
 
 def segment_sections(root: Path) -> list[Section]:

@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from aevision.data.imageset import ImageSet
 from aevision.data.inputs import Inputs
+from aevision.errors import AevisionError
 from aevision.io import write_json, write_npy, write_safetensors
 from aevision.models import Autoencoder
 from aevision.models.inference import encode, reconstruct
@@ -53,11 +53,10 @@ def save_reconstructions(model: Autoencoder, data: ImageSet, out: str | os.PathL
                          batch_size: int = 512, device: str = "cpu") -> None:
     """A PNG grid: ``data`` on top, the model's reconstructions below (a model that reconstructs
     another target, e.g. a smaller or single-channel one, is shown at the input's size)."""
-    from aevision.report.plots import reconstruction_grid
+    from aevision.report.plots import reconstruction_grid, shown_like
 
-    recon = reconstruct(model, data, batch_size, device)
-    if recon.shape[1:] != data.images.shape[1:]:
-        recon = F.interpolate(recon, size=data.images.shape[2:], mode="nearest")
-        if recon.shape[1] != data.images.shape[1]:
-            recon = recon.expand(-1, data.images.shape[1], -1, -1)
-    reconstruction_grid(out, data.floats(), recon)
+    if model.reconstructs != "images":
+        raise AevisionError(f"this model ({model.spec.get('name', 'its architecture')}) reconstructs "
+                            f"{model.reconstructs}, not images: there is nothing to draw")
+    originals = data.floats()
+    reconstruction_grid(out, originals, shown_like(reconstruct(model, data, batch_size, device), originals))
