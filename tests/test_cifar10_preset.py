@@ -23,6 +23,9 @@ def test_the_cifar10_preset_loads_and_validates():
     rgb = cfg.pretrain_config("conv-rgb", cfg.datasets[0])
     assert rgb.augment.hflip and rgb.augment.zoom > 1 and rgb.model.options["code_dim"] is None
     assert cfg.budgets_for("finetune") == [Budget(per_class=400), Budget()]
+    # Coates et al.'s single layer, read through the top-k code it trained with, by quadrant
+    patches = cfg.model_features("patches")
+    assert (patches.source, patches.pool) == ("code", 2) and "patches" not in cfg.protocols.finetune.models
     # the ViT fine-tunes (the MAE's and its scratch twin's) in bf16, the conv models in fp32
     assert cfg.model_finetune("mae").train.precision == "bf16-mixed"
     assert cfg.model_finetune("conv-rgb").train.precision == "32-true"
@@ -51,6 +54,8 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
             "confusion_png=false"]
     for model in ("conv-rgb", "conv-contractive"):
         tiny += [f"models.{model}.model.channels=[4, 8]", f"models.{model}.train.epochs=1"]
+    tiny += ["models.patches.model.features=16", "models.patches.train.epoch_steps=2",
+             "models.patches.regularizers=[{name: topk, k: 4, over: channels}]"]
     tiny += ["models.mae.model.width=16", "models.mae.model.depth=1", "models.mae.model.heads=2",
              "models.mae.model.decoder_width=16", "models.mae.model.decoder_depth=1",
              "models.mae.train.epochs=1", "models.mae.train.warmup_steps=0"]
@@ -72,7 +77,7 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
     assert summary["mae_untrained_linear_all"] == untrained_mae["accuracy_mean"]
     assert summary["mae_finetune_400pc"] is None  # not a budget of this run
     untrained = {v["method"]: v for v in board["verdicts"] if v["baseline"].startswith("untrained:")}
-    assert set(untrained) == {"conv-rgb", "conv-contractive", "mae"}
+    assert set(untrained) == {"conv-rgb", "conv-contractive", "patches", "mae"}
     assert "every_autoencoder_beats_its_untrained_encoder" in summary["targets"]
     assert summary["targets"]["finetune_all"]["target"] == 0.93
     margin = summary["targets"]["mae_finetune_all_beats_vit_scratch_finetune_all"]
