@@ -29,6 +29,12 @@ def test_the_cifar10_preset_loads_and_validates():
     # the ViT fine-tunes (the MAE's and its scratch twin's) in bf16, the conv models in fp32
     assert cfg.model_finetune("mae").train.precision == "bf16-mixed"
     assert cfg.model_finetune("conv-rgb").train.precision == "32-true"
+    # the residual backbone fine-tunes with its own recipe; every fine-tune is scored with flips
+    res = cfg.model_finetune("conv-res")
+    assert (res.train.epochs, res.train.optimizer, res.train.batch_size) == (30, "adamw", 128)
+    assert res.hidden == [512]  # the protocol's head
+    assert res.tta == cfg.model_finetune("mae").tta == ["hflip"]
+    assert cfg.pretrain_config("conv-res", cfg.datasets[0]).model.options["residual"] is True
 
 
 def _split_folder(root, classes=3, train=30, test=8, size=8):
@@ -52,8 +58,9 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
             "labels=[25, all]", "seeds=2", "protocols.finetune.labels=[all]",
             "protocols.finetune.train.epochs=1", "protocols.knn.enabled=false", "imbalance.ratio=null",
             "confusion_png=false"]
-    for model in ("conv-rgb", "conv-contractive"):
+    for model in ("conv-rgb", "conv-res", "conv-contractive"):
         tiny += [f"models.{model}.model.channels=[4, 8]", f"models.{model}.train.epochs=1"]
+    tiny += ["models.conv-res.finetune.train.epochs=1"]  # its own recipe's 30
     tiny += ["models.patches.model.features=16", "models.patches.train.epoch_steps=2",
              "models.patches.regularizers=[{name: topk, k: 4, over: channels}]"]
     tiny += ["models.mae.model.width=16", "models.mae.model.depth=1", "models.mae.model.heads=2",
@@ -77,7 +84,7 @@ def test_the_cifar10_preset_runs_on_a_split_folder_and_the_bench_writes_its_keys
     assert summary["mae_untrained_linear_all"] == untrained_mae["accuracy_mean"]
     assert summary["mae_finetune_400pc"] is None  # not a budget of this run
     untrained = {v["method"]: v for v in board["verdicts"] if v["baseline"].startswith("untrained:")}
-    assert set(untrained) == {"conv-rgb", "conv-contractive", "patches", "mae"}
+    assert set(untrained) == {"conv-rgb", "conv-res", "conv-contractive", "patches", "mae"}
     assert "every_autoencoder_beats_its_untrained_encoder" in summary["targets"]
     assert summary["targets"]["finetune_all"]["target"] == 0.93
     margin = summary["targets"]["mae_finetune_all_beats_vit_scratch_finetune_all"]
