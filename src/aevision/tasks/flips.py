@@ -2,9 +2,10 @@
 
 A photo's class, and which pixels are a person, do not depend on which way the scene faces, but a
 trained network's scores do a little; averaging the class probabilities of an image and of its
-mirror image removes that part of the error (He et al. 2016 and most CIFAR recipes score this
-way). Training is unchanged: only prediction averages. Used by segmentation (``segment.tta``,
-per-pixel scores flipped back before averaging) and fine-tuned classifiers (``finetune.tta``).
+mirror image removes that part of the error (fast CIFAR-10 recipes such as Keller Jordan's
+airbench score this way). Training is unchanged: only prediction averages. Used by segmentation
+(``segment.tta``, per-pixel scores flipped back before averaging) and fine-tuned classifiers
+(``finetune.tta``).
 """
 
 from __future__ import annotations
