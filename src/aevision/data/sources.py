@@ -64,21 +64,23 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
     if spec.limit is not None and spec.limit < 1:
         raise ConfigError("--limit", spec.limit, "a positive integer")
     path = Path(spec.data).expanduser()
-    if path.is_dir() or path.is_file():  # files: the first N, as every command reads files
+    from_files = path.is_dir() or path.is_file()
+    if from_files:
         data = load_path(path.resolve(), channels, image_size)
-        return data if spec.limit is None or spec.limit >= len(data) else data.subset(range(spec.limit))
-    name = spec.data.partition(":")[0]
-    if name not in DATASETS:
-        raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
-                            f"(datasets: {', '.join(DATASETS.names())})")
-    cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
-                     val_fraction=0.1 if spec.split == "val" else 0.0)
-    data = getattr(load_dataset(cfg, spec.seed), spec.split)
-    if data is None:
-        raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
+    else:
+        name = spec.data.partition(":")[0]
+        if name not in DATASETS:
+            raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
+                                f"(datasets: {', '.join(DATASETS.names())})")
+        cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
+                         val_fraction=0.1 if spec.split == "val" else 0.0)
+        data = getattr(load_dataset(cfg, spec.seed), spec.split)
+        if data is None:
+            raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
     if spec.limit is None or spec.limit >= len(data):
         return data
-    return data.subset(limited(len(data), spec.limit, spec.seed))  # a dataset's: drawn
+    # files: the first N, as every command reads files; a dataset's N: drawn (class-ordered splits)
+    return data.subset(range(spec.limit) if from_files else limited(len(data), spec.limit, spec.seed))
 
 
 def fingerprint(*tensors: torch.Tensor | None) -> str:

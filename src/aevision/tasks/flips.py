@@ -36,11 +36,13 @@ def flip_averaged(scores: Callable[[Tensor], Tensor], x: Tensor, names: Sequence
     back before averaging; otherwise per image (N, K), averaged as they are."""
     dims = [TTA_FLIPS[name] for name in names]
     views = [flip for n in range(len(dims) + 1) for flip in itertools.combinations(dims, n)]
-    total = None
-    for flip in views:
-        s = scores(x.flip(flip)) if flip else scores(x)
-        s = s.flip(flip) if flip and spatial else s
-        total = s if total is None else total + s
-    assert total is not None
-    return total / len(views) if len(views) > 1 else total
+    return sum(_view(scores, x, flip, spatial) for flip in views) / len(views)
+
+
+def _view(scores: Callable[[Tensor], Tensor], x: Tensor, flip: tuple[int, ...], spatial: bool) -> Tensor:
+    """``scores`` of ``x`` flipped along ``flip`` (no dims: as it is), maps flipped back."""
+    if not flip:
+        return scores(x)
+    s = scores(x.flip(flip))
+    return s.flip(flip) if spatial else s
 
