@@ -19,6 +19,7 @@ from aevision.engine.loop import Validation
 from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, ConfigError, DivergenceError
 from aevision.io import read_safetensors
+from aevision.models import build_model
 from conftest import tiny_config
 
 
@@ -549,3 +550,27 @@ def test_without_validation_a_monitored_score_is_said_to_be_unused(tmp_path, cap
         fit = Trainer(cfg, tmp_path).fit(Exploding(at=10**9), _batches(), None)
     assert "train.monitor miou: no validation split, so the last epoch's weights are kept" in caplog.text
     assert fit.monitored == "train_loss"
+
+
+@pytest.mark.parametrize("device, gpus, unset", [("cpu", 0, True), ("cpu", 1, False), ("cuda", 0, False)])
+def test_cpu_training_without_a_gpu_stops_the_per_step_gpu_probe(monkeypatch, device, gpus, unset):
+    """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 makes every Adam step look for a GPU; it goes
+    only where there is no GPU to find (nothing to initialise, nothing to poison)."""
+    from aevision.engine.gpu_probe import NVML_CHECK, drop_gpu_probe
+
+    monkeypatch.setenv(NVML_CHECK, "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert drop_gpu_probe(torch.device(device)) is unset
+    assert (NVML_CHECK not in os.environ) is unset
+
+
+def test_the_trainer_drops_the_gpu_probe_on_a_cpu_only_machine(tmp_path, monkeypatch):
+    from aevision.engine.gpu_probe import NVML_CHECK
+
+    monkeypatch.setenv(NVML_CHECK, "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    cfg = TrainConfig(epochs=1, batch_size=8, progress=False, accelerator="cpu")
+    images = torch.randint(0, 256, (16, 1, 4, 4), dtype=torch.uint8)
+    model = build_model("dense", (1, 4, 4), {"hidden": [8], "code_dim": 4})
+    Trainer(cfg, tmp_path).fit(model, TensorBatches(images, 8), None)
+    assert NVML_CHECK not in os.environ

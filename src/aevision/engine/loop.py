@@ -39,6 +39,7 @@ from aevision.engine.checkpoint import (
     save_checkpoint,
 )
 from aevision.engine.determinism import rng_state, set_rng_state
+from aevision.engine.gpu_probe import drop_gpu_probe
 from aevision.engine.precision import AUTO, resolve_precision
 from aevision.engine.progress import Reporter, format_terms
 from aevision.engine.resources import is_out_of_memory
@@ -381,6 +382,7 @@ class Trainer:
         fabric.launch()
         if cfg.tune_allocator:
             tune_malloc()
+        drop_gpu_probe(fabric.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             for batches in (train, val):
