@@ -261,3 +261,29 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert [h["epoch"] for h in second.history] == [1, 2]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("full", "part"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the masks were drawn again exactly
+
+
+def _fused_flags(model):
+    return {b.attn.fused_attn for b in [*model.encoder.blocks, *model.decoder.blocks]}
+
+
+def test_attention_runs_by_formula_under_cpu_bf16_and_by_kernel_in_fp32():
+    """``auto``: the formula where it is faster (bf16 on the CPU, bench/attention.py), the fused
+    kernel elsewhere; a contractive model keeps the formula (forward-mode AD and double backward
+    go through it); the two give the same loss."""
+    model = small()
+    x = torch.rand(4, 1, 8, 8)
+    torch.manual_seed(0)
+    fp32 = model(x)["loss"]
+    assert _fused_flags(model) == {True}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert _fused_flags(model) == {False}
+    model.encoder.set_attention("formula")
+    model.decoder.attention = "formula"
+    torch.manual_seed(0)
+    assert torch.allclose(model(x)["loss"], fp32, atol=1e-6)
+    assert _fused_flags(model) == {False}
+    contractive = small(regs=[{"name": "contractive"}])
+    contractive(x)
+    assert {b.attn.fused_attn for b in contractive.encoder.blocks} == {False}

@@ -90,6 +90,31 @@ def blocks(width: int, depth: int, heads: int, mlp_ratio: float) -> nn.ModuleLis
     return nn.ModuleList([Block(width, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
 
 
+Attention = Literal["auto", "fused", "formula"]
+
+
+def fused_pays(x: Tensor) -> bool:
+    """Whether torch's fused attention kernel is the faster way to attend over ``x`` here.
+
+    Not in bfloat16 on the CPU: there the formula, softmax(q k^T / sqrt(d)) v as two batched
+    matmuls, ran the cifar10 preset's MAE pretraining step 1.74x faster (batch 256, 16 kept
+    tokens) and its ViT's fine-tuning step 1.33x (batch 128, 64 tokens), one thread on this
+    project's 2-core CPU, the same first loss to 4 digits (bench/results/attention.json): the CPU
+    kernel's backward is slow at these sizes. In fp32 the two were even (1.03x, 0.99x).
+    """
+    bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                         and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    return not (x.device.type == "cpu" and bf16)
+
+
+def attend_with(layers: nn.ModuleList, attention: Attention, x: Tensor) -> None:
+    """Set each timm block of ``layers`` to attend by the kernel or by the formula: as
+    ``attention`` says, or with ``auto`` by what is faster for ``x`` (:func:`fused_pays`)."""
+    fused = attention == "fused" or (attention == "auto" and fused_pays(x))
+    for block in layers:
+        block.attn.fused_attn = fused
+
+
 class ViTEncoder(nn.Module):
     """(N, C, H, W) -> (N, D) pooled tokens; :meth:`forward_visible` runs on kept patches only."""
 
@@ -104,6 +129,7 @@ class ViTEncoder(nn.Module):
         self.blocks = blocks(width, depth, heads, mlp_ratio)
         self.norm = nn.LayerNorm(width)
         self.pool = pool
+        self.attention: Attention = "auto"  # see attend_with; "formula" where forward-mode AD must pass
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
 
@@ -120,6 +146,7 @@ class ViTEncoder(nn.Module):
     def transformer(self, tokens: Tensor) -> Tensor:
         """(N, K, D) positioned patch tokens -> (N, [1 +] K, D), the class token first if any."""
         tokens = self.with_cls(tokens)
+        attend_with(self.blocks, self.attention, tokens)
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)
@@ -150,6 +177,7 @@ class ViTEncoder(nn.Module):
         mean-pooled code."""
         tokens = self.with_cls(self.embed(x))
         skip = 0 if self.cls_token is None else 1
+        attend_with(self.blocks, self.attention, tokens)
         maps = []
         for i, block in enumerate(self.blocks):
             tokens = block(tokens)
@@ -157,12 +185,11 @@ class ViTEncoder(nn.Module):
             maps.append(out[:, skip:].transpose(1, 2).reshape(out.shape[0], -1, *self.grid))
         return maps
 
-    def use_fused_attention(self, fused: bool) -> None:
-        """Attention by torch's fused kernel (fast), or by its formula: softmax(q k^T / sqrt(d)) v,
-        which forward-mode AD and double backward can differentiate (contractive penalties)."""
-        for m in self.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = fused
+    def set_attention(self, attention: Attention) -> None:
+        """Attention by torch's fused kernel, by its formula, softmax(q k^T / sqrt(d)) v, which
+        forward-mode AD and double backward can differentiate (contractive penalties), or
+        (``auto``, the default) by whichever is faster where it runs (:func:`fused_pays`)."""
+        self.attention = attention
 
     @property
     def num_layers(self) -> int:
@@ -192,6 +219,7 @@ class MAEDecoder(nn.Module):
         self.norm = nn.LayerNorm(out_width)
         self.pred = nn.Linear(out_width, patch_dim)
         self.has_cls = has_cls
+        self.attention: Attention = "auto"
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, tokens: Tensor, restore: Tensor) -> Tensor:
@@ -203,6 +231,7 @@ class MAEDecoder(nn.Module):
         x = x.gather(1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1])) + self.pos_embed.to(x.dtype)
         if cls is not None:
             x = torch.cat([cls, x], dim=1)
+        attend_with(self.blocks, self.attention, x)
         for block in self.blocks:
             x = block(x)
         out = self.pred(self.norm(x))
@@ -227,7 +256,7 @@ class MaskedAutoencoder(Autoencoder):
         self.keep = int(parts.notes["kept_patches"])
         self.norm_pix_loss = bool(parts.notes["norm_pix_loss"])
         if any(reg.jacobian for reg in self.regularizers):
-            self.encoder.use_fused_attention(False)
+            self.encoder.set_attention("formula")
 
     def encode_visible(self, x: Tensor, kept: Tensor) -> tuple[Tensor, tuple[Any, Tensor]]:
         """The pooled code of the ``kept`` patches (after code transforms) and, beside it, the
