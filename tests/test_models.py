@@ -61,7 +61,7 @@ def test_conv_reconstruction_has_exactly_the_input_shape(shape, down, up, channe
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("down", ["stride", "pool"])
+@pytest.mark.parametrize("down", ["stride", "pool", "pool_after_first"])
 @pytest.mark.parametrize("name", ["conv", "unet"])
 def test_residual_encoder_keeps_every_size_and_trains_with_every_regularizer_family(shape, down, name):
     options = {"channels": [8, 16], "blocks_per_stage": 2, "downsample": down, "batch_norm": True,
@@ -75,6 +75,27 @@ def test_residual_encoder_keeps_every_size_and_trains_with_every_regularizer_fam
     assert sizes == [f.shape for f in plain.encoder.forward_features(x)]  # the same stage maps
     model(x)["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_pool_after_first_gives_pools_stage_maps_with_the_rest_of_each_stage_at_half_size(residual):
+    """airbench's layout (conv, pool, conv): the same stage maps as ``pool``; each stage's first
+    block sees the stage's input resolution, its later blocks half of it."""
+    options = {"channels": [8, 16], "blocks_per_stage": 2, "batch_norm": True, "residual": residual,
+               "code_dim": None}
+    early = build_model("conv", (3, 15, 12), {**options, "downsample": "pool_after_first"})
+    late = build_model("conv", (3, 15, 12), {**options, "downsample": "pool"})
+    x = torch.rand(2, 3, 15, 12)
+    assert [f.shape for f in early.encoder.forward_features(x)] == \
+        [f.shape for f in late.encoder.forward_features(x)] == [(2, 8, 8, 6), (2, 16, 4, 3)]
+    seen = []
+    convs = [m for m in early.encoder.stages[0].modules() if isinstance(m, torch.nn.Conv2d)
+             and m.kernel_size == (3, 3)]
+    for conv in convs:
+        conv.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+    early.encode(x)
+    per_block = 2 if residual else 1  # a residual block holds two 3 x 3 convs
+    assert seen == [(15, 12)] * per_block + [(8, 6)] * per_block
 
 
 def test_residual_stages_are_basic_blocks_with_a_projection_where_the_shape_changes():
@@ -111,7 +132,7 @@ def test_conv_spatial_code_keeps_the_feature_map():
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("down", ["stride", "pool"])
+@pytest.mark.parametrize("down", ["stride", "pool", "pool_after_first"])
 def test_unet_reconstructs_the_exact_shape_from_the_input_and_every_stage(shape, down):
     model = build_model("unet", shape, {"channels": [8, 16, 16], "downsample": down, "batch_norm": True})
     x = torch.rand(2, *shape)

@@ -105,12 +105,19 @@ def up_block(c_in: int, c_out: int, k: int, source: tuple[int, int], target: tup
     return layers
 
 
+# how an encoder stage halves the resolution: a stride-2 first conv; a max-pool at the stage's end
+# (the stage works at its input's resolution); or a max-pool after its first block, the rest of
+# the stage at half resolution (Page's / airbench's CIFAR layout: conv, pool, conv; the same
+# stage sizes at less than half the cost of "pool" for two blocks of a wide stage)
+Downsample = Literal["stride", "pool", "pool_after_first"]
+
+
 def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int, downsample: str,
                    bn: bool, activation: str, last_activation: str, residual: bool = False) -> nn.ModuleList:
-    """One stage per width in ``channels``, each halving the resolution (rounding up); the last
-    block of the last stage ends with ``last_activation``. A block is one conv, or with
-    ``residual`` a :class:`ResidualBlock` of two; with ``downsample="pool"`` a stage works at its
-    input's resolution and max-pools at its end (the first stage at full resolution)."""
+    """One stage per width in ``channels``, each halving the resolution (rounding up) as
+    :data:`Downsample` ``downsample`` says; the last block of the last stage ends with
+    ``last_activation``. A block is one conv, or with ``residual`` a :class:`ResidualBlock` of
+    two."""
     check(len(channels) >= 1 and all(c >= 1 for c in channels), "model.channels", channels,
           "a non-empty list of positive integers")
     check(k >= 1 and k % 2 == 1, "model.kernel_size", k, "an odd integer >= 1")
@@ -124,6 +131,8 @@ def encoder_stages(c_in: int, channels: list[int], k: int, blocks_per_stage: int
             acts[-1] = last_activation
         first_stride = 2 if downsample == "stride" else 1
         layers = block(prev, c, k, first_stride, bn, acts[0])
+        if downsample == "pool_after_first":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
         for act in acts[1:]:
             layers += block(c, c, k, 1, bn, act)
         if downsample == "pool":
@@ -153,7 +162,7 @@ def conv(
     channels: list[int] | None = None,
     kernel_size: int = 3,
     blocks_per_stage: int = 1,
-    downsample: Literal["stride", "pool"] = "stride",
+    downsample: Downsample = "stride",
     upsample: Literal["transpose", "resize"] = "transpose",
     batch_norm: bool = False,
     residual: bool = False,

@@ -19,14 +19,13 @@ compact one: for probes, kNN or compact codes use ``conv``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aevision.models.base import Parts
-from aevision.models.conv import ConvEncoder, encoder_stages, stage_sizes
+from aevision.models.conv import ConvEncoder, Downsample, encoder_stages, stage_sizes
 from aevision.models.layers import Activation, make_activation
 from aevision.models.registry import MODELS
 from aevision.validation import check
@@ -113,7 +112,7 @@ def unet(
     channels: list[int] | None = None,
     kernel_size: int = 3,
     blocks_per_stage: int = 1,
-    downsample: Literal["stride", "pool"] = "stride",
+    downsample: Downsample = "stride",
     batch_norm: bool = False,
     residual: bool = False,
     activation: Activation = "relu",

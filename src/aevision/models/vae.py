@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from aevision.models.base import Parts
-from aevision.models.conv import conv
+from aevision.models.conv import Downsample, conv
 from aevision.models.dense import dense
 from aevision.models.layers import Activation
 from aevision.models.registry import MODELS
@@ -73,7 +73,7 @@ def conv_vae(
     beta: float = 1.0,
     kernel_size: int = 3,
     blocks_per_stage: int = 1,
-    downsample: Literal["stride", "pool"] = "stride",
+    downsample: Downsample = "stride",
     upsample: Literal["transpose", "resize"] = "transpose",
     batch_norm: bool = False,
     activation: Activation = "relu",
