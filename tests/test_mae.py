@@ -279,8 +279,7 @@ def test_attention_runs_by_formula_under_cpu_bf16_and_by_kernel_in_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)
     assert _fused_flags(model) == {False}
-    model.encoder.set_attention("formula")
-    model.decoder.attention = "formula"
+    model.encoder.attention = model.decoder.attention = "formula"
     torch.manual_seed(0)
     assert torch.allclose(model(x)["loss"], fp32, atol=1e-6)
     assert _fused_flags(model) == {False}

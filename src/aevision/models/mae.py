@@ -90,6 +90,9 @@ def blocks(width: int, depth: int, heads: int, mlp_ratio: float) -> nn.ModuleLis
     return nn.ModuleList([Block(width, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
 
 
+# how a ViT's blocks attend (the ``attention`` attribute of ViTEncoder and MAEDecoder): torch's fused
+# kernel; the formula, softmax(q k^T / sqrt(d)) v, which forward-mode AD and double backward can
+# differentiate (contractive penalties); or ``auto``, whichever is faster where it runs (fused_pays)
 Attention = Literal["auto", "fused", "formula"]
 
 
@@ -129,7 +132,7 @@ class ViTEncoder(nn.Module):
         self.blocks = blocks(width, depth, heads, mlp_ratio)
         self.norm = nn.LayerNorm(width)
         self.pool = pool
-        self.attention: Attention = "auto"  # see attend_with; "formula" where forward-mode AD must pass
+        self.attention: Attention = "auto"
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
 
@@ -184,12 +187,6 @@ class ViTEncoder(nn.Module):
             out = self.norm(tokens) if i == len(self.blocks) - 1 else tokens
             maps.append(out[:, skip:].transpose(1, 2).reshape(out.shape[0], -1, *self.grid))
         return maps
-
-    def set_attention(self, attention: Attention) -> None:
-        """Attention by torch's fused kernel, by its formula, softmax(q k^T / sqrt(d)) v, which
-        forward-mode AD and double backward can differentiate (contractive penalties), or
-        (``auto``, the default) by whichever is faster where it runs (:func:`fused_pays`)."""
-        self.attention = attention
 
     @property
     def num_layers(self) -> int:
@@ -256,7 +253,7 @@ class MaskedAutoencoder(Autoencoder):
         self.keep = int(parts.notes["kept_patches"])
         self.norm_pix_loss = bool(parts.notes["norm_pix_loss"])
         if any(reg.jacobian for reg in self.regularizers):
-            self.encoder.set_attention("formula")
+            self.encoder.attention = "formula"
 
     def encode_visible(self, x: Tensor, kept: Tensor) -> tuple[Tensor, tuple[Any, Tensor]]:
         """The pooled code of the ``kept`` patches (after code transforms) and, beside it, the
