@@ -20,6 +20,11 @@ steps, the pool's pretraining its time, and its validation IoU with test-time fl
     python bench/segmentation_photos.py --seeds 1 --set pool.train.epochs=1 ...   # a tiny trial
 
 ``--set PATH=VALUE`` changes one config value (dotted path, YAML value; recorded in ``config``).
+``--continue-from FILE`` (repeatable) takes the runs an earlier results file of this script recorded
+under the identical config as done, and trains only the rest: the committed file carries a benchmark
+across machines that lost ``--runs``. The pool is pretrained again only when a pretrained run is left.
+
+    python bench/segmentation_photos.py --continue-from bench/results/segmentation_photos.json ...
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
                    help="a trial: only the few-mask runs, or only the all-mask ones")
     p.add_argument("--dataset", dest="datasets", action="append", choices=list(CONFIG["datasets"]),
                    help="a trial: only this dataset's runs (repeatable; the pool is the same)")
+    p.add_argument("--continue-from", dest="earlier", action="append", default=[], metavar="FILE",
+                   help="an earlier results file of this script: its runs of the same config count as done")
     return p.parse_args(argv)
 
 
@@ -111,24 +118,59 @@ def configured(overrides: list[str]) -> dict[str, Any]:
     return cfg
 
 
-def pretrain_pool(cfg: dict[str, Any], root: str | None, runs: Path, reuse: bool
-                  ) -> tuple[str, dict[str, Any], list[str]]:
-    """The pool's autoencoder (trained once, or read back): its folder, what is known of its
-    training (seconds, steps) and the pool's files."""
+def pool_data(cfg: dict[str, Any], root: str | None) -> tuple[dict[str, Any], Any]:
+    """The pool's pretraining config (before its seed and folder) and its data: every dataset of
+    ``cfg``, each with its own options (so its own test split, which the union leaves out)."""
     pool = copy.deepcopy(cfg["pool"])
     parts = [{"name": ds["data"]["name"], "options": ds["data"].get("options", {})}
              for ds in cfg["datasets"].values()]
     pool["data"].update(root=root, options={"datasets": parts})
-    data = load_dataset(DataConfig(**pool["data"]), 0)
+    return pool, load_dataset(DataConfig(**pool["data"]), 0)
+
+
+def pool_files(data: Any) -> list[str]:
+    """Every photo the pool trains or validates on (the leak check's list)."""
+    return [*(data.train.files or []), *((data.val.files or []) if data.val is not None else [])]
+
+
+def pretrain_pool(pool: dict[str, Any], data: Any, runs: Path, reuse: bool) -> tuple[str, dict[str, Any]]:
+    """The pool's autoencoder (trained once, or read back): its folder and what is known of its
+    training (seconds, steps, each epoch's seconds, the pool's size)."""
     out = runs / "pool"
     config = {**pool, "seed": 0, "output_dir": str(out), "train": {**pool["train"], "progress": False}}
     _, info = common.pretrained(config, data, reuse, keep=("epochs", "steps", "val_recon", "seconds",
                                                             "train_seconds", "train_cpu_seconds", "history"))
     # each epoch's own time: a run resumed after a pause (or slowed by other jobs) shows it there
     info["epoch_seconds"] = [round(row["train_seconds"], 1) for row in info.pop("history")]
-    files = [*(data.train.files or []), *((data.val.files or []) if data.val is not None else [])]
     info["images"] = len(data.train) + (len(data.val) if data.val is not None else 0)
-    return str(out), info, files
+    return str(out), info
+
+
+Earlier = dict[tuple[str, str, int], dict[str, Any]]  # (dataset, run tag, seed) -> the run's record
+
+
+def earlier_runs(files: list[str], cfg: dict[str, Any]) -> tuple[Earlier, list[dict[str, Any]]]:
+    """The runs that earlier results files recorded under ``cfg`` (the first file that has a run
+    wins; a run's list index is its seed, since seeds train in order), and each file's own record
+    (its pool pretraining, wall time, runs read). A file of another config is refused."""
+    done: Earlier = {}
+    sources = []
+    for file in files:
+        try:
+            old = json.loads(Path(file).read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--continue-from {file}: not a results file this script wrote ({e})") from None
+        if not isinstance(old, dict) or old.get("config") != cfg:
+            raise SystemExit(f"--continue-from {file}: its config differs from this run's "
+                             "(the same --set options are needed)")
+        for name, tags in old.get("runs", {}).items():
+            for tag, seeds in tags.items():
+                for seed, record in enumerate(seeds):
+                    done.setdefault((name, tag, seed), record)
+        read = sum(len(seeds) for tags in old.get("runs", {}).values() for seeds in tags.values())
+        sources.append({"file": file, "runs": read, "wall_seconds": old.get("wall_seconds"),
+                        "pool_pretraining": old.get("pool_pretraining")})
+    return done, sources
 
 
 def plan(ds: dict[str, Any]) -> list[tuple[str, int | None, str]]:
@@ -248,15 +290,23 @@ def main() -> None:
     args = parse_args()
     cfg = configured(args.overrides)
     started = time.time()
-    encoder, pool, pool_files = pretrain_pool(cfg, args.data_root, Path(args.runs), args.reuse)
-    data = {name: segmentation_data(cfg, name, args.data_root, set(pool_files)) for name in cfg["datasets"]}
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in cfg["datasets"]}
+    earlier, sources = earlier_runs(args.earlier, cfg)
     order = schedule(cfg, args.seeds, args.only, args.datasets)
+    left = [(s, name, run) for s, name, run in order if (name, f"{run[0]}_{run[2]}", s) not in earlier]
+    pool_cfg, pool = pool_data(cfg, args.data_root)
+    if any(run[2] == "pretrained" for _, _, run in left) or not sources:
+        encoder, pool_info = pretrain_pool(pool_cfg, pool, Path(args.runs), args.reuse)
+    else:  # every pretrained run is read back: the pool's record is the earlier file's
+        encoder, pool_info = "", next(s["pool_pretraining"] for s in sources if s["pool_pretraining"])
+    trained_on = set(pool_files(pool))
+    data = {name: segmentation_data(cfg, name, args.data_root, trained_on) for name in cfg["datasets"]}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in cfg["datasets"]}
     trial = args.only is not None or args.datasets is not None  # never the whole
     for done, (seed, name, run) in enumerate(order, 1):  # written after each: a killed run leaves its part
         tag = f"{run[0]}_{run[2]}"
-        runs[name].setdefault(tag, []).append(
-            segment_run(cfg, name, data[name], seed, Path(args.runs), encoder, run, args.reuse))
+        record = earlier.get((name, tag, seed)) or segment_run(
+            cfg, name, data[name], seed, Path(args.runs), encoder, run, args.reuse)
+        runs[name].setdefault(tag, []).append(record)
         results: dict[str, Any] = {}
         for each, ds in cfg["datasets"].items():
             results.update(summary(ds["key"], runs[each], ds["all"]["inits"]))
@@ -265,9 +315,12 @@ def main() -> None:
                "val_person_iou_gain_of_hflip_tta": flip_gains(runs),
                "complete": done == len(order) and not trial,
                "runs_done": f"{done} of {len(order)}",
-               "seeds": list(range(args.seeds)), "pool_images": pool["images"], "pool_pretraining": pool,
+               "seeds": list(range(args.seeds)), "pool_images": pool_info["images"],
+               "pool_pretraining": pool_info,
                "runs": runs, "overrides": args.overrides, "only": args.only,
                "datasets": args.datasets,
+               # the earlier files whose runs this one read back (each with its own pool pretraining)
+               "continued_from": sources, "runs_trained_here": len(left),
                "command": common.command("segmentation_photos.py", data=True), "config": cfg,
                **common.provenance(started, common.SHARED)}
         common.publish(args.out, out, indent=2)

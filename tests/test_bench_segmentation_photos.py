@@ -7,6 +7,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from test_segmentation_photos import fake_ccp
@@ -92,3 +93,36 @@ def test_runs_go_seed_by_seed_few_masks_first(bench_script):
     assert [(name, run[0], run[2]) for _, name, run in ccp_all] == [
         ("clothing-co-parsing", "all", "pretrained")]
     assert bench.parse_args(["--dataset", "penn-fudan"]).datasets == ["penn-fudan"]
+
+
+def test_continue_from_trains_only_the_runs_an_earlier_file_lacks(
+        bench_script, monkeypatch, tmp_path, one_thread):
+    fake_ccp(tmp_path / "data")
+    fake_pennfudan(tmp_path / "data")
+    bench = bench_script("segmentation_photos")
+    tiny = [a for s in TINY for a in ("--set", s)]
+
+    def run(out, runs, *extra):
+        monkeypatch.setattr(sys, "argv", ["segmentation_photos.py", "--data-root", str(tmp_path / "data"),
+                                          "--runs", str(tmp_path / runs), "--out", str(tmp_path / out),
+                                          *tiny, *extra])
+        bench.main()
+        return json.loads((tmp_path / out).read_text())
+
+    first = run("one.json", "a", "--seeds", "1")
+    # a machine that lost --runs: seed 0 is read back from the file, only seed 1 trains (the pool too)
+    second = run("two.json", "b", "--seeds", "2", "--continue-from", str(tmp_path / "one.json"))
+    assert second["complete"] and second["runs_trained_here"] == 9 and (tmp_path / "b" / "pool").is_dir()
+    for name, tags in first["runs"].items():
+        for tag, seeds in tags.items():
+            assert second["runs"][name][tag][0] == seeds[0] and len(second["runs"][name][tag]) == 2
+    assert not (tmp_path / "b" / "penn-fudan" / "seed0").exists()
+    assert second["continued_from"][0]["runs"] == 9
+    # nothing pretrained left to train: no pool pretraining, the earlier file's record stands
+    third = run("three.json", "c", "--seeds", "2", "--dataset", "penn-fudan",
+                "--continue-from", str(tmp_path / "two.json"))
+    assert third["runs_trained_here"] == 0 and not (tmp_path / "c").exists()
+    assert third["pool_pretraining"] == second["pool_pretraining"] and not third["complete"]
+    # another config's runs are never mixed in
+    with pytest.raises(SystemExit, match=r"one\.json: its config differs"):
+        run("four.json", "d", "--set", "pool.train.epochs=2", "--continue-from", str(tmp_path / "one.json"))
