@@ -355,7 +355,8 @@ def test_resume_reads_back_finished_runs_and_reruns_only_what_changed(tmp_path, 
                 old["accuracy"], old["confusion_matrix"], old["selection"])
     assert {r["protocol"] for r in second if r["imbalance"]} == {"linear", "finetune"}
     knn_runs = sum(r["protocol"] == "knn" for r in second)  # stored for k=20 and for k=5
-    assert len(list((tmp_path / "digits" / "outcomes").rglob("*.json"))) == len(second) + knn_runs
+    stored = [p for p in (tmp_path / "digits" / "outcomes").rglob("*.json") if p.parent.name != "pretraining"]
+    assert len(stored) == len(second) + knn_runs  # and conv's pretraining record beside them
     reused = sum(r["reused"] for r in second)
     assert f"{reused} of {len(second)} runs were read back" in (tmp_path / "leaderboard.md").read_text()
     # a damaged stored run is run again, not fatal
@@ -371,3 +372,54 @@ def test_resume_reads_back_finished_runs_and_reruns_only_what_changed(tmp_path, 
     assert main([*config, "protocols.knn.k=5", *flags]) == 0
     third = json.loads((tmp_path / "leaderboard.json").read_text())["records"]
     assert {r["method"] for r in third if not r["reused"]} == {"conv"}
+
+
+def test_a_stored_outcomes_folder_carries_a_benchmark_to_a_machine_without_the_trained_models(tmp_path):
+    """outcomes_dir kept, output_dir lost: every stored run is read back and nothing is pretrained;
+    a run the folder lacks pretrains its model again, and when that gives other weights every run
+    of that model runs again on them (no model's rows mix two pretrainings)."""
+    import shutil
+
+    from aevision.engine.run import digest
+
+    out, kept = tmp_path / "runs", tmp_path / "kept"
+
+    def board(seeds: int = 1) -> dict:
+        shutil.rmtree(out, ignore_errors=True)  # each time another machine: the stored folder only
+        cfg = load_benchmark("quick", [
+            f"output_dir={out}", f"outcomes_dir={kept}",
+            "models={conv: {model: {name: conv, channels: [8, 16], code_dim: 16}, train: {epochs: 1}}}",
+            "baselines=[pixels, untrained]", "labels=[5, all]", "protocols.finetune.labels=[5]",
+            "protocols.finetune.train.epochs=1", f"seeds={seeds}", "protocols.finetune.seeds=1",
+            "imbalance.ratio=null", "confusion_png=false", "reuse_runs=true"])
+        return run_benchmark(cfg, verbose=False).board
+
+    def scores(board: dict) -> dict:
+        return {(r["method"], r["protocol"], r["budget"], r["seed"]): r["accuracy"] for r in board["records"]}
+
+    first = board()
+    record = json.loads((kept / "digits" / "pretraining" / "conv.json").read_text())
+    assert record["stats"]["feature_dim"] == first["datasets"]["digits"]["pretraining"]["conv"]["feature_dim"]
+    again = board()
+    assert not (out / "models").exists()  # nothing pretrained
+    assert scores(again) == scores(first) and all(r["reused"] for r in again["records"])
+    assert again["datasets"]["digits"]["pretraining"]["conv"]["reused"]
+    # a second seed at 5/class is not stored: conv is pretrained again, to the recorded weights
+    # here (the same seed and machine), so its stored runs stand and only the new ones run
+    more = board(seeds=2)
+    assert (out / "models").is_dir()
+    assert {(r["budget"], r["seed"], r["protocol"]) for r in more["records"]
+            if r["method"] == "conv" and not r["reused"]} == {("5/class", 1, "linear"), ("5/class", 1, "knn")}
+    # runs stored under weights that pretraining no longer gives: every conv run again
+    path = kept / "digits" / "pretraining" / "conv.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "weights_sha256": "0" * 64}))
+    for stored in (kept / "digits" / "conv").glob("*.json"):
+        run = json.loads(stored.read_text())
+        run["inputs"]["init"] = "0" * 64
+        stored.unlink()
+        (stored.parent / f"{digest(run['inputs'])}.json").write_text(json.dumps(run))
+    last = board(seeds=3)  # seed 2 is not stored: conv pretrains, to other weights than recorded
+    conv = [r for r in last["records"] if r["method"] == "conv"]
+    assert len(conv) == 2 * 3 + 2 + 1 and not any(r["reused"] for r in conv)  # each run once
+    assert json.loads(path.read_text())["weights_sha256"] != "0" * 64
+    assert all(r["reused"] for r in last["records"] if r["method"] != "conv" and r["seed"] < 2)

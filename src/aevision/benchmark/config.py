@@ -270,6 +270,11 @@ class BenchmarkConfig:
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
     reuse_pretrained: bool = True  # load a model whose folder holds the identical config
     reuse_runs: bool = False  # read back protocol runs finished from identical inputs (--resume)
+    # where reuse_runs stores each run's outcome and each model's pretraining record (default
+    # OUTPUT_DIR/<dataset>/outcomes): a folder kept beyond the machine (committed beside a results
+    # file) lets a later machine without the trained models read back every run it holds and
+    # pretrain a model again only for a run it lacks
+    outcomes_dir: str | None = None
     confusion_png: bool = True  # a confusion-matrix PNG per method/protocol at the largest budget
     progress: bool = False  # per-epoch lines from pretraining / fine-tuning
     # the pretraining runs' train.loggers where a model's own train section does not say (the many

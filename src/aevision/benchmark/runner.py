@@ -9,6 +9,14 @@ benchmark finished from the identical inputs (data, method config and weights, p
 budget, seed, aevision version) is read back instead of run again: its test predictions are stored,
 so it is scored exactly like a fresh one. Test labels are used in exactly one place,
 :meth:`DatasetRun.score`.
+
+Stored outcomes outlive the trained models when ``outcomes_dir`` is a folder kept elsewhere (a
+benchmark of many CPU hours carried across machines that do not keep ``runs/``). Beside them each
+model's pretraining record (its run key, weights hash and statistics) is stored; a model whose
+folder lacks the finished run but whose record matches is *pending*: its runs are read back under
+the recorded weights, and it is pretrained again only when a run is missing. If that pretraining
+gives other weights, the model's runs read so far are dropped and all of them run on the new ones:
+a model's rows never mix two pretrainings.
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,7 @@ from aevision.benchmark.protocols import Outcome, finetune_protocol, knn, linear
 from aevision.config import DataConfig, PretrainConfig, to_dict
 from aevision.data import ImageSet, Splits, labelled_subset, load_dataset
 from aevision.data.splits import long_tailed_subset
-from aevision.engine.run import RECORD, digest, run_key, weights_sha256
+from aevision.engine.run import RECORD, Run, digest, run_key, weights_sha256
 from aevision.errors import AevisionError
 from aevision.io import read_json, write_json
 from aevision.models import Autoencoder, load_model
@@ -43,6 +50,7 @@ from aevision.tasks.losses import LossConfig
 from aevision.tasks.metrics import classification_metrics, save_confusion
 from aevision.tasks.pretrain import PretrainResult, model_from_config, pretrain
 from aevision.tasks.probe import Scaling
+from aevision.tasks.streamed_data import data_key
 
 Say = Callable[[str], None]
 
@@ -60,6 +68,12 @@ class Method:
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. the FeatureEncoder to extract with
     weights_sha256: str | None = None  # with reuse_runs: a pretrained model's weights, part of a run's inputs
     standardize: Scaling = "feature"  # how the linear probe scales the features (PCA: "global")
+    # an autoencoder known only by its stored pretraining record: trained on a run's first need
+    pending: bool = False
+
+
+class Retrained(Exception):
+    """A pending model was pretrained again and its weights differ from the recorded ones."""
 
 
 @dataclass
@@ -140,6 +154,8 @@ class DatasetRun:
         self.methods: dict[str, dict[str, Any]] = {}
         self._controls: dict[str, str] = {}  # an untrained encoder's identity -> its control's label
         self._legacy: dict[Path, dict[str, Path]] = {}  # see _unscoped
+        self.store = (Path(cfg.outcomes_dir) / safe_name(data_cfg.name) if cfg.outcomes_dir
+                      else self.out / "outcomes")  # stored outcomes and pretraining records
         self.splits = self._load()
         self.train: ImageSet = self.splits.train
         self.val: ImageSet | None = self.splits.val
@@ -182,11 +198,14 @@ class DatasetRun:
             methods += [lambda d=d: self._pca(d) for d in (dims or [min(32, self._pixels_dim())])]
         for make in methods:
             method = make()
-            if method.kind == "autoencoder":
-                self._extract(method)
-            self._evaluate(method)
-            if method.kind == "autoencoder" and self.cfg.studies_imbalance(method.name):
-                self._imbalance(method)
+            mark = len(self.records)
+            try:
+                self._evaluate_method(method)
+            except Retrained:  # its recorded weights are gone: every run again on the new ones
+                del self.records[mark:]
+                self.say(f"[{self.name}] {method.name}: pretrained again, other weights than its "
+                         f"stored runs'; running all of its runs")
+                self._evaluate_method(method)
             method.features = None  # free the memory before the next method
             control = (self._untrained(method.name)
                        if method.kind == "autoencoder" and "untrained" in self.cfg.baselines else None)
@@ -197,6 +216,14 @@ class DatasetRun:
         if "scratch" in self.cfg.baselines and self.cfg.protocols.finetune.enabled:
             for method in self._scratch_methods(models):
                 self._evaluate(method)
+
+    def _evaluate_method(self, method: Method) -> None:
+        """Every protocol run of ``method`` (an autoencoder's features first, unless pending)."""
+        if method.kind == "autoencoder" and not method.pending:
+            self._extract(method)
+        self._evaluate(method)
+        if method.kind == "autoencoder" and self.cfg.studies_imbalance(method.name):
+            self._imbalance(method)
 
     # --- methods ----------------------------------------------------------------------------
 
@@ -216,23 +243,78 @@ class DatasetRun:
                 FeatureEncoder(model, copy.deepcopy(self.cfg.model_features(name)), f"models.{name}.features")
 
     def _pretrained(self, name: str) -> Method:
-        """A pretrained model as a method; its features are extracted later, one method at a time."""
+        """A pretrained model as a method; its features are extracted later, one method at a time.
+        Pending (not trained now) when only its stored pretraining record is here."""
         pcfg = self.cfg.pretrain_config(name, self.data_cfg)
+        config = {"pretrain": pcfg.to_dict(), "features": to_dict(self.cfg.model_features(name))}
+        if "finetune" in self.cfg.models[name]:  # its own fine-tuning recipe, part of its runs' keys
+            config["finetune"] = copy.deepcopy(self.cfg.models[name]["finetune"])
+        record = self._pretraining_record(name, pcfg)
+        if record is not None:
+            stats = {**record["stats"], "reused": True, "read_back_from": str(self._record_path(name))}
+            self.pretraining[name] = stats
+            self.methods[name] = {"kind": "autoencoder", "dim": stats["feature_dim"], "config": config}
+            self.say(f"[{self.name}] {name}: its pretraining's record is stored; pretraining again only "
+                     f"for a run that is not")
+            return Method(name, "autoencoder", config, stats["feature_dim"], None, None, {},
+                          record["weights_sha256"], pending=True)
+        method = Method(name, "autoencoder", config)
+        self._attach(method, pcfg)
+        return method
+
+    def _attach(self, method: Method, pcfg: PretrainConfig) -> None:
+        """Pretrain (or read back) ``method``'s model and give the method its encoder, feature
+        dimension and weights hash (stored with its pretraining record under ``reuse_runs``)."""
+        name = method.name
         model, stats = self._pretrain_or_reuse(name, pcfg)
         feats_cfg = self.cfg.model_features(name)
         fe = FeatureEncoder(model, copy.deepcopy(feats_cfg), f"models.{name}.features")
-        config = {"pretrain": pcfg.to_dict(), "features": to_dict(feats_cfg)}
-        if "finetune" in self.cfg.models[name]:  # its own fine-tuning recipe, part of its runs' keys
-            config["finetune"] = copy.deepcopy(self.cfg.models[name]["finetune"])
 
         def encoder(seed: int) -> FeatureEncoder:
             return FeatureEncoder(copy.deepcopy(model), copy.deepcopy(feats_cfg))
 
-        stats["feature_dim"] = fe.dim
+        stats["feature_dim"] = method.dim = fe.dim
         self.pretraining[name] = stats
-        self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": config}
-        weights = weights_sha256(pcfg.output_dir) if self.cfg.reuse_runs else None
-        return Method(name, "autoencoder", config, fe.dim, None, encoder, {"features": fe}, weights)
+        self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": method.config}
+        method.encoder, method.stats["features"] = encoder, fe
+        method.weights_sha256 = weights_sha256(pcfg.output_dir) if self.cfg.reuse_runs else None
+        if self.cfg.reuse_runs:
+            write_json(self._record_path(name), {"inputs": self._pretraining_key(pcfg),
+                                                 "weights_sha256": method.weights_sha256, "stats": stats})
+
+    def _ensure(self, method: Method, features: bool) -> None:
+        """Before a run that is not stored: a pending model pretrained (raising :class:`Retrained`
+        when its weights differ from the recorded ones), and its features when the run needs them."""
+        if method.pending:
+            recorded = method.weights_sha256
+            method.pending = False
+            self._attach(method, self.cfg.pretrain_config(method.name, self.data_cfg))
+            if method.weights_sha256 != recorded:
+                raise Retrained(method.name)
+        if features and method.features is None:
+            self._extract(method)
+
+    def _pretraining_key(self, pcfg: PretrainConfig) -> dict[str, Any]:
+        """The run key :func:`pretrain` gives this pretraining on this dataset's splits."""
+        return run_key(pcfg.to_dict(), data=data_key(self.splits, None))
+
+    def _record_path(self, name: str) -> Path:
+        return self.store / "pretraining" / f"{safe_name(name)}.json"
+
+    def _pretraining_record(self, name: str, pcfg: PretrainConfig) -> dict[str, Any] | None:
+        """The stored record of ``name``'s identical pretraining, when its own folder lacks that
+        finished run (with ``reuse_runs`` and ``reuse_pretrained`` only)."""
+        if not (self.cfg.reuse_runs and self.cfg.reuse_pretrained) or not self._record_path(name).is_file():
+            return None
+        key = self._pretraining_key(pcfg)
+        if Run(pcfg.output_dir, key).finished() is not None:
+            return None  # the model itself is here
+        try:
+            record = read_json(self._record_path(name), "pretraining record")
+        except AevisionError as e:
+            self.say(f"[{self.name}] {e}; pretraining {name}")
+            return None
+        return record if record.get("inputs") == key and isinstance(record.get("stats"), dict) else None
 
     def _extract(self, method: Method) -> None:
         """Features of the train / val / test images for the probe and kNN (timed)."""
@@ -383,9 +465,9 @@ class DatasetRun:
             own = method.config.get("untrained_of", method.name)  # a control runs where its model does
             if not proto.enabled or (method.kind != "baseline" and not cfg.runs(protocol, own)):
                 continue
-            if protocol == "finetune" and method.encoder is None:
+            if protocol == "finetune" and method.encoder is None and not method.pending:
                 continue  # pixels and PCA have nothing to fine-tune
-            if protocol != "finetune" and method.features is None:
+            if protocol != "finetune" and method.features is None and not method.pending:
                 continue  # the scratch baseline has no pretrained features (nor a control:
                 # fine-tuning its untrained encoder is the scratch baseline)
             for budget in cfg.budgets_for(protocol):
@@ -415,6 +497,7 @@ class DatasetRun:
         proto_cfg = self._finetune_cfg(method) if protocol == "finetune" else getattr(cfg.protocols, protocol)
 
         def run() -> Outcome:
+            self._ensure(method, features=protocol != "finetune")
             if protocol == "finetune":
                 return finetune_protocol(
                     method.encoder(seed), self.train.subset(idx), self.val if use_val else None,  # type: ignore[misc]
@@ -450,23 +533,31 @@ class DatasetRun:
             for loss_name, loss in losses.items():
                 for protocol in imb.protocols:
                     run: Callable[[], Outcome]
-                    if protocol == "linear" and method.features is not None:
-                        f_train, f_val, f_test = method.features
+                    if protocol == "linear" and (method.features is not None or method.pending):
                         proto_cfg: Any = self.cfg.protocols.linear
-                        run = partial(
-                            linear, (f_train[idx], self.train.labels[idx]),
-                            (f_val[vidx], val.labels) if val is not None else None,  # type: ignore[index]
-                            f_test, proto_cfg, n_classes=self.k, seed=seed, scaler_data=f_train,
-                            class_weight=loss.class_weight, metric="balanced_accuracy",
-                            standardize=method.standardize)
-                    elif protocol == "finetune" and method.encoder is not None:
+
+                        def run(idx: Tensor = idx, vidx: Tensor | None = vidx, val: ImageSet | None = val,
+                                loss: LossConfig = loss, seed: int = seed) -> Outcome:
+                            self._ensure(method, features=True)
+                            f_train, f_val, f_test = method.features  # type: ignore[misc]
+                            return linear(
+                                (f_train[idx], self.train.labels[idx]),  # type: ignore[index]
+                                (f_val[vidx], val.labels) if val is not None else None,  # type: ignore[index]
+                                f_test, self.cfg.protocols.linear, n_classes=self.k, seed=seed,
+                                scaler_data=f_train, class_weight=loss.class_weight,
+                                metric="balanced_accuracy", standardize=method.standardize)
+                    elif protocol == "finetune" and (method.encoder is not None or method.pending):
                         proto_cfg = replace(self._finetune_cfg(method), loss=loss)
-                        run = partial(
-                            finetune_protocol, method.encoder(seed), self.train.subset(idx), val,
-                            self.test.images, proto_cfg,
-                            self.out / "runs" / safe_name(method.name) / f"imbalance-{loss_name}"
-                            / f"seed{seed}", n_classes=self.k, seed=seed, progress=self.cfg.progress,
-                            resume=self.cfg.reuse_runs)
+
+                        def run(idx: Tensor = idx, val: ImageSet | None = val, proto_cfg: Any = proto_cfg,
+                                loss_name: str = loss_name, seed: int = seed) -> Outcome:
+                            self._ensure(method, features=False)
+                            return finetune_protocol(
+                                method.encoder(seed), self.train.subset(idx), val,  # type: ignore[misc]
+                                self.test.images, proto_cfg,
+                                self.out / "runs" / safe_name(method.name) / f"imbalance-{loss_name}"
+                                / f"seed{seed}", n_classes=self.k, seed=seed, progress=self.cfg.progress,
+                                resume=self.cfg.reuse_runs)
                     else:
                         continue
                     ran = to_dict(proto_cfg)
@@ -488,7 +579,7 @@ class DatasetRun:
         key = without_scope(run_key({"method": method.name, "method_config": method.config, **inputs},
                                     data=json.dumps(to_dict(self.data_cfg), sort_keys=True),
                                     init=method.weights_sha256, benchmark_seed=self.cfg.seed))
-        folder = self.out / "outcomes" / safe_name(method.name)
+        folder = self.store / safe_name(method.name)
         path = folder / f"{digest(key)}.json"
         done = self._stored(path, key)
         if done is not None:
@@ -580,6 +671,8 @@ class DatasetRun:
         shown = self.test.floats(slice(0, 12))
         recons = {}
         for name in models:
+            if models[name].pending:  # not trained here (its pretraining record is stored)
+                continue
             model = load_model(self.cfg.pretrain_config(name, self.data_cfg).output_dir)
             if model.reconstructs == "images":  # not patches' whitened patch vectors
                 with torch.no_grad():
