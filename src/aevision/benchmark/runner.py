@@ -1,10 +1,11 @@
-"""Run a benchmark: for each dataset, pretrain every model once, then evaluate every method under
-every protocol, label budget and seed, and score the predictions on the test split.
+"""Run a benchmark: for each dataset, each model in turn is pretrained once and evaluated under
+every protocol, label budget and seed (then its untrained control), then the baselines; the
+predictions are scored on the test split.
 
 The order of work keeps memory flat and reuses everything that can be reused: a model is
 pretrained once (or loaded, when its folder already holds a run with the identical config), its
 features are extracted once and shared by the linear probe and kNN at every budget and seed, then
-freed before the next method. With ``reuse_runs`` (``--resume``) a protocol run that an earlier
+freed before the next method; a benchmark killed after hours has finished whole models. With ``reuse_runs`` (``--resume``) a protocol run that an earlier
 benchmark finished from the identical inputs (data, method config and weights, protocol config,
 budget, seed, aevision version) is read back instead of run again: its test predictions are stored,
 so it is scored exactly like a fresh one. Test labels are used in exactly one place,
@@ -188,37 +189,42 @@ class DatasetRun:
         self.say(f"[{self.name}] {t} train / {v} val / {len(self.test)} test images, "
                  f"{'x'.join(map(str, self.train.image_shape))}, {self.k} classes")
         self._check_features()
-        models = {name: self._pretrained(name) for name in self.cfg.models}
-        self._figures(models)
+        models: dict[str, Method] = {}
+        for name in self.cfg.models:  # one at a time: pretrained and evaluated, then the next
+            models[name] = self._pretrained(name)
+            self._evaluate_method(models[name])
         dims = sorted({min(m.dim, self._pixels_dim(), len(self.train)) for m in models.values()})
-        methods: list[Callable[[], Method]] = [lambda n=n, m=m: m for n, m in models.items()]
         if "pixels" in self.cfg.baselines:
-            methods.append(self._pixels)
+            self._evaluate_method(self._pixels())
         if "pca" in self.cfg.baselines:
-            methods += [lambda d=d: self._pca(d) for d in (dims or [min(32, self._pixels_dim())])]
-        for make in methods:
-            method = make()
-            mark = len(self.records)
-            try:
-                self._evaluate_method(method)
-            except Retrained:  # its recorded weights are gone: every run again on the new ones
-                del self.records[mark:]
-                self.say(f"[{self.name}] {method.name}: pretrained again, other weights than its "
-                         f"stored runs'; running all of its runs")
-                self._evaluate_method(method)
-            method.features = None  # free the memory before the next method
-            control = (self._untrained(method.name)
-                       if method.kind == "autoencoder" and "untrained" in self.cfg.baselines else None)
-            if control is not None:
-                self._extract(control)
-                self._evaluate(control)
-                control.features = None
+            for d in dims or [min(32, self._pixels_dim())]:
+                self._evaluate_method(self._pca(d))
         if "scratch" in self.cfg.baselines and self.cfg.protocols.finetune.enabled:
             for method in self._scratch_methods(models):
                 self._evaluate(method)
+        self._figures(models)
 
     def _evaluate_method(self, method: Method) -> None:
-        """Every protocol run of ``method`` (an autoencoder's features first, unless pending)."""
+        """Every protocol run of ``method``, then of an autoencoder's untrained control. A model is
+        done before the next one pretrains: what a killed benchmark stored is whole models."""
+        mark = len(self.records)
+        try:
+            self._runs_of(method)
+        except Retrained:  # its recorded weights are gone: every run again on the new ones
+            del self.records[mark:]
+            self.say(f"[{self.name}] {method.name}: pretrained again, other weights than its stored "
+                     f"runs'; running all of its runs")
+            self._runs_of(method)
+        method.features = None  # free the memory before the next method
+        control = (self._untrained(method.name)
+                   if method.kind == "autoencoder" and "untrained" in self.cfg.baselines else None)
+        if control is not None:
+            self._extract(control)
+            self._evaluate(control)
+            control.features = None
+
+    def _runs_of(self, method: Method) -> None:
+        """Its protocols (an autoencoder's features first, unless pending) and imbalance study."""
         if method.kind == "autoencoder" and not method.pending:
             self._extract(method)
         self._evaluate(method)
