@@ -399,6 +399,8 @@ def test_a_stored_outcomes_folder_carries_a_benchmark_to_a_machine_without_the_t
 
     first = board()
     record = json.loads((kept / "digits" / "pretraining" / "conv.json").read_text())
+    # a run's record is one line (CIFAR-10's 10,000 predictions, one per line, made 73 KB files)
+    assert all(len(p.read_text().splitlines()) == 1 for p in (kept / "digits" / "conv").glob("*.json"))
     assert record["stats"]["feature_dim"] == first["datasets"]["digits"]["pretraining"]["conv"]["feature_dim"]
     again = board()
     assert not (out / "models").exists()  # nothing pretrained

@@ -122,8 +122,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
+    """``obj`` as JSON (``indent=None``: one line, for large machine-read records)."""
+    separators = (",", ":") if indent is None else None
+    write_text(path, json.dumps(obj, indent=indent, separators=separators, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

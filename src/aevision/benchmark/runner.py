@@ -5,10 +5,11 @@ predictions are scored on the test split.
 The order of work keeps memory flat and reuses everything that can be reused: a model is
 pretrained once (or loaded, when its folder already holds a run with the identical config), its
 features are extracted once and shared by the linear probe and kNN at every budget and seed, then
-freed before the next method; a benchmark killed after hours has finished whole models. With ``reuse_runs`` (``--resume``) a protocol run that an earlier
-benchmark finished from the identical inputs (data, method config and weights, protocol config,
-budget, seed, aevision version) is read back instead of run again: its test predictions are stored,
-so it is scored exactly like a fresh one. Test labels are used in exactly one place,
+freed before the next method; a benchmark killed after hours has finished whole models. With
+``reuse_runs`` (``--resume``) a protocol run that an earlier benchmark finished from the identical
+inputs (data, method config and weights, protocol config, budget, seed, aevision version) is read
+back instead of run again: its test predictions are stored, so it is scored exactly like a fresh
+one. Test labels are used in exactly one place,
 :meth:`DatasetRun.score`.
 
 Stored outcomes outlive the trained models when ``outcomes_dir`` is a folder kept elsewhere (a
@@ -594,7 +595,7 @@ class DatasetRun:
         outcome = run()
         write_json(path, {"inputs": key, "pred": outcome.pred.tolist(), "selection": outcome.selection,
                           "seconds": outcome.seconds, "images": outcome.images,
-                          "history": outcome.history})
+                          "history": outcome.history}, indent=None)  # one line: 10,000 predictions
         return outcome
 
     def _stored(self, path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
