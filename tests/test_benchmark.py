@@ -384,8 +384,9 @@ def test_a_stored_outcomes_folder_carries_a_benchmark_to_a_machine_without_the_t
 
     out, kept = tmp_path / "runs", tmp_path / "kept"
 
-    def board(seeds: int = 1) -> dict:
-        shutil.rmtree(out, ignore_errors=True)  # each time another machine: the stored folder only
+    def board(seeds: int = 1, *, same_machine: bool = False) -> dict:
+        if not same_machine:  # another machine: the stored folder only
+            shutil.rmtree(out, ignore_errors=True)
         cfg = load_benchmark("quick", [
             f"output_dir={out}", f"outcomes_dir={kept}",
             "models={conv: {model: {name: conv, channels: [8, 16], code_dim: 16}, train: {epochs: 1}}}",
@@ -402,8 +403,11 @@ def test_a_stored_outcomes_folder_carries_a_benchmark_to_a_machine_without_the_t
     # a run's record is one line (CIFAR-10's 10,000 predictions, one per line, made 73 KB files)
     assert all(len(p.read_text().splitlines()) == 1 for p in (kept / "digits" / "conv").glob("*.json"))
     assert record["stats"]["feature_dim"] == first["datasets"]["digits"]["pretraining"]["conv"]["feature_dim"]
+    board(same_machine=True)  # the model read back from its folder: its record, of its training, stays
+    assert json.loads((kept / "digits" / "pretraining" / "conv.json").read_text()) == record
     again = board()
     assert not (out / "models").exists()  # nothing pretrained
+    assert json.loads((kept / "digits" / "pretraining" / "conv.json").read_text()) == record
     assert scores(again) == scores(first) and all(r["reused"] for r in again["records"])
     assert again["datasets"]["digits"]["pretraining"]["conv"]["reused"]
     # a second seed at 5/class is not stored: conv is pretrained again, to the recorded weights

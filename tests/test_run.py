@@ -173,3 +173,22 @@ def test_cli_refuses_to_replace_a_trained_model_without_overwrite(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "config.json").read_text())["model"]["name"] == "dense"
+
+
+def test_identical_weights_are_saved_as_identical_files_in_any_process(tmp_path):
+    """safetensors writes its metadata map in hash order, which differs from process to process: the
+    same weights gave files of different SHA-256, so a model pretrained again to the same weights
+    did not match its stored runs (benchmark outcomes_dir). The header is now written sorted."""
+    script = ("import sys, torch; from aevision.io import write_safetensors, file_sha256; "
+              "meta = {k: k.upper() for k in 'abcdefg'}; "
+              "write_safetensors(sys.argv[1], {'w': torch.arange(6.).view(2, 3), 'b': torch.ones(3)}, meta); "
+              "print(file_sha256(sys.argv[1]))")
+    shas = {subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{i}.safetensors")], check=True,
+                           capture_output=True, text=True).stdout.strip() for i in range(3)}
+    assert len(shas) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:  # still a valid file, metadata kept
+        assert f.metadata() == {k: k.upper() for k in "abcdefg"}
+        assert torch.equal(f.get_tensor("w"), torch.arange(6.).view(2, 3))
+    assert (8 + int.from_bytes((tmp_path / "0.safetensors").read_bytes()[:8], "little")) % 8 == 0

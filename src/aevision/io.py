@@ -165,7 +165,17 @@ def write_safetensors(
     metadata: dict[str, str] | None = None,
 ) -> None:
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    write_bytes(path, st_save_bytes(contiguous, metadata=metadata))
+    write_bytes(path, canonical_safetensors(st_save_bytes(contiguous, metadata=metadata)))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted. safetensors writes the
+    metadata map in hash order, which changes from process to process, so identical weights were
+    saved as files of different SHA-256: the identity run keys and stored benchmark runs use."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-(8 + len(header)) % 8)  # the data starts 8-byte aligned, as safetensors pads it
+    return len(header).to_bytes(8, "little") + header + blob[8 + n:]
 
 
 def read_safetensors(path: str | os.PathLike[str], what: str = "weights") -> dict[str, torch.Tensor]:

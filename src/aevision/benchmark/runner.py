@@ -285,9 +285,20 @@ class DatasetRun:
         self.methods[name] = {"kind": "autoencoder", "dim": fe.dim, "config": method.config}
         method.encoder, method.stats["features"] = encoder, fe
         method.weights_sha256 = weights_sha256(pcfg.output_dir) if self.cfg.reuse_runs else None
-        if self.cfg.reuse_runs:
+        if self.cfg.reuse_runs and not self._recorded(name, method.weights_sha256, stats):
             write_json(self._record_path(name), {"inputs": self._pretraining_key(pcfg),
                                                  "weights_sha256": method.weights_sha256, "stats": stats})
+
+    def _recorded(self, name: str, weights: str | None, stats: dict[str, Any]) -> bool:
+        """A model read back from its folder whose record already names these weights: that record
+        (the statistics of the run that trained them) stays as it is."""
+        path = self._record_path(name)
+        if not stats.get("reused") or not path.is_file():
+            return False
+        try:
+            return read_json(path, "pretraining record").get("weights_sha256") == weights
+        except AevisionError:
+            return False
 
     def _ensure(self, method: Method, features: bool) -> None:
         """Before a run that is not stored: a pending model pretrained (raising :class:`Retrained`
