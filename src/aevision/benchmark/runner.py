@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,16 @@ class Method:
     standardize: Scaling = "feature"  # how the linear probe scales the features (PCA: "global")
     # an autoencoder known only by its stored pretraining record: trained on a run's first need
     pending: bool = False
+
+    @property
+    def probes(self) -> bool:
+        """Has features for the probe and kNN, extracted or (pending) to be on a run's first need."""
+        return self.features is not None or self.pending
+
+    @property
+    def tunes(self) -> bool:
+        """Has an encoder to fine-tune, now or (pending) once pretrained on a run's first need."""
+        return self.encoder is not None or self.pending
 
 
 class Retrained(Exception):
@@ -312,9 +323,14 @@ class DatasetRun:
         if features and method.features is None:
             self._extract(method)
 
+    @cached_property
+    def _data_key(self) -> str:
+        """The fingerprint of the training pixels (a hash of every image): once per dataset."""
+        return data_key(self.splits, None)
+
     def _pretraining_key(self, pcfg: PretrainConfig) -> dict[str, Any]:
         """The run key :func:`pretrain` gives this pretraining on this dataset's splits."""
-        return run_key(pcfg.to_dict(), data=data_key(self.splits, None))
+        return run_key(pcfg.to_dict(), data=self._data_key)
 
     def _record_path(self, name: str) -> Path:
         return self.store / "pretraining" / f"{safe_name(name)}.json"
@@ -483,9 +499,9 @@ class DatasetRun:
             own = method.config.get("untrained_of", method.name)  # a control runs where its model does
             if not proto.enabled or (method.kind != "baseline" and not cfg.runs(protocol, own)):
                 continue
-            if protocol == "finetune" and method.encoder is None and not method.pending:
+            if protocol == "finetune" and not method.tunes:
                 continue  # pixels and PCA have nothing to fine-tune
-            if protocol != "finetune" and method.features is None and not method.pending:
+            if protocol != "finetune" and not method.probes:
                 continue  # the scratch baseline has no pretrained features (nor a control:
                 # fine-tuning its untrained encoder is the scratch baseline)
             for budget in cfg.budgets_for(protocol):
@@ -551,7 +567,7 @@ class DatasetRun:
             for loss_name, loss in losses.items():
                 for protocol in imb.protocols:
                     run: Callable[[], Outcome]
-                    if protocol == "linear" and (method.features is not None or method.pending):
+                    if protocol == "linear" and method.probes:
                         proto_cfg: Any = self.cfg.protocols.linear
 
                         def run(idx: Tensor = idx, vidx: Tensor | None = vidx, val: ImageSet | None = val,
@@ -564,7 +580,7 @@ class DatasetRun:
                                 f_test, self.cfg.protocols.linear, n_classes=self.k, seed=seed,
                                 scaler_data=f_train, class_weight=loss.class_weight,
                                 metric="balanced_accuracy", standardize=method.standardize)
-                    elif protocol == "finetune" and (method.encoder is not None or method.pending):
+                    elif protocol == "finetune" and method.tunes:
                         proto_cfg = replace(self._finetune_cfg(method), loss=loss)
 
                         def run(idx: Tensor = idx, val: ImageSet | None = val, proto_cfg: Any = proto_cfg,
