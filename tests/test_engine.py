@@ -15,7 +15,7 @@ from aevision.config import TrainConfig
 from aevision.data.batches import TensorBatches
 from aevision.engine import Trainer
 from aevision.engine.checkpoint import load_checkpoint
-from aevision.engine.loop import Validation
+from aevision.engine.loop import Validation, make_optimizer
 from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, ConfigError, DivergenceError
 from aevision.io import read_safetensors
@@ -113,11 +113,30 @@ def test_resume_accepts_a_checkpoint_written_before_an_option_existed(tmp_path):
 
     written_before_the_options()
     cfg["train"]["epochs"] = 2
+    cfg["train"]["momentum"] = 0.9  # added since: at its neutral value, no change either
     assert aevision.pretrain(cfg, resume=True).fit.resumed_from.endswith("last.ckpt")
     written_before_the_options()
     cfg["train"]["warmup_steps"] = 3  # a new option set to something else is a change
     with pytest.raises(AevisionError, match=r"config changed \(train.warmup_steps: 0 in the checkpoint vs 3"):
         aevision.pretrain(cfg, resume=True)
+
+
+def test_sgd_takes_its_momentum_and_nesterov_and_other_optimizers_refuse_them():
+    params = [nn.Parameter(torch.zeros(2))]
+    sgd = make_optimizer(TrainConfig(optimizer="sgd", lr=0.5, momentum=0.85, nesterov=True), params)
+    assert isinstance(sgd, torch.optim.SGD)
+    group = sgd.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["lr"]) == (0.85, True, 0.5)
+    assert make_optimizer(TrainConfig(optimizer="sgd"), params).param_groups[0]["momentum"] == 0.9
+    with pytest.raises(AevisionError, match=r"train\.nesterov: got True, expected left at its default: "
+                                            r"it is sgd's, and this run's optimizer is adamw"):
+        TrainConfig(optimizer="adamw", nesterov=True).validate()
+    with pytest.raises(AevisionError, match=r"train\.momentum: got 0\.5, expected left at its default"):
+        TrainConfig(momentum=0.5).validate()
+    with pytest.raises(AevisionError, match=r"train\.nesterov: got True, expected false when momentum is 0"):
+        TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True).validate()
+    with pytest.raises(AevisionError, match=r"train\.momentum: got 1\.0, expected a number in \[0, 1\)"):
+        TrainConfig(optimizer="sgd", momentum=1.0).validate()
 
 
 class Exploding(nn.Module):
@@ -430,6 +449,10 @@ def test_warmup_rises_linearly_then_the_scheduler_decays():
     assert _lrs(TrainConfig(lr=0.1, scheduler="cosine"), 4) == pytest.approx(
         [0.05 * (1 + math.cos(math.pi * i / 4)) for i in range(4)])
     assert _lrs(TrainConfig(lr=0.1), 3) == [0.1] * 3
+    # linear: after the warmup a straight line to zero (the triangle), or from lr without one
+    assert _lrs(TrainConfig(lr=0.1, warmup_steps=2, scheduler="linear"), 6) == pytest.approx(
+        [0.05, 0.1, 0.1, 0.075, 0.05, 0.025])
+    assert _lrs(TrainConfig(lr=0.1, scheduler="linear"), 4) == pytest.approx([0.1, 0.075, 0.05, 0.025])
     with pytest.raises(AevisionError, match=r"train\.warmup_steps"):
         TrainConfig(warmup_steps=-1).validate()
 

@@ -11,8 +11,8 @@ import aevision
 import aevision.tasks.pretrain as api  # where pretrain builds its batches
 from aevision.cli import main
 from aevision.config import AugmentConfig, build_config
-from aevision.data.augment import Augment, jitter, zoom_grid
-from aevision.errors import ConfigError
+from aevision.data.augment import Augment, jitter, translate, zoom_grid
+from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_safetensors
 from conftest import tiny_config
 
@@ -37,6 +37,30 @@ def test_zoomed_crops_stay_inside_the_image_and_differ_per_sample():
     assert bool((z.diff(dim=-1) >= -1e-6).all())
     spread = z[..., -1] - z[..., 0]
     assert bool((spread <= 1 + 1e-6).all()) and spread.mean() < 0.95
+
+
+def test_translation_moves_each_image_by_whole_pixels_with_mirrored_edges():
+    """No resampling: every output is exactly a crop of the reflect-padded input, at its own offset
+    within the range, so pixel values are copied and never blurred."""
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 8, 10)
+    out = translate(x, 2)
+    padded = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")
+    offsets = []
+    for i in range(len(x)):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(padded[i, :, dy:dy + 8, dx:dx + 10], out[i])]
+        assert len(found) == 1
+        offsets.append(found[0])
+    assert len(set(offsets)) > 10  # each image its own offset, over the whole range
+    assert {dy for dy, _ in offsets} == {dx for _, dx in offsets} == set(range(5))
+    assert torch.equal(Augment(AugmentConfig())(x), x)
+    with pytest.raises(AevisionError, match=r"augment\.translate: 8 pixels; expected fewer than the image"):
+        translate(x, 8)
+    with pytest.raises(ConfigError, match=r"augment\.translate: got 1\.5, expected an integer"):
+        build_config(overrides=["augment.translate=1.5"])
+    with pytest.raises(ConfigError, match=r"augment\.translate: got -1, expected a whole number of pixels"):
+        build_config(overrides=["augment.translate=-1"])
 
 
 def test_jitter_changes_brightness_and_contrast_per_image_within_bounds():

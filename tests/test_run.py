@@ -3,6 +3,7 @@ identical", reuse of a finished run, automatic resume only under the same key, `
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -64,6 +65,20 @@ def test_the_key_ignores_where_the_run_is_written_and_sees_the_data():
     assert fingerprint(torch.zeros(2, 3)) != fingerprint(torch.zeros(3, 2))
     assert fingerprint(torch.zeros(2, 3)) != fingerprint(torch.zeros(2, 3, dtype=torch.uint8))
     assert fingerprint(torch.zeros(6)) != fingerprint(torch.ones(6))
+
+
+def test_a_setting_added_later_at_its_neutral_value_keeps_the_stored_runs():
+    """A run stored before ``augment.translate`` or ``train.nesterov`` existed is the same run as one
+    keyed with them at the values that change nothing; set otherwise, they make another run."""
+    before = {"method_config": {"augment": {"hflip": True}, "train": {"lr": 0.1}}}
+    now = {"method_config": {"augment": {"hflip": True, "translate": 0},
+                             "train": {"lr": 0.1, "momentum": 0.9, "nesterov": False}}}
+    assert run_key(now) == run_key(before)
+    for section, setting, value in (("augment", "translate", 4), ("train", "nesterov", True),
+                                    ("train", "momentum", 0.5)):
+        changed = copy.deepcopy(now)
+        changed["method_config"][section][setting] = value
+        assert run_key(changed) != run_key(before)
 
 
 def test_progress_lines_do_not_make_another_run(tmp_path):

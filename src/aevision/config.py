@@ -112,7 +112,10 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    scheduler: Literal["none", "cosine"] = "none"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only: Nesterov's momentum
+    # after the warmup: constant, cosine or linear decay to zero (linear + warmup: a triangle)
+    scheduler: Literal["none", "cosine", "linear"] = "none"
     warmup_steps: int = 0  # linear warmup to lr over the first steps, before the scheduler's decay
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps", "tpu"] = "auto"
     devices: int | str = 1
@@ -149,6 +152,13 @@ class TrainConfig:
                   "an integer >= 1, or null for one pass over the data")
         check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
         check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
+        check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")
+        check(self.optimizer == "sgd" or (self.momentum == 0.9 and not self.nesterov),
+              f"{prefix}.momentum" if self.momentum != 0.9 else f"{prefix}.nesterov",
+              self.momentum if self.momentum != 0.9 else self.nesterov,
+              f"left at its default: it is sgd's, and this run's optimizer is {self.optimizer}")
+        check(not self.nesterov or self.momentum > 0, f"{prefix}.nesterov", self.nesterov,
+              "false when momentum is 0 (Nesterov's update needs momentum)")
         check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, "an integer >= 0")
         check(self.num_nodes >= 1, f"{prefix}.num_nodes", self.num_nodes, "an integer >= 1")
         check(self.log_every_n_steps >= 1, f"{prefix}.log_every_n_steps",
@@ -185,7 +195,10 @@ class AugmentConfig:
     the flips, quarter turns, zoom and jitter). Flips suit natural images and clothing, not digits
     or text; zoomed crops and jitter suit photos."""
 
-    shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%)
+    shift: float = 0.0  # max translation, as a fraction of the image size (0.1 = 10%), resampled
+    # max translation in whole pixels, each way, the edges mirrored: no resampling, so no blur (a
+    # shift by a fraction of a pixel interpolates neighbours, which softens 32 x 32 photos)
+    translate: int = 0
     rotate: float = 0.0  # max rotation in degrees (either way)
     scale: float = 0.0  # max relative zoom in or out about the centre (0.1 = 90%..110%; zeros padding)
     zoom: float = 1.0  # crop a random window of 1/zoom..1 of each side and resize it back (no padding)
@@ -201,6 +214,8 @@ class AugmentConfig:
         """Ranges, and with ``supported`` (the changes a task's augmenter makes) every other change
         off."""
         check(0 <= self.shift <= 0.5, subfield(prefix, "shift"), self.shift, "a fraction in [0, 0.5]")
+        check(isinstance(self.translate, int) and self.translate >= 0, subfield(prefix, "translate"),
+              self.translate, "a whole number of pixels >= 0")
         check(0 <= self.rotate <= 180, subfield(prefix, "rotate"), self.rotate, "degrees in [0, 180]")
         check(0 <= self.scale < 1, subfield(prefix, "scale"), self.scale, "a fraction in [0, 1)")
         check(self.zoom >= 1.0, subfield(prefix, "zoom"), self.zoom, "a number >= 1 (1: no zoom)")
@@ -224,8 +239,9 @@ class AugmentConfig:
 
 
 # AugmentConfig's changes, each at the value that turns it off
-_NO_CHANGE: dict[str, Any] = {"shift": 0.0, "rotate": 0.0, "scale": 0.0, "zoom": 1.0, "hflip": False,
-                              "vflip": False, "rot90": False, "jitter": 0.0, "erase": 0.0, "noise": 0.0}
+_NO_CHANGE: dict[str, Any] = {"shift": 0.0, "translate": 0, "rotate": 0.0, "scale": 0.0, "zoom": 1.0,
+                              "hflip": False, "vflip": False, "rot90": False, "jitter": 0.0, "erase": 0.0,
+                              "noise": 0.0}
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Training-time augmentation on whole batches of tensors: one affine warp, zoomed crops, flips,
-quarter turns, photometric jitter, erasing, noise.
+"""Training-time augmentation on whole batches of tensors: whole-pixel translation, one affine warp,
+zoomed crops, flips, quarter turns, photometric jitter, erasing, noise.
 
 Batches come from in-memory tensors (:class:`~aevision.data.batches.TensorBatches`), so
 augmentation works on the float batch (N, C, H, W) in [0, 1] as a few tensor ops: every sample
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aevision.config import AugmentConfig
+from aevision.errors import AevisionError
 
 
 class Augment:
@@ -29,6 +30,8 @@ class Augment:
 
     def __call__(self, x: Tensor) -> Tensor:
         cfg = self.cfg
+        if cfg.translate:
+            x = translate(x, cfg.translate)
         if cfg.shift or cfg.rotate or cfg.scale:
             x = self.warp(x)
         if cfg.zoom > 1.0:
@@ -78,6 +81,23 @@ class Augment:
                & (cols >= left.view(-1, 1, 1)) & (cols < (left + side_w).view(-1, 1, 1)))
         on = (torch.rand(n, device=dev) < self.cfg.erase).view(-1, 1, 1)
         return x.masked_fill((box & on).unsqueeze(1), 0.0)
+
+
+def translate(x: Tensor, pixels: int) -> Tensor:
+    """Each sample moved by its own whole-pixel offset (dy, dx), each in [-pixels, pixels], the
+    border mirrored into the gap (reflect padding; the crop of a padded image, as in the usual CIFAR
+    recipe). (N, C, H, W) -> (N, C, H, W): values are copied, never interpolated."""
+    n, _, h, w = x.shape
+    if pixels >= min(h, w):
+        raise AevisionError(f"augment.translate: {pixels} pixels; expected fewer than the image's "
+                            f"side ({h} x {w}): the mirrored border cannot fill a wider gap")
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    offset = torch.randint(0, 2 * pixels + 1, (n, 2), device=x.device)  # the crop's corner in padded
+    rows = (offset[:, :1] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (offset[:, 1:] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
 
 
 def zoom_grid(shape: torch.Size | tuple[int, ...], zoom: float, device: torch.device | str | None = None

@@ -70,6 +70,8 @@ _RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.early_stopping_pa
 
 def config_mismatch(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> str | None:
     """The first setting that differs in a way that makes resuming wrong, as 'key: a vs b'."""
+    if not prefix:
+        saved, current = comparable(saved), comparable(current)
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
         if name in _RESUMABLE_CHANGES:
@@ -82,3 +84,35 @@ def config_mismatch(saved: dict[str, Any], current: dict[str, Any], prefix: str 
         elif a != b:
             return f"{name}: {a!r} in the checkpoint vs {b!r} now"
     return None
+
+
+# train settings that change what a run prints or where its metrics go, never what it computes:
+# rerunning with --progress must find the run it already finished
+PRESENTATION = ("loggers", "progress")
+
+# settings added to a section after runs were stored, each at the value that computes what the
+# run computed before the setting existed: a key leaves them out at that value, so a run stored by
+# an earlier version (a benchmark's outcomes, hours of CPU) is still the same run. A new setting of
+# a config section that keys use belongs here with its neutral value.
+LATER_SETTINGS: dict[str, dict[str, Any]] = {
+    "train": {"momentum": 0.9, "nesterov": False},
+    "augment": {"translate": 0},
+}
+
+
+def comparable(node: Any) -> Any:
+    """``node`` (JSON data) as run keys and resumed checkpoints compare it: :data:`PRESENTATION`
+    dropped from every ``train`` section, and :data:`LATER_SETTINGS` at their neutral value from
+    every section of their name."""
+    if isinstance(node, list):
+        return [comparable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: comparable(v) for k, v in node.items()}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in PRESENTATION}
+    for section, neutral in LATER_SETTINGS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items()
+                            if not (k in neutral and v == neutral[k] and type(v) is type(neutral[k]))}
+    return out

@@ -184,7 +184,8 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
             return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
             return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
 
 
 def defers_nonfinite_check(device: torch.device, world_size: int, optimizer: torch.optim.Optimizer,

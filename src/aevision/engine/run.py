@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from aevision.data.batches import TensorBatches
-from aevision.engine.checkpoint import LAST
+from aevision.engine.checkpoint import LAST, comparable
 from aevision.engine.loop import FitResult, Trainer, Validate
 from aevision.engine.resources import peak_rss_mib
 from aevision.engine.tracking import log_artifacts
@@ -48,7 +48,8 @@ def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None
 
     ``config``: the run's config without where it is written (``output_dir`` is dropped: the same
     run in a moved folder is still the same run) nor how it reports (:data:`PRESENTATION`, in any
-    ``train`` section at any depth: a benchmark's key nests its models' pretraining configs);
+    ``train`` section at any depth: a benchmark's key nests its models' pretraining configs), nor
+    settings added since runs were stored, at their neutral value (:data:`LATER_SETTINGS`);
     ``data``: a fingerprint of the data passed in (:func:`aevision.data.sources.fingerprint`);
     ``init``: what the weights start from
     (:func:`weights_sha256`, or an architecture spec for a run that only takes a network's shape);
@@ -56,24 +57,7 @@ def run_key(config: dict[str, Any], *, data: str | None = None, init: Any = None
     """
     config = {k: v for k, v in config.items() if k != "output_dir"}
     key = {"aevision": __version__, "config": config, "data": data, "init": init, **extra}
-    return without_presentation(json.loads(json.dumps(key, default=str)))
-
-
-# train settings that change what a run prints or where its metrics go, never what it computes:
-# rerunning with --progress must find the run it already finished
-PRESENTATION = ("loggers", "progress")
-
-
-def without_presentation(node: Any) -> Any:
-    """``node`` (JSON data) with :data:`PRESENTATION` dropped from every ``train`` section."""
-    if isinstance(node, list):
-        return [without_presentation(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: without_presentation(v) for k, v in node.items()}
-    if isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k not in PRESENTATION}
-    return out
+    return comparable(json.loads(json.dumps(key, default=str)))
 
 
 def digest(key: dict[str, Any]) -> str:
@@ -121,7 +105,7 @@ class Run:
     def same_key(self, rec: dict[str, Any] | None) -> bool:
         if rec is None or not isinstance(rec.get("key"), dict):
             return False
-        stored = without_presentation(rec["key"])  # a record written before a setting counted as such
+        stored = comparable(rec["key"])  # a record written before a setting counted as such
         if self.upgrade is not None and isinstance(stored.get("config"), dict):
             try:
                 stored["config"] = run_key(self.upgrade(stored["config"]))["config"]

@@ -1,4 +1,5 @@
-"""The learning rate over a run: an optional linear warmup, then constant or cosine decay to zero.
+"""The learning rate over a run: an optional linear warmup, then constant, cosine or linear decay to
+zero (a linear decay after a warmup is the triangular schedule of fast CIFAR training).
 
 Warmup keeps Adam's first steps small while its moment estimates are averages of only a few
 gradients, the usual guard for high learning rates and large batches. (It is no cure for every
@@ -9,6 +10,7 @@ The schedule is stepped once per optimizer step (a skipped non-finite step does 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -24,16 +26,23 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
         # resume and reproduce exactly
         if cfg.scheduler == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-        return None
+        if cfg.scheduler == "none":
+            return None
     warmup = min(cfg.warmup_steps, total_steps)
     decay_steps = max(1, total_steps - warmup)
-    cosine = cfg.scheduler == "cosine"
+    decay = DECAYS[cfg.scheduler]
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if not cosine:
-            return 1.0
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / decay_steps)))
+        return decay(min(1.0, (step - warmup) / decay_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# the rate after the warmup, as a fraction of lr, at a fraction t of the decay steps done
+DECAYS: dict[str, Callable[[float], float]] = {
+    "none": lambda t: 1.0,
+    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+    "linear": lambda t: 1.0 - t,
+}
