@@ -128,10 +128,10 @@ def test_sgd_takes_its_momentum_and_nesterov_and_other_optimizers_refuse_them():
     group = sgd.param_groups[0]
     assert (group["momentum"], group["nesterov"], group["lr"]) == (0.85, True, 0.5)
     assert make_optimizer(TrainConfig(optimizer="sgd"), params).param_groups[0]["momentum"] == 0.9
-    with pytest.raises(AevisionError, match=r"train\.nesterov: got True, expected left at its default: "
-                                            r"it is sgd's, and this run's optimizer is adamw"):
+    with pytest.raises(AevisionError, match=r"train\.nesterov: got True, expected false \(unset\): "
+                                            r"sgd's setting, and this run's optimizer is adamw"):
         TrainConfig(optimizer="adamw", nesterov=True).validate()
-    with pytest.raises(AevisionError, match=r"train\.momentum: got 0\.5, expected left at its default"):
+    with pytest.raises(AevisionError, match=r"train\.momentum: got 0\.5, expected 0\.9 \(unset\)"):
         TrainConfig(momentum=0.5).validate()
     with pytest.raises(AevisionError, match=r"train\.nesterov: got True, expected false when momentum is 0"):
         TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True).validate()

@@ -153,10 +153,10 @@ class TrainConfig:
         check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
         check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
         check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")
-        check(self.optimizer == "sgd" or (self.momentum == 0.9 and not self.nesterov),
-              f"{prefix}.momentum" if self.momentum != 0.9 else f"{prefix}.nesterov",
-              self.momentum if self.momentum != 0.9 else self.nesterov,
-              f"left at its default: it is sgd's, and this run's optimizer is {self.optimizer}")
+        if self.optimizer != "sgd":  # said, not ignored: the user meant some other run
+            because = f"sgd's setting, and this run's optimizer is {self.optimizer}"
+            check(self.momentum == 0.9, f"{prefix}.momentum", self.momentum, f"0.9 (unset): {because}")
+            check(not self.nesterov, f"{prefix}.nesterov", self.nesterov, f"false (unset): {because}")
         check(not self.nesterov or self.momentum > 0, f"{prefix}.nesterov", self.nesterov,
               "false when momentum is 0 (Nesterov's update needs momentum)")
         check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, "an integer >= 0")
