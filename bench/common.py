@@ -109,13 +109,14 @@ def trial_setup(doc: str, out: str, *, add: Any = None) -> tuple[argparse.Namesp
     return args, cfg
 
 
-def preset_model(cfg: Any, name: str, runs: str, reuse: bool, script: str
-                 ) -> tuple[Any, Any, Any, dict[str, Any]]:
+def preset_model(cfg: Any, name: str, runs: str, reuse: bool, script: str, pretrain: bool = True
+                 ) -> tuple[Any, Any, Any, dict[str, Any] | None]:
     """A benchmark preset's model ``name`` pretrained on the preset's first dataset, in
     ``runs/name`` (read back with ``reuse``): the splits (a labelled validation split required: the
     trial scripts choose on it, never on test), the model, its untrained twin (the weights its
     pretraining started from, drawn the same way) and what is known of its pretraining (its
-    training CPU seconds too, recorded by the engine and so known when read back)."""
+    training CPU seconds too, recorded by the engine and so known when read back). Without
+    ``pretrain`` the model and its pretraining are None: the twin alone (a scratch trial)."""
     from dataclasses import replace
 
     import torch
@@ -127,8 +128,10 @@ def preset_model(cfg: Any, name: str, runs: str, reuse: bool, script: str
     if splits.val is None or splits.val.labels is None:
         raise SystemExit(f"{script}: the dataset has no labelled validation split (set val_fraction)")
     pcfg = replace(cfg.pretrain_config(name, cfg.datasets[0]), output_dir=f"{runs}/{name}")
-    model, pretraining = pretrained(pcfg.to_dict(), splits, reuse, ["epochs", "steps", "val_recon", "seconds",
-                                                                    "train_seconds", "train_cpu_seconds"])
+    model, pretraining = None, None
+    if pretrain:
+        model, pretraining = pretrained(pcfg.to_dict(), splits, reuse, [
+            "epochs", "steps", "val_recon", "seconds", "train_seconds", "train_cpu_seconds"])
     torch.manual_seed(pcfg.seed)
     untrained = model_from_config(pcfg, splits.train.image_shape)
     return splits, model, untrained, pretraining

@@ -10,7 +10,8 @@ started from with the scratch baseline's recipe (the benchmark's two fine-tune r
 epoch with the lowest validation loss (the benchmark's rule) and reports its validation accuracy and
 every epoch's validation loss and error. The validation split both picks the epoch and scores it, so
 the numbers are a little optimistic; they compare recipes, the benchmark's test score is the
-result. Fine-tunes are resumable (``--reuse``): a killed one continues from its checkpoint.
+result. ``--init scratch`` pretrains nothing: the scratch network is the twin of the weights the
+pretraining would start from. Fine-tunes are resumable (``--reuse``): a killed one continues from its checkpoint.
 
     python bench/finetune_trial.py cifar10 conv-rgb "datasets=[{name: folder:$AEVISION_DATA/cifar10-jpeg}]" \\
         "protocols.finetune.train.epochs=30" --init scratch --out bench/results/trials/finetune_cifar10.json
@@ -63,9 +64,9 @@ def main() -> None:
     args, cfg = common.trial_setup(__doc__, "trials/finetune_trial.json", add=lambda p: p.add_argument(
         "--init", choices=["pretrained", "scratch", "both"], default="both"))
     started = time.time()
-    splits, model, untrained, pretraining = common.preset_model(cfg, args.model, args.runs, args.reuse,
-                                                                "finetune_trial")
     inits = ["pretrained", "scratch"] if args.init == "both" else [args.init]
+    splits, model, untrained, pretraining = common.preset_model(  # a scratch trial pretrains nothing
+        cfg, args.model, args.runs, args.reuse, "finetune_trial", pretrain="pretrained" in inits)
     out = Path(args.runs) / f"{args.model}-finetune"
     runs = {init: validation_finetune(cfg, args.model, model if init == "pretrained" else untrained, splits,
                                       init, out, args.reuse) for init in inits}

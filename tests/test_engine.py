@@ -14,7 +14,7 @@ from aevision.api import model_from_config
 from aevision.config import TrainConfig
 from aevision.data.batches import TensorBatches
 from aevision.engine import Trainer
-from aevision.engine.checkpoint import load_checkpoint
+from aevision.engine.checkpoint import config_mismatch, load_checkpoint
 from aevision.engine.loop import Validation, make_optimizer
 from aevision.engine.schedule import lr_scheduler
 from aevision.errors import AevisionError, ConfigError, DivergenceError
@@ -137,6 +137,13 @@ def test_sgd_takes_its_momentum_and_nesterov_and_other_optimizers_refuse_them():
         TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True).validate()
     with pytest.raises(AevisionError, match=r"train\.momentum: got 1\.0, expected a number in \[0, 1\)"):
         TrainConfig(optimizer="sgd", momentum=1.0).validate()
+
+
+def test_a_fine_tune_checkpoint_from_before_head_lr_scale_resumes_unless_it_is_set():
+    saved = {"encoder_lr_scale": 0.1, "train": {"lr": 0.1}}  # a fine-tune's config, written before
+    assert config_mismatch(saved, {**saved, "head_lr_scale": 1.0}) is None
+    assert config_mismatch(saved, {**saved, "head_lr_scale": 0.5}) == (
+        "head_lr_scale: None in the checkpoint vs 0.5 now")
 
 
 class Exploding(nn.Module):

@@ -71,6 +71,20 @@ def test_frozen_epochs_leave_the_encoder_alone_and_lr_is_scaled(digits, tmp_path
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
 
 
+def test_head_lr_scale_slows_the_head_from_scratch_and_pretrained(digits, tmp_path):
+    groups = Classifier(_encoder(), 10, encoder_lr_scale=0.5, head_lr_scale=0.01).param_groups(2.0)
+    assert [g["lr"] for g in groups] == [pytest.approx(0.02), 1.0]
+    for init in ("scratch", "pretrained"):  # the encoder's rule differs; the head's does not
+        cfg = FinetuneConfig(train=TrainConfig(epochs=1, batch_size=64, lr=1e-2, progress=False), init=init,
+                             head_init="random", head_lr_scale=0.1, encoder_lr_scale=0.5)
+        result = finetune(_encoder(), digits.train.subset(range(200)), None, cfg, tmp_path / init,
+                          n_classes=10, seed=0)
+        lrs = [g["lr"] for g in result.classifier.param_groups(1e-2)]
+        assert lrs == [pytest.approx(1e-3), pytest.approx(1e-2 if init == "scratch" else 5e-3)]
+    with pytest.raises(AevisionError, match=r"finetune\.head_lr_scale: got 0\.0, expected a number > 0"):
+        FinetuneConfig(head_lr_scale=0.0).validate()
+
+
 def test_unfreezing_trains_the_encoder_in_a_second_phase(digits, tmp_path):
     enc = _encoder()
     before = {k: v.clone() for k, v in enc.state_dict().items()}

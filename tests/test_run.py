@@ -70,10 +70,12 @@ def test_the_key_ignores_where_the_run_is_written_and_sees_the_data():
 def test_a_setting_added_later_at_its_neutral_value_keeps_the_stored_runs():
     """A run stored before ``augment.translate`` or ``train.nesterov`` existed is the same run as one
     keyed with them at the values that change nothing; set otherwise, they make another run."""
-    before = {"method_config": {"augment": {"hflip": True}, "train": {"lr": 0.1}}}
+    before = {"method_config": {"augment": {"hflip": True}, "train": {"lr": 0.1}}, "protocol": {"c": 1}}
     now = {"method_config": {"augment": {"hflip": True, "translate": 0},
-                             "train": {"lr": 0.1, "momentum": 0.9, "nesterov": False}}}
+                             "train": {"lr": 0.1, "momentum": 0.9, "nesterov": False}},
+           "protocol": {"c": 1, "head_lr_scale": 1.0}}
     assert run_key(now) == run_key(before)
+    assert run_key({"translate": False}) != run_key({})  # the neutral value of its own type only
     for section, setting, value in (("augment", "translate", 4), ("train", "nesterov", True),
                                     ("train", "momentum", 0.5)):
         changed = copy.deepcopy(now)

@@ -90,29 +90,33 @@ def config_mismatch(saved: dict[str, Any], current: dict[str, Any], prefix: str 
 # rerunning with --progress must find the run it already finished
 PRESENTATION = ("loggers", "progress")
 
-# settings added to a section after runs were stored, each at the value that computes what the
-# run computed before the setting existed: a key leaves them out at that value, so a run stored by
-# an earlier version (a benchmark's outcomes, hours of CPU) is still the same run. A new setting of
-# a config section that keys use belongs here with its neutral value.
-LATER_SETTINGS: dict[str, dict[str, Any]] = {
-    "train": {"momentum": 0.9, "nesterov": False},
-    "augment": {"translate": 0},
+# settings added after runs were stored, each at the value that computes what the run computed
+# before the setting existed: keys and resume checks leave a setting of that name out, in any section,
+# at that value, so a run stored by an earlier version (a benchmark's outcomes, hours of CPU) is
+# still the same run. A new setting that keys see belongs here, with its neutral value, under a name
+# no other setting has.
+LATER_SETTINGS: dict[str, Any] = {
+    "momentum": 0.9, "nesterov": False,  # train (sgd's)
+    "translate": 0,  # augment
+    "head_lr_scale": 1.0,  # finetune
 }
 
 
 def comparable(node: Any) -> Any:
     """``node`` (JSON data) as run keys and resumed checkpoints compare it: :data:`PRESENTATION`
     dropped from every ``train`` section, and :data:`LATER_SETTINGS` at their neutral value from
-    every section of their name."""
+    every mapping."""
     if isinstance(node, list):
         return [comparable(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: comparable(v) for k, v in node.items()}
+    out = {k: comparable(v) for k, v in node.items() if not _neutral(k, v)}
     if isinstance(out.get("train"), dict):
         out["train"] = {k: v for k, v in out["train"].items() if k not in PRESENTATION}
-    for section, neutral in LATER_SETTINGS.items():
-        if isinstance(out.get(section), dict):
-            out[section] = {k: v for k, v in out[section].items()
-                            if not (k in neutral and v == neutral[k] and type(v) is type(neutral[k]))}
     return out
+
+
+def _neutral(name: str, value: Any) -> bool:
+    """A later setting at the value that changes nothing (of that type: 0 is not False)."""
+    return (name in LATER_SETTINGS and value == LATER_SETTINGS[name]
+            and type(value) is type(LATER_SETTINGS[name]))

@@ -8,7 +8,9 @@ pretraining gets. Specific to fine-tuning:
 
 - ``encoder_lr_scale``: the pretrained encoder moves slower than the fresh head (its
   ``param_groups`` hook gives the encoder ``lr * encoder_lr_scale``), so a randomly initialised
-  head does not wreck the features in the first steps;
+  head does not wreck the features in the first steps; ``head_lr_scale`` slows the head instead
+  (pretrained and scratch alike), for a high sgd rate that batch norm makes safe for the encoder
+  but not for a linear head;
 - ``head_init="probe"``: the head starts as the linear probe's solution on the frozen features
   (full-batch logistic regression), so fine-tuning starts from the probe's accuracy instead of a
   random head whose first gradients would scramble the pretrained features (LP-FT, Kumar et al.
@@ -69,6 +71,9 @@ class FinetuneConfig:
         epochs=10, batch_size=128, lr=1e-3, optimizer="adamw", scheduler="cosine", progress=False))
     init: Literal["pretrained", "scratch"] = "pretrained"
     encoder_lr_scale: float = 0.1  # encoder lr = train.lr * this (1 for scratch)
+    # head lr = train.lr * this, pretrained and scratch: a head that must move slower than a
+    # batch-normed encoder at a high sgd rate (which its normalisation makes scale-free)
+    head_lr_scale: float = 1.0
     layer_decay: float | None = None  # ViT encoders: layer i of L at lr * scale * this^(L - i)
     freeze_epochs: int = 0  # epochs (out of train.epochs) that train the head only
     head_init: Literal["probe", "random"] = "probe"  # probe: start from the linear probe (pretrained only)
@@ -92,6 +97,7 @@ class FinetuneConfig:
         self.loss.validate(f"{prefix}.loss")
         check(self.encoder_lr_scale >= 0, f"{prefix}.encoder_lr_scale", self.encoder_lr_scale,
               "a number >= 0")
+        check(self.head_lr_scale > 0, f"{prefix}.head_lr_scale", self.head_lr_scale, "a number > 0")
         check(0 <= self.freeze_epochs <= self.train.epochs, f"{prefix}.freeze_epochs",
               self.freeze_epochs, f"an integer in [0, train.epochs={self.train.epochs}]")
         check(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "a fraction in [0, 1)")
@@ -136,7 +142,7 @@ class Classifier(Freezable):
 
     def __init__(self, features: FeatureEncoder, n_classes: int, loss: ClassificationLoss | None = None,
                  dropout: float = 0.0, encoder_lr_scale: float = 1.0, hidden: Sequence[int] = (),
-                 hidden_dropout: float = 0.5, layer_decay: float | None = None):
+                 hidden_dropout: float = 0.5, layer_decay: float | None = None, head_lr_scale: float = 1.0):
         super().__init__()
         self.features = features
         self.hidden = tuple(hidden)
@@ -150,7 +156,7 @@ class Classifier(Freezable):
         self.register_buffer("shift", torch.zeros(features.dim))
         self.register_buffer("scale", torch.ones(features.dim))
         self.criterion = loss or ClassificationLoss()
-        self.encoder_lr_scale = encoder_lr_scale
+        self.encoder_lr_scale, self.head_lr_scale = encoder_lr_scale, head_lr_scale
         self.layer_decay = layer_decay
         self.tta: list[str] = []  # test-time flips of predict (FinetuneConfig.tta)
         if layer_decay is not None:
@@ -203,10 +209,11 @@ class Classifier(Freezable):
                 "error": (logits.argmax(1) != y).float().mean().detach()}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """The engine's optimizer hook: the head at ``lr``, the encoder at ``lr * scale`` (frozen
-        or not: a frozen encoder has no gradient, so the optimizer leaves it alone), with
-        ``layer_decay`` one group per encoder layer (:func:`encoder_layers`)."""
-        groups: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": lr}]
+        """The engine's optimizer hook: the head at ``lr * head_lr_scale``, the encoder at
+        ``lr * encoder_lr_scale`` (frozen or not: a frozen encoder has no gradient, so the optimizer
+        leaves it alone), with ``layer_decay`` one group per encoder layer (:func:`encoder_layers`)."""
+        head = {"params": list(self.head.parameters()), "lr": lr * self.head_lr_scale}
+        groups: list[dict[str, Any]] = [head]
         if self.layer_decay is not None:
             layers, top = encoder_layers(self.features, self.layer_decay)
             base = lr * self.encoder_lr_scale
@@ -264,7 +271,7 @@ def finetune(features: FeatureEncoder, train: ImageSet, val: ImageSet | None, cf
     counts = torch.bincount(train.labels, minlength=k)
     scale = 1.0 if cfg.init == "scratch" else cfg.encoder_lr_scale
     clf = Classifier(features, k, ClassificationLoss.from_config(cfg.loss, counts), cfg.dropout, scale,
-                     cfg.hidden, cfg.hidden_dropout, cfg.layer_decay)
+                     cfg.hidden, cfg.hidden_dropout, cfg.layer_decay, cfg.head_lr_scale)
     clf.tta = list(cfg.tta)
     started = time.perf_counter()
     if cfg.init == "pretrained":
