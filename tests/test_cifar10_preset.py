@@ -33,6 +33,9 @@ def test_the_cifar10_preset_loads_and_validates():
     res = cfg.model_finetune("conv-res")
     assert (res.train.epochs, res.train.optimizer, res.train.batch_size) == (30, "adamw", 128)
     assert res.hidden == [512]  # the protocol's head
+    # whole-pixel shifts for the backbone (chosen on validation); the others keep the protocol's
+    assert (res.augment.translate, res.augment.shift, res.augment.hflip) == (4, 0.0, True)
+    assert cfg.model_finetune("conv-rgb").augment.shift == 0.1
     assert res.tta == cfg.model_finetune("mae").tta == ["hflip"]
     assert cfg.pretrain_config("conv-res", cfg.datasets[0]).model.options["residual"] is True
 
