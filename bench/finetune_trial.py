@@ -11,7 +11,8 @@ epoch with the lowest validation loss (the benchmark's rule) and reports its val
 every epoch's validation loss and error. The validation split both picks the epoch and scores it, so
 the numbers are a little optimistic; they compare recipes, the benchmark's test score is the
 result. ``--init scratch`` pretrains nothing: the scratch network is the twin of the weights the
-pretraining would start from. Fine-tunes are resumable (``--reuse``): a killed one continues from its checkpoint.
+pretraining would start from. Fine-tunes are resumable (``--reuse``): a killed one continues from
+its checkpoint.
 
     python bench/finetune_trial.py cifar10 conv-rgb "datasets=[{name: folder:$AEVISION_DATA/cifar10-jpeg}]" \\
         "protocols.finetune.train.epochs=30" --init scratch --out bench/results/trials/finetune_cifar10.json
