@@ -59,13 +59,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 # Config sections that may change between a run and its resumption without changing what is
-# being trained (more epochs, a different progress display, another output folder).
-_RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.early_stopping_patience",
+# being trained (more epochs, another output folder); the PRESENTATION settings (progress display,
+# loggers) never reach the comparison (:func:`comparable`).
+_RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping_patience",
                       "train.log_every_n_steps", "train.checkpoint_every_n_steps", "output_dir",
                       "train.devices", "train.accelerator", "train.num_nodes", "train.strategy",
                       "train.skip_nonfinite", "train.max_bad_batches", "data.root",
-                      "data.download", "train.max_memory_gb", "train.tune_allocator",
-                      "train.loggers"}
+                      "data.download", "train.max_memory_gb", "train.tune_allocator"}
 
 
 def config_mismatch(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> str | None:
