@@ -362,6 +362,9 @@ class Trainer:
                 logger.finalize(status)
         if fit.best_state is not None and val is not None:
             fit.raw.load_state_dict(fit.best_state)
+        if cfg.channels_last:  # back as it came: a channels-last conv rounds differently, so the
+            # model returned would not compute exactly what its saved copy, read back, computes
+            fit.raw.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         loop = fit.loop
         monitored = monitored_name(cfg, val)
         kept = next((r for r in loop.history if r.get("epoch") == loop.best_epoch), {})
