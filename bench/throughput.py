@@ -61,6 +61,7 @@ import peers  # noqa: E402
 from aevision.config import TrainConfig  # noqa: E402
 from aevision.data.batches import TensorBatches  # noqa: E402
 from aevision.engine import Trainer, seed_everything  # noqa: E402
+from aevision.engine.allocator import tune_malloc  # noqa: E402
 from aevision.engine.resources import peak_rss_mib  # noqa: E402
 from aevision.errors import AevisionError  # noqa: E402
 from aevision.models import Autoencoder, Parts, build_model  # noqa: E402
@@ -202,16 +203,17 @@ def paired_ratio(rounds: dict[str, list[float]]) -> float | None:
     ``ratio_vs_plain_torch`` divides the best rounds instead, and one unusually fast (or slow)
     round of either loop moves it: on 2026-12-05, M2 bf16's plain loop ran 38-40k images/s in
     four rounds and 52k in one, which made that ratio 0.82 while the paired median was 0.98.
-    With M3's two rounds the median is the mean of both, and the first plain loop of a process
-    runs slow (155 vs 228 images/s in fp32 that day: glibc maps its buffers anew every step until
-    the engine's first run tunes the allocator for the whole process, see ``peers.MALLOC_ENV``),
-    so there the best-rounds ratio is the one to read."""
+    With M3's two rounds the median is the mean of both. (Until 2026-12-07 the first plain loop of
+    a process ran slow, 155 vs 228 images/s in fp32: glibc mapped its buffers anew every step
+    until the engine's first run tuned the allocator for the whole process; now :func:`run_model`
+    tunes it for both loops from the start, as the engine does for its own runs only.)"""
     pairs = [a / p for a, p in zip(rounds["aevision"], rounds["plain"], strict=False) if p > 0]
     return round(statistics.median(pairs), 3) if pairs else None
 
 
 def run_model(name: str, device: str = "cpu", variant_name: str = "fp32") -> dict:
     torch.set_num_threads(THREADS)
+    tune_malloc()  # the plain loop under the allocator the engine trains with (engine/allocator.py)
     gpu = device != "cpu"
     variant = (GPU_VARIANTS if gpu else CPU_VARIANTS)[variant_name]
     n, batch, epochs = sizes(name, gpu)

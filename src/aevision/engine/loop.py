@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from aevision.config import TrainConfig
 from aevision.data.batches import Batches, TensorBatches
-from aevision.engine.allocator import tune_malloc
+from aevision.engine.allocator import tuned_malloc
 from aevision.engine.checkpoint import (
     BEST,
     LAST,
@@ -333,7 +333,17 @@ class Trainer:
         ``upgrade_config`` reads a checkpoint's config as this version of aevision would write it
         (fields added since take their defaults), so that an upgrade between a kill and the resume
         is not mistaken for a change of config.
+        Freed memory stays in the heap while it trains (``train.tune_allocator``; see
+        :mod:`aevision.engine.allocator`), not after.
         """
+        with tuned_malloc(self.cfg.tune_allocator):
+            return self._fit(model, train, val, run_config, resume=resume, upgrade_config=upgrade_config,
+                             validate=validate)
+
+    def _fit(self, model: nn.Module, train: Batches, val: Batches | None,
+             run_config: dict[str, Any] | None, *, resume: bool,
+             upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None,
+             validate: Validate | None) -> FitResult:
         cfg, fabric = self.cfg, self.fabric
         fit = self._setup(model, train, val, run_config or {})
         fit.validate = validate
@@ -384,8 +394,6 @@ class Trainer:
         """Devices, model, optimizer, schedule and data, ready for the first (or resumed) epoch."""
         cfg, fabric = self.cfg, self.fabric
         fabric.launch()
-        if cfg.tune_allocator:
-            tune_malloc()
         drop_gpu_probe(fabric.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

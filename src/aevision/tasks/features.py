@@ -141,11 +141,19 @@ def batch_for_memory(features: nn.Module, image_shape: tuple[int, ...], budget: 
 @torch.no_grad()
 def extract(features: nn.Module, images: ImageSet | Tensor, batch_size: int | None = None) -> Tensor:
     """``features`` of uint8 or [0, 1] images, in eval mode and batches: (N, D) float32, CPU.
-    ``batch_size`` (default: as many as :func:`batch_for_memory` allows, at most 1,024)."""
+    ``batch_size`` (default: as many as :func:`batch_for_memory` allows, at most 1,024). Each batch
+    is written into one (N, D) tensor allocated at the first: no second copy at the end, and no
+    small allocation kept between one batch's large temporaries and the next's."""
     x_all = images.images if isinstance(images, ImageSet) else images
     device = next(features.parameters()).device
     if batch_size is None:
         batch_size = batch_for_memory(features, tuple(x_all.shape[1:])) if len(x_all) else 1
+    out: Tensor | None = None
     with eval_mode(features):
-        out = [features(x).float().cpu() for x in float_batches(x_all, batch_size, device)]
-    return torch.cat(out) if out else torch.empty(0)
+        for start, x in zip(range(0, len(x_all), batch_size), float_batches(x_all, batch_size, device),
+                            strict=True):
+            f = features(x)
+            if out is None:
+                out = torch.empty(len(x_all), *f.shape[1:])
+            out[start:start + len(f)] = f
+    return out if out is not None else torch.empty(0)
