@@ -78,7 +78,8 @@ class Standardizer:
         return cls(mean.float(), torch.where(std > 1e-8, std, torch.ones_like(std)).float())
 
     def __call__(self, x: Tensor) -> Tensor:
-        return (x.float() - self.mean) / self.std
+        out = x.float() - self.mean  # a new tensor: divided in place, one copy of x at a time (the
+        return out.div_(self.std)  # patches model's 45,000 x 6,400 features: 1.15 GB each)
 
 
 def fit_logistic(x: Tensor, y: Tensor, n_classes: int, c: float, max_iter: int = 200,
