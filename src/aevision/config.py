@@ -124,7 +124,7 @@ class TrainConfig:
     precision: Precision = "32-true"
     deterministic: bool = False
     compile: bool = False  # torch.compile the model (pays off on GPUs and long runs)
-    tune_allocator: bool = True  # keep freed memory for reuse (no per-step page faults; Linux)
+    tune_allocator: bool = True  # keep freed memory for reuse while training (no per-step page faults; Linux)
     channels_last: bool = False  # NHWC memory layout for conv models
     # which validation quantity picks the weights kept (best epoch) and early stopping watches:
     # "loss" or another loss term (minimised), or a score the task computes on the validation split
