@@ -137,7 +137,7 @@ class TensorBatches:
         floats = self.float_data()
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = floats.index_select(0, idx) if floats is not None else to_float(rows(self.data, idx))
+            batch = rows(floats, idx) if floats is not None else to_float(rows(self.data, idx))
             if self.targets is None:
                 if self.transform is not None:
                     batch = self.transform(batch)
