@@ -77,6 +77,36 @@ def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(t
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+class Normed(nn.Module):
+    """A batch norm over 4 features, then a linear output (the loss: its mean square)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn, self.lin = nn.BatchNorm1d(4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return {"loss": self.lin(self.bn(x)).pow(2).mean()}
+
+
+@pytest.mark.parametrize("momentum, kept", [(1.0, 1.0), (0.5, 0.5), (None, 0.1)])
+def test_batch_norm_momentum_holds_while_training_and_each_layer_gets_its_own_back(tmp_path, momentum, kept):
+    """One full-batch step from zero running means: the running mean is ``momentum`` x the batch's
+    mean (PyTorch's 0.1 unset); afterwards the layer has its own momentum again."""
+    x = torch.randn(32, 4) * 3 + 5
+    model = Normed()
+    cfg = TrainConfig(epochs=1, batch_size=32, progress=False, accelerator="cpu",
+                      batch_norm_momentum=momentum)
+    Trainer(cfg, tmp_path).fit(model, TensorBatches(x, 32, seed=0), None)
+    assert torch.allclose(model.bn.running_mean, kept * x.mean(0), atol=1e-5)
+    assert model.bn.momentum == 0.1
+
+
+@pytest.mark.parametrize("momentum", [0.0, -0.1, 1.5])
+def test_batch_norm_momentum_outside_0_to_1_is_refused(momentum):
+    with pytest.raises(ConfigError, match=r"train.batch_norm_momentum.*\(0, 1\]"):
+        TrainConfig(batch_norm_momentum=momentum).validate()
+
+
 def test_resume_says_once_where_it_continues_from(tmp_path, caplog):
     from aevision.cli import main
 
@@ -128,6 +158,7 @@ def test_resume_accepts_a_checkpoint_written_before_an_option_existed(tmp_path):
     written_before_the_options()
     cfg["train"]["epochs"] = 2
     cfg["train"]["momentum"] = 0.9  # added since: at its neutral value, no change either
+    cfg["train"]["batch_norm_momentum"] = None
     assert aevision.pretrain(cfg, resume=True).fit.resumed_from.endswith("last.ckpt")
     written_before_the_options()
     cfg["train"]["warmup_steps"] = 3  # a new option set to something else is a change

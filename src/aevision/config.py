@@ -114,6 +114,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only: Nesterov's momentum
+    # batch norms' running-statistics momentum while training (PyTorch's sense: running = (1 - m) *
+    # running + m * batch; Keras's momentum is 1 - m); null: each layer's own (PyTorch's 0.1). A high
+    # sgd rate moves the weights faster than a 0.1 average follows (engine/batchnorm.py)
+    batch_norm_momentum: float | None = None
     # after the warmup: constant, cosine or linear decay to zero (linear + warmup: a triangle)
     scheduler: Literal["none", "cosine", "linear"] = "none"
     warmup_steps: int = 0  # linear warmup to lr over the first steps, before the scheduler's decay
@@ -157,6 +161,9 @@ class TrainConfig:
             because = f"sgd's setting, and this run's optimizer is {self.optimizer}"
             check(self.momentum == 0.9, f"{prefix}.momentum", self.momentum, f"0.9 (unset): {because}")
             check(not self.nesterov, f"{prefix}.nesterov", self.nesterov, f"false (unset): {because}")
+        if self.batch_norm_momentum is not None:
+            check(0 < self.batch_norm_momentum <= 1, f"{prefix}.batch_norm_momentum",
+                  self.batch_norm_momentum, "a number in (0, 1] or null")
         check(not self.nesterov or self.momentum > 0, f"{prefix}.nesterov", self.nesterov,
               "false when momentum is 0 (Nesterov's update needs momentum)")
         check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, "an integer >= 0")

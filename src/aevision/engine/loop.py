@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from aevision.config import TrainConfig
 from aevision.data.batches import Batches, TensorBatches
 from aevision.engine.allocator import tuned_malloc
+from aevision.engine.batchnorm import batch_norm_momentum
 from aevision.engine.checkpoint import (
     BEST,
     LAST,
@@ -334,9 +335,10 @@ class Trainer:
         (fields added since take their defaults), so that an upgrade between a kill and the resume
         is not mistaken for a change of config.
         Freed memory stays in the heap while it trains (``train.tune_allocator``; see
-        :mod:`aevision.engine.allocator`), not after.
+        :mod:`aevision.engine.allocator`), not after; ``train.batch_norm_momentum`` holds for the
+        run too (:mod:`aevision.engine.batchnorm`).
         """
-        with tuned_malloc(self.cfg.tune_allocator):
+        with tuned_malloc(self.cfg.tune_allocator), batch_norm_momentum(model, self.cfg.batch_norm_momentum):
             return self._fit(model, train, val, run_config, resume=resume, upgrade_config=upgrade_config,
                              validate=validate)
 

@@ -1,0 +1,38 @@
+"""The running statistics of batch norms while a run trains (``train.batch_norm_momentum``).
+
+A batch norm normalises by its batch's statistics while training and by running averages of them at
+evaluation. PyTorch's default average, ``running = 0.9 * running + 0.1 * batch``, remembers the last
+~10 steps; at a high sgd rate the weights, and with them every layer's activations, move further
+than that in a few steps, so the averages describe a network that no longer exists and the evaluated
+model is not the trained one. Measured on CIFAR-10 (a 64/256/256 conv net from scratch, sgd at lr
+1.3, batch 1024, epoch 6): validation error 0.768 with the running averages, 0.348 with the same
+weights once the averages were recomputed on 10,000 random training images, while its training error
+was 0.267. Fast averages follow the weights (Keller Jordan's airbench CIFAR-10 recipe uses 0.4 in
+PyTorch's sense: the last ~2.5 steps). The momentum is a training setting, not part of the weights:
+it holds for the run and each layer gets its own back afterwards, so a model trained in this process
+and its saved copy read back behave alike in later runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@contextmanager
+def batch_norm_momentum(model: nn.Module, momentum: float | None) -> Iterator[None]:
+    """Every batch norm of ``model`` (any dimension, synchronised or not) averages its running
+    statistics with ``momentum`` inside the block (PyTorch's sense: the weight of the new batch);
+    None leaves each layer's own."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)] if momentum is not None else []
+    before = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = momentum
+    try:
+        yield
+    finally:
+        for m, value in zip(layers, before, strict=True):
+            m.momentum = value
