@@ -173,6 +173,10 @@ def test_batches_are_seeded_per_epoch_and_sharded():
             assert torch.equal(torch.cat([x0, x1]), single[i])
 
 
+def test_float_data_in_0_1_is_batched_as_it_is_not_divided_again():
+    data = torch.rand(20, 1, 3, 3)
+    batches = torch.cat(list(TensorBatches(data, 8, seed=3, shuffle=False).epoch(0)))
+    assert torch.equal(batches, data)
 
 
 def test_small_data_is_converted_once_and_gives_the_same_batches():

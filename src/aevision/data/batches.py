@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from aevision.data.imageset import to_float
+from aevision.data.imageset import as_float, to_float
 from aevision.data.splits import permutation
 
 
@@ -48,7 +48,8 @@ class Batches(Protocol):
 
 
 class TensorBatches:
-    """Batches of ``data`` ((N, ...) uint8 images or clips) as float32 in [0, 1].
+    """Batches of ``data`` ((N, ...) uint8 images or clips, or floats already in [0, 1]) as float32
+    in [0, 1].
 
     ``transform`` maps each batch to the batch used (with ``targets``: ``(x, y) -> (x, y)``, so
     geometric augmentations move images and masks together).
@@ -137,7 +138,7 @@ class TensorBatches:
         floats = self.float_data()
         for b in range(start, self.num_batches(world_size)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = rows(floats, idx) if floats is not None else to_float(rows(self.data, idx))
+            batch = rows(floats, idx) if floats is not None else as_float(rows(self.data, idx))
             if self.targets is None:
                 if self.transform is not None:
                     batch = self.transform(batch)

@@ -94,12 +94,17 @@ def to_float(images: Tensor) -> Tensor:
     return images.to(torch.float32).div_(255.0)
 
 
+def as_float(images: Tensor) -> Tensor:
+    """uint8 [0, 255] or float [0, 1] images -> float32 [0, 1] (floats are taken as they are)."""
+    return to_float(images) if images.dtype == torch.uint8 else images.float()
+
+
 def float_batches(images: Tensor, batch_size: int,
                   device: torch.device | str | None = None) -> Iterator[Tensor]:
     """Consecutive batches of uint8 [0, 255] or float [0, 1] images as float32 [0, 1] on ``device``
     (inference over a whole set without holding all of it as floats)."""
     for chunk in images.split(batch_size):
-        x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+        x = as_float(chunk)
         yield x if device is None else x.to(device)
 
 
