@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.data import to_float
 from aevision.data.images import BadImage, is_image_path, load_image
+from aevision.data.imageset import as_float
 from aevision.errors import AevisionError
 from aevision.io import write_json
 from aevision.report.masks import save_mask, save_overlay
@@ -35,7 +35,7 @@ def predict_masks(seg: Segmenter, images: Tensor, device: Any = "cpu") -> Tensor
     and the class scores resized back.
     """
     seg = seg.to(device).eval()
-    x = to_float(images) if images.dtype == torch.uint8 else images.float()
+    x = as_float(images)
     x = x.to(device)
     size = tuple(seg.input_shape[1:])
     small = x if tuple(x.shape[2:]) == size else F.interpolate(
