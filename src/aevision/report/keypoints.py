@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from aevision.data.imageset import as_float
 from aevision.io import write_bytes
 
 
@@ -31,8 +32,7 @@ def palette(k: int) -> list[tuple[int, int, int]]:
 
 def _to_rgb(frame: Tensor) -> np.ndarray:
     """(C, H, W) uint8 or float in [0, 1] -> (H, W, 3) uint8."""
-    arr = frame.detach().cpu()
-    arr = arr.float() if arr.dtype.is_floating_point else arr.float().div(255.0)
+    arr = as_float(frame.detach().cpu())
     a = (arr.clamp(0, 1).numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[:, :, :3]
 
