@@ -107,6 +107,57 @@ def test_batch_norm_momentum_outside_0_to_1_is_refused(momentum):
         TrainConfig(batch_norm_momentum=momentum).validate()
 
 
+class ProjectedNorm(nn.Module):
+    """A linear map the run trains, then a batch norm over its output: the norm's statistics
+    depend on the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.bn = nn.Linear(4, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return {"loss": (self.bn(self.proj(x)) - x).pow(2).mean()}
+
+
+@pytest.mark.parametrize("batches", [4, 100])
+def test_precise_batch_norm_gives_the_statistics_of_the_final_weights(tmp_path, batches):
+    """After the run, the norm's running mean and variance are those of ``proj(x)`` at the weights
+    the run ended with (4 equal batches: the mean of their means, their unbiased variances), not
+    an average over the weights it passed through; 100 batches asks for more than an epoch has."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 4) * 3 + 5
+    model = ProjectedNorm()
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, optimizer="sgd", progress=False, accelerator="cpu",
+                      loggers=[], precise_batch_norm=batches)
+    Trainer(cfg, tmp_path).fit(model, TensorBatches(x, 8, seed=0), None)
+    with torch.no_grad():
+        h = model.proj(x)
+    assert torch.allclose(model.bn.running_mean, h.mean(0), atol=1e-4)  # 4 equal batches: any order
+    order = TensorBatches(x, 8, seed=0).indices(2)  # the last epoch's: its batches' variances
+    parts = model.proj(x[order]).detach().view(4, 8, 4)
+    assert torch.allclose(model.bn.running_var, parts.var(1).mean(0), rtol=1e-4)
+    assert model.bn.momentum == 0.1 and model.training
+
+
+def test_without_precise_batch_norm_the_averages_lag_the_weights(tmp_path):
+    """The control for the test above: the same run without it keeps PyTorch's running averages,
+    which are not the final weights' statistics."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 4) * 3 + 5
+    model = ProjectedNorm()
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, optimizer="sgd", progress=False, accelerator="cpu",
+                      loggers=[])
+    Trainer(cfg, tmp_path).fit(model, TensorBatches(x, 8, seed=0), None)
+    with torch.no_grad():
+        assert not torch.allclose(model.bn.running_mean, model.proj(x).mean(0), atol=1e-2)
+
+
+@pytest.mark.parametrize("batches", [0, -1])
+def test_precise_batch_norm_needs_a_batch(batches):
+    with pytest.raises(ConfigError, match=r"train.precise_batch_norm.*integer >= 1"):
+        TrainConfig(precise_batch_norm=batches).validate()
+
+
 def test_resume_says_once_where_it_continues_from(tmp_path, caplog):
     from aevision.cli import main
 
@@ -159,6 +210,7 @@ def test_resume_accepts_a_checkpoint_written_before_an_option_existed(tmp_path):
     cfg["train"]["epochs"] = 2
     cfg["train"]["momentum"] = 0.9  # added since: at its neutral value, no change either
     cfg["train"]["batch_norm_momentum"] = None
+    cfg["train"]["precise_batch_norm"] = None
     assert aevision.pretrain(cfg, resume=True).fit.resumed_from.endswith("last.ckpt")
     written_before_the_options()
     cfg["train"]["warmup_steps"] = 3  # a new option set to something else is a change

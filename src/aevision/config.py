@@ -118,6 +118,10 @@ class TrainConfig:
     # running + m * batch; Keras's momentum is 1 - m); null: each layer's own (PyTorch's 0.1). A high
     # sgd rate moves the weights faster than a 0.1 average follows (engine/batchnorm.py)
     batch_norm_momentum: float | None = None
+    # after each epoch, recompute every batch norm's running statistics over this many training
+    # batches at the epoch's final weights (precise batch norm), before validation picks and the
+    # checkpoint stores them; null: the running averages as training left them
+    precise_batch_norm: int | None = None
     # after the warmup: constant, cosine or linear decay to zero (linear + warmup: a triangle)
     scheduler: Literal["none", "cosine", "linear"] = "none"
     warmup_steps: int = 0  # linear warmup to lr over the first steps, before the scheduler's decay
@@ -164,6 +168,9 @@ class TrainConfig:
         if self.batch_norm_momentum is not None:
             check(0 < self.batch_norm_momentum <= 1, f"{prefix}.batch_norm_momentum",
                   self.batch_norm_momentum, "a number in (0, 1] or null")
+        if self.precise_batch_norm is not None:
+            check(self.precise_batch_norm >= 1, f"{prefix}.precise_batch_norm", self.precise_batch_norm,
+                  "an integer >= 1 (training batches), or null")
         check(not self.nesterov or self.momentum > 0, f"{prefix}.nesterov", self.nesterov,
               "false when momentum is 0 (Nesterov's update needs momentum)")
         check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, "an integer >= 0")

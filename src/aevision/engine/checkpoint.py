@@ -97,7 +97,7 @@ PRESENTATION = ("loggers", "progress")
 # no other setting has.
 LATER_SETTINGS: dict[str, Any] = {
     "momentum": 0.9, "nesterov": False,  # train (sgd's)
-    "batch_norm_momentum": None,  # train
+    "batch_norm_momentum": None, "precise_batch_norm": None,  # train
     "translate": 0,  # augment
     "head_lr_scale": 1.0,  # finetune
 }

@@ -14,6 +14,7 @@ ones included.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from aevision.config import TrainConfig
 from aevision.data.batches import Batches, TensorBatches
 from aevision.engine.allocator import tuned_malloc
-from aevision.engine.batchnorm import batch_norm_momentum
+from aevision.engine.batchnorm import batch_norm_momentum, recompute_batch_norm
 from aevision.engine.checkpoint import (
     BEST,
     LAST,
@@ -562,6 +563,8 @@ class Trainer:
     def _end_epoch(self, fit: _Fit, epoch: int, report: Reporter) -> bool:
         """The epoch's row in the history, best weights, checkpoint, logs; whether to stop early."""
         cfg, fabric, loop = self.cfg, self.fabric, fit.loop
+        if cfg.precise_batch_norm is not None:
+            self._recompute_batch_norm(fit, epoch)
         train_terms, val = self._epoch_terms(fit)
         row = self._epoch_row(fit, epoch, train_terms, {**val.terms, **val.scores})
         loop.history.append(row)
@@ -580,6 +583,21 @@ class Trainer:
             fit.stopped_early = True
             report.line(f"early stopping: no improvement for {plural(patience, 'epoch')}")
         return fit.stopped_early
+
+    def _recompute_batch_norm(self, fit: _Fit, epoch: int) -> None:
+        """``train.precise_batch_norm``: every batch norm's statistics recomputed at the epoch's final
+        weights over the first batches of ``epoch`` (this rank's share of each; the ranks' means then
+        averaged), under the training precision, the model called as in a training step."""
+        fabric = self.fabric
+        batches = fit.train.epoch(epoch, fabric.global_rank, fabric.world_size)
+        with contextlib.closing(batches), fabric.autocast():  # type: ignore[type-var]
+            recompute_batch_norm(fit.raw, itertools.islice(batches, self.cfg.precise_batch_norm),
+                                 lambda batch: call_model(fit.raw, batch))
+        if fabric.world_size > 1:
+            for m in fit.raw.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                    for stat in (m.running_mean, m.running_var):
+                        stat.copy_(fabric.all_reduce(stat, reduce_op="mean"))
 
     def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], Validation]:
         """The epoch's mean training loss terms (over all ranks) and its validation (empty without
