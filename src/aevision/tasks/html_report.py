@@ -264,7 +264,7 @@ def reconstruction_figure(root: Path, cfg: dict[str, Any]) -> list[str]:
         return [paragraph(f"No reconstructions: the model reproduces {model.reconstructs}, not images.",
                           note=True)]
     shown = next(s for s in (splits.val, splits.test, splits.train) if s is not None and len(s))
-    rows = reconstruction_rows(model, shown.images[:12].float() / 255.0)
+    rows = reconstruction_rows(model, shown.floats(slice(None, 12)))
     caption = "the first 12 held-out images and their reconstructions"
     if "target" in rows:
         caption += " (the model reproduces a target of the input; small ones enlarged)"

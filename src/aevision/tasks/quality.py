@@ -19,14 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aevision.data.imageset import to_float
+
 _BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 
 
 def _pairs(a: Tensor, b: Tensor, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
-    if a.dtype == torch.uint8:
-        a = a.float() / 255.0
-    if b.dtype == torch.uint8:
-        b = b.float() / 255.0
+    a, b = (to_float(t) if t.dtype == torch.uint8 else t for t in (a, b))  # floats keep their precision
     if a.dim() == 3:
         a, b = a.unsqueeze(0), b.unsqueeze(0)
     if a.shape != b.shape:

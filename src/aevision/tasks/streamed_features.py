@@ -22,6 +22,7 @@ import torch
 from aevision.config import DataConfig
 from aevision.data.folder_batches import FolderBatches
 from aevision.data.folder_stream import FolderListing, list_folder
+from aevision.data.imageset import to_float
 from aevision.data.plan import memory_budget
 from aevision.data.shards import ShardInfo, read_files, read_info
 from aevision.data.streaming import StreamBatches
@@ -95,7 +96,7 @@ def write_streamed_features(model: Autoencoder, source: StreamedInput, out: str 
     features: Any = None
     indices, labels, row = [], [], 0
     for raw in source.batches(batch_size, workers):
-        z = model.encode(raw["image"].to(device).float().div_(255)).float().cpu().numpy()
+        z = model.encode(to_float(raw["image"].to(device))).float().cpu().numpy()
         if features is None:
             features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                  shape=(source.rows, z.shape[1]))
@@ -148,7 +149,7 @@ def streamed_codes(model: Autoencoder, source: StreamedInput, *, batch_size: int
     model.eval().to(device)
     codes, indices, labels = [], [], []
     for raw in source.batches(batch_size, workers):
-        codes.append(model.encode(raw["image"].to(device).float().div_(255)).float().cpu())
+        codes.append(model.encode(to_float(raw["image"].to(device))).float().cpu())
         indices += raw["index"].tolist()
         labels.append(raw["label"])
     if not codes:
