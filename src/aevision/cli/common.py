@@ -19,7 +19,7 @@ class UsageError(Exception):
 # the options that name something a command writes; one whose metavar is a FOLDER_METAVARS names a
 # folder, any other a file (what --help shows)
 OUTPUT_DESTS = ("out", "grid", "save_model")
-FOLDER_METAVARS = ("DIR", "INDEX")
+FOLDER_METAVARS = ("DIR", "INDEX", "SHARDS")
 
 
 class Parser(argparse.ArgumentParser):
