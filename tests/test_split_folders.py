@@ -78,8 +78,28 @@ def test_a_split_root_read_as_one_image_folder_says_to_name_a_split(tmp_path):
     root = split_folder(tmp_path / "d", {"train": 1, "test": 1})
     with pytest.raises(DataError, match=r"holds the splits train/ and test/, not classes.*--split"):
         load_folder(root)
-    extra = split_folder(tmp_path / "x", {"train": 1, "test": 1, "other": 1})
-    assert load_folder(extra).classes == ["other", "test", "train"]  # any other layout: classes
+    named = split_folder(tmp_path / "n", {"train": 1, "bus": 1, "car": 1})
+    assert load_folder(named).classes == ["bus", "car", "train"]  # a class called train is a class
+
+
+@pytest.mark.parametrize("splits, why", [
+    ({"train": 1, "test": 1, "other": 1}, "other/ beside them"),
+    ({"train": 1, "valid": 1}, r"no test/ folder \(rename the one held out to test/\)"),
+    ({"train": 1, "val": 1, "valid": 1, "test": 1}, "both val/ and valid/"),
+])
+def test_subfolders_that_look_like_splits_in_no_layout_are_refused_not_read_as_classes(tmp_path, splits, why):
+    """Read as classes, a test/ folder's images would be trained on (and 'train' would be a label)."""
+    root = split_folder(tmp_path / "d", splits)
+    with pytest.raises(DataError, match=rf"look like a dataset's splits, but it has {why}"):
+        load_dataset(DataConfig(name=f"folder:{root}"), seed=0)
+
+
+@pytest.mark.parametrize("name", ["valid", "validation"])
+def test_valid_or_validation_is_the_validation_folder(tmp_path, name):
+    root = split_folder(tmp_path / "d", {"train": 3, name: 2, "test": 1})
+    splits = load_dataset(DataConfig(name=f"folder:{root}"), seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 4, 2)
+    assert splits.train.classes == ["cat", "dog"]
 
 
 def test_encode_and_the_benchmark_take_the_folders_own_test_split(tmp_path, capsys):

@@ -17,6 +17,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from aevision.data.images import is_hidden
 from aevision.errors import DataError
 from aevision.io import temp_folder
 
@@ -71,7 +72,7 @@ def unwrap_single_folder(folder: Path) -> Path:
     """Archives usually wrap everything in one top folder (``photos/cat/...``): step into it, so
     its subfolders are the classes (or its files a flat, unlabelled set)."""
     while True:
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        entries = [p for p in folder.iterdir() if not is_hidden(p.name)]
         if len(entries) != 1 or not entries[0].is_dir():
             return folder
         folder = entries[0]

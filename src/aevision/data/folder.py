@@ -1,6 +1,7 @@
 """``folder:PATH``: a user's image folder, labelled by class subfolders or flat and unlabelled.
 
-A folder whose top level is ``train/`` and ``test/`` (and optionally ``val/``), each of class
+A folder whose top level is ``train/`` and ``test/`` (and optionally ``val/``, ``valid/`` or
+``validation/``), each of class
 subfolders or flat, is a dataset with its own splits (CIFAR-10 as JPEG folders, ImageNet-style
 layouts): :func:`split_folders` finds them and :func:`load_split_folders` reads them with one class
 list, so ``train`` and ``test`` are never taken for two classes.
@@ -15,24 +16,38 @@ from pathlib import Path
 import torch
 
 from aevision.data import loading
-from aevision.data.images import read_image
+from aevision.data.images import is_hidden, read_image
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")  # the split folders a dataset folder may hold
+VAL_NAMES = ("val", "valid", "validation")  # what its validation folder may be called
 
 
 def split_folders(root: Path) -> dict[str, Path] | None:
     """``{"train": root/train, ["val": root/val,] "test": root/test}`` when those are exactly the
-    visible subfolders of ``root`` (files beside them are allowed), else None."""
+    visible subfolders of ``root`` (files beside them are allowed; ``valid/`` or ``validation/``
+    may stand for ``val/``); None when no two of them are there (class folders). Subfolders that
+    look like splits but are not exactly that layout are an error: read as classes, a test/ folder
+    would be trained on."""
     if not root.is_dir():
         return None
-    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    if names not in ({"train", "test"}, {"train", "val", "test"}):
+    dirs = {p.name: p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)}
+    vals = [n for n in VAL_NAMES if n in dirs]
+    splits = sorted({"train", "test", *vals} & set(dirs))
+    if "train" not in dirs or len(splits) < 2:
         return None
-    return {s: root / s for s in SPLITS if s in names}
+    others = sorted(set(dirs) - set(splits))
+    if others or "test" not in dirs or len(vals) > 1:
+        found = ", ".join(f"{n}/" for n in splits)
+        why = (f"{', '.join(f'{n}/' for n in others)} beside them" if others
+               else "no test/ folder (rename the one held out to test/)" if "test" not in dirs
+               else f"both {' and '.join(f'{n}/' for n in vals)}")
+        raise DataError(f"{root}: its subfolders {found} look like a dataset's splits, but it has {why}: "
+                        "a split folder holds train/ and test/ (and optionally val/), nothing else")
+    return {"train": dirs["train"], **({"val": dirs[vals[0]]} if vals else {}), "test": dirs["test"]}
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None, list[Skipped]]:
@@ -48,7 +63,7 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     if split_folders(root) is not None:
         raise DataError(f"{root}: holds the splits train/ and test/, not classes: name one split's "
                         f"folder ({root / 'test'}), or the dataset folder:{root} with its --split")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if not is_hidden(p.name))
     subdirs = [p for p in entries if p.is_dir()]
     skipped: list[Skipped] = []
     if subdirs:
@@ -57,7 +72,7 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
         labels: list[int] = []
         for i, d in enumerate(subdirs):
             for p in sorted(d.rglob("*")):
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(d).parts):
+                if p.is_file() and not any(is_hidden(part) for part in p.relative_to(d).parts):
                     files.append(p)
                     labels.append(i)
         skipped += [Skipped(str(p), "file beside class folders") for p in entries if p.is_file()]

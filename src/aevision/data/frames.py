@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from aevision.data import loading
+from aevision.data.images import is_hidden
 from aevision.data.imageset import Skipped
 from aevision.data.registry import DATASETS, TEST_SPLIT_SEED, Source, Splits, takes_argument
 from aevision.data.splits import permutation
@@ -39,7 +40,7 @@ def natural_key(path: Path) -> list[object]:
 
 
 def _visible(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_key)
+    return sorted((p for p in folder.iterdir() if not is_hidden(p.name)), key=natural_key)
 
 
 def scan_videos(root: Path) -> tuple[list[tuple[Path, list[Path], int | None]], list[str] | None,

@@ -40,6 +40,16 @@ class BadImage(Exception):
     """A file that cannot be used as an image; ``str()`` is the reason."""
 
 
+# what operating systems leave in folders and archives: never an image of the user's
+SYSTEM_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+
+def is_hidden(name: str) -> bool:
+    """A file or folder name that is not the user's data: hidden (``.DS_Store``, ``.git``) or an
+    operating system's (macOS's ``__MACOSX`` in zips, Windows's ``Thumbs.db``)."""
+    return name.startswith(".") or name in SYSTEM_NAMES
+
+
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -51,7 +61,7 @@ def image_files(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)
-                           and not p.name.startswith("."))
+                           and not is_hidden(p.name))
             if not found:
                 raise DataError(f"{path}: no image files in this folder")
             paths += found

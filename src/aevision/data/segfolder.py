@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aevision.data.images import BadImage, is_image_path, load_image, open_image
+from aevision.data.images import BadImage, is_hidden, is_image_path, load_image, open_image
 from aevision.data.loading import check_one_size, guess_channels, skip_bad, skipped_example
 from aevision.data.registry import Source, takes_argument
 from aevision.data.segmentation import fixed_test_split, register_segmentation
@@ -80,10 +80,10 @@ def pair_files(root: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
         if not d.is_dir():
             raise DataError(f"segfolder:{root}: no {d.name}/ folder (expected images/ and masks/ "
                             f"with matching file names)")
-    images = sorted(p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = sorted(p for p in images_dir.iterdir() if p.is_file() and not is_hidden(p.name))
     masks: dict[str, Path] = {}
     for p in sorted(masks_dir.iterdir()):
-        usable = p.is_file() and not p.name.startswith(".") and is_image_path(p)
+        usable = p.is_file() and not is_hidden(p.name) and is_image_path(p)
         # a .png wins over another file with the same stem
         if usable and (p.stem not in masks or p.suffix.lower() == ".png"):
             masks[p.stem] = p
