@@ -206,3 +206,25 @@ def test_a_path_is_an_image_folder_or_one_image_file(tmp_path):
     images = [("a", torch.zeros(1, 6, 5)), ("b", torch.zeros(1, 6, 5)), ("c", torch.zeros(1, 4, 4))]
     with pytest.raises(DataError, match=r"^x: images differ in size \(most are 6x5, c is 4x4\)"):
         check_one_size("x", images)
+
+
+def test_channels_are_guessed_from_every_class_folder_and_grey_is_said(tmp_path, caplog, monkeypatch):
+    """A first class folder of grey images no longer decides for the colour ones after it (the
+    headers are sampled across the whole listing); a grey guess is one line naming data.channels."""
+    import logging
+
+    from aevision.data import loading
+
+    monkeypatch.setattr(loading, "CHANNEL_SAMPLE", 16)  # fewer headers than files: the spread sample
+    for c, mode, n in (("a_grey", "L", 70), ("b_colour", "RGB", 3)):
+        (tmp_path / c).mkdir()
+        for i in range(n):
+            Image.new(mode, (6, 6), 90).save(tmp_path / c / f"{i:03d}.png")
+    with caplog.at_level(logging.INFO, logger="aevision"):
+        assert load_folder(tmp_path).images.shape[1] == 3
+        assert "greyscale" not in caplog.text
+        for p in (tmp_path / "b_colour").iterdir():
+            Image.new("L", (6, 6), 90).save(p)
+        assert load_folder(tmp_path).images.shape[1] == 1
+    assert "reading the images as greyscale (1 channel): the 16 image headers read are all grey; " \
+           "data.channels=3" in caplog.text

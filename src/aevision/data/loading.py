@@ -8,6 +8,7 @@ that names an example and the setting that resizes them.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,9 @@ from torch import Tensor
 from aevision.data.images import BadImage, decode_many, is_image_path, peek_is_grey
 from aevision.data.imageset import Skipped
 from aevision.errors import DataError
+from aevision.validation import plural
+
+log = logging.getLogger(__name__)
 
 
 def with_image_suffix(files: Sequence[Path], skipped: list[Skipped]) -> list[Path]:
@@ -35,10 +39,24 @@ def stop_if_strict(skipped: list[Skipped], strict: bool) -> None:
         raise DataError(f"{skipped[0].path}: {skipped[0].reason} (strict mode)")
 
 
+# headers read to guess the channels: evenly spread over the files, so that every class folder of a
+# sorted listing is looked at, not only the first one's
+CHANNEL_SAMPLE = 256
+
+
 def guess_channels(files: Sequence[Path]) -> int:
-    """1 when the headers of (up to 64 of) ``files`` are all greyscale, else 3."""
-    greys = [peek_is_grey(p) for p in files[:64]]
-    return 1 if greys and all(g is not False for g in greys) else 3
+    """1 when the headers of ``files`` (up to :data:`CHANNEL_SAMPLE` of them, evenly spread) are all
+    greyscale, else 3 (grey images are then read as colour, which loses nothing). Grey is said in
+    one line, with the setting that reads colour: a colour image the sample missed loses its colour."""
+    n = len(files)
+    picked = [files[i * (n - 1) // (CHANNEL_SAMPLE - 1)] for i in range(CHANNEL_SAMPLE)] \
+        if n > CHANNEL_SAMPLE else list(files)
+    greys = [peek_is_grey(p) for p in picked]
+    if not greys or any(g is False for g in greys):
+        return 3
+    log.info("reading the images as greyscale (1 channel): the %s read are all grey; data.channels=3 "
+             "reads them in colour", plural(len(picked), "image header"))
+    return 1
 
 
 def decode_or_skip(files: Sequence[Path], channels: int, image_size: Sequence[int] | None,
