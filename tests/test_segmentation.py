@@ -166,6 +166,26 @@ def test_segfolder_errors_name_the_file(tmp_path):
         load_segmentation(DataConfig(name="segfolder"), 0)
 
 
+def test_masks_that_are_not_class_ids_are_refused_naming_a_file(tmp_path):
+    """Binary 0/255 masks shrunk with smoothing hold every grey level (read as ~250 classes, the
+    foreground ignored as unknown), and JPEG masks are never exact: both one-line errors."""
+    root = _segfolder(tmp_path / "smooth", classes=2)
+    for p in (root / "masks").iterdir():
+        binary = (np.asarray(Image.open(p)) == 1).astype(np.uint8) * 255
+        Image.fromarray(binary).resize((6, 5), Image.Resampling.BILINEAR).resize((12, 10)).save(p)
+    with pytest.raises(DataError, match=r"masks/im\d\.png: mask values up to \d+ \(\d+ distinct in all "
+                                        r"masks\) are grey levels, not class ids"):
+        load_segmentation(DataConfig(name=f"segfolder:{root}"), 0)
+    many = _segfolder(tmp_path / "many", classes=200)  # named, ids that high are real classes
+    (many / "classes.txt").write_text("".join(f"c{i}\n" for i in range(200)))
+    assert load_segmentation(DataConfig(name=f"segfolder:{many}", val_fraction=0.0), 0).train.masks.max() > 127
+
+    root = _segfolder(tmp_path / "jpeg")
+    (root / "masks" / "im1.png").rename(root / "masks" / "im1.jpg")
+    with pytest.raises(DataError, match=r"masks/im1\.jpg: a JPEG mask: .* save masks as PNG"):
+        load_segmentation(DataConfig(name=f"segfolder:{root}"), 0)
+
+
 def test_every_split_of_a_segfolder_keeps_the_files_skipped_while_loading(tmp_path):
     root = _segfolder(tmp_path / "d", n=6)
     (root / "images" / "im9.jpg").write_bytes(b"not an image")

@@ -95,6 +95,9 @@ def pair_files(root: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
         if mask is None:
             raise DataError(f"segfolder:{root}: no mask for images/{img.name} "
                             f"(expected masks/{img.stem}.png)")
+        if mask.suffix.lower() in LOSSY_SUFFIXES:
+            raise DataError(f"{mask}: a JPEG mask: its compression changes pixel values, so they are no "
+                            f"longer class ids; save masks as PNG")
         pairs.append((img, mask))
     if not pairs:
         raise DataError(f"segfolder:{root}: no images in images/")
@@ -117,7 +120,7 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
         channels = guess_channels([p for p, _ in pairs])
     images, masks, files, skipped = [], [], [], []
     palette: list[tuple[int, int, int]] | None = None
-    max_id, values = 0, set()
+    max_id, values, grey_levels = 0, set(), None
     for img_path, mask_path in pairs:
         try:
             native = load_image(img_path, channels)
@@ -128,6 +131,8 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
         check_mask(root, mask, mask_path, native, img_path, names, names_from)
         valid = mask[mask != IGNORE_INDEX]
         max_id = max(max_id, int(valid.max()) if valid.size else 0)
+        if grey_levels is None and names is None and valid.size and int(valid.max()) > MAX_UNNAMED_ID:
+            grey_levels = mask_path
         values.update(np.unique(mask).tolist())
         if palette is None:
             palette = pal
@@ -146,6 +151,11 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
                     skipped[0].path, skipped[0].reason)
     stacked = torch.stack(masks)
     binary = is_binary(values, names)
+    if grey_levels is not None and not binary:
+        raise DataError(f"{grey_levels}: mask values up to {max_id} ({len(values)} distinct in all masks) "
+                        f"are grey levels, not class ids: were the masks resized with smoothing? Masks "
+                        f"hold 0, 1, 2... (255 unknown) or 0/255; name over {MAX_UNNAMED_ID + 1} real "
+                        f"classes in classes.txt")
     if binary:
         stacked[stacked == IGNORE_INDEX] = 1
         names = names or ["background", "foreground"]
@@ -156,6 +166,12 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
     data = SegSet(torch.stack(images), stacked, names, f"segfolder:{root}", files, colours, skipped)
     log.info("%s", how_read(data, names_from, binary))
     return data
+
+
+# without class names, ids above this are taken for grey levels (masks resized with smoothing or
+# saved lossy), not for a real class count
+MAX_UNNAMED_ID = 127
+LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 
 def is_binary(values: set[int], names: list[str] | None) -> bool:
