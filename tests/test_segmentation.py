@@ -491,6 +491,9 @@ def test_segment_and_predict_masks_end_to_end(tmp_path, capsys):
     # errors are one line, exit 2
     assert main(["predict-masks", str(ae), str(folder), "-o", str(pred)]) == 2
     assert "not a segmenter" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["predict-masks", str(out), str(tmp_path / "notes.txt"), "-o", str(tmp_path / "none")]) == 2
+    assert "notes.txt: " in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert main(["segment", "--dataset", "shapes-seg", "--no-progress"]) == 2
     assert "encoder: got None" in capsys.readouterr().err
     assert main(["segment", "--encoder", str(ae), "--labels", "1000", *[d.replace("data.options.", "data.")

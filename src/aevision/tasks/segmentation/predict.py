@@ -19,10 +19,11 @@ from torch import Tensor
 
 from aevision.data.images import BadImage, is_hidden, is_image_path, load_image
 from aevision.data.imageset import as_float
-from aevision.errors import AevisionError
+from aevision.errors import AevisionError, DataError
 from aevision.io import write_json
 from aevision.report.masks import save_mask, save_overlay
 from aevision.tasks.segmentation.model import Segmenter
+from aevision.validation import plural
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def predict_files(seg: Segmenter, inputs: Iterable[str | Path], out_dir: str | P
         counts = torch.bincount(mask.flatten().long(), minlength=len(seg.classes))[: len(seg.classes)]
         fractions = {k: round(float(v) / mask.numel(), 6) for k, v in zip(seg.classes, counts, strict=True)}
         done.append(Prediction(str(path), str(out_dir / "masks" / name), over, fractions))
+    if skipped and not done:
+        raise DataError(f"{skipped[0]['path']}: {skipped[0]['reason']}; no input was a readable image "
+                        f"({plural(len(skipped), 'file')} tried), nothing written")
     if skipped:
         log.warning("skipped %d unreadable files (e.g. %s: %s)", len(skipped), skipped[0]["path"],
                     skipped[0]["reason"])
