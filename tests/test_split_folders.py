@@ -115,6 +115,9 @@ def test_encode_and_the_benchmark_take_the_folders_own_test_split(tmp_path, caps
     assert len(np.load(out)) == 4 and rows["labels"] == [0, 0, 1, 1]
     assert main(["encode", str(model), str(root), "-o", str(out)]) == 2
     assert "not classes" in capsys.readouterr().err
+    assert main(["encode", str(model), str(root / "test"), "-o", str(out)]) == 0  # a split's own folder
+    assert (f"{root / 'test'} is the test split of {root}: its labels number the classes it holds; "
+            f"--dataset folder:{root} --split test") in capsys.readouterr().err
     cfg = load_benchmark("quick", [f"output_dir={tmp_path / 'b'}", "models={}", "baselines=[pixels]",
                                    "labels=[all]", "protocols.knn.enabled=false",
                                    "protocols.finetune.enabled=false", "protocols.finetune.models=null",

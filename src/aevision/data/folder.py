@@ -61,8 +61,9 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     if not root.is_dir():
         raise DataError(f"folder:{root}: not a folder")
     if split_folders(root) is not None:
-        raise DataError(f"{root}: holds the splits train/ and test/, not classes: name one split's "
-                        f"folder ({root / 'test'}), or the dataset folder:{root} with its --split")
+        raise DataError(f"{root}: holds the splits train/ and test/, not classes: read it as the dataset "
+                        f"folder:{root} with its --split (one class list for every split; a split's "
+                        f"own folder, e.g. {root / 'test'}, numbers only the classes it holds)")
     entries = sorted(p for p in root.iterdir() if not is_hidden(p.name))
     subdirs = [p for p in entries if p.is_dir()]
     skipped: list[Skipped] = []

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from aevision.data import loading
-from aevision.data.folder import scan_folder
+from aevision.data.folder import scan_folder, split_folders
 from aevision.data.images import BadImage, Fit, decode_sized
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.data.video import VideoSet
@@ -97,13 +97,27 @@ def file_inputs(items: Sequence[str | Path], channels: int, size: tuple[int, int
     return Inputs(data, size, fit, resized, notes=notes)
 
 
+def split_of_a_dataset(folder: Path) -> list[str]:
+    """A note when ``folder`` is one split of a dataset folder (train/ + test/): its labels number
+    the classes it holds, which need not be another split's numbering."""
+    try:
+        splits = split_folders(folder.parent)
+    except DataError:  # the parent is no split layout
+        return []
+    split = next((k for k, v in (splits or {}).items() if v == folder), None)
+    if split is None:
+        return []
+    return [f"{folder} is the {split} split of {folder.parent}: its labels number the classes it holds; "
+            f"--dataset folder:{folder.parent} --split {split} numbers them as the whole dataset does"]
+
+
 def listed_files(items: Sequence[str | Path]
                  ) -> tuple[list[tuple[Path, bool, str | None]], list[str] | None, list[Skipped], list[str]]:
     """(file, named by itself, class name) in order, the classes (when every item is a folder of
     class subfolders), the files left out, and a note when some labels could not be kept."""
     entries: list[tuple[Path, bool, str | None]] = []
     skipped: list[Skipped] = []
-    class_lists, unlabelled = [], []
+    class_lists, unlabelled, notes = [], [], []
     for item in items:
         path = Path(item)
         if path.is_dir():
@@ -116,12 +130,12 @@ def listed_files(items: Sequence[str | Path]
                 unlabelled.append(path)
             else:
                 class_lists.append(classes)
+                notes += split_of_a_dataset(path)
         elif path.is_file():
             entries.append((path, True, None))
             unlabelled.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
-    notes = []
     if class_lists and unlabelled:
         notes.append(f"labels not kept: {unlabelled[0]} is not a folder of class subfolders")
     classes = sorted(set().union(*class_lists)) if class_lists and not unlabelled else None
