@@ -329,6 +329,23 @@ def test_an_unreadable_file_in_a_streamed_folder_is_skipped_and_counted(tmp_path
     assert "3.png" in caplog.text
 
 
+def test_a_folder_of_mixed_sizes_streamed_or_prepared_is_an_error_as_when_read_whole(tmp_path):
+    """Without an image size, the first image's is the size, and another is an error naming it,
+    not silently stretched; with one, every image is stretched to it."""
+    from aevision.data.folder_batches import FolderBatches
+    from aevision.data.folder_stream import list_folder
+
+    folder = photo_folder(tmp_path / "photos", per_class=4, size=12)
+    Image.new("RGB", (20, 12)).save(folder / "b" / "9.png")
+    wrong = r"b/9\.png: a 12x20 image; the first is 12x12: set an image size \(prepare's --image-size"
+    with pytest.raises(DataError, match=wrong):
+        prepare(str(folder), tmp_path / "s", progress=False, val_fraction=0.0)
+    with pytest.raises(DataError, match=wrong):
+        list(FolderBatches(list_folder(folder, None, None), range(9), 3, shuffle=False).epoch(0))
+    assert prepare(str(folder), tmp_path / "t", image_size=[12, 12], progress=False,
+                   val_fraction=0.0).info.counts == {"train": 9}
+
+
 def test_pretrain_streams_a_folder_larger_than_data_memory(tmp_path, caplog, one_thread):
     import logging
 
@@ -370,6 +387,24 @@ def test_encode_streams_a_large_folder_into_npy_rows_naming_their_files(tmp_path
     alone = load(tmp_path / "model").encode(image[None].float() / 255)
     assert np.allclose(features[i], alone.detach().numpy()[0], atol=1e-5)
     assert rows["labels"][i] == ["a", "b"].index(Path(rows["files"][i]).parent.name)
+
+
+def test_encode_streams_images_of_another_size_only_when_resize_says_stretch(tmp_path, capsys):
+    from aevision.cli import main
+    from aevision.models import build_model, save_model
+
+    folder = photo_folder(tmp_path / "photos", per_class=3, size=12)
+    Image.new("RGB", (20, 12)).save(folder / "b" / "9.png")
+    save_model(build_model("conv", (3, 12, 12), {"channels": [8], "code_dim": 6}, [], "mse"), tmp_path / "m")
+    out = tmp_path / "f.npy"
+    run = ["encode", str(tmp_path / "m"), str(folder), "-o", str(out), "--memory", "0", "--workers", "0",
+           "--batch-size", "2"]
+    assert main(run) == 2  # met after two batches were written
+    assert "9.png: a 12x20 image; the model takes 12x12: give --resize stretch" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "photos"]  # no partial features
+    assert main([*run, "--resize", "crop"]) == 2
+    assert "--resize: got 'crop', expected stretch: " in capsys.readouterr().err
+    assert main([*run, "--resize", "stretch"]) == 0 and np.load(out).shape == (7, 6)
 
 
 def test_encode_streams_prepared_shards_by_split(shards, tmp_path, capsys):

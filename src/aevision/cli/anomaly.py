@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         if not (args.inputs or args.dataset):
             return 0
     options = dict(score, quantile=args.quantile, batch_size=args.batch_size, device=args.device)
-    stream = None if args.limit is not None else \
-        streamed_input(args.dataset, args.inputs, args.split, tuple(model.input_shape), args.memory)
+    stream = None if args.limit is not None else streamed_input(
+        args.dataset, args.inputs, args.split, tuple(model.input_shape), args.memory, args.resize)
     if stream is not None:
         result = score_stream(model, args.model, stream, workers=args.workers, **options)
         data = None

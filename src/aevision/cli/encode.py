@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, args.device)
     if args.limit is None:
         shape = tuple(model.input_shape)
-        stream = streamed_input(args.dataset, args.inputs, args.split, shape, args.memory)
+        stream = streamed_input(args.dataset, args.inputs, args.split, shape, args.memory, args.resize)
         if stream is not None:
             rows, dim = write_streamed_features(model, stream, out, batch_size=args.batch_size,
                                                 device=args.device, workers=args.workers,

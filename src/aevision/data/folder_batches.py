@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from aevision.data.batches import epoch_order
-from aevision.data.folder_stream import FolderListing
+from aevision.data.folder_stream import FolderListing, check_size
 from aevision.data.imageset import Skipped, to_float
 from aevision.data.streaming import own_generator
 from aevision.errors import DataError
@@ -32,23 +32,22 @@ from aevision.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def decode_file(path: Path, channels: int, size: tuple[int, int], exact: bool = False) -> Tensor | None:
-    """One file -> (channels, H, W) uint8 at ``size``, or None when it does not decode. With
-    ``exact`` an image of another size is an error naming it instead of being resized."""
+def decode_file(path: Path, listing: FolderListing) -> Tensor | None:
+    """One file of ``listing`` -> (channels, H, W) uint8 at its size, or None when it does not
+    decode; an image of another size is resized, or an error when the listing says so."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+    mode = ImageReadMode.GRAY if listing.channels == 1 else ImageReadMode.RGB
     try:
         data = read_file(str(path))
         jpeg = path.suffix.lower() in (".jpg", ".jpeg")
         image = decode_jpeg(data, mode=mode) if jpeg else decode_image(data, mode=mode)
     except (RuntimeError, ValueError, OSError):
         return None
-    if tuple(image.shape[1:]) != tuple(size):
-        if exact:
-            raise DataError(f"{path}: a {image.shape[1]}x{image.shape[2]} image, the model takes "
-                            f"{size[0]}x{size[1]}: give --resize stretch")
-        x = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
+    if tuple(image.shape[1:]) != listing.size:
+        if listing.other_size is not None:
+            check_size(path, image, listing)
+        x = F.interpolate(image[None].float(), size=listing.size, mode="bilinear", antialias=True,
                           align_corners=False)
         image = x[0].round().clamp(0, 255).to(torch.uint8)
     return image
@@ -57,10 +56,9 @@ def decode_file(path: Path, channels: int, size: tuple[int, int], exact: bool = 
 class _EpochFiles(IterableDataset):
     """The batches ``start``.. of one epoch's order, each decoded by its loader process."""
 
-    def __init__(self, listing: FolderListing, order: Tensor, batch_size: int, batches: int, start: int,
-                 exact: bool = False):
+    def __init__(self, listing: FolderListing, order: Tensor, batch_size: int, batches: int, start: int):
         self.listing, self.order, self.batch_size = listing, order, batch_size
-        self.batches, self.start, self.exact = batches, start, exact
+        self.batches, self.start = batches, start
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -74,7 +72,7 @@ class _EpochFiles(IterableDataset):
         images, kept, bad = [], [], []
         for i in idx:
             try:
-                image = decode_file(listing.files[i], listing.channels, listing.size, self.exact)
+                image = decode_file(listing.files[i], listing)
             except DataError as e:  # handed to the training process: one line there, not a traceback
                 return {"error": str(e)}
             if image is None:
@@ -93,7 +91,7 @@ class FolderBatches:
 
     def __init__(self, listing: FolderListing, indices: Sequence[int], batch_size: int, *, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = False, transform: Callable[..., Any] | None = None,
-                 workers: int = 0, exact_size: bool = False):
+                 workers: int = 0):
         self.listing = listing
         self.subset = torch.as_tensor(list(indices), dtype=torch.long)
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
@@ -102,7 +100,6 @@ class FolderBatches:
         self.channels_last = False
         self.images_per_item = 1
         self.device: torch.device | None = None
-        self.exact_size = exact_size
         self.skipped: list[Skipped] = []  # files that did not decode, as they were met
 
     def __len__(self) -> int:
@@ -124,8 +121,7 @@ class FolderBatches:
         """The decoded batches as records: ``image`` (B, C, H, W) uint8, ``index``, ``label``."""
         order = self.subset[epoch_order(len(self.subset), self.batch_size, self.seed, epoch, self.shuffle,
                                         rank, world_size)]
-        data = _EpochFiles(self.listing, order, self.batch_size, self.num_batches(world_size), start,
-                           self.exact_size)
+        data = _EpochFiles(self.listing, order, self.batch_size, self.num_batches(world_size), start)
         workers = min(self.workers, max(0, self.num_batches(world_size) - start))
         # its own generator: drawing the workers' base seed from the global RNG would shift the
         # training noise of a resumed run

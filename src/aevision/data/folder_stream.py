@@ -31,6 +31,9 @@ class FolderListing:
     channels: int
     size: tuple[int, int]
     skipped: list[Skipped] = field(default_factory=list)
+    # None: an image of another size is stretched to ``size``; else it is an error, and this says why
+    # and what to do (the sentence after "FILE: a HxW image; ")
+    other_size: str | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -42,9 +45,11 @@ class FolderListing:
 
 
 def list_folder(root: Path, channels: int | None, image_size: Sequence[int] | None,
-                strict: bool = False) -> FolderListing:
-    """List ``root`` as ``folder:`` does (class subfolders label it); without ``image_size`` the
-    first readable image sets the size, and an image of another size then stops ``prepare``."""
+                strict: bool = False, *, exact: str | None = None) -> FolderListing:
+    """List ``root`` as ``folder:`` does (class subfolders label it). With ``image_size`` every
+    image is stretched to it, unless ``exact`` says why an image of another size is an error;
+    without, the first readable image sets the size and an image of another size is an error, as
+    when the folder is read whole."""
     files, labels, classes, skipped = scan_folder(root)
     label_of = dict(zip(files, labels or [None] * len(files), strict=True))
     keep = loading.with_image_suffix(files, skipped)
@@ -52,9 +57,14 @@ def list_folder(root: Path, channels: int | None, image_size: Sequence[int] | No
     if not keep:
         raise DataError(f"folder:{root}: no image files found{loading.skipped_example(skipped)}")
     channels = channels or loading.guess_channels(keep)
-    size = tuple(image_size) if image_size else first_size(keep, channels)
+    if image_size:
+        size, other = (int(image_size[0]), int(image_size[1])), exact
+    else:
+        size = first_size(keep, channels)
+        other = (f"the first is {size[0]}x{size[1]}: set an image size (prepare's --image-size, "
+                 f"data.image_size) to stretch every image to it")
     kept_labels = [label_of[p] for p in keep] if classes is not None else None
-    return FolderListing(root, keep, kept_labels, classes, channels, size, skipped)  # type: ignore[arg-type]
+    return FolderListing(root, keep, kept_labels, classes, channels, size, skipped, other)
 
 
 def first_size(files: Sequence[Path], channels: int) -> tuple[int, int]:
@@ -66,22 +76,27 @@ def first_size(files: Sequence[Path], channels: int) -> tuple[int, int]:
     raise DataError(f"{files[0].parent}: none of the first {min(64, len(files))} files is a readable image")
 
 
-def decode_blocks(listing: FolderListing, indices: Sequence[int], block: int = 256, strict: bool = False,
-                  exact_size: bool = False) -> Iterator[list[tuple[int, Tensor]]]:
+def decode_blocks(listing: FolderListing, indices: Sequence[int], block: int = 256, strict: bool = False
+                  ) -> Iterator[list[tuple[int, Tensor]]]:
     """(index into ``listing.files``, (C, H, W) uint8) for ``indices``, ``block`` files at a time;
-    unreadable files are added to ``listing.skipped`` (or stop a ``strict`` run). With
-    ``exact_size`` an image of another size is an error naming it instead of being stretched."""
+    unreadable files are added to ``listing.skipped`` (or stop a ``strict`` run); an image of
+    another size is stretched or an error, as ``listing.other_size`` says."""
+    exact = listing.other_size is not None
     for start in range(0, len(indices), block):
         part = list(indices[start:start + block])
         paths = [listing.files[i] for i in part]
-        decoded = decode_many(paths, listing.channels, None if exact_size else listing.size)
+        decoded = decode_many(paths, listing.channels, None if exact else listing.size)
         out = []
         for i, p, result in zip(part, paths, decoded, strict=True):
             if isinstance(result, BadImage):
                 loading.skip_bad(p, result, listing.skipped, strict)
-            elif tuple(result.shape[1:]) != listing.size:
-                raise DataError(f"{p}: a {result.shape[1]}x{result.shape[2]} image, the others are "
-                                f"{listing.size[0]}x{listing.size[1]}: give --image-size H W")
             else:
+                check_size(p, result, listing)
                 out.append((i, result))
         yield out
+
+
+def check_size(path: Path, image: Tensor, listing: FolderListing) -> None:
+    """An image of another size than the listing's, which it does not stretch: a one-line error."""
+    if tuple(image.shape[1:]) != listing.size:
+        raise DataError(f"{path}: a {image.shape[1]}x{image.shape[2]} image; {listing.other_size}")

@@ -26,7 +26,7 @@ from aevision.data.imageset import to_float
 from aevision.data.plan import memory_budget
 from aevision.data.shards import ShardInfo, read_files, read_info
 from aevision.data.streaming import StreamBatches
-from aevision.errors import AevisionError, DataError
+from aevision.errors import AevisionError, ConfigError, DataError
 from aevision.io import write_json
 from aevision.models import Autoencoder
 from aevision.tasks.model_outputs import rows_path
@@ -49,7 +49,7 @@ class StreamedInput:
                                  workers=workers).raw_epoch(0)
         assert self.listing is not None
         self.folder = FolderBatches(self.listing, range(self.rows), batch_size, shuffle=False,
-                                    workers=workers, exact_size=True)
+                                    workers=workers)
         return self.folder.raw_epoch(0)
 
     def classes(self) -> list[str] | None:
@@ -63,9 +63,10 @@ class StreamedInput:
 
 
 def streamed_input(dataset: str | None, inputs: list[str], split: str, shape: tuple[int, int, int],
-                   memory: float | None = None) -> StreamedInput | None:
+                   memory: float | None = None, fit: str | None = None) -> StreamedInput | None:
     """The input to stream, or None when it fits ``memory`` GiB (default a quarter of RAM) or is
-    not a single folder / ``shards:`` dataset."""
+    not a single folder / ``shards:`` dataset. ``fit`` (``--resize``) brings a folder's images of
+    another size to the model's: streamed, only ``stretch``."""
     budget, _ = memory_budget(DataConfig(memory=memory))
     c, h, w = shape
     if dataset is not None and dataset.startswith("shards:"):
@@ -77,8 +78,12 @@ def streamed_input(dataset: str | None, inputs: list[str], split: str, shape: tu
         n = info.counts[split]
         return StreamedInput(dataset, n, shards=info, split=split) if n * c * h * w > budget else None
     if dataset is None and len(inputs) == 1 and Path(inputs[0]).is_dir():
-        listing = list_folder(Path(inputs[0]).resolve(), c, (h, w))
+        exact = None if fit == "stretch" else f"the model takes {h}x{w}: give --resize stretch"
+        listing = list_folder(Path(inputs[0]).resolve(), c, (h, w), exact=exact)
         if listing.decoded_bytes() > budget:
+            if fit not in (None, "stretch"):
+                raise ConfigError("--resize", fit, f"stretch: {inputs[0]} is larger than memory and "
+                                  f"streamed, which stretches only (or raise --memory to read it whole)")
             return StreamedInput(f"folder:{inputs[0]}", len(listing.files), listing=listing)
     return None
 
@@ -95,21 +100,26 @@ def write_streamed_features(model: Autoencoder, source: StreamedInput, out: str 
     model.eval().to(device)
     features: Any = None
     indices, labels, row = [], [], 0
-    for raw in source.batches(batch_size, workers):
-        z = model.encode(to_float(raw["image"].to(device))).float().cpu().numpy()
+    try:
+        for raw in source.batches(batch_size, workers):
+            z = model.encode(to_float(raw["image"].to(device))).float().cpu().numpy()
+            if features is None:
+                features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                     shape=(source.rows, z.shape[1]))
+            features[row:row + len(z)] = z
+            row += len(z)
+            indices += raw["index"].tolist()
+            labels += raw["label"].tolist()
         if features is None:
-            features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                 shape=(source.rows, z.shape[1]))
-        features[row:row + len(z)] = z
-        row += len(z)
-        indices += raw["index"].tolist()
-        labels += raw["label"].tolist()
-    if features is None:
-        raise DataError(f"{source.name}: no readable images")
-    features.flush()
-    dim = features.shape[1]
-    del features
-    _finish(tmp, out, row, dim)
+            raise DataError(f"{source.name}: no readable images")
+        features.flush()
+        dim = features.shape[1]
+        del features
+        _finish(tmp, out, row, dim)
+    except BaseException:  # a bad file, Ctrl-C: no partial features left beside the output
+        tmp.unlink(missing_ok=True)
+        out.with_name(f".{out.name}.cut.tmp").unlink(missing_ok=True)
+        raise
     _write_rows(out, source, indices, labels, model_path)
     return row, dim
 
