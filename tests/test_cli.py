@@ -79,6 +79,20 @@ def test_encode_to_npy_and_safetensors(trained, tmp_path):
     np.testing.assert_allclose(loaded["features"], feats[drawn], rtol=1e-5, atol=1e-7)
 
 
+def test_encode_split_val_is_the_models_own_validation_split(tmp_path):
+    """--split train / val are the images pretrain trained and validated on: with the model's own
+    data.val_fraction (not the default) when --dataset is the data it was trained on."""
+    run = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
+                 "data.val_fraction=0.3", "-o", str(run)]) == 0
+    counts = {s: json.loads((run / "summary.json").read_text())["data"][s]["images"] for s in ("train", "val")}
+    for split in ("train", "val"):
+        out = tmp_path / f"{split}.npy"
+        assert main(["encode", str(run), "--dataset", "digits", "--split", split, "-o", str(out)]) == 0
+        assert len(np.load(out)) == counts[split]
+    assert counts["val"] > 0.25 * (counts["train"] + counts["val"])  # 0.3 (per class), not the default 0.1
+
+
 def test_encode_and_reconstruct_image_files(trained, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

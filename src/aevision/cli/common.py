@@ -192,6 +192,22 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
     return model_inputs(args, model).data
 
 
+def pretrained_val_fraction(args: argparse.Namespace) -> float | None:
+    """The validation fraction the model's pretraining carved from ``--dataset`` (its config.json),
+    so that ``--split train`` and ``val`` are its own splits; None (pretrain's default) when the
+    model was trained on other data or is not a saved model folder."""
+    from aevision.models.io import read_saved_config
+
+    try:
+        _, _, saved = read_saved_config(getattr(args, "model", None) or "")
+    except (AevisionError, OSError):
+        return None
+    data = (saved.get("config") or {}).get("data") or {} if isinstance(saved, dict) else {}
+    fraction = data.get("val_fraction")
+    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+    return float(fraction) if data.get("name") == args.dataset and number else None
+
+
 def model_inputs(args: argparse.Namespace, model: Any) -> Any:
     """The images named by the command line (files and folders, or ``--dataset`` and ``--split``)
     at ``model``'s input shape, as :class:`aevision.data.inputs.Inputs`; what was resized, and
@@ -207,7 +223,7 @@ def model_inputs(args: argparse.Namespace, model: Any) -> Any:
                           "model's size as pretrain's data.image_size does (stretched)")
     if args.dataset:
         found = dataset_inputs(args.dataset, args.split, c, (h, w), root=args.data_root, seed=args.seed,
-                               limit=args.limit)
+                               limit=args.limit, val_fraction=pretrained_val_fraction(args))
     elif args.inputs:
         found = file_inputs(args.inputs, c, (h, w), fit=args.resize, limit=args.limit)
     else:
