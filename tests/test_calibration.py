@@ -131,3 +131,15 @@ def test_anomaly_cli_calibrates_then_labels_with_the_stored_threshold(tmp_path, 
     assert "25 normal images are too few for --fpr 0.01" in capsys.readouterr().err
     assert main(["anomaly", str(folder), "--calibrate", str(cal), "--fpr", "0"]) == 2
     assert "--fpr" in capsys.readouterr().err
+
+
+def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_path, capsys):
+    """Not its official training set: the model trained on those, so their scores are too low and
+    the threshold would flag far more normal images than --fpr."""
+    run = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
+                 "-o", str(run)]) == 0
+    val = json.loads((run / "summary.json").read_text())["data"]["val"]["images"]
+    capsys.readouterr()
+    assert main(["anomaly", str(run), "--calibrate", "digits", "--fpr", "0.05"]) == 0
+    assert f"of {val} normal images" in capsys.readouterr().out

@@ -37,8 +37,9 @@ def add_parser(sub: Any) -> None:
                    help="without a calibrated threshold: flag images above this quantile of reference "
                    "scores (default 0.99)")
     p.add_argument("--calibrate", metavar="NORMAL", help="normal images the model never trained on (a "
-                   "folder or dataset name): set the threshold for --fpr from their scores (split "
-                   "conformal) and store it beside the model (threshold.json), used from then on")
+                   "folder, or a dataset name: its validation split as pretrain holds it out with "
+                   "--seed): set the threshold for --fpr from their scores (split conformal) and store "
+                   "it beside the model (threshold.json), used from then on")
     p.add_argument("--fpr", type=float, default=0.05,
                    help="--calibrate: the false-positive rate on normal images to allow (default 0.05)")
     p.add_argument("-o", "--out", metavar="FILE.csv", help="write every image's score as CSV")
@@ -97,7 +98,9 @@ def _calibrate(args: argparse.Namespace, model: Any, score: dict[str, Any]) -> N
     from aevision.tasks.anomaly_report import calibrate
 
     c, h, w = model.input_shape
-    normal = load_source(SourceSpec(resolved(args.calibrate), "train", args.data_root, args.seed), c, (h, w))
+    # a dataset's validation split: images pretrain held out (its official training set would
+    # hold the very images the model learned to reconstruct, whose scores are too low)
+    normal = load_source(SourceSpec(resolved(args.calibrate), "val", args.data_root, args.seed), c, (h, w))
     found = calibrate(model, args.model, normal, fpr=args.fpr, source=args.calibrate,
                       batch_size=args.batch_size, device=args.device, **score)
     print(f"calibrated {args.score} threshold {found.threshold:.6g} for false-positive rate {args.fpr:g}: "
