@@ -172,6 +172,32 @@ def test_restore_cli_says_when_the_model_makes_the_images_worse(tmp_path, capsys
     assert "worse" not in capsys.readouterr().out  # without clean images nothing is measured
 
 
+def test_an_image_the_degradation_left_unchanged_is_left_out_of_the_psnr_mean():
+    """Its PSNR before restoring is infinite: it made the mean infinite (so 'the model lowered
+    PSNR' whatever it did) and metrics.json held Infinity, which strict JSON parsers refuse."""
+    from aevision.tasks.restore_files import _quality, paired_means
+
+    clean = torch.full((1, 1, 8, 8), 0.5)
+    worse, better = clean + 0.2, clean + 0.05
+    rows = [_quality(clean, better, clean), _quality(worse, better, clean)]
+    assert rows[0]["psnr_degraded"] is None and rows[0]["ssim_degraded"] == pytest.approx(1.0)
+    means = paired_means(rows)
+    assert means["psnr_degraded"] == pytest.approx(rows[1]["psnr_degraded"])  # the degraded image only
+    assert means["psnr_restored"] > means["psnr_degraded"]
+    assert means["ssim_degraded"] == pytest.approx((1.0 + rows[1]["ssim_degraded"]) / 2)
+    json.loads(json.dumps(rows), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def test_restore_refuses_inputs_that_would_overwrite_each_others_result(tmp_path, capsys):
+    save_model(build_model("conv", (1, 16, 16), {"code_dim": None, "channels": [4, 8]}), tmp_path / "m")
+    for d in ("a", "b"):
+        write_pngs(tmp_path / d, [np.zeros((16, 16), dtype=np.uint8)])
+    assert main(["restore", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b"), "--task", "denoise",
+                 "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "b/img0.png and " in err and "a/img0.png would both be written as img0.png" in err
+
+
 def test_crops_dataset_is_deterministic_and_holds_out_whole_photos(tmp_path):
     rng = np.random.default_rng(0)
     write_pngs(tmp_path / "photos", [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {done.count} restored images and {done.grid}")
     if done.mean:
         m = done.mean
-        change = {"psnr": f"PSNR {m['psnr_degraded']:.2f} -> {m['psnr_restored']:.2f} dB",
-                  "ssim": f"SSIM {m['ssim_degraded']:.3f} -> {m['ssim_restored']:.3f}"}
-        print(f"{degradation.label() if degradation else ''}: {change['psnr']}, {change['ssim']}")
+        change = {k: f"{k.upper()} {m[f'{k}_degraded']:.{digits}f} -> {m[f'{k}_restored']:.{digits}f}{unit}"
+                  for k, digits, unit in (("psnr", 2, " dB"), ("ssim", 3, "")) if f"{k}_degraded" in m}
+        print(f"{degradation.label() if degradation else ''}: {', '.join(change.values())}")
         if done.lowered:  # one line, so that a model that does harm is never silent
             print(f"the restored images are worse than the degraded ones: the model lowered "
                   f"{' and '.join(k.upper() for k in done.lowered)} on these images "

@@ -43,7 +43,8 @@ class Restored:
         """The measures (``psnr``, ``ssim``) whose mean is lower after restoring than before: the
         model made these images worse by that measure."""
         m = self.mean
-        return [k for k in ("psnr", "ssim") if m and m[f"{k}_restored"] < m[f"{k}_degraded"]]
+        return [k for k in ("psnr", "ssim")
+                if f"{k}_restored" in m and m[f"{k}_restored"] < m[f"{k}_degraded"]]
 
 
 def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[str], *, task: Task,
@@ -54,6 +55,7 @@ def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[
     ``out/metrics.json`` (PSNR and SSIM of the degraded and the restored images, and ``lowered``:
     the measures the model made worse)."""
     out = Path(out)
+    check_output_names(paths)
     rows: dict[str, list[Tensor]] = {"clean": [], "input": [], "restored": []}
     metrics: list[dict[str, Any]] = []
     for k, path in enumerate(paths):
@@ -74,7 +76,7 @@ def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[
     grid = _save_grid(out / "grid.png", rows)
     done = Restored(len(paths), grid, metrics)
     if metrics:
-        done.mean = {k: sum(m[k] for m in metrics) / len(metrics) for k in metrics[0] if k != "file"}
+        done.mean = paired_means(metrics)
         write_json(out / "metrics.json", {
             "command": command, "task": task, "model": model_path,
             "degradation": degradation.to_dict() if degradation else None, "seed": seed,
@@ -98,11 +100,36 @@ def _read(path: Path, channels: int, inpaint: bool) -> tuple[Tensor, Tensor | No
     return image, holes
 
 
-def _quality(degraded: Tensor, restored: Tensor, clean: Tensor) -> dict[str, float]:
-    return {"psnr_degraded": float(psnr(degraded, clean)[0]),
-            "psnr_restored": float(psnr(restored, clean)[0]),
-            "ssim_degraded": float(ssim(degraded, clean)[0]),
-            "ssim_restored": float(ssim(restored, clean)[0])}
+def check_output_names(paths: list[Path]) -> None:
+    """Every input writes ``<stem>.png`` beside ``grid.png``: two inputs of one stem (or one named
+    grid) would overwrite each other's result, an error naming them."""
+    seen: dict[str, Path] = {"grid": Path("grid.png (the grid of examples)")}
+    for path in paths:
+        other = seen.setdefault(path.stem, path)
+        if other is not path:
+            raise AevisionError(f"{path} and {other} would both be written as {path.stem}.png: restore "
+                                f"them into different folders (or rename one)")
+
+
+def _quality(degraded: Tensor, restored: Tensor, clean: Tensor) -> dict[str, float | None]:
+    """PSNR and SSIM before and after; None for an infinite PSNR (an image the degradation, or the
+    model, left identical to the clean one: no finite number, and strict JSON has no infinity)."""
+    values = {"psnr_degraded": psnr(degraded, clean)[0], "psnr_restored": psnr(restored, clean)[0],
+              "ssim_degraded": ssim(degraded, clean)[0], "ssim_restored": ssim(restored, clean)[0]}
+    return {k: float(v) if bool(torch.isfinite(v)) else None for k, v in values.items()}
+
+
+def paired_means(metrics: list[dict[str, Any]]) -> dict[str, float]:
+    """Each measure's mean before and after over the images where both are finite (an image left
+    unchanged by its degradation would make the PSNR's mean before restoring infinite)."""
+    means = {}
+    for k in ("psnr", "ssim"):
+        pairs = [(m[f"{k}_degraded"], m[f"{k}_restored"]) for m in metrics
+                 if m[f"{k}_degraded"] is not None and m[f"{k}_restored"] is not None]
+        if pairs:
+            means[f"{k}_degraded"] = sum(a for a, _ in pairs) / len(pairs)
+            means[f"{k}_restored"] = sum(b for _, b in pairs) / len(pairs)
+    return means
 
 
 def _save_png(path: Path, img: Tensor) -> None:
