@@ -143,3 +143,9 @@ def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_p
     capsys.readouterr()
     assert main(["anomaly", str(run), "--calibrate", "digits", "--fpr", "0.05"]) == 0
     assert f"of {val} normal images" in capsys.readouterr().out
+    (run / "report.html").write_text("<html>the old model</html>")
+    assert (run / "threshold.json").is_file()
+    assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "2", "--no-progress",
+                 "-o", str(run), "--overwrite"]) == 0  # new weights: what was made from the old goes
+    assert not (run / "threshold.json").exists() and not (run / "report.html").exists()
+    assert main(["anomaly", str(run), "--dataset", "digits", "--limit", "5"]) == 0

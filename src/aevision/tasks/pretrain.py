@@ -31,6 +31,8 @@ from aevision.errors import AevisionError, ConfigError
 from aevision.io import read_json
 from aevision.models import Autoencoder, build_model, load_model, save_model
 from aevision.models.io import WEIGHTS, load_weights_strict
+from aevision.tasks.calibration import THRESHOLD_FILE
+from aevision.tasks.html_report import REPORT
 from aevision.tasks.streamed_data import data_key, stream_summary, streamed_batches
 
 
@@ -63,6 +65,19 @@ def as_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] |
 def model_from_config(cfg: PretrainConfig, input_shape: Sequence[int]) -> Autoencoder:
     return build_model(cfg.model.name, input_shape, cfg.model.options,
                        [to_dict(r) for r in cfg.regularizers], cfg.model.reconstruction)
+
+
+# files made from a model's weights beside them: stale once new weights are saved there
+MADE_FROM_WEIGHTS = (THRESHOLD_FILE, REPORT)
+
+
+def save_replacing(model: Autoencoder, folder: Path, provenance: dict[str, Any]) -> None:
+    """Save ``model`` into ``folder``, removing what was made from the weights it replaces (an
+    anomaly threshold calibrated for them would stop every later ``anomaly`` run; a report would
+    describe another model)."""
+    for name in MADE_FROM_WEIGHTS:
+        (folder / name).unlink(missing_ok=True)
+    save_model(model, folder, extra=provenance)
 
 
 def pretrain(
@@ -106,7 +121,7 @@ def pretrain(
     summary = stream_summary(stream) if stream is not None else data_summary(splits)
     provenance = {"config": cfg.to_dict(), "data": summary,
                   **({"init_from": {"path": str(init_from), "weights_sha256": init}} if init else {})}
-    run.finish(lambda folder: save_model(model, folder, extra=provenance),
+    run.finish(lambda folder: save_replacing(model, folder, provenance),
                {"summary.json": {**provenance, "fit": fit.to_dict()}})
     return PretrainResult(model, run.out_dir, fit, cfg, found, trainer.fabric.global_rank,
                           timing=run.timing)
