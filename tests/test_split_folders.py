@@ -145,3 +145,24 @@ def test_pretrain_reads_the_train_split_in_memory_or_streamed(tmp_path, memory):
     assert data["name"].endswith("/d/train") and data["classes"] == ["cat", "dog"]
     held_out = data["val"]["images"] if data["val"] else 0  # streamed: carved from the listing
     assert data["train"]["images"] + held_out == 16 and data.get("streamed", False) == (memory == 0)
+
+
+def test_prepare_writes_a_split_folders_own_splits_with_one_class_list(tmp_path):
+    from aevision.data.shards import read_info
+    from aevision.tasks.prepare import prepare
+
+    root = split_folder(tmp_path / "d", {"train": 5, "test": 2})
+    info = prepare(str(root), tmp_path / "s", progress=False, val_fraction=0.2).info
+    assert info.counts == {"train": 8, "val": 2, "test": 4} and info.classes == ["cat", "dog"]
+    assert read_info(str(tmp_path / "s")).counts["test"] == 4
+
+
+def test_prepare_takes_a_folders_options_and_refuses_unknown_ones(tmp_path):
+    from aevision.tasks.prepare import prepare
+
+    flat = split_folder(tmp_path / "d", {"x": 5}) / "x"  # class folders cat/ and dog/, 5 images each
+    info = prepare(str(flat), tmp_path / "s", progress=False, val_fraction=0.0,
+                   options={"test_fraction": 0.2}).info
+    assert info.counts == {"train": 8, "test": 2}
+    with pytest.raises(ConfigError, match="bogus"):
+        prepare(str(flat), tmp_path / "t", progress=False, options={"bogus": 1})

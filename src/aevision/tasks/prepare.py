@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from aevision.config import DataConfig
 from aevision.data import SEG_DATASETS, load_dataset, load_segmentation
+from aevision.data.folder import split_folders
 from aevision.data.folder_stream import FolderListing, decode_blocks, list_folder
 from aevision.data.imageset import Skipped
 from aevision.data.shards import MANIFEST, SPLITS, ShardInfo, is_url, item, write_info, write_split
@@ -47,7 +48,9 @@ def prepare(source: str, out: str | Path, *, image_size: Sequence[int] | None = 
     """Write ``source`` (a folder, or a dataset name as ``--dataset`` takes it) under ``out``:
     one litdata folder per split and ``aevision.json``. Images are decoded and brought to
     ``image_size`` (H, W) (a folder without it: the size of its first image); ``options`` are
-    the dataset builder's own (``n_train``, ``size``, ...)."""
+    the dataset builder's own (``n_train``, ``size``, a folder's ``test_fraction``, ...). A plain
+    folder is decoded a block at a time; one with its own splits (train/ + test/) or options is
+    read whole, as ``folder:`` reads it, so the shards hold exactly its splits."""
     if is_url(str(out)):
         raise AevisionError(f"prepare: -o {out}: write to a local folder, then copy it to object storage "
                             f"(e.g. `aws s3 sync`); training streams it from the URL")
@@ -62,11 +65,12 @@ def prepare(source: str, out: str | Path, *, image_size: Sequence[int] | None = 
     start = time.perf_counter()
     with _bar(progress) as tick:
         folder = _folder_path(source)
-        if folder is not None:
+        if folder is not None and not options and split_folders(folder) is None:
             info, skipped = _prepare_folder(folder, out, image_size, channels, val_fraction, seed,
                                             chunk_bytes, tick)
-        else:
-            cfg = DataConfig(name=source, root=root, channels=channels, options=dict(options or {}),
+        else:  # a dataset, or a folder with its own splits or options (test_fraction): read whole
+            name = source if folder is None else f"folder:{folder}"
+            cfg = DataConfig(name=name, root=root, channels=channels, options=dict(options or {}),
                              image_size=list(image_size) if image_size else None, val_fraction=val_fraction)
             info, skipped = _prepare_dataset(cfg, out, seed, chunk_bytes, tick)
     write_info(out, info)
