@@ -213,3 +213,17 @@ def test_crops_dataset_is_deterministic_and_holds_out_whole_photos(tmp_path):
     assert not set(a.train.files) & set(a.test.files)
     with pytest.raises(ConfigError, match=r"data\.size"):
         load_dataset(DataConfig(name=f"crops:{tmp_path / 'photos'}", options={"size": 4}), 0)
+
+
+def test_crops_takes_photos_at_every_depth_and_says_what_it_left_out(tmp_path, caplog):
+    """Photos are unlabelled: the ones beside a subfolder are photos too, not 'files beside class
+    folders' dropped without a word; too small or unreadable ones are counted in a warning."""
+    rng = np.random.default_rng(0)
+    write_pngs(tmp_path / "photos", [rng.integers(0, 256, (30, 30, 3), dtype=np.uint8) for _ in range(2)])
+    write_pngs(tmp_path / "photos" / "more", [rng.integers(0, 256, (30, 30, 3), dtype=np.uint8),
+                                              rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)])
+    (tmp_path / "photos" / "broken.png").write_bytes(b"no")
+    data = load_dataset(DataConfig(name=f"crops:{tmp_path / 'photos'}", val_fraction=0.0,
+                                   options={"size": 16, "per_image": 2}), seed=0)
+    assert len(data.train) == 3 * 2
+    assert "left out 2 of 5 files" in caplog.text

@@ -11,19 +11,23 @@ whole photos (not crops) are held out, so no test crop shares a photo with train
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.data.folder import scan_folder
-from aevision.data.images import BadImage, decode_many, is_image_path, peek_is_grey
+from aevision.data import loading
+from aevision.data.folder import split_folders
+from aevision.data.images import BadImage, decode_many, is_hidden
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.data.registry import DATASETS, TEST_SPLIT_SEED, Source, Splits, takes_argument
 from aevision.data.splits import generator, permutation
 from aevision.errors import DataError
 from aevision.validation import check
+
+log = logging.getLogger(__name__)
 
 
 def random_crops(image: Tensor, size: int, count: int, min_scale: float, g: torch.Generator) -> Tensor:
@@ -49,6 +53,18 @@ def random_crops(image: Tensor, size: int, count: int, min_scale: float, g: torc
     return torch.stack(out)
 
 
+def photo_files(root: Path) -> list[Path]:
+    """Every file under ``root``, in subfolders too (photos are unlabelled: folders only group
+    them), hidden ones left out; a folder of train/ + test/ splits is an error naming train/."""
+    if not root.is_dir():
+        raise DataError(f"crops:{root}: no such folder")
+    if split_folders(root) is not None:
+        raise DataError(f"crops:{root}: holds the splits train/ and test/: crop the training photos, "
+                        f"crops:{root / 'train'}")
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(is_hidden(part) for part in p.relative_to(root).parts))
+
+
 @DATASETS.register("crops", "crops:PATH: random square crops of a folder of photos of any sizes "
                    "(for fully convolutional codecs and restorers)")
 @takes_argument
@@ -60,13 +76,9 @@ def crops(source: Source, *, size: int = 128, per_image: int = 16, min_scale: fl
     check(0 <= test_fraction < 1, "data.test_fraction", test_fraction, "a fraction in [0, 1)")
     assert source.argument is not None
     root = Path(source.argument).expanduser()
-    files, _, _, skipped = scan_folder(root)
-    paths = [p for p in files if is_image_path(p)]
-    skipped += [Skipped(str(p), "not an image file (unknown suffix)") for p in files if not is_image_path(p)]
-    channels = source.channels
-    if channels is None:
-        greys = [peek_is_grey(p) for p in paths[:64]]
-        channels = 1 if greys and all(g is not False for g in greys) else 3
+    skipped: list[Skipped] = []
+    paths = loading.with_image_suffix(photo_files(root), skipped)
+    channels = source.channels or loading.guess_channels(paths)
     photos: list[tuple[Path, Tensor]] = []
     for p, result in zip(paths, decode_many(paths, channels, None), strict=True):
         if isinstance(result, BadImage):
@@ -78,7 +90,11 @@ def crops(source: Source, *, size: int = 128, per_image: int = 16, min_scale: fl
         else:
             photos.append((p, result))
     if not photos:
-        raise DataError(f"crops:{root}: no readable image of at least {size}x{size} pixels")
+        raise DataError(f"crops:{root}: no readable image of at least {size}x{size} pixels"
+                        f"{loading.skipped_example(skipped)}")
+    if skipped:
+        log.warning("crops:%s: left out %d of %d files (e.g. %s: %s)", root, len(skipped),
+                    len(skipped) + len(photos), skipped[0].path, skipped[0].reason)
     n_test = round(test_fraction * len(photos))
     held_out = set(permutation(len(photos), TEST_SPLIT_SEED)[:n_test].tolist())
 
