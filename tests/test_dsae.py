@@ -147,6 +147,10 @@ def test_dsae_trains_on_clips_with_the_engine_and_reloads(tmp_path):
     torch.testing.assert_close(aevision.encode(loaded, frames), aevision.encode(result.model, frames))
     summary = (tmp_path / "summary.json").read_text()
     assert '"frames_per_sequence": 6' in summary and '"clip_length": 3' in summary
+    from aevision.tasks.html_report import write_report  # its reconstructions: frames of the clips
+
+    write_report(tmp_path, tmp_path / "report.html")
+    assert "the first 12 held-out frames and their reconstructions" in (tmp_path / "report.html").read_text()
 
 
 def test_smoothness_without_clips_or_on_images_is_a_config_error(tmp_path):

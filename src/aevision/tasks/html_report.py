@@ -264,8 +264,12 @@ def reconstruction_figure(root: Path, cfg: dict[str, Any]) -> list[str]:
         return [paragraph(f"No reconstructions: the model reproduces {model.reconstructs}, not images.",
                           note=True)]
     shown = next(s for s in (splits.val, splits.test, splits.train) if s is not None and len(s))
-    rows = reconstruction_rows(model, shown.floats(slice(None, 12)))
-    caption = "the first 12 held-out images and their reconstructions"
+    x = shown.floats(slice(None, 12))
+    unit = "images"
+    if x.dim() == 5:  # videos (N, T, C, H, W): the model reconstructs frames
+        x, unit = x.flatten(0, 1)[:12], "frames"
+    rows = reconstruction_rows(model, x)
+    caption = f"the first 12 held-out {unit} and their reconstructions"
     if "target" in rows:
         caption += " (the model reproduces a target of the input; small ones enlarged)"
     return [figure(drawn(labelled_grid, rows, "reconstructions"), caption)]
