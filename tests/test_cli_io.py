@@ -117,6 +117,10 @@ def test_every_output_of_the_wrong_kind_is_one_line(name, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     expected = "exists and is not a folder" if folder else "is a folder; give a file name"
     assert err == f"aevision: error: -o a.png: {expected}\n"
+    if not folder:  # a new folder's name where a file goes: was written as a file of that name
+        assert main(argv_for(name, out="new/")) == 2
+        assert capsys.readouterr().err == "aevision: error: -o new/: names a folder; give a file name\n"
+        assert not (tmp_path / "new").exists()
 
 
 def test_outputs_where_nothing_can_be_written(model, tmp_path, capsys):

@@ -44,8 +44,11 @@ def check_device_and_output(args: argparse.Namespace) -> None:
     if getattr(args, "device", None) is not None:
         check_device(args.device)
     for dest, (option, folder) in (getattr(args, "outputs", None) or {}).items():
-        if getattr(args, dest, None) is not None:
-            check_output(Path(getattr(args, dest)), folder, option)
+        value = getattr(args, dest, None)
+        if value is not None:
+            if not folder and str(value).endswith(("/", os.sep)):  # Path() would drop the slash
+                raise AevisionError(f"{option} {value}: names a folder; give a file name")
+            check_output(Path(value), folder, option)
 
 
 def check_device(value: str) -> None:
