@@ -128,7 +128,7 @@ def test_restore_cli_simulates_degrades_and_writes_grid_and_metrics(tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["grid.png", "img0.png", "img1.png",
                                                                         "img2.png"]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["degradation"]["sigma"] == 0.3 and len(metrics["images"]) == 3
+    assert metrics["degradation"] == {"noise": "gaussian", "sigma": 0.3} and len(metrics["images"]) == 3
     assert "PSNR" in capsys.readouterr().out
     # inpainting real images: transparent pixels are the holes, the rest is kept
     rgba = np.zeros((16, 16, 2), dtype=np.uint8)

@@ -76,7 +76,9 @@ class Degradation:
         return corrupt(images, self.noise, self.sigma, self.p, generator=g), None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"noise": self.noise, "sigma": self.sigma, "p": self.p, "block": self.block}
+        """The corruption and its own settings only (a Gaussian has no ``p``)."""
+        used = {"gaussian": ("sigma",), "blocks": ("p", "block")}.get(self.noise, ("p",))
+        return {"noise": self.noise, **{k: getattr(self, k) for k in used}}
 
 
 @torch.no_grad()
