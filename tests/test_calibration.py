@@ -148,4 +148,9 @@ def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_p
     assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "2", "--no-progress",
                  "-o", str(run), "--overwrite"]) == 0  # new weights: what was made from the old goes
     assert not (run / "threshold.json").exists() and not (run / "report.html").exists()
-    assert main(["anomaly", str(run), "--dataset", "digits", "--limit", "5"]) == 0
+    scores, feats = tmp_path / "a.csv", tmp_path / "f.npy"
+    assert main(["anomaly", str(run), "--dataset", "digits", "--limit", "5", "-o", str(scores)]) == 0
+    assert main(["encode", str(run), "--dataset", "digits", "--limit", "5", "-o", str(feats)]) == 0
+    named = sorted(r["image"] for r in csv.DictReader(scores.open()))  # the rows encode says they are
+    indices = json.loads(feats.with_suffix(".rows.json").read_text())["indices"]
+    assert named == sorted(f"digits#{i}" for i in indices) and min(indices) >= 1348  # test images

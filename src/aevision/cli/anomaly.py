@@ -9,7 +9,7 @@ from aevision.cli.common import (
     Parser,
     add_data_arguments,
     check_flag,
-    load_inputs,
+    model_inputs,
     output_path,
     positive,
 )
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         result = score_stream(model, args.model, stream, workers=args.workers, **options)
         data = None
     else:
-        data = load_inputs(args, model)
+        data = named_rows(model_inputs(args, model))
         result = score_images(model, args.model, data, **options)
     _print(args, result, len(result.scores))
     if out is not None:
@@ -91,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
                       args.top if data is not None else None)
         print(f"wrote {grid}")
     return 0
+
+
+def named_rows(found: Any) -> Any:
+    """The images of ``found``; a dataset's rows named ``DATASET#i``, ``i`` their index in its
+    ``--split all`` (what ``encode`` writes as their indices), not their place in a --limit draw."""
+    from dataclasses import replace
+
+    if found.indices is None:
+        return found.data
+    return replace(found.data, files=[f"{found.dataset}#{i}" for i in found.indices.tolist()])
 
 
 def _calibrate(args: argparse.Namespace, model: Any, score: dict[str, Any]) -> None:
