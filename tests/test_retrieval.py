@@ -148,6 +148,8 @@ def test_index_and_search_cli(trained, tmp_path, capsys):
     found = [q["neighbours"][0]["id"] for q in res["queries"]]
     assert found == [gallery.index(i) for i in limited(449, 30, seed=0).tolist()]
     assert all(q["neighbours"][0]["label"] == q["label"] for q in res["queries"])
+    # each query named by its row in the dataset (test images follow digits' 1,348 training ones)
+    assert [q["query"] for q in res["queries"]] == [f"digits#{1348 + i}" for i in limited(449, 30, seed=0)]
     capsys.readouterr()
 
     # the index remembers its model: changed weights are refused

@@ -10,6 +10,7 @@ from aevision.cli.common import (
     add_data_arguments,
     check_flag,
     model_inputs,
+    named_rows,
     output_path,
     positive,
 )
@@ -91,16 +92,6 @@ def run(args: argparse.Namespace) -> int:
                       args.top if data is not None else None)
         print(f"wrote {grid}")
     return 0
-
-
-def named_rows(found: Any) -> Any:
-    """The images of ``found``; a dataset's rows named ``DATASET#i``, ``i`` their index in its
-    ``--split all`` (what ``encode`` writes as their indices), not their place in a --limit draw."""
-    from dataclasses import replace
-
-    if found.indices is None:
-        return found.data
-    return replace(found.data, files=[f"{found.dataset}#{i}" for i in found.indices.tolist()])
 
 
 def _calibrate(args: argparse.Namespace, model: Any, score: dict[str, Any]) -> None:

@@ -211,6 +211,16 @@ def pretrained_val_fraction(args: argparse.Namespace) -> float | None:
     return float(fraction) if data.get("name") == args.dataset and number else None
 
 
+def named_rows(found: Any) -> Any:
+    """The images of ``found``; a dataset's rows named ``DATASET#i``, ``i`` their index in its
+    ``--split all`` (what ``encode`` writes as their indices), not their place in a --limit draw."""
+    from dataclasses import replace
+
+    if found.indices is None:
+        return found.data
+    return replace(found.data, files=[f"{found.dataset}#{i}" for i in found.indices.tolist()])
+
+
 def model_inputs(args: argparse.Namespace, model: Any) -> Any:
     """The images named by the command line (files and folders, or ``--dataset`` and ``--split``)
     at ``model``'s input shape, as :class:`aevision.data.inputs.Inputs`; what was resized, and

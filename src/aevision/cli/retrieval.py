@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from aevision.cli.common import Parser, add_data_arguments, load_inputs, output_path, positive
+from aevision.cli.common import Parser, add_data_arguments, model_inputs, named_rows, output_path, positive
 from aevision.validation import plural
 
 
@@ -88,7 +88,8 @@ def run_search(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index)
     index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
     model = index_model(index, args.index, args.model, args.device)
-    found = search_gallery(index, model, load_inputs(args, model), args.k, args.batch_size, args.device)
+    queries = named_rows(model_inputs(args, model))
+    found = search_gallery(index, model, queries, args.k, args.batch_size, args.device)
     _print(found.results, out)
     if out is not None:
         found.save_json(out, args.index)
