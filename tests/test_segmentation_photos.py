@@ -126,6 +126,11 @@ def test_a_union_pools_the_training_images_of_several_datasets(tmp_path):
                                               "options": {"datasets": [a, b]}},
                       model={"name": "conv", "channels": [4, 8], "code_dim": 8})
     assert len(aevision.pretrain(cfg).data.train) == 8  # pretrain takes a union as any dataset
+    for split, n in (("train", 2), ("val", 1), ("test", 1)):  # a part with its own val/ folder
+        _folder(tmp_path / "s" / split / "x", n, (24, 24))
+    pool = load_dataset(DataConfig(name="union", val_fraction=0.0,
+                                   options={"datasets": [b, f"folder:{tmp_path / 's'}"]}), 0)
+    assert (len(pool.train), len(pool.test)) == (5 + 2 + 1, 1)  # its validation images are pooled
 
 
 # --- epochs sized by steps or images --------------------------------------------------------------

@@ -5,8 +5,9 @@ photos. ``data.options.datasets`` lists the parts, each a dataset name as ``data
 (``folder:PATH``, ``penn-fudan``) or a mapping ``{name: ..., options: {...}}`` for a part with its
 own options. Every part is loaded with the union's ``root``, ``channels`` and ``image_size``
 (which they must then share: set ``data.image_size`` when they differ) and no validation split;
-the union's training split is every part's training images in order (a segmentation dataset's
-photos without masks included, never its test photos), its test split every part's test images.
+the union's training split is every part's training images in order, each followed by the
+part's own validation images if it has some (a val/ folder; a segmentation dataset's photos
+without masks included, never its test photos), its test split every part's test images.
 Labels are dropped: parts do not share classes. Validation is carved from the union as usual.
 
     data: {name: union, image_size: [160, 128],
@@ -68,7 +69,8 @@ def union(source: Source, *, datasets: list[Any]) -> Splits:
     parts = [load_dataset(cfg, seed=0) for cfg in configs]
     names = [cfg.name for cfg in configs]
     name = "union:" + "+".join(names)
-    train = joined([p.train for p in parts], names, name)
+    # a part's own validation images (a val/ folder) are not test images: the pool has them too
+    train = joined([s for p in parts for s in (p.train, p.val)], [n for n in names for _ in "tv"], name)
     if train is None:
         raise DataError(f"{name}: no training images")
     test = joined([p.test for p in parts], names, name)
