@@ -228,3 +228,14 @@ def test_channels_are_guessed_from_every_class_folder_and_grey_is_said(tmp_path,
         assert load_folder(tmp_path).images.shape[1] == 1
     assert "reading the images as greyscale (1 channel): the 16 image headers read are all grey; " \
            "data.channels=3" in caplog.text
+
+
+def test_a_broken_link_is_counted_among_the_skipped_files(tmp_path):
+    for folder in (tmp_path / "flat", tmp_path / "classes" / "a"):
+        folder.mkdir(parents=True)
+        Image.new("L", (6, 6)).save(folder / "ok.png")
+        (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    for root in (tmp_path / "flat", tmp_path / "classes"):
+        data = load_folder(root)
+        assert len(data) == 1 and [s.reason for s in data.skipped] == [
+            "a link to nothing (its target was moved or deleted)"]

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")  # the split folders a dataset folder may hold
 VAL_NAMES = ("val", "valid", "validation")  # what its validation folder may be called
+BROKEN_LINK = "a link to nothing (its target was moved or deleted)"
 
 
 def split_folders(root: Path) -> dict[str, Path] | None:
@@ -73,11 +74,16 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
         labels: list[int] = []
         for i, d in enumerate(subdirs):
             for p in sorted(d.rglob("*")):
-                if p.is_file() and not any(is_hidden(part) for part in p.relative_to(d).parts):
+                if any(is_hidden(part) for part in p.relative_to(d).parts):
+                    continue
+                if p.is_file():
                     files.append(p)
                     labels.append(i)
+                elif p.is_symlink() and not p.exists():
+                    skipped.append(Skipped(str(p), BROKEN_LINK))
         skipped += [Skipped(str(p), "file beside class folders") for p in entries if p.is_file()]
         return files, labels, classes, skipped
+    skipped += [Skipped(str(p), BROKEN_LINK) for p in entries if p.is_symlink() and not p.exists()]
     return [p for p in entries if p.is_file()], None, None, skipped
 
 
