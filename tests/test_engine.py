@@ -152,6 +152,45 @@ def test_without_precise_batch_norm_the_averages_lag_the_weights(tmp_path):
         assert not torch.allclose(model.bn.running_mean, model.proj(x).mean(0), atol=1e-2)
 
 
+class PartlyFrozen(ProjectedNorm):
+    """A pretrained norm kept in eval mode (as Freezable models keep a frozen encoder) before the
+    trained one."""
+
+    def __init__(self):
+        super().__init__()
+        self.frozen = nn.BatchNorm1d(4)
+        self.frozen.running_mean.fill_(5.0)
+        self.frozen.running_var.fill_(9.0)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    def forward(self, x):
+        return super().forward(self.frozen(x))
+
+
+def test_precise_batch_norm_leaves_a_frozen_norm_its_statistics(tmp_path):
+    model = PartlyFrozen()
+    cfg = TrainConfig(epochs=1, batch_size=8, progress=False, accelerator="cpu", loggers=[],
+                      precise_batch_norm=4)
+    Trainer(cfg, tmp_path).fit(model, TensorBatches(torch.randn(32, 4) * 3 + 5, 8, seed=0), None)
+    assert torch.equal(model.frozen.running_mean, torch.full((4,), 5.0))
+    assert torch.equal(model.frozen.running_var, torch.full((4,), 9.0))
+    assert int(model.bn.num_batches_tracked) == 4  # the trained one: recomputed over 4 batches
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true", "bf16-mixed"])
+def test_precise_batch_norm_feeds_the_batches_as_a_step_does_at_every_precision(tmp_path, precision):
+    """The inputs are cast as a training step's are (64-true, bf16-true: the model's dtype)."""
+    model = ProjectedNorm()
+    cfg = TrainConfig(epochs=1, batch_size=8, progress=False, accelerator="cpu", loggers=[],
+                      precision=precision, precise_batch_norm=2)
+    Trainer(cfg, tmp_path).fit(model, TensorBatches(torch.randn(32, 4), 8, seed=0), None)
+    assert torch.isfinite(model.bn.running_mean).all() and int(model.bn.num_batches_tracked) == 2
+
+
 @pytest.mark.parametrize("batches", [0, -1])
 def test_precise_batch_norm_needs_a_batch(batches):
     with pytest.raises(ConfigError, match=r"train.precise_batch_norm.*integer >= 1"):

@@ -17,9 +17,10 @@ each layer gets its own back afterwards, so a model trained in this process and 
 back behave alike in later runs.
 
 The complete fix is to recompute the averages at the weights being evaluated: precise batch norm
-(Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021), torch's ``update_bn`` over a few training
-batches after each epoch, so that validation, the weights kept and the checkpoint all carry the
-statistics of the network they belong to.
+(Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021), over a few training batches after each
+epoch, so that validation, the weights kept and the checkpoint all carry the statistics of the
+network they belong to. torch's ``swa_utils.update_bn`` does that for every batch norm, frozen ones
+included; :func:`recompute_batch_norm` leaves the frozen ones alone.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.optim.swa_utils import update_bn
 
 
 @contextmanager
@@ -49,20 +50,29 @@ def batch_norm_momentum(model: nn.Module, momentum: float | None) -> Iterator[No
             m.momentum = value
 
 
-class _Calls(nn.Module):
-    """``model`` called as ``call(batch)``: ``update_bn`` calls a module with each batch, and a
-    training step calls its model with images, or images and targets."""
-
-    def __init__(self, model: nn.Module, call: Callable[[Any], Any]):
-        super().__init__()
-        self.model, self.call = model, call
-
-    def forward(self, batch: Any) -> Any:
-        return self.call(batch)
-
-
-def recompute_batch_norm(model: nn.Module, batches: Iterable[Any], call: Callable[[Any], Any]) -> None:
-    """Every batch norm of ``model`` gets, as its running statistics, the plain mean of the batch
-    statistics over ``batches`` at the current weights (no gradients, training mode, each layer's
-    momentum restored afterwards); ``call(batch)`` is the training step's forward of ``model``."""
-    update_bn(([b] for b in batches), _Calls(model, call))  # the list: update_bn passes its first item
+@torch.no_grad()
+def recompute_batch_norm(model: nn.Module, batches: Iterable[Any], call: Callable[[Any], Any]
+                         ) -> list[_BatchNorm]:
+    """The batch norms of ``model`` that train (in training mode once ``model.train()`` ran, and
+    tracking statistics) get, as running statistics, the plain mean of the batch statistics over
+    ``batches`` at the current weights; ``call(batch)`` is the training step's forward. Returns
+    those layers. Frozen ones (kept in eval mode by the model, e.g. a pretrained encoder's while
+    the head warms up) keep theirs: torch's ``update_bn`` would reset them to 0 and 1, which they
+    never relearn. Each layer's momentum and the model's mode are restored, whatever happens."""
+    was_training = model.training
+    model.train()
+    layers = [m for m in model.modules()
+              if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    momenta = [m.momentum for m in layers]
+    try:
+        if layers:
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: every batch weighs the same
+            for batch in batches:
+                call(batch)
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return layers

@@ -589,15 +589,15 @@ class Trainer:
         weights over the first batches of ``epoch`` (this rank's share of each; the ranks' means then
         averaged), under the training precision, the model called as in a training step."""
         fabric = self.fabric
+        convert = fabric.strategy.precision.convert_input  # as a step's inputs (16-true, 64-true: cast)
         batches = fit.train.epoch(epoch, fabric.global_rank, fabric.world_size)
         with contextlib.closing(batches), fabric.autocast():  # type: ignore[type-var]
-            recompute_batch_norm(fit.raw, itertools.islice(batches, self.cfg.precise_batch_norm),
-                                 lambda batch: call_model(fit.raw, batch))
+            layers = recompute_batch_norm(fit.raw, itertools.islice(batches, self.cfg.precise_batch_norm),
+                                          lambda batch: call_model(fit.raw, convert(batch)))
         if fabric.world_size > 1:
-            for m in fit.raw.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                    for stat in (m.running_mean, m.running_var):
-                        stat.copy_(fabric.all_reduce(stat, reduce_op="mean"))
+            for m in layers:
+                for stat in (m.running_mean, m.running_var):
+                    stat.copy_(fabric.all_reduce(stat, reduce_op="mean"))
 
     def _epoch_terms(self, fit: _Fit) -> tuple[dict[str, float], Validation]:
         """The epoch's mean training loss terms (over all ranks) and its validation (empty without
