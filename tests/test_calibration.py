@@ -136,13 +136,25 @@ def test_anomaly_cli_calibrates_then_labels_with_the_stored_threshold(tmp_path, 
 def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_path, capsys):
     """Not its official training set: the model trained on those, so their scores are too low and
     the threshold would flag far more normal images than --fpr."""
+    import torch
+
+    from aevision.cli.common import pretraining_carve
+    from aevision.config import DataConfig
+    from aevision.data import load_dataset
+    from aevision.data.inputs import dataset_inputs
+
     run = tmp_path / "run"
     assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
-                 "-o", str(run)]) == 0
+                 "--seed", "1", "data.val_fraction=0.3", "-o", str(run)]) == 0
     val = json.loads((run / "summary.json").read_text())["data"]["val"]["images"]
     capsys.readouterr()
     assert main(["anomaly", str(run), "--calibrate", "digits", "--fpr", "0.05"]) == 0
     assert f"of {val} normal images" in capsys.readouterr().out
+    # the very images pretraining validated on (its fraction and seed, not the command's --seed 0)
+    carve = pretraining_carve(str(run), "digits")
+    assert carve == (0.3, 1)
+    held_out = load_dataset(DataConfig(name="digits", val_fraction=0.3), seed=1).val.images
+    assert torch.equal(dataset_inputs("digits", "val", 1, (8, 8), carve=carve).data.images, held_out)
     (run / "report.html").write_text("<html>the old model</html>")
     assert (run / "threshold.json").is_file()
     assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "2", "--no-progress",

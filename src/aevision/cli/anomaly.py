@@ -13,7 +13,9 @@ from aevision.cli.common import (
     named_rows,
     output_path,
     positive,
+    pretraining_carve,
 )
+from aevision.errors import AevisionError
 from aevision.validation import plural
 
 
@@ -95,13 +97,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace, model: Any, score: dict[str, Any]) -> None:
-    from aevision.data.sources import SourceSpec, load_source, resolved
+    from aevision.data.inputs import dataset_inputs
+    from aevision.data.sources import SourceSpec, is_path, load_source, resolved
     from aevision.tasks.anomaly_report import calibrate
 
     c, h, w = model.input_shape
-    # a dataset's validation split: images pretrain held out (its official training set would
-    # hold the very images the model learned to reconstruct, whose scores are too low)
-    normal = load_source(SourceSpec(resolved(args.calibrate), "val", args.data_root, args.seed), c, (h, w))
+    if is_path(args.calibrate):
+        normal = load_source(SourceSpec(resolved(args.calibrate)), c, (h, w))
+    else:  # a dataset's validation split as the model's pretraining held it out: its training
+        # images would include the very ones the model learned to reconstruct (scores too low)
+        carve = pretraining_carve(args.model, args.calibrate)
+        if carve is not None and carve[0] == 0:
+            raise AevisionError(f"--calibrate {args.calibrate}: the model was pretrained on all its "
+                                f"training images (data.val_fraction 0); calibrate on images it never saw")
+        normal = dataset_inputs(args.calibrate, "val", c, (h, w), root=args.data_root, seed=args.seed,
+                                carve=carve).data
     found = calibrate(model, args.model, normal, fpr=args.fpr, source=args.calibrate,
                       batch_size=args.batch_size, device=args.device, **score)
     print(f"calibrated {args.score} threshold {found.threshold:.6g} for false-positive rate {args.fpr:g}: "

@@ -195,36 +195,37 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
     return model_inputs(args, model).data
 
 
-def pretrained_val_fraction(args: argparse.Namespace) -> float | None:
-    """The validation fraction the model's pretraining carved from ``--dataset`` (its config.json),
-    so that ``--split train`` and ``val`` are its own splits; None (pretrain's default) when the
-    model was trained on other data or is not a saved model folder."""
-    from aevision.models.io import read_saved_config
+def pretraining_carve(model_path: str | None, dataset: str | None) -> tuple[float, int] | None:
+    """(val_fraction, seed) with which the model's pretraining carved its validation split from
+    ``dataset`` (its config.json), so that ``--split train`` and ``val`` are its own splits; None
+    when there is no model folder, it was pretrained on other data, or its config does not say."""
+    from aevision.models.io import saved_run, trained_on
 
+    if not model_path or not dataset:
+        return None
     try:
-        _, _, saved = read_saved_config(getattr(args, "model", None) or "")
+        cfg, seed = trained_on(model_path), saved_run(model_path)[1]
     except (AevisionError, OSError):
         return None
-    data = (saved.get("config") or {}).get("data") or {} if isinstance(saved, dict) else {}
-    fraction = data.get("val_fraction")
-    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
-    return float(fraction) if data.get("name") == args.dataset and number else None
+    return (cfg.val_fraction, seed) if cfg is not None and cfg.name == dataset else None
 
 
 def named_rows(found: Any) -> Any:
-    """The images of ``found``; a dataset's rows named ``DATASET#i``, ``i`` their index in its
-    ``--split all`` (what ``encode`` writes as their indices), not their place in a --limit draw."""
+    """The images of ``found``; a dataset's rows without files named ``DATASET#i``, ``i`` their index
+    in its ``--split all`` (what ``encode`` writes as their indices), not their place in a --limit
+    draw (rows read from files keep their file names)."""
     from dataclasses import replace
 
-    if found.indices is None:
+    if found.indices is None or found.data.files:
         return found.data
     return replace(found.data, files=[f"{found.dataset}#{i}" for i in found.indices.tolist()])
 
 
-def model_inputs(args: argparse.Namespace, model: Any) -> Any:
+def model_inputs(args: argparse.Namespace, model: Any, model_path: str | None = None) -> Any:
     """The images named by the command line (files and folders, or ``--dataset`` and ``--split``)
     at ``model``'s input shape, as :class:`aevision.data.inputs.Inputs`; what was resized, and
-    labels that could not be kept, are said on stderr."""
+    labels that could not be kept, are said on stderr. ``model_path`` (default: the command's
+    ``model``) says how its pretraining split ``--dataset`` into train and val."""
     from aevision.data.inputs import dataset_inputs, file_inputs
 
     positive(args, "--limit", "--batch-size")
@@ -235,8 +236,9 @@ def model_inputs(args: argparse.Namespace, model: Any) -> Any:
         raise ConfigError("--resize", args.resize, "no --resize with --dataset: a dataset is resized to the "
                           "model's size as pretrain's data.image_size does (stretched)")
     if args.dataset:
+        carve = pretraining_carve(model_path or getattr(args, "model", None), args.dataset)
         found = dataset_inputs(args.dataset, args.split, c, (h, w), root=args.data_root, seed=args.seed,
-                               limit=args.limit, val_fraction=pretrained_val_fraction(args))
+                               limit=args.limit, carve=carve)
     elif args.inputs:
         found = file_inputs(args.inputs, c, (h, w), fit=args.resize, limit=args.limit)
     else:

@@ -88,7 +88,7 @@ def run_search(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index)
     index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
     model = index_model(index, args.index, args.model, args.device)
-    queries = named_rows(model_inputs(args, model))
+    queries = named_rows(model_inputs(args, model, args.model or index.meta.get("model", {}).get("path")))
     found = search_gallery(index, model, queries, args.k, args.batch_size, args.device)
     _print(found.results, out)
     if out is not None:

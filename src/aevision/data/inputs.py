@@ -173,11 +173,12 @@ def decode_first(entries: Sequence[tuple[Path, bool, str | None]], channels: int
 
 def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], *,
                    root: str | None = None, seed: int = 0, limit: int | None = None,
-                   val_fraction: float | None = None) -> Inputs:
+                   carve: tuple[float, int] | None = None) -> Inputs:
     """Split ``split`` of dataset ``name`` (videos: their frames, in order): ``train`` and ``val``
-    as ``pretrain`` splits the training images with ``seed`` and ``val_fraction`` (default:
-    pretrain's), ``test``, or ``all`` (the training images, then the test images). ``limit`` keeps
-    that many images drawn with ``seed`` (in their split's order; a video's first frames instead)."""
+    as ``pretrain`` splits the training images with ``carve`` (its val_fraction and seed; default:
+    pretrain's fraction and ``seed``), ``test``, or ``all`` (the training images, then the test
+    images). ``limit`` keeps that many images drawn with ``seed`` (in their split's order; a
+    video's first frames instead)."""
     from aevision.config import DataConfig
     from aevision.data.registry import load_dataset
     from aevision.data.splits import limited, train_val_indices
@@ -193,8 +194,8 @@ def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], 
     rows["all"] = torch.arange(len(everything))
     if "val" not in parts:  # carved from the training images, as pretrain does
         train = parts["train"]
-        fraction = DataConfig.val_fraction if val_fraction is None else val_fraction
-        found = train_val_indices(len(train), train.labels, fraction, seed)
+        fraction, carve_seed = carve if carve is not None else (DataConfig.val_fraction, seed)
+        found = train_val_indices(len(train), train.labels, fraction, carve_seed)
         if found is not None:
             rows["train"], rows["val"] = (_frame_rows(train, idx) for idx in found)
     if split not in rows:
