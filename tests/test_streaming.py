@@ -460,3 +460,5 @@ def test_index_streams_a_large_folder_to_the_same_gallery_as_in_memory(tmp_path)
     grid = tmp_path / "grid.png"  # neighbours read back one file at a time, not the whole gallery
     assert main(["search", str(tmp_path / "i2"), str(folder / "a"), "-k", "3", "--grid", str(grid)]) == 0
     assert grid.is_file()
+    Image.new("RGB", (20, 12)).save(folder / "b" / "wide.png")  # stretched, as in memory: never an error
+    assert index_gallery(tmp_path / "m", str(folder), tmp_path / "i3", memory=0, workers=0).index.ntotal == 13

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aevision.data.images import BadImage, open_image, read_image
+from aevision.data.images import BadImage, is_hidden, open_image, read_image
 from aevision.data.imageset import ImageSet
 from aevision.data.registry import Source
 from aevision.data.segmentation import fixed_test_split, register_segmentation
@@ -112,8 +112,8 @@ def photo_files(folder: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
     if not photos_dir.is_dir() or not masks_dir.is_dir():
         raise DataError(f"{FOLDER}: {folder} has no photos/ and masks/ (set data.root / AEVISION_DATA to "
                         f"the folder holding {FOLDER}/)")
-    photos = sorted(p for p in photos_dir.glob("*.jpg") if not p.name.startswith("."))
-    masks = {p.stem: p for p in masks_dir.glob("*.png") if not p.name.startswith(".")}
+    photos = sorted(p for p in photos_dir.glob("*.jpg") if not is_hidden(p.name))
+    masks = {p.stem: p for p in masks_dir.glob("*.png") if not is_hidden(p.name)}
     pairs = [(p, masks.pop(p.stem)) for p in photos if p.stem in masks]
     if masks:
         raise DataError(f"{FOLDER}: masks/{sorted(masks)[0]}.png has no photo "

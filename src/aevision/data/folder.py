@@ -30,7 +30,7 @@ BROKEN_LINK = "a link to nothing (its target was moved or deleted)"
 def split_folders(root: Path) -> dict[str, Path] | None:
     """``{"train": root/train, ["val": root/val,] "test": root/test}`` when those are exactly the
     visible subfolders of ``root`` (files beside them are allowed; ``valid/`` or ``validation/``
-    may stand for ``val/``); None when no two of them are there (class folders). Subfolders that
+    may stand for ``val/``); None without a ``train/`` beside another of them (class folders). Subfolders that
     look like splits but are not exactly that layout are an error: read as classes, a test/ folder
     would be trained on."""
     if not root.is_dir():

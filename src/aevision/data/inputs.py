@@ -102,7 +102,7 @@ def split_of_a_dataset(folder: Path) -> list[str]:
     the classes it holds, which need not be another split's numbering."""
     try:
         splits = split_folders(folder.parent)
-    except DataError:  # the parent is no split layout
+    except (DataError, OSError):  # the parent is no split layout, or cannot be listed
         return []
     split = next((k for k, v in (splits or {}).items() if v == folder), None)
     if split is None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aevision.data.images import BadImage, open_image, read_image
+from aevision.data.images import BadImage, is_hidden, open_image, read_image
 from aevision.data.registry import Source
 from aevision.data.segmentation import fixed_test_split, register_segmentation
 from aevision.data.segset import SegSet, SegSplits
@@ -48,7 +48,7 @@ def load_pennfudan(root: Path, size: tuple[int, int], channels: int = 3) -> SegS
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise DataError(f"penn-fudan: {folder} has no PNGImages/ and PedMasks/ (download and unzip "
                         f"{URL} there, or set data.root / AEVISION_DATA to the folder holding {FOLDER}/)")
-    files = sorted(p for p in images_dir.glob("*.png") if not p.name.startswith("."))
+    files = sorted(p for p in images_dir.glob("*.png") if not is_hidden(p.name))
     if not files:
         raise DataError(f"penn-fudan: no .png images in {images_dir}")
 

@@ -40,8 +40,8 @@ def index_gallery(model_path: str | os.PathLike[str], data: str, out: str | os.P
     root = None if is_path(data) else str(data_root(root).resolve())
     spec = SourceSpec(resolved(data), split, root, seed, limit)
     c, h, w = model.input_shape
-    stream = None if limit is not None else streamed_input(
-        None if is_path(data) else data, [data] if is_path(data) else [], split, (c, h, w), memory)
+    stream = None if limit is not None else streamed_input(  # stretched, as load_source does in memory
+        None if is_path(data) else data, [data] if is_path(data) else [], split, (c, h, w), memory, "stretch")
     if stream is not None:  # larger than memory: the codes, never the images
         features, files, labels = streamed_codes(model, stream, batch_size=batch_size, device=device,
                                                  workers=workers)

@@ -47,7 +47,8 @@ def prepare(source: str, out: str | Path, *, image_size: Sequence[int] | None = 
             overwrite: bool = False, options: dict[str, Any] | None = None) -> PrepareResult:
     """Write ``source`` (a folder, or a dataset name as ``--dataset`` takes it) under ``out``:
     one litdata folder per split and ``aevision.json``. Images are decoded and brought to
-    ``image_size`` (H, W) (a folder without it: the size of its first image); ``options`` are
+    ``image_size`` (H, W) (a folder without it: the size of its first image, another size being an
+    error); ``options`` are
     the dataset builder's own (``n_train``, ``size``, a folder's ``test_fraction``, ...). A plain
     folder is decoded a block at a time; one with its own splits (train/ + test/) or options is
     read whole, as ``folder:`` reads it, so the shards hold exactly its splits."""

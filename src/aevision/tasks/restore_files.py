@@ -120,8 +120,9 @@ def _quality(degraded: Tensor, restored: Tensor, clean: Tensor) -> dict[str, flo
 
 
 def paired_means(metrics: list[dict[str, Any]]) -> dict[str, float]:
-    """Each measure's mean before and after over the images where both are finite (an image left
-    unchanged by its degradation would make the PSNR's mean before restoring infinite)."""
+    """Each measure's mean before and after over the images where both are finite: an image left
+    unchanged by its degradation would make the PSNR's mean before restoring infinite, and one
+    restored exactly (as rare) the mean after; both are left out of that measure's means."""
     means = {}
     for k in ("psnr", "ssim"):
         pairs = [(m[f"{k}_degraded"], m[f"{k}_restored"]) for m in metrics
