@@ -152,10 +152,7 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
     stacked = torch.stack(masks)
     binary = is_binary(values, names)
     if grey_levels is not None and not binary:
-        raise DataError(f"{grey_levels}: mask values up to {max_id} ({len(values)} distinct in all masks) "
-                        f"are grey levels, not class ids: were the masks resized with smoothing? Masks "
-                        f"hold 0, 1, 2... (255 unknown) or 0/255; name over {MAX_UNNAMED_ID + 1} real "
-                        f"classes in classes.txt")
+        raise grey_levels_error(grey_levels, max_id, len(values))
     if binary:
         stacked[stacked == IGNORE_INDEX] = 1
         names = names or ["background", "foreground"]
@@ -172,6 +169,14 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
 # saved lossy), not for a real class count
 MAX_UNNAMED_ID = 127
 LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+def grey_levels_error(path: Path, max_id: int, distinct: int) -> DataError:
+    """Unnamed mask values too high to be class ids: a one-line error naming a mask that has them."""
+    return DataError(f"{path}: mask values up to {max_id} ({distinct} distinct in all masks) are grey "
+                     f"levels, not class ids: were the masks resized with smoothing? Masks hold 0, 1, "
+                     f"2... (255 unknown) or 0/255; name over {MAX_UNNAMED_ID + 1} real classes in "
+                     f"classes.txt")
 
 
 def is_binary(values: set[int], names: list[str] | None) -> bool:
