@@ -85,7 +85,8 @@ def test_encode_split_val_is_the_models_own_validation_split(tmp_path):
     run = tmp_path / "run"
     assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
                  "data.val_fraction=0.3", "-o", str(run)]) == 0
-    counts = {s: json.loads((run / "summary.json").read_text())["data"][s]["images"] for s in ("train", "val")}
+    data = json.loads((run / "summary.json").read_text())["data"]
+    counts = {s: data[s]["images"] for s in ("train", "val")}
     for split in ("train", "val"):
         out = tmp_path / f"{split}.npy"
         assert main(["encode", str(run), "--dataset", "digits", "--split", split, "-o", str(out)]) == 0

@@ -192,8 +192,8 @@ def test_restore_refuses_inputs_that_would_overwrite_each_others_result(tmp_path
     save_model(build_model("conv", (1, 16, 16), {"code_dim": None, "channels": [4, 8]}), tmp_path / "m")
     for d in ("a", "b"):
         write_pngs(tmp_path / d, [np.zeros((16, 16), dtype=np.uint8)])
-    assert main(["restore", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b"), "--task", "denoise",
-                 "-o", str(tmp_path / "out")]) == 2
+    assert main(["restore", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--task", "denoise", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "b/img0.png and " in err and "a/img0.png would both be written as img0.png" in err
 

@@ -178,7 +178,8 @@ def test_masks_that_are_not_class_ids_are_refused_naming_a_file(tmp_path):
         load_segmentation(DataConfig(name=f"segfolder:{root}"), 0)
     many = _segfolder(tmp_path / "many", classes=200)  # named, ids that high are real classes
     (many / "classes.txt").write_text("".join(f"c{i}\n" for i in range(200)))
-    assert load_segmentation(DataConfig(name=f"segfolder:{many}", val_fraction=0.0), 0).train.masks.max() > 127
+    named = load_segmentation(DataConfig(name=f"segfolder:{many}", val_fraction=0.0), 0)
+    assert named.train.masks.max() > 127
 
     root = _segfolder(tmp_path / "jpeg")
     (root / "masks" / "im1.png").rename(root / "masks" / "im1.jpg")

@@ -142,7 +142,8 @@ def test_prepare_command_writes_shards_of_a_named_dataset(tmp_path, capsys):
     assert counts["train"] + counts["val"] == 20 and counts["test"] == 5 and counts["val"] >= 1
     assert f"train {counts['train']}, val {counts['val']}, test 5" in capsys.readouterr().out
 
-    run = ["prepare", "shapes", "-o", str(tmp_path / "s"), "--no-progress", "n_train=12", "n_test=0", "size=8"]
+    run = ["prepare", "shapes", "-o", str(tmp_path / "s"), "--no-progress", "n_train=12", "n_test=0",
+           "size=8"]
     assert main(run) == 2  # -o is a folder: an existing one is refused for what it holds, not for being one
     assert "already holds a prepared dataset" in capsys.readouterr().err
     assert main([*run, "--overwrite"]) == 0
