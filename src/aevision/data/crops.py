@@ -20,7 +20,7 @@ from torch import Tensor
 
 from aevision.data import loading
 from aevision.data.folder import split_folders
-from aevision.data.images import BadImage, decode_many, is_hidden
+from aevision.data.images import BadImage, decode_many, visible_tree
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.data.registry import DATASETS, TEST_SPLIT_SEED, Source, Splits, takes_argument
 from aevision.data.splits import generator, permutation
@@ -61,8 +61,7 @@ def photo_files(root: Path) -> list[Path]:
     if split_folders(root) is not None:
         raise DataError(f"crops:{root}: holds the splits train/ and test/: crop the training photos, "
                         f"crops:{root / 'train'}")
-    return sorted(p for p in root.rglob("*") if p.is_file()
-                  and not any(is_hidden(part) for part in p.relative_to(root).parts))
+    return [p for p in visible_tree(root) if p.is_file()]
 
 
 @DATASETS.register("crops", "crops:PATH: random square crops of a folder of photos of any sizes "

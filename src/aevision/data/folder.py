@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from aevision.data import loading
-from aevision.data.images import is_hidden, read_image
+from aevision.data.images import is_hidden, read_image, visible_tree
 from aevision.data.imageset import ImageSet, Skipped
 from aevision.errors import DataError
 
@@ -73,9 +73,7 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
         files: list[Path] = []
         labels: list[int] = []
         for i, d in enumerate(subdirs):
-            for p in sorted(d.rglob("*")):
-                if any(is_hidden(part) for part in p.relative_to(d).parts):
-                    continue
+            for p in visible_tree(d):
                 if p.is_file():
                     files.append(p)
                     labels.append(i)

@@ -50,6 +50,13 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name in SYSTEM_NAMES
 
 
+def visible_tree(root: Path) -> list[Path]:
+    """Everything under ``root``, subfolders searched, in sorted order, without hidden or system
+    entries nor anything inside a hidden folder (see :func:`is_hidden`)."""
+    return sorted(p for p in root.rglob("*")
+                  if not any(is_hidden(part) for part in p.relative_to(root).parts))
+
+
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aevision.data.images import BadImage, is_hidden, is_image_path, load_image
+from aevision.data.images import BadImage, is_image_path, load_image, visible_tree
 from aevision.data.imageset import as_float
 from aevision.errors import AevisionError, DataError
 from aevision.io import write_json
@@ -61,8 +61,7 @@ def image_files(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)
-                           and not any(is_hidden(part) for part in p.relative_to(path).parts))
+            files = [p for p in visible_tree(path) if p.is_file() and is_image_path(p)]
             out += [(p, p.relative_to(path).with_suffix(".png")) for p in files]
         elif path.is_file():
             out.append((path, Path(path.stem + ".png")))
