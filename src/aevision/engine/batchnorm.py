@@ -40,6 +40,14 @@ def batch_norm_momentum(model: nn.Module, momentum: float | None) -> Iterator[No
     statistics with ``momentum`` inside the block (PyTorch's sense: the weight of the new batch);
     None leaves each layer's own."""
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm)] if momentum is not None else []
+    with momentum_of(layers, momentum):
+        yield
+
+
+@contextmanager
+def momentum_of(layers: list[_BatchNorm], momentum: float | None) -> Iterator[None]:
+    """``layers`` average with ``momentum`` inside the block (None: a cumulative average); each
+    gets its own back afterwards, whatever happens."""
     before = [m.momentum for m in layers]
     for m in layers:
         m.momentum = momentum
@@ -63,16 +71,12 @@ def recompute_batch_norm(model: nn.Module, batches: Iterable[Any], call: Callabl
     model.train()
     layers = [m for m in model.modules()
               if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
-    momenta = [m.momentum for m in layers]
     try:
-        if layers:
+        with momentum_of(layers, None):  # a cumulative average: every batch weighs the same
             for m in layers:
                 m.reset_running_stats()
-                m.momentum = None  # a cumulative average: every batch weighs the same
-            for batch in batches:
+            for batch in batches if layers else ():
                 call(batch)
     finally:
-        for m, momentum in zip(layers, momenta, strict=True):
-            m.momentum = momentum
         model.train(was_training)
     return layers
