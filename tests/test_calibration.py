@@ -138,10 +138,10 @@ def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_p
     the threshold would flag far more normal images than --fpr."""
     import torch
 
-    from aevision.cli.common import pretraining_carve
     from aevision.config import DataConfig
     from aevision.data import load_dataset
     from aevision.data.inputs import dataset_inputs
+    from aevision.models.io import pretraining_carve
 
     run = tmp_path / "run"
     assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
@@ -152,7 +152,7 @@ def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_p
     assert f"of {val} normal images" in capsys.readouterr().out
     # the very images pretraining validated on (its fraction and seed, not the command's --seed 0)
     carve = pretraining_carve(str(run), "digits")
-    assert carve == (0.3, 1)
+    assert carve == (0.3, 1, None)
     held_out = load_dataset(DataConfig(name="digits", val_fraction=0.3), seed=1).val.images
     assert torch.equal(dataset_inputs("digits", "val", 1, (8, 8), carve=carve).data.images, held_out)
     (run / "report.html").write_text("<html>the old model</html>")

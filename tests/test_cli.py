@@ -79,19 +79,34 @@ def test_encode_to_npy_and_safetensors(trained, tmp_path):
     np.testing.assert_allclose(loaded["features"], feats[drawn], rtol=1e-5, atol=1e-7)
 
 
-def test_encode_split_val_is_the_models_own_validation_split(tmp_path):
+def test_encode_and_index_splits_are_the_models_own_train_and_validation_images(tmp_path):
     """--split train / val are the images pretrain trained and validated on: with the model's own
-    data.val_fraction (not the default) when --dataset is the data it was trained on."""
+    data.val_fraction, seed and limit (not the command's defaults) when --dataset is the data it was
+    trained on; 'index --split val' takes the same held-out images."""
+    import torch
+
+    from aevision.config import DataConfig
+    from aevision.data import load_dataset
+    from aevision.models import load_model
+    from aevision.models.inference import encode
+    from aevision.tasks.retrieval import GalleryIndex
+
     run = tmp_path / "run"
     assert main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
-                 "data.val_fraction=0.3", "-o", str(run)]) == 0
-    data = json.loads((run / "summary.json").read_text())["data"]
-    counts = {s: data[s]["images"] for s in ("train", "val")}
+                 "--seed", "2", "--limit", "500", "data.val_fraction=0.3", "-o", str(run)]) == 0
+    model = load_model(run)
+    pretrained = load_dataset(DataConfig(name="digits", limit=500, val_fraction=0.3), seed=2)
     for split in ("train", "val"):
         out = tmp_path / f"{split}.npy"
         assert main(["encode", str(run), "--dataset", "digits", "--split", split, "-o", str(out)]) == 0
-        assert len(np.load(out)) == counts[split]
-    assert counts["val"] > 0.25 * (counts["train"] + counts["val"])  # 0.3 (per class), not the default 0.1
+        expected = encode(model, getattr(pretrained, split)).numpy()
+        np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
+    assert len(pretrained.val) == 150  # 0.3 of 500 (per class), not the default 0.1 of 1,348
+    index = tmp_path / "val-index"
+    assert main(["index", "digits", "--split", "val", "-m", str(run), "-o", str(index)]) == 0
+    gallery = GalleryIndex.load(index)
+    assert len(gallery) == 150 and torch.equal(torch.as_tensor(gallery.labels), pretrained.val.labels)
+    assert main(["search", str(index), "--dataset", "digits", "--split", "val", "--limit", "5"]) == 0
 
 
 def test_encode_and_reconstruct_image_files(trained, tmp_path, capsys):

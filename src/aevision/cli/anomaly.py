@@ -13,7 +13,6 @@ from aevision.cli.common import (
     named_rows,
     output_path,
     positive,
-    pretraining_carve,
 )
 from aevision.errors import AevisionError
 from aevision.validation import plural
@@ -99,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace, model: Any, score: dict[str, Any]) -> None:
     from aevision.data.inputs import dataset_inputs
     from aevision.data.sources import SourceSpec, is_path, load_source, resolved
+    from aevision.models.io import pretraining_carve
     from aevision.tasks.anomaly_report import calibrate
 
     c, h, w = model.input_shape

@@ -195,21 +195,6 @@ def load_inputs(args: argparse.Namespace, model: Any) -> Any:
     return model_inputs(args, model).data
 
 
-def pretraining_carve(model_path: str | None, dataset: str | None) -> tuple[float, int] | None:
-    """(val_fraction, seed) with which the model's pretraining carved its validation split from
-    ``dataset`` (its config.json), so that ``--split train`` and ``val`` are its own splits; None
-    when there is no model folder, it was pretrained on other data, or its config does not say."""
-    from aevision.models.io import saved_run, trained_on
-
-    if not model_path or not dataset:
-        return None
-    try:
-        cfg, seed = trained_on(model_path), saved_run(model_path)[1]
-    except (AevisionError, OSError):
-        return None
-    return (cfg.val_fraction, seed) if cfg is not None and cfg.name == dataset else None
-
-
 def named_rows(found: Any) -> Any:
     """The images of ``found``; a dataset's rows without files named ``DATASET#i``, ``i`` their index
     in its ``--split all`` (what ``encode`` writes as their indices), not their place in a --limit
@@ -227,6 +212,7 @@ def model_inputs(args: argparse.Namespace, model: Any, model_path: str | None = 
     labels that could not be kept, are said on stderr. ``model_path`` (default: the command's
     ``model``) says how its pretraining split ``--dataset`` into train and val."""
     from aevision.data.inputs import dataset_inputs, file_inputs
+    from aevision.models.io import pretraining_carve
 
     positive(args, "--limit", "--batch-size")
     c, h, w = model.input_shape

@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-m", "--model", required=True, help="model folder (from 'aevision pretrain')")
     p.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder to write")
     p.add_argument("--split", choices=("train", "val", "test"), default="train",
-                   help="split of a dataset (default train: the whole official training set)")
+                   help="split of a dataset (default train: the whole official training set; val: the "
+                   "images the model's pretraining held out when DATA is what it pretrained on)")
     p.add_argument("--data-root", metavar="DIR", help="where datasets live (default $AEVISION_DATA)")
     p.add_argument("--limit", type=int, metavar="N", help="index only N images: a folder's first N "
                    "files, or N of a dataset's drawn with --seed")

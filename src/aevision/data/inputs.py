@@ -26,6 +26,7 @@ from aevision.data import loading
 from aevision.data.folder import scan_folder, split_folders
 from aevision.data.images import BadImage, Fit, decode_sized
 from aevision.data.imageset import ImageSet, Skipped
+from aevision.data.splits import Carve
 from aevision.data.video import VideoSet
 from aevision.errors import ConfigError, DataError
 
@@ -173,15 +174,16 @@ def decode_first(entries: Sequence[tuple[Path, bool, str | None]], channels: int
 
 def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], *,
                    root: str | None = None, seed: int = 0, limit: int | None = None,
-                   carve: tuple[float, int] | None = None) -> Inputs:
+                   carve: Carve | None = None) -> Inputs:
     """Split ``split`` of dataset ``name`` (videos: their frames, in order): ``train`` and ``val``
-    as ``pretrain`` splits the training images with ``carve`` (its val_fraction and seed; default:
-    pretrain's fraction and ``seed``), ``test``, or ``all`` (the training images, then the test
+    as ``pretrain`` took them from the training images with ``carve`` (a model's: see
+    :func:`~aevision.models.io.pretraining_carve`; default: pretrain's fraction and ``seed``),
+    ``test``, or ``all`` (the training images, then the test
     images). ``limit`` keeps that many images drawn with ``seed`` (in their split's order; a
     video's first frames instead)."""
     from aevision.config import DataConfig
     from aevision.data.registry import load_dataset
-    from aevision.data.splits import limited, train_val_indices
+    from aevision.data.splits import limited
 
     if split not in SPLITS:
         raise ConfigError("--split", split, f"one of {', '.join(SPLITS)}")
@@ -192,12 +194,14 @@ def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], 
     bounds, everything = _concat(parts)
     rows = {k: torch.arange(a, b) for k, (a, b) in bounds.items()}
     rows["all"] = torch.arange(len(everything))
-    if "val" not in parts:  # carved from the training images, as pretrain does
-        train = parts["train"]
-        fraction, carve_seed = carve if carve is not None else (DataConfig.val_fraction, seed)
-        found = train_val_indices(len(train), train.labels, fraction, carve_seed)
-        if found is not None:
-            rows["train"], rows["val"] = (_frame_rows(train, idx) for idx in found)
+    train, carve = parts["train"], carve or Carve(DataConfig.val_fraction, seed)
+    if "val" in parts:  # the dataset's own: only pretraining's limit applies
+        rows["train"] = _frame_rows(train, limited(len(train), carve.limit, carve.seed))
+    else:  # carved from the training images, as pretrain does
+        kept, held = carve.rows(len(train), train.labels)
+        rows["train"] = _frame_rows(train, kept)
+        if held is not None:
+            rows["val"] = _frame_rows(train, held)
     if split not in rows:
         raise ConfigError("--split", split, f"one of {', '.join(k for k in SPLITS if k in rows)} "
                                             f"(dataset {name!r} has no {split} split)")

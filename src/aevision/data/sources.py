@@ -9,14 +9,14 @@ says whether they are still the same images.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from aevision.data.imageset import ImageSet
-from aevision.data.splits import limited
+from aevision.data.splits import Carve, limited
 from aevision.errors import AevisionError, ConfigError
 
 Split = Literal["train", "val", "test"]
@@ -26,20 +26,24 @@ Split = Literal["train", "val", "test"]
 class SourceSpec:
     """``data``: a path (file or folder) or a dataset name; the rest only applies to datasets,
     except ``limit``: a folder's first N images (in sorted file order, as everywhere), a dataset's N
-    drawn with ``seed`` (see :func:`~aevision.data.splits.limited`)."""
+    drawn with ``seed`` (see :func:`~aevision.data.splits.limited`). ``carve`` takes split ``val``
+    from the training images as a model's pretraining did (see
+    :func:`~aevision.models.io.pretraining_carve`; default: 10% held out with ``seed``)."""
 
     data: str
     split: Split = "train"
     root: str | None = None
     seed: int = 0
     limit: int | None = None
+    carve: Carve | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SourceSpec:
-        return cls(**{k: d[k] for k in ("data", "split", "root", "seed", "limit") if k in d})
+        spec = cls(**{k: d[k] for k in ("data", "split", "root", "seed", "limit") if k in d})
+        return replace(spec, carve=Carve(*d["carve"])) if d.get("carve") else spec
 
 
 def is_path(data: str) -> bool:
@@ -55,7 +59,7 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
     """The images of ``spec``, converted to ``channels`` and resized to ``image_size``.
 
     A dataset's ``train`` split is the whole official training set (no validation carved out)
-    unless ``split`` is ``val``, which is the seeded 10% that ``pretrain`` holds out.
+    unless ``split`` is ``val``: the images that ``pretrain`` holds out (``spec.carve``).
     """
     from aevision.config import DataConfig
     from aevision.data.folder import load_path
@@ -72,9 +76,11 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
         if name not in DATASETS:
             raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
                                 f"(datasets: {', '.join(DATASETS.names())})")
+        carve = spec.carve or Carve(0.1, spec.seed)
+        val = spec.split == "val"
         cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
-                         val_fraction=0.1 if spec.split == "val" else 0.0)
-        data = getattr(load_dataset(cfg, spec.seed), spec.split)
+                         val_fraction=carve.fraction if val else 0.0, limit=carve.limit if val else None)
+        data = getattr(load_dataset(cfg, carve.seed if val else spec.seed), spec.split)
         if data is None:
             raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")
     if spec.limit is None or spec.limit >= len(data):

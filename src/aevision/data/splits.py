@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -71,6 +73,24 @@ def train_val_indices(n: int, labels: Tensor | None, fraction: float, seed: int
     if len(val) == 0:
         return None
     return torch.cat(train_idx).sort().values, val
+
+
+class Carve(NamedTuple):
+    """How ``pretrain`` took its train and validation images from a dataset's training images:
+    ``limit`` of them drawn with ``seed`` (None: all), then ``fraction`` held out with ``seed``
+    (as :func:`aevision.data.registry.load_dataset` does), so another command can name the very
+    images a model trained and validated on."""
+
+    fraction: float
+    seed: int
+    limit: int | None = None
+
+    def rows(self, n: int, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(train, val) positions among the ``n`` training images (val None: none held out)."""
+        keep = limited(n, self.limit, self.seed)
+        kept_labels = None if labels is None else labels[keep]
+        found = train_val_indices(len(keep), kept_labels, self.fraction, self.seed)
+        return (keep, None) if found is None else (keep[found[0]], keep[found[1]])
 
 
 def labelled_subset(labels: Tensor, per_class: int | None, seed: int, total: int | None = None) -> Tensor:

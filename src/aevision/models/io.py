@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from aevision.config import DataConfig, from_dict
+from aevision.data.splits import Carve
 from aevision.errors import AevisionError
 from aevision.io import read_json, read_safetensors, write_json, write_safetensors
 from aevision.models.base import Autoencoder
@@ -77,6 +78,19 @@ def trained_on(path: str | os.PathLike[str]) -> DataConfig | None:
     """The data config a saved model was pretrained on; None when its ``config.json`` records none."""
     data = saved_run(path)[0].get("data")
     return from_dict(DataConfig, data, "data") if isinstance(data, dict) else None
+
+
+def pretraining_carve(model_path: str | os.PathLike[str] | None, dataset: str | None) -> Carve | None:
+    """How the model's pretraining took its train and validation images from ``dataset`` (its
+    config.json), so that a command's ``--split train`` and ``val`` are its own splits; None when
+    there is no model folder, it was pretrained on other data, or its config does not say."""
+    if not model_path or not dataset:
+        return None
+    try:
+        cfg, seed = trained_on(model_path), saved_run(model_path)[1]
+    except (AevisionError, OSError):
+        return None
+    return Carve(cfg.val_fraction, seed, cfg.limit) if cfg is not None and cfg.name == dataset else None
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:

@@ -9,7 +9,7 @@ refuses a gallery that changed since indexing.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from aevision.errors import AevisionError
 from aevision.io import file_sha256, write_json
 from aevision.models import Autoencoder
 from aevision.models.inference import encode
-from aevision.models.io import load_model, model_files
+from aevision.models.io import load_model, model_files, pretraining_carve
 from aevision.tasks.retrieval import GalleryIndex, Neighbours
 from aevision.tasks.streamed_features import stream_fingerprint, streamed_codes, streamed_input
 
@@ -39,6 +39,12 @@ def index_gallery(model_path: str | os.PathLike[str], data: str, out: str | os.P
     # a resolved data root, so that 'search --grid' finds the same images whatever $AEVISION_DATA says
     root = None if is_path(data) else str(data_root(root).resolve())
     spec = SourceSpec(resolved(data), split, root, seed, limit)
+    carve = None if is_path(data) else pretraining_carve(model_path, data)
+    if carve is not None and split == "val":  # the images the model's pretraining held out
+        if carve.fraction == 0:
+            raise AevisionError(f"--split val: the model was pretrained on all of {data}'s training "
+                                f"images (data.val_fraction 0), so it held out none")
+        spec = replace(spec, carve=carve)
     c, h, w = model.input_shape
     stream = None if limit is not None else streamed_input(  # stretched, as load_source does in memory
         None if is_path(data) else data, [data] if is_path(data) else [], split, (c, h, w), memory, "stretch")
