@@ -390,6 +390,25 @@ def test_encode_streams_a_large_folder_into_npy_rows_naming_their_files(tmp_path
     assert rows["labels"][i] == ["a", "b"].index(Path(rows["files"][i]).parent.name)
 
 
+def test_streamed_and_in_memory_encode_name_files_as_the_command_line_did(tmp_path, monkeypatch):
+    """A relative folder gives relative file names in the rows either way (a streamed encode wrote
+    resolved paths), so the two rows files of one folder agree."""
+    from aevision.cli import main
+    from aevision.models import build_model, save_model
+
+    photo_folder(tmp_path / "photos", per_class=3, size=12)
+    (tmp_path / "photos" / "a" / "x.png").write_bytes(b"broken")
+    save_model(build_model("conv", (3, 12, 12), {"channels": [8], "code_dim": 6}, [], "mse"), tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    rows = {}
+    for name, memory in (("whole", []), ("streamed", ["--memory", "0", "--workers", "0"])):
+        assert main(["encode", "m", "photos", "-o", f"{name}.npy", *memory]) == 0
+        rows[name] = json.loads((tmp_path / f"{name}.rows.json").read_text())
+    assert rows["streamed"]["streamed"] and rows["streamed"]["files"] == rows["whole"]["files"]
+    assert rows["whole"]["files"][0] == str(Path("photos") / "a" / "0.png")
+    assert [s["path"] for s in rows["streamed"]["skipped"]] == [str(Path("photos") / "a" / "x.png")]
+
+
 def test_encode_streams_images_of_another_size_only_when_resize_says_stretch(tmp_path, capsys):
     from aevision.cli import main
     from aevision.models import build_model, save_model

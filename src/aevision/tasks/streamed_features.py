@@ -55,7 +55,15 @@ class StreamedInput:
     def classes(self) -> list[str] | None:
         return self.shards.classes if self.shards is not None else self.listing.classes  # type: ignore
 
+    def as_given(self, path: str) -> str:
+        """A listed folder's file as the command line named the folder (``photos/a.png``, as an
+        in-memory input is written, not its resolved path); other paths as they are."""
+        if self.listing is None or not Path(path).is_relative_to(self.listing.root):
+            return path
+        return str(Path(self.name.partition(":")[2]) / Path(path).relative_to(self.listing.root))
+
     def files(self) -> list[str]:
+        """Each row's source: a shard's recorded file names, or a listed folder's resolved paths."""
         if self.shards is not None:
             return read_files(self.shards.split_path(self.split))
         assert self.listing is not None
@@ -139,10 +147,10 @@ def _finish(tmp: Path, out: Path, rows: int, dim: int) -> None:
 
 def _write_rows(out: Path, source: StreamedInput, indices: list[int], labels: list[int],
                 model_path: str | None) -> None:
-    files = source.files()
+    files = [source.as_given(f) for f in source.files()]
     classes = source.classes()
     skipped = [] if source.listing is None else [
-        {"path": s.path, "reason": s.reason}
+        {"path": source.as_given(s.path), "reason": s.reason}
         for s in [*source.listing.skipped, *(source.folder.skipped if source.folder else [])]]
     write_json(rows_path(out), {
         "features": out.name, "model": str(model_path), "rows": len(indices), "streamed": True,
