@@ -249,3 +249,18 @@ def test_a_misspelled_regularizer_option_names_the_real_ones(reg, known, tmp_pat
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "regularizers[0].wieght" in err and known in err and "did you mean 'weight'?" in err
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["pretrain", "--dataset", "folder:~aevision-no-such-user/x", "--model", "dense", "--epochs", "1"],
+    ["index", "~aevision-no-such-user/x", "-m", "MODEL"],
+    ["prepare", "~aevision-no-such-user/x"],
+    ["segment", "--scratch", "--dataset", "segfolder:~aevision-no-such-user/x"],
+])
+def test_a_home_folder_of_no_such_user_is_one_line(argv, model, tmp_path, capsys):
+    """'~someone/x' for an unknown user: pathlib's bare RuntimeError was an internal error."""
+    argv = [str(model) if a == "MODEL" else a for a in argv] + ["-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "aevision: error: ~aevision-no-such-user/x: no such user's home folder (the '~' cannot " \
+                  "be expanded)\n"

@@ -31,6 +31,15 @@ from aevision.errors import AevisionError
 T = TypeVar("T")
 
 
+def user_path(value: str | os.PathLike[str]) -> Path:
+    """``value`` with a leading ``~`` or ``~user`` expanded; an unknown user or home is an
+    AevisionError naming the path (pathlib raises a bare RuntimeError)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        raise AevisionError(f"{value}: no such user's home folder (the '~' cannot be expanded)") from None
+
+
 def _unique(folder: Path, prefix: str, suffix: str, create: Callable[[Path], T]) -> tuple[T, Path]:
     """``create(path)`` at a fresh hidden name in ``folder``; ``create`` must fail if it exists."""
     for _ in range(100):

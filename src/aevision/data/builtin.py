@@ -13,6 +13,7 @@ from aevision.data.imageset import ImageSet
 from aevision.data.registry import DATASETS, Source, Splits, fixed_test_split, takes_argument
 from aevision.data.shapes import KINDS, shapes_classification
 from aevision.errors import DataError
+from aevision.io import user_path
 from aevision.validation import check
 
 
@@ -121,7 +122,7 @@ def shapes(
 def folder(source: Source, *, test_fraction: float = 0.0) -> Splits:
     check(0 <= test_fraction < 1, "data.test_fraction", test_fraction, "a fraction in [0, 1)")
     assert source.argument is not None
-    path = Path(source.argument).expanduser()
+    path = user_path(source.argument)
     if is_archive(path):  # folder:images.zip -> unpacked once, safely, under the data root
         path = unwrap_single_folder(extract_cached(path, source.root))
     splits = split_folders(path)

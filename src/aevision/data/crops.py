@@ -25,6 +25,7 @@ from aevision.data.imageset import ImageSet, Skipped
 from aevision.data.registry import DATASETS, TEST_SPLIT_SEED, Source, Splits, takes_argument
 from aevision.data.splits import generator, permutation
 from aevision.errors import DataError
+from aevision.io import user_path
 from aevision.validation import check
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def crops(source: Source, *, size: int = 128, per_image: int = 16, min_scale: fl
     check(0 < min_scale <= 1, "data.min_scale", min_scale, "a number in (0, 1]")
     check(0 <= test_fraction < 1, "data.test_fraction", test_fraction, "a fraction in [0, 1)")
     assert source.argument is not None
-    root = Path(source.argument).expanduser()
+    root = user_path(source.argument)
     skipped: list[Skipped] = []
     paths = loading.with_image_suffix(photo_files(root), skipped)
     channels = source.channels or loading.guess_channels(paths)

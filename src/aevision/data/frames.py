@@ -29,6 +29,7 @@ from aevision.data.registry import DATASETS, TEST_SPLIT_SEED, Source, Splits, ta
 from aevision.data.splits import permutation
 from aevision.data.video import VideoSet
 from aevision.errors import DataError
+from aevision.io import user_path
 from aevision.validation import check
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def frames_dataset(source: Source, *, length: int | None = None, test_fraction: 
         check(length >= 1, "data.length", length, "an integer >= 1 or null")
     check(0 <= test_fraction < 1, "data.test_fraction", test_fraction, "a fraction in [0, 1)")
     assert source.argument is not None
-    data, sources = load_videos(Path(source.argument).expanduser(), length=length,
+    data, sources = load_videos(user_path(source.argument), length=length,
                                 channels=source.channels, image_size=source.image_size,
                                 strict=source.strict)
     if test_fraction == 0:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from aevision.config import DataConfig
 from aevision.data.folder import split_folders
 from aevision.data.folder_stream import FolderListing, list_folder
 from aevision.data.shards import ShardInfo, read_info
+from aevision.io import user_path
 
 log = logging.getLogger(__name__)
 DEFAULT_FRACTION = 0.25
@@ -64,7 +64,7 @@ def plan_data(cfg: DataConfig) -> Plan:
     budget, why = memory_budget(cfg)
     name, _, argument = cfg.name.partition(":")
     if name not in ("shards", "folder") or not argument or \
-            (name == "folder" and not Path(argument).expanduser().is_dir()):  # archives: in memory
+            (name == "folder" and not user_path(argument).is_dir()):  # archives: in memory
         return Plan(None, budget)
     found: ShardInfo | FolderListing
     splits = None  # a folder's own splits (train/ + test/): train on train/
@@ -72,7 +72,7 @@ def plan_data(cfg: DataConfig) -> Plan:
         found = read_info(argument)
         size = found.decoded_bytes("train")
     else:
-        root = Path(argument).expanduser().resolve()
+        root = user_path(argument).resolve()
         splits = split_folders(root)
         found = list_folder(splits["train"] if splits else root, cfg.channels, cfg.image_size, cfg.strict)
         size = found.decoded_bytes()

@@ -21,6 +21,7 @@ from aevision.data.imageset import ImageSet
 from aevision.data.splits import limited, permutation, train_val_split
 from aevision.data.video import VideoSet
 from aevision.errors import DataError
+from aevision.io import user_path
 from aevision.registry import Registry
 
 DEFAULT_ROOT = "~/.cache/aevision"
@@ -29,7 +30,7 @@ TEST_SPLIT_SEED = 20240101  # fixed: the test split of a dataset never depends o
 
 def data_root(root: str | None = None) -> Path:
     """``root``, else ``$AEVISION_DATA``, else ``~/.cache/aevision``."""
-    return Path(root or os.environ.get("AEVISION_DATA") or DEFAULT_ROOT).expanduser()
+    return user_path(root or os.environ.get("AEVISION_DATA") or DEFAULT_ROOT)
 
 
 @dataclass(frozen=True)

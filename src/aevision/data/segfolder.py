@@ -26,6 +26,7 @@ from aevision.data.registry import Source, takes_argument
 from aevision.data.segmentation import fixed_test_split, register_segmentation
 from aevision.data.segset import IGNORE_INDEX, SegSet, SegSplits, default_palette
 from aevision.errors import DataError
+from aevision.io import user_path
 from aevision.validation import check
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def load_segfolder(root: str | Path, *, channels: int | None = None,
                    image_size: tuple[int, int] | None = None, classes: list[str] | None = None,
                    strict: bool = False) -> SegSet:
     """Decode every image and mask under ``root`` into memory, checking each pair."""
-    root = Path(root).expanduser()
+    root = user_path(root)
     if not root.is_dir():
         raise DataError(f"segfolder:{root}: no such folder")
     pairs, orphans = pair_files(root)

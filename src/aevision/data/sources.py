@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -18,6 +17,7 @@ import torch
 from aevision.data.imageset import ImageSet
 from aevision.data.splits import Carve, limited
 from aevision.errors import AevisionError, ConfigError
+from aevision.io import user_path
 
 Split = Literal["train", "val", "test"]
 
@@ -47,12 +47,12 @@ class SourceSpec:
 
 
 def is_path(data: str) -> bool:
-    return Path(data).expanduser().exists()
+    return user_path(data).exists()
 
 
 def resolved(data: str) -> str:
     """A path made absolute (so a saved spec still finds it from elsewhere); a dataset name as is."""
-    return str(Path(data).expanduser().resolve()) if is_path(data) else data
+    return str(user_path(data).resolve()) if is_path(data) else data
 
 
 def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) -> ImageSet:
@@ -67,7 +67,7 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
 
     if spec.limit is not None and spec.limit < 1:
         raise ConfigError("--limit", spec.limit, "a positive integer")
-    path = Path(spec.data).expanduser()
+    path = user_path(spec.data)
     from_files = path.is_dir() or path.is_file()
     if from_files:
         data = load_path(path.resolve(), channels, image_size)

@@ -28,6 +28,7 @@ from aevision.data.imageset import Skipped
 from aevision.data.shards import MANIFEST, SPLITS, ShardInfo, is_url, item, write_info, write_split
 from aevision.data.splits import permutation
 from aevision.errors import AevisionError
+from aevision.io import user_path
 
 log = logging.getLogger(__name__)
 Tick = Callable[..., None]  # tick(images done) or tick(0, total=images to write)
@@ -81,8 +82,8 @@ def prepare(source: str, out: str | Path, *, image_size: Sequence[int] | None = 
 def _folder_path(source: str) -> Path | None:
     name, _, arg = source.partition(":")
     if name == "folder" and arg:
-        return Path(arg).expanduser()
-    path = Path(source).expanduser()
+        return user_path(arg)
+    path = user_path(source)
     return path if path.is_dir() else None
 
 
