@@ -133,6 +133,10 @@ def test_listing_commands(capsys):
     out = capsys.readouterr().out
     for name in ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "folder", "shapes"):
         assert f"  {name} " in out
+    assert "options: datasets (required)" in out and "inspect" not in out  # union's list has no default
+    rows = [line for line in out.splitlines() if line.startswith(("  cifar10 ", "  clothing"))]
+    summaries = [line.index("C") for line in rows]
+    assert len(summaries) == 2 and len(set(summaries)) == 1  # one column, the longest name's width
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> None:
 
 def _options(fn: Any) -> str:
     params = inspect.signature(fn).parameters.values()
-    shown = [f"{p.name}={p.default!r}" for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    shown = [f"{p.name} (required)" if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+             for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     return ", ".join(shown)
 
 
@@ -39,9 +40,10 @@ def run_datasets(args: argparse.Namespace) -> int:
     from aevision.data import DATASETS, data_root
 
     print(f"datasets (data.name; files are looked for under {data_root()}):")
+    width = max(len(e.name) for e in DATASETS)
     for e in DATASETS:
-        print(f"  {e.name:<14} {e.summary}")
+        print(f"  {e.name:<{width}} {e.summary}")
         opts = _options(e.fn)
         if opts:
-            print(f"  {'':<14} options: {opts}")
+            print(f"  {'':<{width}} options: {opts}")
     return 0
