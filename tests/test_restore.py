@@ -227,3 +227,23 @@ def test_crops_takes_photos_at_every_depth_and_says_what_it_left_out(tmp_path, c
                                    options={"size": 16, "per_image": 2}), seed=0)
     assert len(data.train) == 3 * 2
     assert "left out 2 of 5 files" in caplog.text
+
+
+@pytest.mark.parametrize("regs, task, says", [
+    ([], "denoise", "not trained to restore (no denoising regularizer)"),
+    ([{"name": "denoising", "sigma": 0.3}], "inpaint", "trained on gaussian noise, not on holes"),
+    ([{"name": "denoising", "noise": "blocks"}], "denoise", "trained to fill holes (blocks), not to remove"),
+    ([{"name": "denoising", "noise": "masking"}], "inpaint", None),
+    ([{"name": "denoising", "noise": "salt_pepper"}], "denoise", None),
+])
+def test_restore_says_when_the_model_was_not_trained_for_the_task(regs, task, says, tmp_path, capsys):
+    """A plain autoencoder 'restores' by copying its input: the numbers alone do not say why."""
+    save_model(build_model("conv", (1, 16, 16), {"code_dim": None, "channels": [4, 8]}, regs), tmp_path / "m")
+    write_pngs(tmp_path / "in", [np.full((16, 16), 100, dtype=np.uint8)])
+    simulate = "gaussian:sigma=0.1" if task == "denoise" else "blocks:p=0.25,block=4"
+    assert main(["restore", str(tmp_path / "m"), str(tmp_path / "in"), "--task", task,
+                 "--simulate", simulate, "-o", str(tmp_path / "out")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == (says is not None) and all(says in line for line in notes)
+    recorded = json.loads((tmp_path / "out" / "metrics.json").read_text())["note"]
+    assert recorded == (notes[0].removeprefix("note: ") if notes else None)

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, shown=args.num, command=" ".join(["aevision", *sys.argv[1:]]),
                          model_path=str(args.model))
     print(f"wrote {done.count} restored images and {done.grid}")
+    if done.note:
+        print(f"note: {done.note}")
     if done.mean:
         m = done.mean
         change = {k: f"{k.upper()} {m[f'{k}_degraded']:.{digits}f} -> {m[f'{k}_restored']:.{digits}f}{unit}"

@@ -22,10 +22,11 @@ from aevision.data.splits import generator
 from aevision.errors import AevisionError
 from aevision.models.base import Autoencoder
 from aevision.models.resize import at_input_shape
-from aevision.regularizers.denoising import Noise, block_mask, corrupt
+from aevision.regularizers.denoising import Denoising, Noise, block_mask, corrupt
 from aevision.validation import check, coerce
 
 Task = Literal["denoise", "inpaint"]  # what restore_files does to each image
+HOLE_NOISES = ("blocks", "masking")  # corruptions that remove pixels: what an inpainter learns to fill
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Degradation:
     @property
     def holes(self) -> bool:
         """Whether the corruption removes pixels (inpainting) rather than perturbing them."""
-        return self.noise in ("blocks", "masking")
+        return self.noise in HOLE_NOISES
 
     def label(self) -> str:
         if self.noise == "gaussian":
@@ -101,3 +102,21 @@ def restore(model: Autoencoder, images: Tensor, holes: Tensor | None = None,
     if holes is not None:
         out = torch.where(holes.to(torch.bool), out, images.float())
     return out
+
+
+def training_note(model: Autoencoder, task: Task) -> str | None:
+    """A line saying when ``model`` was not trained for ``task`` (None when it was): without a
+    ``denoising`` regularizer it only learned to copy its input, so it returns noise and holes
+    about as they came; trained on noise it never learned to fill holes, and the reverse."""
+    noises = {reg.noise for reg in model.regularizers if isinstance(reg, Denoising)}
+    if not noises:
+        return ("the model was not trained to restore (no denoising regularizer): it reconstructs its "
+                "input, noise and holes included; pretrain with --reg denoising:noise=...")
+    holes = bool(noises & set(HOLE_NOISES))
+    if task == "inpaint" and not holes:
+        return (f"the model was trained on {', '.join(sorted(noises))} noise, not on holes: "
+                f"inpainting wants --reg denoising:noise=blocks or masking")
+    if task == "denoise" and noises <= set(HOLE_NOISES):
+        return (f"the model was trained to fill holes ({', '.join(sorted(noises))}), not to remove "
+                f"noise: denoising wants --reg denoising:noise=gaussian or salt_pepper")
+    return None

@@ -25,7 +25,7 @@ from aevision.io import write_json
 from aevision.models.base import Autoencoder
 from aevision.provenance import machine_info
 from aevision.tasks.quality import psnr, ssim
-from aevision.tasks.restore import Degradation, Task, restore
+from aevision.tasks.restore import Degradation, Task, restore, training_note
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Restored:
     grid: Path
     metrics: list[dict[str, Any]] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
+    note: str | None = None  # the model was not trained for the task (see training_note)
 
     @property
     def lowered(self) -> list[str]:
@@ -74,11 +75,11 @@ def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[
                 if img is not None:
                     rows[name].append(_fit(img[0], size))
     grid = _save_grid(out / "grid.png", rows)
-    done = Restored(len(paths), grid, metrics)
+    done = Restored(len(paths), grid, metrics, note=training_note(model, task))
     if metrics:
         done.mean = paired_means(metrics)
         write_json(out / "metrics.json", {
-            "command": command, "task": task, "model": model_path,
+            "command": command, "task": task, "model": model_path, "note": done.note,
             "degradation": degradation.to_dict() if degradation else None, "seed": seed,
             "mean": done.mean, "lowered": done.lowered, "images": metrics, "machine": machine_info()})
     return done
