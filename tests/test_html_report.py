@@ -234,3 +234,25 @@ def test_without_chromium_the_browser_test_skips_except_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI"):
         chromium()
+
+
+def test_a_restore_folder_gets_its_scores_before_and_after_and_the_grid(tmp_path):
+    """'restore --simulate' writes metrics.json and grid.png: the report found nothing to report."""
+    import numpy as np
+    from PIL import Image
+
+    from aevision.models import build_model, save_model
+
+    save_model(build_model("conv", (1, 16, 16), {"code_dim": None, "channels": [4, 8]}), tmp_path / "m")
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 80 * i + 10, dtype=np.uint8)).save(tmp_path / "in" / f"p<{i}>.png")
+    assert main(["restore", str(tmp_path / "m"), str(tmp_path / "in"), "--task", "denoise",
+                 "--simulate", "gaussian:sigma=0.2", "-o", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    report = build_report(tmp_path / "out")
+    assert report.sections == ["Restoration"] and report.images == 1  # the grid
+    html = report.html
+    assert "gaussian sigma 0.2" in html.replace(",", "") and "p&lt;2&gt;.png" in html
+    assert f"{metrics['images'][1]['psnr_restored']:.4g}"[:5] in html
+    assert "not trained to restore" in html  # the model's note, as restore printed it

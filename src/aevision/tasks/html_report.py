@@ -8,7 +8,7 @@ The folder's files decide the sections; a section appears only when its data is 
 - ``summary.json`` (``pretrain``): the model, its loss curves (drawn from the history) and a
   ``reconstructions.png`` when there is one;
 - ``metrics.json`` (``segment``): test scores, per-class IoU, loss curves, the example sheet and
-  overlays;
+  overlays; (``restore --simulate``): PSNR and SSIM before and after, per image, and the grid;
 - ``keypoints.json`` (``keypoints``): its scores and the keypoint strips;
 - ``compression.json`` (``bench/compression.py``): rate-distortion curves against JPEG and WebP.
 
@@ -32,6 +32,7 @@ REPORT = "report.html"
 KNOWN = ("leaderboard.json", "summary.json", "metrics.json", "keypoints.json", "compression.json")
 MAX_OVERLAYS = 12
 MAX_CONFUSIONS = 60
+MAX_IMAGE_ROWS = 60  # per-image scores shown in a table
 PROTOCOLS = ("linear", "knn", "finetune")  # the leaderboard's order
 
 
@@ -51,8 +52,8 @@ def build_report(folder: str | os.PathLike[str]) -> HtmlReport:
     if not root.is_dir():
         raise AevisionError(f"{root}: not a folder (give a run or benchmark output folder)")
     sections: list[Section] = []
-    for make in (benchmark_sections, pretrain_sections, segment_sections, keypoint_sections,
-                 compression_sections):
+    for make in (benchmark_sections, pretrain_sections, segment_sections, restore_sections,
+                 keypoint_sections, compression_sections):
         sections += make(root)
     if not sections:
         raise AevisionError(f"{root}: nothing to report (expected one of {', '.join(KNOWN)})")
@@ -309,6 +310,33 @@ def segment_sections(root: Path) -> list[Section]:
     blocks += [png(p, f"overlay: {p.stem}", thumb=True)
                for p in sorted((root / "overlays").glob("*.png"))[:MAX_OVERLAYS]]
     return [Section("Segmentation", blocks)]
+
+
+def restore_sections(root: Path) -> list[Section]:
+    """``aevision restore --simulate``: mean PSNR and SSIM of the degraded and the restored
+    images, what the model made worse, each image's scores and the degraded / restored / clean grid."""
+    metrics = read(root / "metrics.json")
+    if metrics is None or "degradation" not in metrics or not isinstance(metrics.get("mean"), dict):
+        return []
+    mean, deg = metrics["mean"], metrics.get("degradation") or {}
+    blocks = [paragraph(f"{metrics.get('task', 'restore')} with {metrics.get('model')}; inputs degraded by "
+                        f"{', '.join(f'{k} {v}' for k, v in deg.items())} (seed {metrics.get('seed')})")]
+    blocks.append(table(["measure", "degraded", "restored"],
+                        [[k.upper(), mean.get(f"{k}_degraded", ""), mean.get(f"{k}_restored", "")]
+                         for k in ("psnr", "ssim") if f"{k}_restored" in mean]))
+    if metrics.get("lowered"):
+        blocks.append(paragraph(f"The model made the images worse by {' and '.join(metrics['lowered'])}.",
+                                note=True))
+    if metrics.get("note"):
+        blocks.append(paragraph(f"Note: {metrics['note']}", note=True))
+    if (root / "grid.png").is_file():
+        blocks.append(png(root / "grid.png", "degraded / restored / clean"))
+    images = [m for m in metrics.get("images") or [] if isinstance(m, dict)]
+    keys = ("psnr_degraded", "psnr_restored", "ssim_degraded", "ssim_restored")
+    rows = [[Path(str(m.get("file", ""))).name, *("" if m.get(k) is None else m[k] for k in keys)]
+            for m in images[:MAX_IMAGE_ROWS]]
+    blocks.append(table(["file", "PSNR degraded", "PSNR restored", "SSIM degraded", "SSIM restored"], rows))
+    return [Section("Restoration", blocks)]
 
 
 def keypoint_sections(root: Path) -> list[Section]:
