@@ -109,6 +109,27 @@ def test_encode_and_index_splits_are_the_models_own_train_and_validation_images(
     assert main(["search", str(index), "--dataset", "digits", "--split", "val", "--limit", "5"]) == 0
 
 
+def test_a_folder_dataset_spelt_another_way_still_gets_the_models_own_splits(tmp_path, monkeypatch):
+    """folder:photos, folder:./photos and the absolute path are one dataset: each --split val is
+    the model's held-out 30%, not a default 10% holding images it trained on."""
+    from aevision.models.io import same_dataset
+
+    for c in ("a", "b"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 20 * i + (c == "b") * 5, dtype=np.uint8)).save(
+                tmp_path / "photos" / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "--dataset", "folder:photos", "--model", "dense", "--epochs", "1",
+                 "--no-progress", "--seed", "5", "data.val_fraction=0.3", "-o", "run"]) == 0
+    for spelt in ("folder:photos", "folder:./photos", f"folder:{tmp_path / 'photos'}"):
+        assert main(["encode", "run", "--dataset", spelt, "--split", "val", "-o", "v.npy"]) == 0
+        assert len(np.load(tmp_path / "v.npy")) == 6, spelt  # 3 of each class's 10
+    assert not same_dataset("folder:photos", "folder:run")
+    assert not same_dataset("folder:photos", "crops:photos")
+    assert not same_dataset("folder:~aevision-no-such-user/x", "folder:photos")
+
+
 def test_encode_and_reconstruct_image_files(trained, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -90,7 +90,24 @@ def pretraining_carve(model_path: str | os.PathLike[str] | None, dataset: str | 
         cfg, seed = trained_on(model_path), saved_run(model_path)[1]
     except (AevisionError, OSError):
         return None
-    return Carve(cfg.val_fraction, seed, cfg.limit) if cfg is not None and cfg.name == dataset else None
+    if cfg is None or not same_dataset(cfg.name, dataset):
+        return None
+    return Carve(cfg.val_fraction, seed, cfg.limit)
+
+
+def same_dataset(a: str, b: str) -> bool:
+    """Whether two ``data.name`` values name the same data: equal, or the same kind of dataset over
+    paths that resolve to the same file or folder (``folder:cif``, ``folder:./cif``, an absolute path)."""
+    if a == b:
+        return True
+    (kind_a, _, path_a), (kind_b, _, path_b) = a.partition(":"), b.partition(":")
+    if kind_a != kind_b or not path_a or not path_b:
+        return False
+    try:
+        found_a, found_b = Path(path_a).expanduser(), Path(path_b).expanduser()
+        return found_a.exists() and found_b.exists() and found_a.resolve() == found_b.resolve()
+    except (OSError, RuntimeError):  # an unknown user's home: not the same
+        return False
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Autoencoder:
