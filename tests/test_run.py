@@ -58,6 +58,40 @@ def test_a_checkpoint_is_resumed_automatically_only_under_its_own_key(tmp_path):
     assert not last.exists()  # nobody may resume a checkpoint of another run later
 
 
+def test_resume_refuses_a_run_that_started_from_other_data_or_other_weights(tmp_path):
+    """The checkpoint's config cannot see either: the run would go on over other images (its best
+    epoch chosen across two validation sets) or record starting weights it never had."""
+    Run(tmp_path, run_key({"x": 1}, data="d", init="w1")).start()
+    with pytest.raises(AevisionError, match=r"--resume: the run in .* trained on other data"):
+        Run(tmp_path, run_key({"x": 1}, data="fewer", init="w1")).start(resume=True)
+    with pytest.raises(AevisionError, match="started from other weights"):
+        Run(tmp_path, run_key({"x": 1}, data="d", init="w2")).start(resume=True)
+    with pytest.raises(AevisionError, match="started from weights not given now"):
+        Run(tmp_path, run_key({"x": 1}, data="d")).start(resume=True)
+    # the same inputs with a resumable change of config (more epochs): resumed
+    assert Run(tmp_path, run_key({"x": 2}, data="d", init="w1")).start(resume=True)
+    Run(tmp_path, run_key({"x": 1}, data="d")).start(overwrite=True)
+    with pytest.raises(AevisionError, match="started from random weights, not the ones given now"):
+        Run(tmp_path, run_key({"x": 1}, data="d", init="w1")).start(resume=True)
+
+
+def test_pretrain_resume_refuses_changed_starting_weights_and_data(tmp_path, capsys):
+    from aevision.cli import main
+
+    def pretrain(out, *extra):
+        return main(["pretrain", "--dataset", "digits", "--model", "dense", "--epochs", "1", "--no-progress",
+                     "model.code_dim=8", "-o", str(tmp_path / out), *extra])
+
+    assert pretrain("a") == 0 and pretrain("b", "--seed", "1") == 0
+    assert pretrain("c", "--init-from", str(tmp_path / "a")) == 0
+    assert pretrain("c", "--init-from", str(tmp_path / "b"), "--epochs", "2", "--resume") == 2
+    assert "started from other weights" in capsys.readouterr().err
+    again = ("--init-from", str(tmp_path / "a"), "--epochs", "2", "--resume")
+    assert pretrain("c", *again, "--limit", "500") == 2
+    assert "trained on other data" in capsys.readouterr().err
+    assert pretrain("c", *again) == 0
+
+
 def test_the_key_ignores_where_the_run_is_written_and_sees_the_data():
     a = run_key({"seed": 0, "output_dir": "runs/a"}, data=fingerprint(torch.zeros(2, 3)))
     b = run_key({"seed": 0, "output_dir": "elsewhere/b"}, data=fingerprint(torch.zeros(2, 3)))

@@ -131,6 +131,8 @@ class Run:
         inputs change)."""
         last = self.out_dir / "checkpoints" / LAST
         refuse_replacing(self.out_dir, allowed=overwrite or resume or reuse)
+        if resume:
+            self.check_resumable(self.record())
         same = self.same_key(self.record())
         go_on = resume or (reuse and same and last.is_file())
         if self.writer:
@@ -138,6 +140,26 @@ class Run:
                 last.unlink(missing_ok=True)
             self._write_record("started")
         return go_on
+
+    def check_resumable(self, rec: dict[str, Any] | None) -> None:
+        """Refuse to ``--resume`` a run that started from other data or other weights: the
+        checkpoint's config (which the engine compares) cannot see either, and the run would go on
+        over other images (its best epoch chosen across two validation sets) or record starting
+        weights it never had."""
+        stored = rec.get("key") if rec is not None else None
+        if not isinstance(stored, dict):
+            return
+        stored = comparable(stored)
+        if stored.get("data") is not None and stored["data"] != self.key.get("data"):
+            raise AevisionError(f"--resume: the run in {self.out_dir} trained on other data (its images, "
+                                f"labels or split changed since); run without --resume (--overwrite) "
+                                f"to start afresh")
+        if stored.get("init") != self.key.get("init"):
+            then = "random weights, not the ones given now" if stored.get("init") is None else \
+                "weights not given now" if self.key.get("init") is None else "other weights"
+            raise AevisionError(f"--resume: the run in {self.out_dir} started from {then} (--init-from, "
+                                f"--encoder); resume with the ones it started from, or run without "
+                                f"--resume (--overwrite) to start afresh")
 
     def fit(self, trainer: Trainer, model: nn.Module, train: TensorBatches, val: TensorBatches | None,
             run_config: dict[str, Any], *, resume: bool = False, reuse: bool = False, overwrite: bool = False,
