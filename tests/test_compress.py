@@ -422,6 +422,34 @@ def test_compress_and_decompress_commands(tmp_path, capsys):
     assert not (tmp_path / "out2").exists()
 
 
+def test_decompress_never_replaces_files_unasked_and_writes_all_or_nothing(tmp_path, capsys):
+    """Decoding into the originals' own folder replaced them with lossy copies; a file it could not
+    write (a folder in its place) left the first images written."""
+    from PIL import Image
+
+    from aevision.cli import main
+    from aevision.models import save_model
+
+    save_model(tiny_codec(), tmp_path / "codec")
+    (tmp_path / "in").mkdir()
+    for i, img in enumerate(images([(16, 16), (12, 12)])):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / "in" / f"p{i}.png")
+    m = ["-m", str(tmp_path / "codec")]
+    assert main(["compress", str(tmp_path / "in"), *m, "-o", str(tmp_path / "a.aev")]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    assert main(["decompress", str(tmp_path / "a.aev"), *m, "-o", str(tmp_path / "in")]) == 2
+    assert "p0.png exists already (2 of the 2 files to write); give --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+    assert main(["decompress", str(tmp_path / "a.aev"), *m, "-o", str(tmp_path / "in"), "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["p0.png", "p1.png"]  # no staging left
+    (tmp_path / "part" / "p1.png").mkdir(parents=True)
+    assert main(["decompress", str(tmp_path / "a.aev"), *m, "-o", str(tmp_path / "part"), "--overwrite"]) == 2
+    assert "p1.png is a folder where a file is to be written" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == ["p1.png"]  # p0.png not written
+    assert main(["decompress", str(tmp_path / "in"), *m, "-o", str(tmp_path / "x")]) == 2
+    assert "in: a folder, not a compressed file" in capsys.readouterr().err
+
+
 def test_decompress_gives_back_the_file_names_and_reads_files_without_them(tmp_path):
     from PIL import Image
 

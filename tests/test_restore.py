@@ -247,3 +247,21 @@ def test_restore_says_when_the_model_was_not_trained_for_the_task(regs, task, sa
     assert len(notes) == (says is not None) and all(says in line for line in notes)
     recorded = json.loads((tmp_path / "out" / "metrics.json").read_text())["note"]
     assert recorded == (notes[0].removeprefix("note: ") if notes else None)
+
+
+def test_restore_into_the_inputs_folder_replaces_nothing_unless_asked(tmp_path, capsys):
+    """-o the inputs' own folder replaced the originals with restored copies, unasked."""
+    save_model(build_model("conv", (1, 16, 16), {"code_dim": None, "channels": [4, 8]}), tmp_path / "m")
+    write_pngs(tmp_path / "in", [np.full((16, 16), 40 * i, dtype=np.uint8) for i in range(2)])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    run = ["restore", str(tmp_path / "m"), str(tmp_path / "in"), "--task", "denoise",
+           "-o", str(tmp_path / "in")]
+    assert main(run) == 2
+    assert "img0.png exists already (2 of the 4 files to write); give --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+    out = tmp_path / "out"
+    assert main([*run[:-1], str(out), "--simulate", "gaussian:sigma=0.1"]) == 0
+    assert (out / "metrics.json").is_file()
+    assert main([*run[:-1], str(out)]) == 2  # the earlier results are there
+    assert main([*run[:-1], str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "img0.png", "img1.png"]  # no stale scores

@@ -15,7 +15,8 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -107,6 +108,34 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def refuse_existing(paths: Sequence[Path], out: Path, *, overwrite: bool = False) -> None:
+    """Stop before writing ``paths`` (the files a command writes into folder ``out``) when one
+    exists already: a user's originals are never replaced without ``--overwrite``, and a folder in
+    a file's place is refused even then."""
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise AevisionError(f"-o {out}: {folders[0]} is a folder where a file is to be written")
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise AevisionError(f"-o {out}: {existing[0].name} exists already ({len(existing)} of the "
+                            f"{len(paths)} files to write); give --overwrite to replace them, or "
+                            f"another folder")
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A scratch folder inside ``out`` whose files move into ``out`` when the block ends without
+    an error: all of a command's files or none (a failure or Ctrl-C leaves ``out`` as it was)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stage = temp_folder(out, ".staging-")
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("-m", "--model", required=True, help="the codec model folder the file was made with")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in DIR")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=run_decompress)
 
@@ -46,6 +47,6 @@ def run_compress(args: argparse.Namespace) -> int:
 def run_decompress(args: argparse.Namespace) -> int:
     from aevision.tasks.compress import decompress_file
 
-    written = decompress_file(args.model, args.file, args.out, args.device)
+    written = decompress_file(args.model, args.file, args.out, args.device, overwrite=args.overwrite)
     print(f"wrote {plural(len(written), 'image')} to {Path(args.out)}/")
     return 0

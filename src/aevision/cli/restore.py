@@ -21,6 +21,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGES", help="image files or folders")
     p.add_argument("--task", choices=("denoise", "inpaint"), required=True)
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the same names in DIR (the inputs, when DIR is their folder)")
     p.add_argument("--simulate", metavar="NOISE[:k=v,...]",
                    help="degrade clean inputs first: gaussian:sigma=0.3, salt_pepper:p=0.1, "
                    "blocks:p=0.25,block=8 (inpaint), masking:p=0.5 (inpaint)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                             f"corruption does not fit --task {args.task}")
     done = restore_files(model, image_files(args.inputs), args.out, task=args.task, degradation=degradation,
                          seed=args.seed, shown=args.num, command=" ".join(["aevision", *sys.argv[1:]]),
-                         model_path=str(args.model))
+                         model_path=str(args.model), overwrite=args.overwrite)
     print(f"wrote {done.count} restored images and {done.grid}")
     if done.note:
         print(f"note: {done.note}")

@@ -31,7 +31,7 @@ from aevision.coding.rangecoder import SymbolReader, SymbolWriter
 from aevision.data.images import read_image, to_hwc
 from aevision.data.imageset import to_float, to_uint8
 from aevision.errors import AevisionError
-from aevision.io import write_bytes
+from aevision.io import refuse_existing, staged_folder, write_bytes
 from aevision.models.base import Autoencoder
 from aevision.models.inference import entropy_model_input
 from aevision.models.io import load_model
@@ -229,23 +229,28 @@ def compress_files(codec: Codec, paths: Sequence[Path], out: str | os.PathLike[s
 
 
 def decompress_file(model_path: str | os.PathLike[str], path: str | os.PathLike[str],
-                    out: str | os.PathLike[str], device: str = "cpu") -> list[Path]:
+                    out: str | os.PathLike[str], device: str = "cpu", *,
+                    overwrite: bool = False) -> list[Path]:
     """Decode the compressed file ``path`` with the codec model that made it into
     ``out/<name>.png``, the names of the files that were compressed (a file written before
-    aevision kept them: ``out/<file stem>-<n>.png``); returns the PNGs."""
+    aevision kept them: ``out/<file stem>-<n>.png``); returns the PNGs. All are written or none;
+    existing files (the originals, when ``out`` is their folder) are replaced only with ``overwrite``."""
     from aevision.report.plots import save_image
 
     path, out = Path(path), Path(out)
     if not path.is_file():
-        raise AevisionError(f"{path}: no such file")
+        what = "a folder, not a compressed file" if path.is_dir() else "no such file"
+        raise AevisionError(f"{path}: {what}")
     codec = Codec(load_model(model_path, device))
     header, images = codec.decompress_with_header(path.read_bytes(), source=str(path))
     if out.exists() and not out.is_dir():
         raise AevisionError(f"-o {out}: exists and is not a folder")
-    written = [out / name for name in png_names(header.names, path.stem, len(images))]
-    for png, img in zip(written, images, strict=True):
-        save_image(png, to_hwc(img))
-    return written
+    names = png_names(header.names, path.stem, len(images))
+    refuse_existing([out / name for name in names], out, overwrite=overwrite)
+    with staged_folder(out) as stage:
+        for name, img in zip(names, images, strict=True):
+            save_image(stage / name, to_hwc(img))
+    return [out / name for name in names]
 
 
 def png_names(names: Sequence[str] | None, stem: str, n: int) -> list[str]:

@@ -21,7 +21,7 @@ from torch import Tensor
 from aevision.data.images import BadImage, load_image, open_image, to_hwc
 from aevision.data.imageset import to_float, to_uint8
 from aevision.errors import AevisionError
-from aevision.io import write_json
+from aevision.io import refuse_existing, staged_folder, write_json
 from aevision.models.base import Autoencoder
 from aevision.provenance import machine_info
 from aevision.tasks.quality import psnr, ssim
@@ -50,13 +50,29 @@ class Restored:
 
 def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[str], *, task: Task,
                   degradation: Degradation | None = None, seed: int = 0, shown: int = 8,
-                  command: str | None = None, model_path: str | None = None) -> Restored:
+                  command: str | None = None, model_path: str | None = None,
+                  overwrite: bool = False) -> Restored:
     """Write ``out/<stem>.png`` for every image and ``out/grid.png`` (the first ``shown``: degraded /
     restored / clean with a degradation, input / restored without); with a degradation, also
     ``out/metrics.json`` (PSNR and SSIM of the degraded and the restored images, and ``lowered``:
-    the measures the model made worse)."""
+    the measures the model made worse). All files are written or none; existing ones (the inputs,
+    when ``out`` is their folder) are replaced only with ``overwrite``."""
     out = Path(out)
     check_output_names(paths)
+    refuse_existing([*(out / f"{p.stem}.png" for p in paths), out / "grid.png", out / "metrics.json"], out,
+                    overwrite=overwrite)
+    with staged_folder(out) as stage:
+        done = _restore_into(stage, model, paths, task=task, degradation=degradation, seed=seed,
+                             shown=shown, command=command, model_path=model_path, out=out)
+    if not done.metrics:  # an earlier run's scores would describe other images
+        (out / "metrics.json").unlink(missing_ok=True)
+    return done
+
+
+def _restore_into(stage: Path, model: Autoencoder, paths: list[Path], *, task: Task,
+                  degradation: Degradation | None, seed: int, shown: int, command: str | None,
+                  model_path: str | None, out: Path) -> Restored:
+    """:func:`restore_files`' work, every file written into ``stage`` (moved to ``out`` after)."""
     rows: dict[str, list[Tensor]] = {"clean": [], "input": [], "restored": []}
     metrics: list[dict[str, Any]] = []
     for k, path in enumerate(paths):
@@ -66,7 +82,7 @@ def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[
             clean = image
             image, holes = degradation.apply(clean, seed=seed + k)
         restored = restore(model, image, holes)
-        _save_png(out / f"{path.stem}.png", restored[0])
+        _save_png(stage / f"{path.stem}.png", restored[0])
         if clean is not None:
             metrics.append({"file": str(path), **_quality(image, restored, clean)})
         if len(rows["input"]) < shown:
@@ -74,11 +90,12 @@ def restore_files(model: Autoencoder, paths: list[Path], out: str | os.PathLike[
             for name, img in (("input", image), ("restored", restored), ("clean", clean)):
                 if img is not None:
                     rows[name].append(_fit(img[0], size))
-    grid = _save_grid(out / "grid.png", rows)
+    _save_grid(stage / "grid.png", rows)
+    grid = out / "grid.png"
     done = Restored(len(paths), grid, metrics, note=training_note(model, task))
     if metrics:
         done.mean = paired_means(metrics)
-        write_json(out / "metrics.json", {
+        write_json(stage / "metrics.json", {
             "command": command, "task": task, "model": model_path, "note": done.note,
             "degradation": degradation.to_dict() if degradation else None, "seed": seed,
             "mean": done.mean, "lowered": done.lowered, "images": metrics, "machine": machine_info()})
