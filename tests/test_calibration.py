@@ -152,7 +152,7 @@ def test_calibrating_on_a_dataset_name_uses_its_held_out_validation_images(tmp_p
     assert f"of {val} normal images" in capsys.readouterr().out
     # the very images pretraining validated on (its fraction and seed, not the command's --seed 0)
     carve = pretraining_carve(str(run), "digits")
-    assert carve == (0.3, 1, None)
+    assert carve == (0.3, 1, None, None)
     held_out = load_dataset(DataConfig(name="digits", val_fraction=0.3), seed=1).val.images
     assert torch.equal(dataset_inputs("digits", "val", 1, (8, 8), carve=carve).data.images, held_out)
     (run / "report.html").write_text("<html>the old model</html>")

@@ -130,6 +130,22 @@ def test_a_folder_dataset_spelt_another_way_still_gets_the_models_own_splits(tmp
     assert not same_dataset("folder:~aevision-no-such-user/x", "folder:photos")
 
 
+def test_splits_of_a_dataset_built_with_options_are_the_models_own(tmp_path):
+    """A crops set pretrained with per_image=2: --split val rebuilt it with the default 16 crops per
+    photo, so none of its 'validation' crops was one the model held out."""
+    for i in range(6):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 20), dtype=np.uint8)).save(
+            tmp_path / f"p{i}.png")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--dataset", f"crops:{tmp_path}", "--model", "dense", "--epochs", "1",
+                 "--no-progress", "data.size=8", "data.per_image=2", "data.val_fraction=0.34",
+                 "-o", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())["data"]
+    out = tmp_path / "v.npy"
+    assert main(["encode", str(run), "--dataset", f"crops:{tmp_path}", "--split", "val", "-o", str(out)]) == 0
+    assert len(np.load(out)) == summary["val"]["images"] == 4  # 2 crops of each of 2 held-out photos
+
+
 def test_encode_and_reconstruct_image_files(trained, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -188,7 +188,7 @@ def dataset_inputs(name: str, split: str, channels: int, size: tuple[int, int], 
     if split not in SPLITS:
         raise ConfigError("--split", split, f"one of {', '.join(SPLITS)}")
     splits = load_dataset(DataConfig(name=name, root=root, channels=channels, image_size=list(size),
-                                     val_fraction=0.0), seed)
+                                     val_fraction=0.0, options=dict((carve and carve.options) or {})), seed)
     parts = {k: s for k, s in (("train", splits.train), ("val", splits.val), ("test", splits.test))
              if s is not None}
     bounds, everything = _concat(parts)

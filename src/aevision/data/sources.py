@@ -43,7 +43,7 @@ class SourceSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SourceSpec:
         spec = cls(**{k: d[k] for k in ("data", "split", "root", "seed", "limit") if k in d})
-        return replace(spec, carve=Carve(*d["carve"])) if d.get("carve") else spec
+        return replace(spec, carve=Carve(*d["carve"])) if d.get("carve") else spec  # a JSON list
 
 
 def is_path(data: str) -> bool:
@@ -79,7 +79,8 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
         carve = spec.carve or Carve(0.1, spec.seed)
         val = spec.split == "val"
         cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
-                         val_fraction=carve.fraction if val else 0.0, limit=carve.limit if val else None)
+                         val_fraction=carve.fraction if val else 0.0, limit=carve.limit if val else None,
+                         options=dict(carve.options or {}))
         data = getattr(load_dataset(cfg, carve.seed if val else spec.seed), spec.split)
         if data is None:
             raise AevisionError(f"--split {spec.split}: dataset {spec.data!r} has no {spec.split} split")

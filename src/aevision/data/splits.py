@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -76,14 +76,16 @@ def train_val_indices(n: int, labels: Tensor | None, fraction: float, seed: int
 
 
 class Carve(NamedTuple):
-    """How ``pretrain`` took its train and validation images from a dataset's training images:
-    ``limit`` of them drawn with ``seed`` (None: all), then ``fraction`` held out with ``seed``
-    (as :func:`aevision.data.registry.load_dataset` does), so another command can name the very
-    images a model trained and validated on."""
+    """How ``pretrain`` took its train and validation images from a dataset: built with its
+    ``options`` (``data.options``: a crops set's ``per_image``, digits' ``test_fraction``), then
+    ``limit`` of the training images drawn with ``seed`` (None: all), then ``fraction`` held out
+    with ``seed`` (as :func:`aevision.data.registry.load_dataset` does), so another command can
+    name the very images a model trained and validated on."""
 
     fraction: float
     seed: int
     limit: int | None = None
+    options: dict[str, Any] | None = None
 
     def rows(self, n: int, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """(train, val) positions among the ``n`` training images (val None: none held out)."""

@@ -92,7 +92,7 @@ def pretraining_carve(model_path: str | os.PathLike[str] | None, dataset: str | 
         return None
     if cfg is None or not same_dataset(cfg.name, dataset):
         return None
-    return Carve(cfg.val_fraction, seed, cfg.limit)
+    return Carve(cfg.val_fraction, seed, cfg.limit, dict(cfg.options) or None)
 
 
 def same_dataset(a: str, b: str) -> bool:

@@ -40,8 +40,8 @@ def index_gallery(model_path: str | os.PathLike[str], data: str, out: str | os.P
     root = None if is_path(data) else str(data_root(root).resolve())
     spec = SourceSpec(resolved(data), split, root, seed, limit)
     carve = None if is_path(data) else pretraining_carve(model_path, data)
-    if carve is not None and split == "val":  # the images the model's pretraining held out
-        if carve.fraction == 0:
+    if carve is not None:  # the dataset as the model's pretraining built it; val: what it held out
+        if carve.fraction == 0 and split == "val":
             raise AevisionError(f"--split val: the model was pretrained on all of {data}'s training "
                                 f"images (data.val_fraction 0), so it held out none")
         spec = replace(spec, carve=carve)
