@@ -150,3 +150,18 @@ def test_keypoints_command_scores_the_runs_held_out_sequences(trained, tmp_path)
     assert -10 < metrics["tracking"]["r2"] <= 1 and metrics["tracking"]["test_frames"] == 12
     assert 0 <= metrics["classification"]["accuracy"] <= 1
     assert metrics["jitter_ground_truth"] >= 0 and len(metrics["mean_presence"]) == 4
+
+
+def test_keypoints_split_val_of_a_limited_run_is_its_own_held_out_sequences(tmp_path):
+    """data.limit was dropped: 'val' was carved from every sequence, held training sequences of the
+    model, and the probe's training split grew to sequences the run never had."""
+    out = tmp_path / "dsae"
+    data = {"name": "moving-shapes", "n_train": 12, "n_test": 2, "frames": 4, "size": 32, "limit": 6,
+            "val_fraction": 0.34}
+    aevision.pretrain({"seed": 0, "output_dir": str(out), "data": data,
+                       "model": {"name": "dsae", "channels": [8], "keypoints": 4},
+                       "train": {"epochs": 1, "batch_size": 4, "progress": False}})
+    held = json.loads((out / "summary.json").read_text())["data"]["val"]
+    assert main(["keypoints", str(out), "--split", "val", "--show", "0", "-o", str(tmp_path / "kp")]) == 0
+    metrics = json.loads((tmp_path / "kp" / "keypoints.json").read_text())
+    assert metrics["split"] == "val" and metrics["sequences"] == held["sequences"]  # of the 6 it drew, not 12

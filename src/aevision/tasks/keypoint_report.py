@@ -19,7 +19,7 @@ from aevision.errors import AevisionError
 from aevision.io import write_json, write_safetensors
 from aevision.models.base import Autoencoder
 from aevision.models.dsae import keypoint_encoder, prune_keypoints
-from aevision.models.io import load_model, model_files, save_model, saved_run, trained_on
+from aevision.models.io import load_model, model_files, same_dataset, save_model, saved_run, trained_on
 from aevision.provenance import machine_info
 from aevision.tasks.keypoints import (
     VideoKeypoints,
@@ -53,8 +53,9 @@ def keypoint_data(model_path: str | os.PathLike[str], frames: str | None = None,
     if frames:
         return DataConfig(name=f"frames:{frames}", root=data_root, val_fraction=0.0), seed
     trained = trained_on(model_path)
-    if trained is not None and (dataset is None or dataset == trained.name):
-        trained.clip_length = trained.clip_stride = trained.limit = None  # every whole sequence
+    if trained is not None and (dataset is None or same_dataset(dataset, trained.name)):
+        # whole sequences, not clips; its data.limit stays: the run's own sequences and held-out split
+        trained.clip_length = trained.clip_stride = None
         trained.root = data_root or trained.root
         return trained, seed
     if dataset is None:
