@@ -740,3 +740,15 @@ def test_the_trainer_drops_the_gpu_probe_on_a_cpu_only_machine(tmp_path, monkeyp
     model = build_model("dense", (1, 4, 4), {"hidden": [8], "code_dim": 4})
     Trainer(cfg, tmp_path).fit(model, TensorBatches(images, 8), None)
     assert NVML_CHECK not in os.environ
+
+
+def test_a_cosine_run_resumed_with_more_epochs_decays_over_the_new_total(tmp_path):
+    """The restored scheduler kept the old T_max: past it the rate climbed back to its maximum."""
+    train = {"epochs": 2, "batch_size": 32, "progress": False, "scheduler": "cosine"}
+    aevision.pretrain(tiny_config(tmp_path / "a", train=train))
+    longer = {**train, "epochs": 4}
+    resumed = aevision.pretrain(tiny_config(tmp_path / "a", train=longer), resume=True)
+    fresh = aevision.pretrain(tiny_config(tmp_path / "b", train=longer))
+    lrs = [h["lr"] for h in resumed.fit.history]
+    assert len(lrs) == 4 and lrs[2:] == pytest.approx([h["lr"] for h in fresh.fit.history][2:], abs=1e-9)
+    assert lrs[3] < lrs[2] and lrs[3] == pytest.approx(0.0, abs=1e-9)

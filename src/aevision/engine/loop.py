@@ -45,7 +45,7 @@ from aevision.engine.gpu_probe import drop_gpu_probe
 from aevision.engine.precision import AUTO, resolve_precision
 from aevision.engine.progress import Reporter, format_terms
 from aevision.engine.resources import is_out_of_memory
-from aevision.engine.schedule import lr_scheduler
+from aevision.engine.schedule import follow_plan, lr_scheduler
 from aevision.engine.tracking import build_loggers, log_params
 from aevision.errors import AevisionError, ConfigError, DivergenceError
 from aevision.io import read_safetensors, write_csv_rows, write_safetensors
@@ -771,6 +771,7 @@ class Trainer:
             raise AevisionError(f"{path}: checkpoint does not fit this model ({first})") from None
         if fit.scheduler is not None and ckpt.get("scheduler"):
             fit.scheduler.load_state_dict(ckpt["scheduler"])
+            follow_plan(fit.scheduler, self.cfg.epochs * fit.batches)  # train.epochs may have grown
         set_rng_state(ckpt["rng"])
         return ckpt["loop"]
 

@@ -46,3 +46,19 @@ DECAYS: dict[str, Callable[[float], float]] = {
     "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
     "linear": lambda t: 1.0 - t,
 }
+
+
+def follow_plan(scheduler: torch.optim.lr_scheduler.LRScheduler, total_steps: int) -> None:
+    """After a resume, make a restored plain cosine decay over this run's ``total_steps`` (its
+    state holds the old ``T_max``: a run resumed with more epochs went past it, and the rate
+    climbed back to its maximum). The rate is set to the new curve's at the step reached, from
+    which torch's recursive update follows it exactly. The other schedules are recomputed from
+    the step count and need nothing."""
+    cosine = isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    if not cosine or scheduler.T_max == total_steps:
+        return
+    scheduler.T_max = total_steps
+    t = min(scheduler.last_epoch, total_steps) / total_steps
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * 0.5 * (1 + math.cos(math.pi * t))
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
