@@ -290,7 +290,7 @@ def run_segment(name: str, cfg: dict[str, Any], data: SegSplits, seed: int, runs
     config = {
         "seed": seed, "output_dir": str(runs / name / f"seed{seed}" / tag), "encoder": encoder, "init": init,
         "labels": labels, "epoch_images": sched.get("epoch_images"),
-        "freeze_epochs": sched["freeze_epochs"] if init == "pretrained" else 0,
+        "freeze_epochs": min(sched["freeze_epochs"], sched["epochs"]) if init == "pretrained" else 0,
         # how the pretrained weights are fine-tuned, if the schedule says (nothing to do for scratch)
         **{k: sched[k] for k in ("freeze_decoder", "pretrained_lr_scale")
            if k in sched and init == "pretrained"},

@@ -189,7 +189,8 @@ def segment_run(cfg: dict[str, Any], name: str, data: SegSplits, seed: int, runs
     config = {
         "seed": seed, "output_dir": str(runs / name / f"seed{seed}" / f"{tag}-{init}"), "encoder": encoder,
         "init": init, "labels": labels,
-        "freeze_epochs": sched["freeze_epochs"],  # scratch ignores it, and its run key too
+        # scratch ignores it, and its run key too; a trial's fewer epochs freeze at most all of them
+        "freeze_epochs": min(sched["freeze_epochs"], sched["epochs"]),
         "examples": 4, "data": ds["data"], **{k: v for k, v in seg.items() if k != "train"},
         "train": {**seg["train"], "epochs": sched["epochs"], "epoch_steps": sched.get("epoch_steps"),
                   "progress": False},

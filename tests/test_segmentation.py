@@ -509,6 +509,10 @@ def test_segment_config_errors():
         build_segment_config(base={"init": "scratch", "augment": {"zoom": 0.5}})
     with pytest.raises(AevisionError, match=r"data\.name: got 'mnist', expected one of"):
         segment({"init": "scratch", "data": {"name": "mnist"}})
+    # an encoder frozen for more epochs than the run has: refused, as a fine-tune's freeze_epochs is
+    with pytest.raises(ConfigError, match=r"^freeze_epochs: got 5, expected at most train\.epochs \(2\)"):
+        build_segment_config(base={"encoder": "runs/ae", "freeze_epochs": 5, "train": {"epochs": 2}})
+    build_segment_config(base={"encoder": "runs/ae", "freeze_epochs": 2, "train": {"epochs": 2}})  # frozen
 
 
 def test_a_segmenter_resumes_from_a_checkpoint_written_before_an_option_existed(tmp_path):

@@ -160,3 +160,7 @@ def test_sample_and_interpolate_cli(tmp_path, capsys):
     assert "no prior" in capsys.readouterr().err
     assert main(["interpolate", str(run), "--dataset", "digits", "--limit", "3", "-o", str(path)]) == 2
     assert "pairs" in capsys.readouterr().err
+    for bad in ("inf", "nan", "0", "-1"):  # an infinite one drew NaN codes and wrote a garbage image
+        assert main(["sample", str(run), "--temperature", bad, "-o", str(tmp_path / "t.png")]) == 2
+        assert f"--temperature: got {float(bad)}, expected a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "t.png").exists()

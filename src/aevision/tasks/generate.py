@@ -8,6 +8,7 @@ it decodes points on the path between the codes of two images.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Literal
@@ -38,8 +39,8 @@ def sample(model: Autoencoder, n: int, *, seed: int = 0, temperature: float = 1.
                             f"variational model (model.name=vae or conv-vae)")
     if n < 1:
         raise AevisionError(f"sample: n must be a positive integer, got {n}")
-    if not temperature > 0:
-        raise AevisionError(f"sample: temperature must be > 0, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise AevisionError(f"--temperature: got {temperature}, expected a finite number > 0")
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, model.code_dim, generator=g) * temperature

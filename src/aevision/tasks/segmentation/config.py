@@ -114,6 +114,8 @@ class SegmentConfig:
 
         check(self.seed >= 0, at("seed"), self.seed, "an integer >= 0")
         check(self.freeze_epochs >= 0, at("freeze_epochs"), self.freeze_epochs, "an integer >= 0")
+        check(self.init == "scratch" or self.freeze_epochs <= self.train.epochs, at("freeze_epochs"),
+              self.freeze_epochs, f"at most train.epochs ({self.train.epochs})")
         check(isinstance(self.freeze_decoder, bool), at("freeze_decoder"), self.freeze_decoder,
               "true or false")
         check(isinstance(self.pretrained_decoder, bool), at("pretrained_decoder"), self.pretrained_decoder,
