@@ -93,6 +93,9 @@ def test_a_model_set_to_null_is_left_out_everywhere():
     assert cfg.models["conv-rgb"] == full.models["conv-rgb"]  # the others untouched
     with pytest.raises(ConfigError, match=r"protocols\.finetune\.models\[0\]"):  # a typo stays an error
         load_benchmark("cifar10", ["models.mae=null", "protocols.finetune.models=[conv-rbg]"])
+    # a misspelt model to leave out: refused (it ran the full benchmark, the model kept)
+    with pytest.raises(AevisionError, match=r"^models\.mea=null: no model 'mea' to leave out \(models: "):
+        load_benchmark("cifar10", ["models.mea=null"])
 
 
 def test_protocols_never_receive_test_labels():

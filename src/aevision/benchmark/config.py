@@ -433,11 +433,12 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
             raise AevisionError(f"benchmark {source!r}: not a file and not a preset "
                                 f"(presets: {', '.join(PRESETS)})")
         data = load_yaml(path)
+    before = set(data.get("models") or {}) if isinstance(data, dict) else set()
     for assignment in overrides or []:
         apply_override(data, assignment)
     if not isinstance(data, dict):
         raise AevisionError(f"benchmark {source!r}: expected a mapping at the top level")
-    leave_out_null_models(data)
+    leave_out_null_models(data, before)
     # nested sections start from the defaults, so `finetune: {train: {epochs: 5}}` keeps the
     # other fine-tuning defaults (AdamW, cosine schedule) instead of the pretraining ones
     cfg: BenchmarkConfig = from_dict(BenchmarkConfig, merged(BenchmarkConfig().to_dict(), data), "")
@@ -445,13 +446,19 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
     return cfg
 
 
-def leave_out_null_models(data: dict[str, Any]) -> None:
+def leave_out_null_models(data: dict[str, Any], known: set[str] | None = None) -> None:
     """``models.NAME=null`` leaves NAME out: of ``models`` and of every protocol's (and the
-    imbalance study's) ``models`` list, so one override runs a preset without one of its models."""
+    imbalance study's) ``models`` list, so one override runs a preset without one of its models.
+    A NAME not among ``known`` (the models before the overrides) is a typo, refused: the run would
+    keep the model it meant to leave out."""
     models = data.get("models")
     if not isinstance(models, dict):
         return
     gone = {name for name, entry in models.items() if entry is None}
+    unknown = sorted(gone - known) if known is not None else []
+    if unknown:
+        raise AevisionError(f"models.{unknown[0]}=null: no model {unknown[0]!r} to leave out (models: "
+                            f"{', '.join(sorted(known or ())) or 'none'})")
     for name in gone:
         del models[name]
     sections = [*(data.get("protocols") or {}).values(), data.get("imbalance")]
