@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -716,6 +717,21 @@ def test_without_validation_a_monitored_score_is_said_to_be_unused(tmp_path, cap
         fit = Trainer(cfg, tmp_path).fit(Exploding(at=10**9), _batches(), None)
     assert "train.monitor miou: no validation split, so the last epoch's weights are kept" in caplog.text
     assert fit.monitored == "train_loss"
+
+
+def test_without_validation_the_epoch_reported_is_the_one_whose_weights_are_kept(tmp_path):
+    """best_epoch named the lowest training loss (epoch 3 of 6 here, a rate too high to settle)
+    while model.safetensors held epoch 6."""
+    train = {"epochs": 6, "lr": 1.0, "batch_size": 128, "progress": False}
+    data = {"name": "digits", "val_fraction": 0}
+    result = aevision.pretrain(tiny_config(tmp_path, data=data, train=train))
+    losses = [h["train_loss"] for h in result.fit.history]
+    assert losses.index(min(losses)) != 5  # the lowest training loss is not the last epoch's
+    summary = json.loads((tmp_path / "summary.json").read_text())["fit"]
+    assert result.fit.best_epoch == summary["best_epoch"] == 6
+    assert result.fit.best_val_loss == result.fit.best_monitored == losses[-1]
+    saved = aevision.load(tmp_path).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in result.model.state_dict().items())
 
 
 @pytest.mark.parametrize("device, gpus, unset", [("cpu", 0, True), ("cpu", 1, False), ("cuda", 0, False)])

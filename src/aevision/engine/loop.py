@@ -58,9 +58,11 @@ log = logging.getLogger(__name__)
 class FitResult:
     """What a finished run reports; ``history`` has one dict per epoch.
 
-    ``monitored`` names what picked ``best_epoch`` (``val_loss``, ``train_loss`` without a validation
-    split, or ``val_<train.monitor>``) and ``best_monitored`` is its value there; ``best_val_loss``
-    is the validation loss of that epoch (the training loss without validation)."""
+    ``monitored`` names what picked ``best_epoch`` (``val_loss``, or ``val_<train.monitor>``) and
+    ``best_monitored`` is its value there; ``best_val_loss`` is the validation loss of that epoch.
+    Without a validation split the last epoch's weights are kept (a lower training loss is no reason
+    to go back): ``best_epoch`` is the last epoch, ``monitored`` ``train_loss`` and both values its
+    training loss."""
 
     history: list[dict[str, Any]]
     steps: int
@@ -380,14 +382,18 @@ class Trainer:
             fit.raw.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         loop = fit.loop
         monitored = monitored_name(cfg, val)
-        kept = next((r for r in loop.history if r.get("epoch") == loop.best_epoch), {})
+        # without validation the last epoch's weights are kept: that is the epoch to report
+        last = loop.history[-1]["epoch"] if loop.history else None
+        best_epoch = loop.best_epoch if val is not None else last
+        kept = next((r for r in loop.history if r.get("epoch") == best_epoch), {})
+        best_monitored = loop.best_val if val is not None else kept.get("train_loss")
         return FitResult(
-            history=loop.history, steps=loop.step, best_epoch=loop.best_epoch,
-            best_val_loss=loop.best_val if monitored in ("val_loss", "train_loss") else kept.get("val_loss"),
+            history=loop.history, steps=loop.step, best_epoch=best_epoch,
+            best_val_loss=best_monitored if monitored in ("val_loss", "train_loss") else kept.get("val_loss"),
             stopped_early=fit.stopped_early,
             train_seconds=round(fit.train_seconds, 3), train_cpu_seconds=_cpu_total(loop.history),
             resumed_from=fit.resumed_from,
-            bad_batches=loop.bad_batches, monitored=monitored, best_monitored=loop.best_val,
+            bad_batches=loop.bad_batches, monitored=monitored, best_monitored=best_monitored,
         )
 
     # --- setup -------------------------------------------------------------------------------
