@@ -139,8 +139,15 @@ def test_index_and_search_cli(trained, tmp_path, capsys):
     assert Image.open(grid).size == (((8 + 2) * 5 + 2) * 8, (8 + 2 + 2) * 8)  # query + 4 neighbours, x8
 
     # a dataset gallery, an approximate index, dataset queries: each query finds itself first
-    assert main(["index", "digits", "--split", "test", "--limit", "200", "-m", str(trained),
-                 "-o", str(index), "--kind", "hnsw", "--metric", "cosine"]) == 0
+    capsys.readouterr()
+    again = ["index", "digits", "--split", "test", "--limit", "200", "-m", str(trained),
+             "-o", str(index), "--kind", "hnsw", "--metric", "cosine"]
+    assert main(again) == 2  # an index is there: replaced only when asked
+    assert "index.faiss exists already (3 of the 3 files to write); give --overwrite" in \
+        capsys.readouterr().err
+    assert main(["index", str(folder), "-m", str(trained), "-o", str(trained)]) == 2
+    assert "a model's folder; give the index a folder of its own" in capsys.readouterr().err
+    assert main([*again, "--overwrite"]) == 0
     assert main(["search", str(index), "--dataset", "digits", "--split", "test", "--limit", "30",
                  "-o", str(out)]) == 0
     res = json.loads(out.read_text())

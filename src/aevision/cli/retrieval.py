@@ -19,6 +19,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("data", metavar="DATA", help="dataset name (see 'aevision datasets') or image folder/file")
     p.add_argument("-m", "--model", required=True, help="model folder (from 'aevision pretrain')")
     p.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an index already in INDEX")
     p.add_argument("--split", choices=("train", "val", "test"), default="train",
                    help="split of a dataset (default train: the whole official training set; val: the "
                    "images the model's pretraining held out when DATA is what it pretrained on)")
@@ -71,7 +72,8 @@ def run_index(args: argparse.Namespace) -> int:
     index = index_gallery(args.model, args.data, args.out, split=args.split, root=args.data_root,
                           seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device,
                           memory=args.memory, workers=args.workers, kind=args.kind, metric=args.metric,
-                          nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+                          nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search,
+                          overwrite=args.overwrite)
     print(f"indexed {plural(len(index), 'image')} of {args.data} ({args.kind}, {args.metric}, "
           f"{index.dim} features) -> {args.out}")
     return 0

@@ -19,22 +19,27 @@ from aevision.data import data_root
 from aevision.data.imageset import ImageSet
 from aevision.data.sources import SourceSpec, Split, fingerprint, is_path, load_source, resolved
 from aevision.errors import AevisionError
-from aevision.io import file_sha256, write_json
+from aevision.io import file_sha256, refuse_existing, write_json
 from aevision.models import Autoencoder
 from aevision.models.inference import encode
-from aevision.models.io import load_model, model_files, pretraining_carve
-from aevision.tasks.retrieval import GalleryIndex, Neighbours
+from aevision.models.io import WEIGHTS, load_model, model_files, pretraining_carve
+from aevision.tasks.retrieval import INDEX_FILE, LABELS_FILE, META_FILE, GalleryIndex, Neighbours
 from aevision.tasks.streamed_features import stream_fingerprint, streamed_codes, streamed_input
 
 
 def index_gallery(model_path: str | os.PathLike[str], data: str, out: str | os.PathLike[str], *,
                   split: Split = "train", root: str | None = None, seed: int = 0, limit: int | None = None,
                   batch_size: int = 512, device: str = "cpu", memory: float | None = None, workers: int = 2,
-                  **options: Any) -> GalleryIndex:
+                  overwrite: bool = False, **options: Any) -> GalleryIndex:
     """Encode ``data`` (a dataset name or an image folder/file) with the model and save a
     :class:`GalleryIndex` (``options``: kind, metric, nlist, nprobe, hnsw_m, ef_search) to ``out``.
     One folder or ``shards:`` set whose decoded images exceed ``memory`` GiB (default a quarter
-    of RAM) is streamed: only its codes are held."""
+    of RAM) is streamed: only its codes are held. An index already in ``out`` is replaced only with
+    ``overwrite``; a model's folder never is."""
+    out = Path(out)
+    if (out / WEIGHTS).exists():
+        raise AevisionError(f"-o {out}: a model's folder; give the index a folder of its own")
+    refuse_existing([out / name for name in (INDEX_FILE, META_FILE, LABELS_FILE)], out, overwrite=overwrite)
     model = load_model(model_path, device)
     # a resolved data root, so that 'search --grid' finds the same images whatever $AEVISION_DATA says
     root = None if is_path(data) else str(data_root(root).resolve())

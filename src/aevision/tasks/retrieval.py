@@ -175,6 +175,8 @@ class GalleryIndex:
         if self.labels is not None:
             write_safetensors(folder / LABELS_FILE, {"labels": self.labels},
                               metadata={"format": FORMAT})
+        else:  # a replaced index's labels would describe another gallery
+            (folder / LABELS_FILE).unlink(missing_ok=True)
         write_json(folder / META_FILE, meta)
         self.meta = meta
         return folder
