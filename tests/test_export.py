@@ -78,7 +78,7 @@ def test_a_fully_convolutional_encoder_takes_any_image_size(tmp_path, fmt):
     result = export_model(tmp_path / "conv", tmp_path / "out", fmt=fmt, inputs=[str(tmp_path / "imgs")])
     enc = result.manifest["graphs"][0]
     assert enc["dynamic_size"] and enc["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
-    assert enc["parity"]["inputs"]["shapes"] == [[5, 3, 16, 16], [5, 3, 24, 24]]
+    assert enc["parity"]["inputs"]["shapes"] == [[5, 3, 16, 16], [5, 3, 80, 80]]  # and 64 pixels larger
     assert result.manifest["parity"]["max_abs_diff"] <= 1e-4
     x = torch.rand(2, 3, 20, 12)
     runner = load_runner(tmp_path / "out" / f"encoder{'.onnx' if fmt == 'onnx' else '.pt'}", fmt)
@@ -238,3 +238,26 @@ def test_a_model_that_cannot_decode_a_code_exports_its_encoder_alone():
     model.decode = decode  # as the masked autoencoder does
     (encoder,) = autoencoder_graphs(model)
     assert encoder.name == "encoder" and "patch tokens" in encoder.note
+
+
+def test_a_deep_codec_on_small_images_declares_its_latent_size_dynamic_and_a_new_export_leaves_no_old_graphs(
+        tmp_path):
+    """8x8 images through 5 halvings: a latent of 1x1 at the first parity size and (with a step of
+    8) at the second too, so export.json declared it fixed; exporting another model into the same
+    folder left the first one's hyperprior graphs beside the new ones."""
+    deep = build_model("codec", (1, 8, 8), {"channels": 8, "code_channels": 6, "stages": 5},
+                       [{"name": "factorized"}]).eval()
+    save_model(deep, tmp_path / "deep")
+    png_folder(tmp_path / "imgs", n=3, size=(8, 8), channels=1)
+    result = export_model(tmp_path / "deep", tmp_path / "out", inputs=[str(tmp_path / "imgs")])
+    analysis = result.manifest["graphs"][0]
+    assert analysis["inputs"][0]["shape"][2:] == ["height", "width"]
+    assert analysis["outputs"][0]["shape"][2:] == ["dynamic", "dynamic"]
+    hyper = build_model("codec", (1, 8, 8), {"channels": 8, "code_channels": 6, "stages": 2},
+                        [{"name": "hyperprior"}]).eval()
+    save_model(hyper, tmp_path / "hyper")
+    export_model(tmp_path / "hyper", tmp_path / "out2", inputs=[str(tmp_path / "imgs")])
+    (tmp_path / "out2" / "notes.txt").write_text("the user's own file")
+    export_model(tmp_path / "deep", tmp_path / "out2", inputs=[str(tmp_path / "imgs")])
+    names = sorted(p.name for p in (tmp_path / "out2").iterdir())
+    assert names == sorted([*(g["file"] for g in result.manifest["graphs"]), "export.json", "notes.txt"])

@@ -14,6 +14,7 @@ a failed export is an error and leaves nothing there.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -90,16 +91,36 @@ def staging(out: Path) -> Iterator[Path]:
     try:
         yield tmp
         out.mkdir(exist_ok=True)
+        earlier = exported_files(out)
         for f in sorted(tmp.iterdir(), key=lambda p: p.name == MANIFEST):  # the manifest last
             os.replace(f, out / f.name)
+        for name in earlier - exported_files(out):  # an earlier export's graphs the new one lacks
+            (out / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def exported_files(folder: Path) -> set[str]:
+    """The graph files an ``export.json`` in ``folder`` lists (none when there is none or it is
+    unreadable)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        graphs = manifest.get("graphs", [])
+        return {Path(g["file"]).name for g in graphs if isinstance(g, dict) and g.get("file")}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+# how much larger the second parity size is: enough that an output downsampled by up to 64 (a codec
+# of 6 stages) changes size too; 8 left a 5-stage codec's latent of an 8x8 input at 1x1 both times,
+# and export.json declared that size fixed
+SECOND_SIZE_STEP = 64
+
+
 def second_size(images: Tensor, multiple: int) -> Tensor:
     """``images`` resized to a larger size that is still a multiple of ``multiple``: the second
-    size a graph with a dynamic size is checked at."""
-    step = multiple * -(-8 // multiple)
+    size a graph with a dynamic size is checked at (the output axes that change are declared dynamic)."""
+    step = multiple * -(-SECOND_SIZE_STEP // multiple)
     h, w = images.shape[-2:]
     return F.interpolate(images, size=(h + step, w + step), mode="bilinear", align_corners=False).clamp(0, 1)
 

@@ -60,5 +60,5 @@ def real_images(path: str | os.PathLike[str], model: Any, inputs: Sequence[str] 
         segs = load_segmentation(cfg, seed)
         split, images = next((n, s) for n, s in (("test", segs.test), ("validation", segs.val),
                                                  ("training", segs.train)) if s is not None and len(s))
-    chosen = images.images[limited(len(images), limit, seed)]
+    chosen = images.images[limited(len(images.images), limit, seed)]  # a video's: frames, not sequences
     return chosen, f"{len(chosen)} images of the {split} split of {cfg.name} (the run's own data)"
