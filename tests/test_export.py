@@ -261,3 +261,15 @@ def test_a_deep_codec_on_small_images_declares_its_latent_size_dynamic_and_a_new
     export_model(tmp_path / "deep", tmp_path / "out2", inputs=[str(tmp_path / "imgs")])
     names = sorted(p.name for p in (tmp_path / "out2").iterdir())
     assert names == sorted([*(g["file"] for g in result.manifest["graphs"]), "export.json", "notes.txt"])
+
+
+def test_a_video_run_checks_parity_on_limit_frames_drawn_from_its_sequences(tmp_path):
+    """--limit counted sequences but indexed frames: 4 asked, 2 frames of the first sequence checked."""
+    import aevision
+
+    data = {"name": "moving-shapes", "n_train": 6, "n_test": 2, "frames": 5, "size": 32, "val_fraction": 0.34}
+    aevision.pretrain({"seed": 0, "output_dir": str(tmp_path / "dsae"), "data": data,
+                       "model": {"name": "dsae", "channels": [8], "keypoints": 4},
+                       "train": {"epochs": 1, "batch_size": 4, "progress": False}})
+    result = export_model(tmp_path / "dsae", tmp_path / "out", limit=4)
+    assert result.manifest["graphs"][0]["parity"]["inputs"]["shapes"][0][0] == 4
