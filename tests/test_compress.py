@@ -450,6 +450,23 @@ def test_decompress_never_replaces_files_unasked_and_writes_all_or_nothing(tmp_p
     assert "in: a folder, not a compressed file" in capsys.readouterr().err
 
 
+def test_a_backslash_in_a_file_name_is_compressed_as_an_underscore(tmp_path, capsys):
+    """'a\\b.png' is a legal POSIX name: compress refused it, naming 'image 0'."""
+    from PIL import Image
+
+    from aevision.cli import main
+    from aevision.models import save_model
+
+    save_model(tiny_codec(), tmp_path / "codec")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(images([(16, 16)])[0].permute(1, 2, 0).numpy()).save(tmp_path / "in" / "a\\b.png")
+    m = ["-m", str(tmp_path / "codec")]
+    assert main(["compress", str(tmp_path / "in"), *m, "-o", str(tmp_path / "a.aev")]) == 0
+    assert container.parse((tmp_path / "a.aev").read_bytes())[0].names == ("a_b.png",)
+    assert main(["decompress", str(tmp_path / "a.aev"), *m, "-o", str(tmp_path / "out")]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_b.png"]
+
+
 def test_decompress_gives_back_the_file_names_and_reads_files_without_them(tmp_path):
     from PIL import Image
 

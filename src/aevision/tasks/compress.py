@@ -220,8 +220,9 @@ class CompressedFile:
 def compress_files(codec: Codec, paths: Sequence[Path], out: str | os.PathLike[str]) -> CompressedFile:
     """Compress the image files ``paths`` into the one file ``out``, which keeps their names."""
     images = [read_image(path, codec.channels) for path in paths]
-    # a name that is not valid text (bytes from another encoding) keeps its readable part
-    names = [Path(path).name.encode("utf-8", "replace").decode("utf-8") for path in paths]
+    # a name that is not valid text (bytes from another encoding) keeps its readable part; a
+    # backslash (legal on POSIX) becomes '_', so no system reads a folder into the decoded name
+    names = [Path(path).name.encode("utf-8", "replace").decode("utf-8").replace("\\", "_") for path in paths]
     result = codec.compress_latents(images, names)
     write_bytes(out, result.data)
     pixels = sum(int(i.shape[1]) * int(i.shape[2]) for i in images)
