@@ -14,8 +14,8 @@ def add_parser(sub: Any) -> None:
     p: Parser = sub.add_parser(
         "index", help="encode a gallery of images into a searchable FAISS index",
         description="Encode DATA (a dataset name such as mnist, or an image folder) with a trained "
-        "model and write an index folder for 'aevision search'. Exact search by default; "
-        "--kind ivf or hnsw for large galleries.")
+        "model and write an index folder for 'aevision search'. Images of another size than the "
+        "model's are stretched to it. Exact search by default; --kind ivf or hnsw for large galleries.")
     p.add_argument("data", metavar="DATA", help="dataset name (see 'aevision datasets') or image folder/file")
     p.add_argument("-m", "--model", required=True, help="model folder (from 'aevision pretrain')")
     p.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder to write")
