@@ -110,6 +110,8 @@ def test_a_win_must_hold_across_seeds_and_one_run_gets_no_verdict(capsys):
     printed = capsys.readouterr().out
     assert "3 wins, 0 losses, 1 within noise, 1 single run" in printed
     assert "dense beats pixels on digits at 5/class: 0.8590 vs 0.8287" in printed
+    assert "paired t-test over 3 seeds)" in printed and "over 1 seeds" not in printed
+    assert leaderboard.test_name(1) == "McNemar's test on the test images"  # 'p = 1e-21 over 1 seeds'
     assert "conv beats pca-32" not in printed and "autoencoder wins" not in printed
 
 

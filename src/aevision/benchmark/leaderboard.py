@@ -125,6 +125,11 @@ def _seed_bits(row: dict[str, Any], seed: int) -> str | None:
     return bits[row["seeds"].index(seed)] if bits else None
 
 
+def test_name(n_seeds: int) -> str:
+    """Which test gave a verdict's p-value: the paired t-test over seeds, McNemar's for one run."""
+    return "McNemar's test on the test images" if n_seeds == 1 else f"paired t-test over {n_seeds} seeds"
+
+
 def paired_test(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float, float | None]:
     """Two aggregated rows compared seed by seed (the same seed: the same labelled subset): the
     number of shared seeds, the mean difference a - b (of the means when no seed is shared), and the
@@ -297,7 +302,7 @@ def verdict_section(ver: list[dict[str, Any]]) -> list[str]:
         return []
     several = len({v["dataset"] for v in ver}) > 1
     header = [*(["dataset"] if several else []), "autoencoder", "baseline", "budget", "accuracy",
-              "baseline accuracy", "difference", "seeds", "p (paired t)", "verdict"]
+              "baseline accuracy", "difference", "seeds", "p (t / McNemar)", "verdict"]
     body = [[*([v["dataset"]] if several else []), v["method"], v["baseline"], v["budget"],
              f"{v['accuracy']:.4f}", f"{v['baseline_accuracy']:.4f}", f"{v['margin']:+.4f}", v["n_seeds"],
              "" if v["p_value"] is None else f"{v['p_value']:.3g}", VERDICT_WORDS[v["verdict"]]]
@@ -358,9 +363,10 @@ def print_board(board: dict[str, Any]) -> None:
     if ver:
         print(f"autoencoders vs pixels, PCA and their untrained encoders, linear probe: "
               f"{verdict_counts(ver)}; a win or a loss "
-              f"needs a paired t-test over the seeds at alpha {ALPHA:g}, else it is within noise")
+              f"needs a paired t-test over the seeds (McNemar's test on the test images for a single run) "
+              f"at alpha {ALPHA:g}, else it is within noise")
         for v in ver:
             if v["verdict"] in ("wins", "loses"):
                 print(f"  {v['method']} {'beats' if v['beats'] else 'loses to'} {v['baseline']} on "
                       f"{v['dataset']} at {v['budget']}: {v['accuracy']:.4f} vs {v['baseline_accuracy']:.4f} "
-                      f"({v['margin']:+.4f}, p = {v['p_value']:.3g} over {v['n_seeds']} seeds)")
+                      f"({v['margin']:+.4f}, p = {v['p_value']:.3g}, {test_name(v['n_seeds'])})")

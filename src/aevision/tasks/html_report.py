@@ -175,7 +175,7 @@ def verdict_section(ver: list[dict[str, Any]], rule: str | None) -> list[Section
     if not ver:
         return []
     header = ["dataset", "autoencoder", "baseline", "budget", "accuracy", "baseline accuracy",
-              "difference", "seeds", "p (paired t)", "verdict"]
+              "difference", "seeds", "p (t / McNemar)", "verdict"]
     rows = [[v["dataset"], v["method"], v["baseline"], v["budget"], f"{v['accuracy']:.4f}",
              f"{v['baseline_accuracy']:.4f}", f"{v['margin']:+.4f}", v["n_seeds"],
              "" if v["p_value"] is None else f"{v['p_value']:.3g}", v["verdict"]] for v in ver]
