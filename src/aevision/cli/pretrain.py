@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--reg", action="append", default=[], metavar="NAME[:k=v,...]",
                    help="add a regularizer, e.g. --reg l1:weight=1e-4 --reg denoising:sigma=0.3")
     p.add_argument("--data-root", metavar="DIR", help="dataset folder (default $AEVISION_DATA)")
-    p.add_argument("--limit", type=int, metavar="N", help="use at most N training images")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="use at most N training images (videos: N sequences), drawn with --seed")
     p.add_argument("--init-from", metavar="MODEL", help="start from these trained weights (a model folder "
                    "or .safetensors of the same architecture): continued pretraining, fine-tuning, transfer")
     add_engine_arguments(p, "runs/pretrain")
