@@ -425,6 +425,12 @@ def test_encode_streams_images_of_another_size_only_when_resize_says_stretch(tmp
     assert main([*run, "--resize", "crop"]) == 2
     assert "--resize: got 'crop', expected stretch: " in capsys.readouterr().err
     assert main([*run, "--resize", "stretch"]) == 0 and np.load(out).shape == (7, 6)
+    # said and recorded as an in-memory encode says it (it was neither)
+    assert "resized 1 of 7 images to 12x12 (stretched: the aspect ratio changed) from 12x20 (1)" in \
+        capsys.readouterr().err
+    rows = json.loads(out.with_suffix(".rows.json").read_text())
+    assert rows["resized"] == {"to": [12, 12], "fit": "stretch", "from": {"12x20": 1}}
+    assert rows["indices"] is None
 
 
 def test_encode_streams_prepared_shards_by_split(shards, tmp_path, capsys):

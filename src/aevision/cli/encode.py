@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from aevision.cli.common import Parser, add_data_arguments, model_inputs, output_path
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
                                                 model_path=args.model)
             print(f"wrote {out}: {rows} x {dim} features, streamed from {stream.name} "
                   f"(rows: {rows_path(out)})")
+            note = stream.resize_note()
+            if note:
+                print(note, file=sys.stderr)
             return 0
     inputs = model_inputs(args, model)
     features = write_features(model, inputs, out, batch_size=args.batch_size, device=args.device,

@@ -14,6 +14,7 @@ A file that does not decode is left out of its batch and counted in a warning.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ from aevision.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def decode_file(path: Path, listing: FolderListing) -> Tensor | None:
+def decode_file(path: Path, listing: FolderListing,
+                resized: list[tuple[int, int]] | None = None) -> Tensor | None:
     """One file of ``listing`` -> (channels, H, W) uint8 at its size, or None when it does not
-    decode; an image of another size is resized, or an error when the listing says so."""
+    decode; an image of another size is resized (its size appended to ``resized``), or an error
+    when the listing says so."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
     mode = ImageReadMode.GRAY if listing.channels == 1 else ImageReadMode.RGB
@@ -47,6 +50,8 @@ def decode_file(path: Path, listing: FolderListing) -> Tensor | None:
     if tuple(image.shape[1:]) != listing.size:
         if listing.other_size is not None:
             check_size(path, image, listing)
+        if resized is not None:
+            resized.append((int(image.shape[1]), int(image.shape[2])))
         x = F.interpolate(image[None].float(), size=listing.size, mode="bilinear", antialias=True,
                           align_corners=False)
         image = x[0].round().clamp(0, 255).to(torch.uint8)
@@ -69,10 +74,10 @@ class _EpochFiles(IterableDataset):
 
     def _batch(self, idx: Sequence[int]) -> dict[str, Any]:
         listing = self.listing
-        images, kept, bad = [], [], []
+        images, kept, bad, resized = [], [], [], []
         for i in idx:
             try:
-                image = decode_file(listing.files[i], listing)
+                image = decode_file(listing.files[i], listing, resized)
             except DataError as e:  # handed to the training process: one line there, not a traceback
                 return {"error": str(e)}
             if image is None:
@@ -83,7 +88,8 @@ class _EpochFiles(IterableDataset):
         labels = [listing.labels[i] for i in kept] if listing.labels is not None else [-1] * len(kept)
         c, h, w = listing.image_shape
         return {"image": torch.stack(images) if images else torch.empty(0, c, h, w, dtype=torch.uint8),
-                "index": torch.tensor(kept, dtype=torch.long), "label": torch.tensor(labels), "bad": bad}
+                "index": torch.tensor(kept, dtype=torch.long), "label": torch.tensor(labels), "bad": bad,
+                "resized": resized}
 
 
 class FolderBatches:
@@ -101,6 +107,7 @@ class FolderBatches:
         self.images_per_item = 1
         self.device: torch.device | None = None
         self.skipped: list[Skipped] = []  # files that did not decode, as they were met
+        self.resized: Counter[tuple[int, int]] = Counter()  # (H, W) of the images resized -> count
 
     def __len__(self) -> int:
         return self.num_batches()
@@ -129,6 +136,7 @@ class FolderBatches:
         for raw in DataLoader(data, batch_size=None, num_workers=workers, generator=generator):
             if "error" in raw:
                 raise DataError(raw["error"])
+            self.resized.update((int(h), int(w)) for h, w in raw.get("resized", []))  # lists after the loader
             if raw["bad"]:
                 self.skipped += [Skipped(path, "not a readable image") for path in raw["bad"]]
                 log.warning("skipped %d unreadable file(s), e.g. %s (%d so far)", len(raw["bad"]),

@@ -38,6 +38,25 @@ HOW = {"stretch": "stretched: the aspect ratio changed", "crop": "scaled and cen
        "pad": "scaled and padded with black borders"}
 
 
+def resize_note(resized: Counter[tuple[int, int]], total: int, size: tuple[int, int],
+                fit: Fit | None) -> str | None:
+    """``resized 3 of 4 images to 8x8 (stretched: ...) from 20x16 (3)``, or None when nothing was."""
+    if not resized or fit is None:
+        return None
+    sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in resized.most_common(3))
+    more = f" and {len(resized) - 3} other sizes" if len(resized) > 3 else ""
+    return (f"resized {sum(resized.values())} of {total} image{'s' if total != 1 else ''} to "
+            f"{size[0]}x{size[1]} ({HOW[fit]}) from {sizes}{more}")
+
+
+def resize_record(resized: Counter[tuple[int, int]], size: tuple[int, int],
+                  fit: Fit | None) -> dict[str, Any] | None:
+    """What a rows file says was resized (None: nothing)."""
+    if not resized:
+        return None
+    return {"to": list(size), "fit": fit, "from": {f"{h}x{w}": n for (h, w), n in resized.most_common()}}
+
+
 @dataclass
 class Inputs:
     """``data`` and where its rows came from: ``data.files`` for files, or ``dataset`` / ``split``
@@ -54,13 +73,7 @@ class Inputs:
 
     def resize_note(self) -> str | None:
         """``resized 3 of 4 images to 8x8 (stretched: ...) from 20x16 (3)``, or None."""
-        if not self.resized or self.fit is None:
-            return None
-        sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in self.resized.most_common(3))
-        more = f" and {len(self.resized) - 3} other sizes" if len(self.resized) > 3 else ""
-        total = len(self.data)
-        return (f"resized {sum(self.resized.values())} of {total} image{'s' if total != 1 else ''} to "
-                f"{self.size[0]}x{self.size[1]} ({HOW[self.fit]}) from {sizes}{more}")
+        return resize_note(self.resized, len(self.data), self.size, self.fit)
 
     def record(self) -> dict[str, Any]:
         """Which image each row is, as JSON: written beside an .npy, into a .safetensors."""
@@ -69,9 +82,7 @@ class Inputs:
             "rows": len(d), "files": d.files, "dataset": self.dataset, "split": self.split,
             "indices": None if self.indices is None else self.indices.tolist(),
             "labels": None if d.labels is None else d.labels.tolist(), "classes": d.classes,
-            "resized": None if not self.resized else {
-                "to": list(self.size), "fit": self.fit,
-                "from": {f"{h}x{w}": n for (h, w), n in self.resized.most_common()}},
+            "resized": resize_record(self.resized, self.size, self.fit),
             "skipped": [{"path": s.path, "reason": s.reason} for s in d.skipped],
         }
 

@@ -11,6 +11,7 @@ end). ``<name>.rows.json`` beside it says, as for in-memory inputs, which file e
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from aevision.config import DataConfig
 from aevision.data.folder_batches import FolderBatches
 from aevision.data.folder_stream import FolderListing, list_folder
 from aevision.data.imageset import to_float
+from aevision.data.inputs import resize_note, resize_record
 from aevision.data.plan import memory_budget
 from aevision.data.shards import ShardInfo, read_files, read_info
 from aevision.data.streaming import StreamBatches
@@ -51,6 +53,16 @@ class StreamedInput:
         self.folder = FolderBatches(self.listing, range(self.rows), batch_size, shuffle=False,
                                     workers=workers)
         return self.folder.raw_epoch(0)
+
+    def resized(self) -> Counter[tuple[int, int]]:
+        """The sizes of the folder's images that were stretched to the listing's, once read."""
+        return self.folder.resized if self.folder is not None else Counter()
+
+    def image_size(self) -> tuple[int, int]:
+        return self.listing.size if self.listing is not None else tuple(self.shards.image_shape[1:])  # type: ignore
+
+    def resize_note(self) -> str | None:
+        return resize_note(self.resized(), self.rows, self.image_size(), "stretch")
 
     def classes(self) -> list[str] | None:
         return self.shards.classes if self.shards is not None else self.listing.classes  # type: ignore
@@ -155,8 +167,9 @@ def _write_rows(out: Path, source: StreamedInput, indices: list[int], labels: li
     write_json(rows_path(out), {
         "features": out.name, "model": str(model_path), "rows": len(indices), "streamed": True,
         "files": [files[i] for i in indices], "dataset": source.name if source.shards else None,
-        "split": source.split if source.shards else None,
-        "labels": labels if classes else None, "classes": classes, "skipped": skipped})
+        "split": source.split if source.shards else None, "indices": None,
+        "labels": labels if classes else None, "classes": classes,
+        "resized": resize_record(source.resized(), source.image_size(), "stretch"), "skipped": skipped})
 
 
 @torch.no_grad()
