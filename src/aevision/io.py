@@ -125,14 +125,18 @@ def refuse_existing(paths: Sequence[Path], out: Path, *, overwrite: bool = False
 
 
 @contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A scratch folder inside ``out`` whose files move into ``out`` when the block ends without
-    an error: all of a command's files or none (a failure or Ctrl-C leaves ``out`` as it was)."""
-    out.mkdir(parents=True, exist_ok=True)
-    stage = temp_folder(out, ".staging-")
+def staged_folder(out: Path, last: str | None = None) -> Iterator[Path]:
+    """A scratch folder beside ``out`` whose files move into ``out`` (made then) when the block ends
+    without an error, the one named ``last`` (a manifest vouching for the others) after the rest:
+    all of a command's files or none (a failure or Ctrl-C leaves ``out`` as it was)."""
+    if out.exists() and not out.is_dir():
+        raise AevisionError(f"-o {out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = temp_folder(out.parent, f".{out.name}.staging-")
     try:
         yield stage
-        for f in sorted(stage.iterdir()):
+        out.mkdir(exist_ok=True)
+        for f in sorted(stage.iterdir(), key=lambda p: (p.name == last, p.name)):
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from torch import Tensor
 
 from aevision.data.imageset import to_float
 from aevision.errors import AevisionError, ConfigError
-from aevision.io import write_json
+from aevision.io import staged_folder, write_json
 from aevision.tasks.export.formats import FORMATS, Runner, load_runner, onnx_opset, write_graph
 from aevision.tasks.export.graphs import Graph, model_graphs
 from aevision.tasks.export.manifest import describe, graph_entry
@@ -82,22 +80,13 @@ def export_model(path: str | os.PathLike[str], out: str | os.PathLike[str], *, f
 
 @contextmanager
 def staging(out: Path) -> Iterator[Path]:
-    """A fresh folder beside ``out``; its files move into ``out`` only if the block succeeds, and
-    it is removed either way."""
-    if out.exists() and not out.is_dir():
-        raise AevisionError(f"-o {out}: exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-    try:
+    """:func:`aevision.io.staged_folder` with the manifest moved in last; then an earlier export's
+    graphs that the new one lacks are removed (a user's own files stay)."""
+    earlier = exported_files(out)
+    with staged_folder(out, last=MANIFEST) as tmp:
         yield tmp
-        out.mkdir(exist_ok=True)
-        earlier = exported_files(out)
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == MANIFEST):  # the manifest last
-            os.replace(f, out / f.name)
-        for name in earlier - exported_files(out):  # an earlier export's graphs the new one lacks
-            (out / name).unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for name in earlier - exported_files(out):
+        (out / name).unlink(missing_ok=True)
 
 
 def exported_files(folder: Path) -> set[str]:
