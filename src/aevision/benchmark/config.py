@@ -446,7 +446,7 @@ def load_benchmark(source: str | Path | dict[str, Any], overrides: list[str] | N
     return cfg
 
 
-def leave_out_null_models(data: dict[str, Any], known: set[str] | None = None) -> None:
+def leave_out_null_models(data: dict[str, Any], known: set[str]) -> None:
     """``models.NAME=null`` leaves NAME out: of ``models`` and of every protocol's (and the
     imbalance study's) ``models`` list, so one override runs a preset without one of its models.
     A NAME not among ``known`` (the models before the overrides) is a typo, refused: the run would
@@ -455,10 +455,10 @@ def leave_out_null_models(data: dict[str, Any], known: set[str] | None = None) -
     if not isinstance(models, dict):
         return
     gone = {name for name, entry in models.items() if entry is None}
-    unknown = sorted(gone - known) if known is not None else []
+    unknown = sorted(gone - known)
     if unknown:
         raise AevisionError(f"models.{unknown[0]}=null: no model {unknown[0]!r} to leave out (models: "
-                            f"{', '.join(sorted(known or ())) or 'none'})")
+                            f"{', '.join(sorted(known)) or 'none'})")
     for name in gone:
         del models[name]
     sections = [*(data.get("protocols") or {}).values(), data.get("imbalance")]

@@ -76,7 +76,7 @@ def load_source(spec: SourceSpec, channels: int, image_size: tuple[int, int]) ->
         if name not in DATASETS:
             raise AevisionError(f"{spec.data}: no such file or folder, and not a dataset "
                                 f"(datasets: {', '.join(DATASETS.names())})")
-        carve = spec.carve or Carve(0.1, spec.seed)
+        carve = spec.carve or Carve(DataConfig.val_fraction, spec.seed)  # pretrain's default
         val = spec.split == "val"
         cfg = DataConfig(name=spec.data, root=spec.root, channels=channels, image_size=list(image_size),
                          val_fraction=carve.fraction if val else 0.0, limit=carve.limit if val else None,

@@ -131,9 +131,10 @@ class Run:
         inputs change)."""
         last = self.out_dir / "checkpoints" / LAST
         refuse_replacing(self.out_dir, allowed=overwrite or resume or reuse)
+        rec = self.record()
         if resume:
-            self.check_resumable(self.record())
-        same = self.same_key(self.record())
+            self.check_resumable(rec)
+        same = self.same_key(rec)
         go_on = resume or (reuse and same and last.is_file())
         if self.writer:
             if not go_on:

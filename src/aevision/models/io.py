@@ -17,7 +17,7 @@ from torch import nn
 from aevision.config import DataConfig, from_dict
 from aevision.data.splits import Carve
 from aevision.errors import AevisionError
-from aevision.io import read_json, read_safetensors, write_json, write_safetensors
+from aevision.io import read_json, read_safetensors, user_path, write_json, write_safetensors
 from aevision.models.base import Autoencoder
 from aevision.models.registry import build_model
 
@@ -104,9 +104,9 @@ def same_dataset(a: str, b: str) -> bool:
     if kind_a != kind_b or not path_a or not path_b:
         return False
     try:
-        found_a, found_b = Path(path_a).expanduser(), Path(path_b).expanduser()
+        found_a, found_b = user_path(path_a), user_path(path_b)
         return found_a.exists() and found_b.exists() and found_a.resolve() == found_b.resolve()
-    except (OSError, RuntimeError):  # an unknown user's home: not the same
+    except (OSError, AevisionError):  # an unknown user's home: not the same
         return False
 
 
